@@ -1,0 +1,103 @@
+"""Helpers for `make demo`: upload the examples, wait for the worker, report the lake."""
+import argparse
+import io
+import json
+import pathlib
+import sys
+import time
+import tomllib
+import urllib.request
+
+import boto3
+import pyarrow.parquet as pq
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def wait_emulator(endpoint, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+            return
+        except Exception:
+            time.sleep(0.2)
+    sys.exit(f"emulator did not answer at {endpoint} within {timeout}s")
+
+
+def clients(endpoint, region):
+    kw = dict(endpoint_url=endpoint, region_name=region,
+              aws_access_key_id="test", aws_secret_access_key="test")
+    return boto3.client("s3", **kw), boto3.client("sqs", **kw), boto3.client("dynamodb", **kw)
+
+
+def queue_depth(sqs, url):
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def run(endpoint, config_path, timeout=120):
+    config = tomllib.loads(pathlib.Path(config_path).read_text())
+    s3, sqs, dynamodb = clients(endpoint, config["aws"]["region"])
+    landing, lake = config["landing"]["bucket"], config["lake"]["bucket"]
+    queue_url = sqs.get_queue_url(QueueName=config["queue"]["url"].rstrip("/").rsplit("/", 1)[-1])["QueueUrl"]
+    dlq_url = sqs.get_queue_url(QueueName=config["queue"]["dead_letter_url"].rstrip("/").rsplit("/", 1)[-1])["QueueUrl"]
+
+    examples = ROOT / "examples"
+    for path in sorted(examples.rglob("*")):
+        if path.is_file() and "messages" not in path.parts:
+            key = str(path.relative_to(examples))
+            s3.upload_file(str(path), landing, key)
+            print(f"  put s3://{landing}/{key}")
+    for path in sorted((examples / "messages").glob("*.json")):
+        sqs.send_message(QueueUrl=queue_url, MessageBody=path.read_text())
+        print(f"  sent {path.relative_to(ROOT)} to the queue")
+
+    deadline = time.time() + timeout
+    calm = 0
+    while calm < 3:
+        if time.time() > deadline:
+            sys.exit(f"the queue still holds {queue_depth(sqs, queue_url)} message(s) after {timeout}s; see .demo/worker.log")
+        calm = calm + 1 if queue_depth(sqs, queue_url) == 0 else 0
+        time.sleep(0.5)
+    print("  queue drained")
+
+    print(f"\nlake objects in s3://{lake}:")
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=lake):
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket=lake, Key=obj["Key"])["Body"].read()
+            table = pq.read_table(io.BytesIO(body))
+            print(f"  {obj['Key']}  ({table.num_rows} rows, {obj['Size']} bytes)")
+
+    print("\nDynamoDB tables:")
+    for dataset in config.get("datasets", []):
+        table = dataset.get("records_table")
+        if table:
+            count = dynamodb.scan(TableName=table, Select="COUNT")["Count"]
+            print(f"  {table}: {count} rows (dataset {dataset['name']}, key {dataset['records_key']})")
+
+    dead = int(sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+    print(f"\ndead-letter queue: {dead} message(s)")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("wait-emulator")
+    w.add_argument("endpoint")
+    r = sub.add_parser("run")
+    r.add_argument("--endpoint", required=True)
+    r.add_argument("--config", required=True)
+    args = parser.parse_args()
+    if args.command == "wait-emulator":
+        wait_emulator(args.endpoint)
+    else:
+        run(args.endpoint, args.config)
+
+
+if __name__ == "__main__":
+    main()

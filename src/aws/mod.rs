@@ -1,0 +1,239 @@
+//! Thin adapters over the AWS SDK, behind the small traits the pipeline needs.
+//!
+//! - [`Queue`]: receive and delete SQS messages ([`sqs::SqsQueue`]).
+//! - [`ObjectStore`]: stream a landing object, upload a lake part ([`s3::S3Store`]).
+//! - [`RecordStore`]: upsert user rows ([`dynamodb::DynamoRecords`]).
+//!
+//! Each adapter turns SDK errors into one [`AwsError`] that says whether a retry can help.
+//! In-memory fakes of the traits live in [`memory`] for fast pipeline tests.
+
+use std::future::Future;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::config::AwsSettings;
+use crate::envelope::ObjectRef;
+use crate::records::Item;
+
+pub mod dynamodb;
+#[cfg(test)]
+pub mod memory;
+pub mod s3;
+pub mod sqs;
+
+/// The SDK clients, configured once per process.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl Clients {
+    /// Builds clients for the region and, for a local emulator, its endpoint (S3 then uses
+    /// path-style addressing). Credentials come from the standard AWS provider chain.
+    pub async fn connect(aws: &AwsSettings) -> Clients {
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(aws.region.clone()));
+        if let Some(endpoint) = &aws.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared: SdkConfig = loader.load().await;
+        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(aws.endpoint_url.is_some())
+            .build();
+        Clients {
+            sqs: aws_sdk_sqs::Client::new(&shared),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            dynamodb: aws_sdk_dynamodb::Client::new(&shared),
+        }
+    }
+}
+
+/// What kind of failure an AWS call had, which decides what the worker does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsErrorKind {
+    /// Throttling, 5xx, timeouts, connection errors: retry later.
+    Transient,
+    /// The resource does not exist (object, bucket, table, queue).
+    NotFound,
+    /// A conditional request's condition failed (the object changed since the event).
+    PreconditionFailed,
+    /// The request was refused and the same request will be refused again.
+    Rejected,
+}
+
+/// A failed AWS call: which operation, what kind of failure, and the SDK's explanation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} failed: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+pub struct AwsError {
+    pub operation: &'static str,
+    pub kind: AwsErrorKind,
+    /// The service's error code, such as `NoSuchKey`, when it sent one.
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(operation: &'static str, kind: AwsErrorKind, message: impl Into<String>) -> Self {
+        AwsError {
+            operation,
+            kind,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an SDK error by its error code and HTTP status.
+    pub fn from_sdk<E>(operation: &'static str, err: aws_sdk_s3::error::SdkError<E>) -> Self
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+        let kind = match &err {
+            SdkError::ServiceError(service) => {
+                let status = service.raw().status().as_u16();
+                classify(service.err().code(), status)
+            }
+            SdkError::ConstructionFailure(_) => AwsErrorKind::Rejected,
+            _ => AwsErrorKind::Transient,
+        };
+        let message = match err.message() {
+            Some(message) => message.to_owned(),
+            None => aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
+        };
+        AwsError {
+            operation,
+            kind,
+            code: err.code().map(str::to_owned),
+            message,
+        }
+    }
+
+    pub fn has_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == AwsErrorKind::Transient
+    }
+}
+
+/// Error codes and statuses seen from S3, SQS and DynamoDB.
+fn classify(code: Option<&str>, status: u16) -> AwsErrorKind {
+    const NOT_FOUND: [&str; 7] = [
+        "NoSuchKey",
+        "NoSuchBucket",
+        "NotFound",
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NoSuchVersion",
+    ];
+    const TRANSIENT: [&str; 10] = [
+        "Throttling",
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "RequestTimeout",
+        "InternalError",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    ];
+    match code {
+        Some(code) if NOT_FOUND.contains(&code) => AwsErrorKind::NotFound,
+        Some(code) if TRANSIENT.contains(&code) => AwsErrorKind::Transient,
+        Some("PreconditionFailed") => AwsErrorKind::PreconditionFailed,
+        _ => match status {
+            404 => AwsErrorKind::NotFound,
+            412 => AwsErrorKind::PreconditionFailed,
+            408 | 429 | 500..=599 => AwsErrorKind::Transient,
+            _ => AwsErrorKind::Rejected,
+        },
+    }
+}
+
+/// One received SQS message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// `ApproximateReceiveCount`: 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+/// The work queue.
+pub trait Queue: Send + Sync + 'static {
+    /// Long-polls for up to `max` (1-10) messages.
+    fn receive(
+        &self,
+        max: i32,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<Received>, AwsError>> + Send;
+
+    /// Deletes up to 10 messages; returns the message ids that could not be deleted.
+    fn delete_batch(
+        &self,
+        messages: &[Received],
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+}
+
+/// Landing objects in, lake objects out.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Opens the exact version the event names as a blocking reader, streamed (never held
+    /// whole in memory). Read it from a blocking thread.
+    fn open(
+        &self,
+        object: &ObjectRef,
+    ) -> impl Future<Output = Result<Box<dyn Read + Send>, AwsError>> + Send;
+
+    /// Uploads a local file to `bucket/key`, replacing what is there.
+    fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// The DynamoDB tables of user datasets.
+pub trait RecordStore: Send + Sync + 'static {
+    /// Puts every item (whole-item upsert by key). No two items may share a key.
+    fn upsert(
+        &self,
+        table: &str,
+        items: Vec<Item>,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(Some("NoSuchKey"), 404), AwsErrorKind::NotFound);
+        assert_eq!(classify(Some("SlowDown"), 503), AwsErrorKind::Transient);
+        assert_eq!(
+            classify(Some("ProvisionedThroughputExceededException"), 400),
+            AwsErrorKind::Transient
+        );
+        assert_eq!(
+            classify(Some("PreconditionFailed"), 412),
+            AwsErrorKind::PreconditionFailed
+        );
+        assert_eq!(classify(None, 412), AwsErrorKind::PreconditionFailed);
+        assert_eq!(classify(Some("AccessDenied"), 403), AwsErrorKind::Rejected);
+        assert_eq!(
+            classify(Some("ValidationException"), 400),
+            AwsErrorKind::Rejected
+        );
+        assert_eq!(classify(None, 502), AwsErrorKind::Transient);
+    }
+}

@@ -1,0 +1,238 @@
+//! S3 adapter: stream a landing object into a blocking reader; upload lake parts, with
+//! multipart upload for large ones.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Buf, Bytes};
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+
+use super::{AwsError, AwsErrorKind, ObjectStore};
+use crate::envelope::ObjectRef;
+
+/// Files above this size are uploaded in parts.
+pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+/// Part size of multipart uploads (S3 allows 5 MiB to 5 GiB, at most 10,000 parts).
+pub const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Parts uploaded at once per file; with [`PART_SIZE`] this bounds upload buffers.
+pub const PART_CONCURRENCY: usize = 4;
+/// Chunks buffered between the S3 download and the converter.
+const STREAM_CHUNKS: usize = 16;
+
+/// S3 through the SDK.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Store {
+    pub fn new(client: aws_sdk_s3::Client) -> Self {
+        S3Store { client }
+    }
+
+    async fn put_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<(), AwsError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("S3 CreateMultipartUpload", e))?;
+        let upload_id = created.upload_id.ok_or_else(|| {
+            AwsError::new(
+                "S3 CreateMultipartUpload",
+                AwsErrorKind::Transient,
+                "no upload id returned",
+            )
+        })?;
+        match self.upload_parts(bucket, key, path, size, &upload_id).await {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("S3 CompleteMultipartUpload", e)),
+            Err(e) => {
+                // An upload that will not complete must be aborted, or its parts are billed.
+                if let Err(abort) = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await
+                {
+                    tracing::warn!(%key, error = %AwsError::from_sdk("S3 AbortMultipartUpload", abort), "could not abort multipart upload");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        size: u64,
+        upload_id: &str,
+    ) -> Result<Vec<CompletedPart>, AwsError> {
+        let part_size = PART_SIZE.max(size.div_ceil(10_000));
+        let count = size.div_ceil(part_size);
+        let mut parts: Vec<CompletedPart> = futures_util::stream::iter(0..count)
+            .map(|n| async move {
+                let offset = n * part_size;
+                let body = ByteStream::read_from()
+                    .path(path)
+                    .offset(offset)
+                    .length(Length::Exact(part_size.min(size - offset)))
+                    .build()
+                    .await
+                    .map_err(|e| {
+                        AwsError::new(
+                            "S3 UploadPart",
+                            AwsErrorKind::Transient,
+                            format!("reading {}: {e}", path.display()),
+                        )
+                    })?;
+                let number = (n + 1) as i32;
+                let uploaded = self
+                    .client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("S3 UploadPart", e))?;
+                Ok::<_, AwsError>(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(uploaded.e_tag)
+                        .build(),
+                )
+            })
+            .buffer_unordered(PART_CONCURRENCY)
+            .try_collect()
+            .await?;
+        parts.sort_by_key(|p| p.part_number);
+        Ok(parts)
+    }
+}
+
+impl ObjectStore for S3Store {
+    async fn open(&self, object: &ObjectRef) -> Result<Box<dyn Read + Send>, AwsError> {
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&object.bucket)
+            .key(&object.key);
+        // Read exactly the version the event names: by version id, else by ETag.
+        request = match (&object.version_id, &object.etag) {
+            (Some(version), _) => request.version_id(version),
+            (None, Some(etag)) => request.if_match(format!("\"{etag}\"")),
+            (None, None) => request,
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("S3 GetObject", e))?;
+        let mut body = output.body;
+        let (sender, receiver) = mpsc::channel(STREAM_CHUNKS);
+        tokio::spawn(async move {
+            loop {
+                let next = match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(None) => break,
+                    Err(e) => Err(io::Error::other(format!("S3 download: {e}"))),
+                };
+                let failed = next.is_err();
+                // The reader hung up (the job failed): stop downloading.
+                if sender.send(next).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Box::new(ChannelReader {
+            receiver,
+            current: Bytes::new(),
+        }))
+    }
+
+    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), AwsError> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| {
+                AwsError::new(
+                    "S3 PutObject",
+                    AwsErrorKind::Transient,
+                    format!("{}: {e}", path.display()),
+                )
+            })?
+            .len();
+        if size > MULTIPART_THRESHOLD {
+            return self.put_multipart(bucket, key, path, size).await;
+        }
+        let body = ByteStream::from_path(path).await.map_err(|e| {
+            AwsError::new(
+                "S3 PutObject",
+                AwsErrorKind::Transient,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("S3 PutObject", e))?;
+        Ok(())
+    }
+}
+
+/// The blocking end of a download: `read` waits for the next chunk from the async side.
+/// The channel is bounded, so a slow converter slows the download instead of buffering.
+pub struct ChannelReader {
+    receiver: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}

@@ -1,0 +1,957 @@
+//! Configuration: a TOML file, overridden by `LAKEWORKER__SECTION__KEY` environment
+//! variables, validated into typed [`Settings`] before anything touches AWS.
+//!
+//! Loading happens in two steps. Serde reads the layered sources into `Raw*` structs that
+//! refuse unknown keys; [`RawSettings::validate`] then checks every value and collects
+//! every problem, each with its key path, so one run of `check-config` shows them all.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::datasets::{
+    compile_glob, Dataset, FileFormat, Partition, RecordsTarget, Router, INGEST_DATE,
+};
+use crate::schema::{strftime_is_valid, Column, ColumnType};
+
+/// The prefix of environment overrides; sections and keys are separated by `__`.
+pub const ENV_PREFIX: &str = "LAKEWORKER";
+
+/// Lineage columns added to every lake file; dataset columns may not start with `_`.
+pub const SOURCE_COLUMN: &str = "_source";
+pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
+
+/// Every problem found in a configuration, each with its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+/// One configuration problem: where (`queue.pollers`, `datasets[1].match`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if p.path.is_empty() {
+                write!(f, "{}", p.reason)?;
+            } else {
+                write!(f, "{}: {}", p.path, p.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn single(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![Problem {
+                path: path.into(),
+                reason: reason.into(),
+            }],
+        }
+    }
+}
+
+/// Validated settings: what the rest of the program reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub aws: AwsSettings,
+    pub landing: LandingSettings,
+    pub queue: QueueSettings,
+    pub lake: LakeSettings,
+    pub worker: WorkerSettings,
+    pub log: LogSettings,
+    pub datasets: Router,
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub region: String,
+    /// Set only for a local emulator; also switches S3 to path-style addressing.
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LandingSettings {
+    pub bucket: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub url: String,
+    pub dead_letter_url: String,
+    pub pollers: NonZeroUsize,
+    pub max_in_flight: NonZeroUsize,
+    pub wait: Duration,
+    pub visibility_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LakeSettings {
+    pub bucket: String,
+    pub prefix: String,
+    pub quarantine_prefix: String,
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Where jobs write their temporary Parquet parts; the system temp dir when unset.
+    pub scratch_dir: Option<PathBuf>,
+    /// Rows per Arrow batch handed to the Parquet writer.
+    pub batch_rows: NonZeroUsize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter directive such as `info` or `lakeworker=debug,info`.
+    pub level: String,
+}
+
+/// Parquet compression codec of lake files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Snappy,
+    None,
+}
+
+/// Log output format. `auto` is JSON when stdout is not a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+// ----- raw, as written -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    aws: RawAws,
+    landing: RawLanding,
+    queue: RawQueue,
+    lake: RawLake,
+    #[serde(default)]
+    worker: RawWorker,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    datasets: Vec<RawDataset>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: String,
+    endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLanding {
+    bucket: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    url: String,
+    dead_letter_url: String,
+    #[serde(default = "default_pollers")]
+    pollers: u32,
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: u32,
+    #[serde(default = "default_wait_seconds")]
+    wait_seconds: u32,
+    #[serde(default = "default_visibility_timeout_seconds")]
+    visibility_timeout_seconds: u32,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+}
+
+fn default_pollers() -> u32 {
+    2
+}
+fn default_max_in_flight() -> u32 {
+    8
+}
+fn default_wait_seconds() -> u32 {
+    20
+}
+fn default_visibility_timeout_seconds() -> u32 {
+    60
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLake {
+    bucket: String,
+    #[serde(default = "default_prefix")]
+    prefix: String,
+    #[serde(default = "default_quarantine_prefix")]
+    quarantine_prefix: String,
+    #[serde(default = "default_compression")]
+    compression: String,
+}
+
+fn default_prefix() -> String {
+    "curated".into()
+}
+fn default_quarantine_prefix() -> String {
+    "quarantine".into()
+}
+fn default_compression() -> String {
+    "zstd".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    scratch_dir: Option<PathBuf>,
+    #[serde(default = "default_batch_rows")]
+    batch_rows: u32,
+}
+
+impl Default for RawWorker {
+    fn default() -> Self {
+        RawWorker {
+            scratch_dir: None,
+            batch_rows: default_batch_rows(),
+        }
+    }
+}
+
+fn default_batch_rows() -> u32 {
+    8192
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default = "default_log_format")]
+    format: String,
+    #[serde(default = "default_log_level")]
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_format() -> String {
+    "auto".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    name: String,
+    #[serde(rename = "match")]
+    pattern: String,
+    format: String,
+    partition_by: Option<String>,
+    records_table: Option<String>,
+    records_key: Option<String>,
+    #[serde(default)]
+    columns: Vec<RawColumn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumn {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    required: bool,
+    format: Option<String>,
+}
+
+// ----- loading ---------------------------------------------------------------------------
+
+impl Settings {
+    /// Reads `path`, applies `LAKEWORKER__…` environment overrides, validates.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let env = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX));
+        Self::load_with_env(path, env)
+    }
+
+    /// [`Settings::load`] with an explicit environment, for tests.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::single(
+                "",
+                format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                ),
+            ));
+        }
+        let env: config::Map<String, String> = env.into_iter().collect();
+        let layered = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(|e| ConfigError::single("", format!("{}: {e}", path.display())))?;
+        let raw: RawSettings = serde_path_to_error::deserialize(layered).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            let mut reason = e.into_inner().to_string();
+            // The config crate repeats the key in its own notation; the path says it better.
+            if let Some(at) = reason.rfind(" for key `") {
+                reason.truncate(at);
+            }
+            ConfigError::single(path, reason)
+        })?;
+        raw.validate()
+    }
+
+    /// A short human summary for `check-config`.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "landing s3://{} → queue {} ({} pollers, {} in flight); lake s3://{}/{} ({:?})\n",
+            self.landing.bucket,
+            self.queue.url,
+            self.queue.pollers,
+            self.queue.max_in_flight,
+            self.lake.bucket,
+            self.lake.prefix,
+            self.lake.compression,
+        );
+        out.push_str(&format!("{} dataset(s):\n", self.datasets.datasets().len()));
+        for dataset in self.datasets.datasets() {
+            out.push_str(&format!("  {}\n", dataset.summary()));
+        }
+        out
+    }
+}
+
+/// Collects problems while validating.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn check(&mut self, ok: bool, path: impl Into<String>, reason: impl Into<String>) {
+        if !ok {
+            self.add(path, reason);
+        }
+    }
+}
+
+/// Maps a word to one of its allowed values, or records which words are allowed.
+fn choice<T: Copy>(
+    p: &mut Problems,
+    path: impl Into<String>,
+    word: &str,
+    choices: &[(&str, T)],
+) -> Option<T> {
+    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == word) {
+        return Some(*value);
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    p.add(
+        path,
+        format!("{word:?} is not one of: {}", names.join(", ")),
+    );
+    None
+}
+
+const COMPRESSIONS: [(&str, Compression); 3] = [
+    ("zstd", Compression::Zstd),
+    ("snappy", Compression::Snappy),
+    ("none", Compression::None),
+];
+const LOG_FORMATS: [(&str, LogFormat); 3] = [
+    ("auto", LogFormat::Auto),
+    ("json", LogFormat::Json),
+    ("pretty", LogFormat::Pretty),
+];
+const FILE_FORMATS: [(&str, FileFormat); 2] =
+    [("csv", FileFormat::Csv), ("jsonl", FileFormat::Jsonl)];
+const COLUMN_TYPES: [(&str, ColumnType); 6] = [
+    ("string", ColumnType::String),
+    ("int", ColumnType::Int),
+    ("float", ColumnType::Float),
+    ("bool", ColumnType::Bool),
+    ("date", ColumnType::Date),
+    ("timestamp", ColumnType::Timestamp),
+];
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let mut p = Problems::default();
+
+        p.check(
+            !self.aws.region.trim().is_empty(),
+            "aws.region",
+            "must not be empty",
+        );
+        if let Some(url) = &self.aws.endpoint_url {
+            p.check(
+                is_http_url(url),
+                "aws.endpoint_url",
+                format!("{url:?} is not an http(s) URL"),
+            );
+        }
+        check_bucket(&mut p, "landing.bucket", &self.landing.bucket);
+
+        let q = &self.queue;
+        p.check(
+            is_http_url(&q.url),
+            "queue.url",
+            format!("{:?} is not an http(s) queue URL", q.url),
+        );
+        p.check(
+            is_http_url(&q.dead_letter_url),
+            "queue.dead_letter_url",
+            format!("{:?} is not an http(s) queue URL", q.dead_letter_url),
+        );
+        p.check(
+            q.url != q.dead_letter_url,
+            "queue.dead_letter_url",
+            "must differ from queue.url",
+        );
+        p.check(
+            (1..=256).contains(&q.pollers),
+            "queue.pollers",
+            "must be between 1 and 256",
+        );
+        p.check(
+            (1..=10_000).contains(&q.max_in_flight),
+            "queue.max_in_flight",
+            "must be between 1 and 10000",
+        );
+        p.check(
+            q.wait_seconds <= 20,
+            "queue.wait_seconds",
+            "must be between 0 and 20 (SQS long-poll limit)",
+        );
+        p.check(
+            (1..=43_200).contains(&q.visibility_timeout_seconds),
+            "queue.visibility_timeout_seconds",
+            "must be between 1 and 43200 (12 hours, the SQS limit)",
+        );
+        // The redrive policy uses max_attempts + 1, and SQS allows at most 1000 receives.
+        p.check(
+            (1..=999).contains(&q.max_attempts),
+            "queue.max_attempts",
+            "must be between 1 and 999",
+        );
+
+        check_bucket(&mut p, "lake.bucket", &self.lake.bucket);
+        let compression = choice(
+            &mut p,
+            "lake.compression",
+            &self.lake.compression,
+            &COMPRESSIONS,
+        );
+        check_prefix(&mut p, "lake.prefix", &self.lake.prefix);
+        check_prefix(
+            &mut p,
+            "lake.quarantine_prefix",
+            &self.lake.quarantine_prefix,
+        );
+
+        p.check(
+            (1..=1_000_000).contains(&self.worker.batch_rows),
+            "worker.batch_rows",
+            "must be between 1 and 1000000",
+        );
+        let log_format = choice(&mut p, "log.format", &self.log.format, &LOG_FORMATS);
+        p.check(
+            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
+            "log.level",
+            format!(
+                "{:?} is not a tracing filter such as \"info\"",
+                self.log.level
+            ),
+        );
+
+        if self.datasets.is_empty() {
+            p.add("datasets", "at least one [[datasets]] entry is needed");
+        }
+        let mut datasets = Vec::new();
+        for (i, raw) in self.datasets.into_iter().enumerate() {
+            let path = format!("datasets[{i}]");
+            if datasets.iter().any(|d: &Dataset| d.name == raw.name) {
+                p.add(
+                    format!("{path}.name"),
+                    format!("dataset name {:?} is used twice", raw.name),
+                );
+            }
+            if let Some(dataset) = raw.validate(&path, &mut p) {
+                datasets.push(dataset);
+            }
+        }
+
+        let (Some(compression), Some(log_format), true) = (compression, log_format, p.0.is_empty())
+        else {
+            return Err(ConfigError { problems: p.0 });
+        };
+        let nonzero = |n: u32| NonZeroUsize::new(n as usize).unwrap_or(NonZeroUsize::MIN);
+        Ok(Settings {
+            aws: AwsSettings {
+                region: self.aws.region,
+                endpoint_url: self.aws.endpoint_url,
+            },
+            landing: LandingSettings {
+                bucket: self.landing.bucket,
+            },
+            queue: QueueSettings {
+                pollers: nonzero(self.queue.pollers),
+                max_in_flight: nonzero(self.queue.max_in_flight),
+                wait: Duration::from_secs(self.queue.wait_seconds.into()),
+                visibility_timeout: Duration::from_secs(
+                    self.queue.visibility_timeout_seconds.into(),
+                ),
+                max_attempts: self.queue.max_attempts,
+                url: self.queue.url,
+                dead_letter_url: self.queue.dead_letter_url,
+            },
+            lake: LakeSettings {
+                bucket: self.lake.bucket,
+                prefix: self.lake.prefix,
+                quarantine_prefix: self.lake.quarantine_prefix,
+                compression,
+            },
+            worker: WorkerSettings {
+                scratch_dir: self.worker.scratch_dir,
+                batch_rows: nonzero(self.worker.batch_rows),
+            },
+            log: LogSettings {
+                format: log_format,
+                level: self.log.level,
+            },
+            datasets: Router::new(datasets),
+        })
+    }
+}
+
+impl RawDataset {
+    fn validate(self, path: &str, p: &mut Problems) -> Option<Dataset> {
+        let before = p.0.len();
+        p.check(
+            is_identifier(&self.name),
+            format!("{path}.name"),
+            format!(
+                "{:?} must start with a lowercase letter and hold only a-z, 0-9 and _ (it names lake folders and tables)",
+                self.name
+            ),
+        );
+        let format = choice(p, format!("{path}.format"), &self.format, &FILE_FORMATS);
+        let matcher = match compile_glob(&self.pattern) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                p.add(
+                    format!("{path}.match"),
+                    format!("{:?} is not a valid glob: {}", self.pattern, e.kind()),
+                );
+                None
+            }
+        };
+
+        if self.columns.is_empty() {
+            p.add(format!("{path}.columns"), "at least one column is needed");
+        }
+        let mut columns: Vec<Column> = Vec::new();
+        let mut untyped: Vec<String> = Vec::new();
+        for (j, raw) in self.columns.into_iter().enumerate() {
+            let cpath = format!("{path}.columns[{j}]");
+            if raw.name.is_empty() || raw.name.starts_with('_') {
+                p.add(
+                    format!("{cpath}.name"),
+                    format!("{:?}: column names must be non-empty and not start with _ (reserved for {SOURCE_COLUMN} and {INGESTED_AT_COLUMN})", raw.name),
+                );
+            }
+            if columns.iter().any(|c| c.name == raw.name) || untyped.contains(&raw.name) {
+                p.add(
+                    format!("{cpath}.name"),
+                    format!("column {:?} is declared twice", raw.name),
+                );
+            }
+            // A column of unknown type is reported once; checks that depend on its type
+            // (format, partition, records key) are skipped for it.
+            let Some(kind) = choice(p, format!("{cpath}.type"), &raw.kind, &COLUMN_TYPES) else {
+                untyped.push(raw.name);
+                continue;
+            };
+            if let Some(format) = &raw.format {
+                if !matches!(kind, ColumnType::Date | ColumnType::Timestamp) {
+                    p.add(
+                        format!("{cpath}.format"),
+                        "only date and timestamp columns take a format",
+                    );
+                } else if !strftime_is_valid(format) {
+                    p.add(
+                        format!("{cpath}.format"),
+                        format!("{format:?} is not a valid strftime format"),
+                    );
+                }
+            }
+            columns.push(Column {
+                name: raw.name,
+                kind,
+                required: raw.required,
+                format: raw.format,
+            });
+        }
+
+        let partition_by = self.partition_by.as_deref().unwrap_or(INGEST_DATE);
+        let partition = match columns.iter().position(|c| c.name == partition_by) {
+            _ if untyped.iter().any(|name| name == partition_by) => None,
+            Some(index) => match columns[index].kind {
+                ColumnType::Date => Some(Partition::DateColumn { index }),
+                ColumnType::Timestamp => {
+                    let derived = format!("{partition_by}_date");
+                    p.check(
+                        !columns.iter().any(|c| c.name == derived),
+                        format!("{path}.partition_by"),
+                        format!("a timestamp partition is written as {derived}=…, which clashes with the column {derived:?}"),
+                    );
+                    Some(Partition::TimestampColumn { index })
+                }
+                other => {
+                    p.add(
+                        format!("{path}.partition_by"),
+                        format!("column {partition_by:?} has type {}; partition columns must be date or timestamp", other.name()),
+                    );
+                    None
+                }
+            },
+            None if partition_by == INGEST_DATE => Some(Partition::IngestDate),
+            None => {
+                p.add(
+                    format!("{path}.partition_by"),
+                    format!("{partition_by:?} is neither \"{INGEST_DATE}\" nor a column of this dataset"),
+                );
+                None
+            }
+        };
+
+        let records = match (self.records_table, self.records_key) {
+            (None, None) => None,
+            (Some(_), None) => {
+                p.add(
+                    format!("{path}.records_key"),
+                    "records_table needs records_key, the table's hash key column",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                p.add(
+                    format!("{path}.records_table"),
+                    "records_key is set but records_table is not",
+                );
+                None
+            }
+            (Some(table), Some(key)) => {
+                p.check(
+                    is_table_name(&table),
+                    format!("{path}.records_table"),
+                    format!(
+                        "{table:?} is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ . -)"
+                    ),
+                );
+                match columns.iter().position(|c| c.name == key) {
+                    _ if untyped.contains(&key) => None,
+                    Some(key_index) => {
+                        let column = &columns[key_index];
+                        p.check(
+                            column.kind == ColumnType::String && column.required,
+                            format!("{path}.records_key"),
+                            format!("column {key:?} must be a required string column: it is the table's string hash key"),
+                        );
+                        Some(RecordsTarget { table, key_index })
+                    }
+                    None => {
+                        p.add(
+                            format!("{path}.records_key"),
+                            format!("{key:?} is not a column of this dataset"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+
+        if p.0.len() != before {
+            return None;
+        }
+        Some(Dataset {
+            name: self.name,
+            pattern: self.pattern,
+            matcher: matcher?,
+            format: format?,
+            partition: partition?,
+            columns,
+            records,
+        })
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    matches!(rest, Some(host) if !host.is_empty() && !host.starts_with('/'))
+}
+
+/// S3 bucket naming rules (the common subset): 3-63 of a-z 0-9 . -, starting and ending
+/// with a letter or digit.
+fn check_bucket(p: &mut Problems, path: &str, name: &str) {
+    let chars_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ends_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    p.check(
+        (3..=63).contains(&name.len()) && chars_ok && ends_ok,
+        path,
+        format!("{name:?} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)"),
+    );
+}
+
+fn check_prefix(p: &mut Problems, path: &str, prefix: &str) {
+    p.check(
+        !prefix.starts_with('/') && !prefix.ends_with('/') && !prefix.contains("//"),
+        path,
+        format!("{prefix:?} must not start or end with / (write \"curated\", not \"/curated/\")"),
+    );
+}
+
+fn is_identifier(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn is_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    pub(crate) const GOOD: &str = r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:4566"
+
+[landing]
+bucket = "lakeworker-landing"
+
+[queue]
+url = "http://127.0.0.1:4566/123456789012/lakeworker-landing"
+dead_letter_url = "http://127.0.0.1:4566/123456789012/lakeworker-dlq"
+
+[lake]
+bucket = "lakeworker-lake"
+
+[[datasets]]
+name = "users"
+match = "users/**"
+format = "csv"
+partition_by = "signup_date"
+records_table = "lakeworker-users"
+records_key = "user_id"
+[[datasets.columns]]
+name = "user_id"
+type = "string"
+required = true
+[[datasets.columns]]
+name = "signup_date"
+type = "date"
+format = "%Y/%m/%d"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load_with_env(file.path(), env)
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        load(text, &[])
+            .unwrap_err()
+            .problems
+            .into_iter()
+            .map(|p| format!("{}: {}", p.path, p.reason))
+            .collect()
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let s = load(GOOD, &[]).unwrap();
+        assert_eq!(s.queue.pollers.get(), 2);
+        assert_eq!(s.queue.max_in_flight.get(), 8);
+        assert_eq!(s.queue.wait, Duration::from_secs(20));
+        assert_eq!(s.queue.max_attempts, 5);
+        assert_eq!(s.lake.prefix, "curated");
+        assert_eq!(s.lake.compression, Compression::Zstd);
+        let users = s.datasets.by_name("users").unwrap();
+        assert_eq!(users.partition, Partition::DateColumn { index: 1 });
+        assert_eq!(users.records.as_ref().unwrap().table, "lakeworker-users");
+        assert!(s
+            .summary()
+            .contains("users: Csv files matching \"users/**\""));
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let s = load(
+            GOOD,
+            &[
+                ("LAKEWORKER__QUEUE__URL", "http://elsewhere/1/q"),
+                ("LAKEWORKER__QUEUE__POLLERS", "7"),
+                ("LAKEWORKER__LAKE__COMPRESSION", "snappy"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.queue.url, "http://elsewhere/1/q");
+        assert_eq!(s.queue.pollers.get(), 7);
+        assert_eq!(s.lake.compression, Compression::Snappy);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let text = GOOD.replace("[queue]\n", "[queue]\npolers = 3\n");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with("queue.polers: unknown field `polers`, expected one of `url`"),
+            "{found:?}"
+        );
+        assert!(!found[0].contains("for key"), "{found:?}");
+        let env = load(GOOD, &[("LAKEWORKER__QUEUE__POLERS", "3")]).unwrap_err();
+        assert!(env.to_string().contains("unknown field `polers`"), "{env}");
+    }
+
+    #[test]
+    fn bad_types_name_the_key() {
+        let text = GOOD.replace("type = \"date\"", "type = \"datetime\"");
+        let found = problems(&text);
+        assert_eq!(
+            found,
+            ["datasets[0].columns[1].type: \"datetime\" is not one of: string, int, float, bool, date, timestamp"]
+        );
+        let text = GOOD.replace(
+            "bucket = \"lakeworker-lake\"",
+            "bucket = \"lakeworker-lake\"\ncompression = \"lz4\"",
+        );
+        assert_eq!(
+            problems(&text),
+            ["lake.compression: \"lz4\" is not one of: zstd, snappy, none"]
+        );
+        let text = GOOD.replace("[queue]\n", "[queue]\npollers = \"many\"\n");
+        let found = problems(&text);
+        assert!(found[0].starts_with("queue.pollers:"), "{found:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = GOOD
+            .replace("match = \"users/**\"", "match = \"users/[\"")
+            .replace(
+                "partition_by = \"signup_date\"",
+                "partition_by = \"user_id\"",
+            )
+            .replace("records_key = \"user_id\"", "records_key = \"nope\"")
+            .replace("bucket = \"lakeworker-lake\"", "bucket = \"Bad_Bucket\"")
+            .replace("[queue]\n", "[queue]\nwait_seconds = 30\n");
+        let found = problems(&text);
+        let paths: Vec<&str> = found.iter().map(|f| f.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "queue.wait_seconds",
+                "lake.bucket",
+                "datasets[0].match",
+                "datasets[0].partition_by",
+                "datasets[0].records_key"
+            ],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn dataset_rules() {
+        let dup = format!("{GOOD}\n{}", &GOOD[GOOD.find("[[datasets]]").unwrap()..]);
+        assert!(problems(&dup)
+            .iter()
+            .any(|p| p.contains("dataset name \"users\" is used twice")));
+        let reserved = GOOD.replace("name = \"user_id\"", "name = \"_source\"");
+        assert!(problems(&reserved)
+            .iter()
+            .any(|p| p.starts_with("datasets[0].columns[0].name")));
+        let bad_format = GOOD.replace("format = \"%Y/%m/%d\"", "format = \"%Q\"");
+        assert!(problems(&bad_format)
+            .iter()
+            .any(|p| p.starts_with("datasets[0].columns[1].format")));
+        let optional_key = GOOD.replace("required = true\n", "");
+        assert!(problems(&optional_key)
+            .iter()
+            .any(|p| p.starts_with("datasets[0].records_key")));
+        let no_datasets = &GOOD[..GOOD.find("[[datasets]]").unwrap()];
+        assert_eq!(
+            problems(no_datasets),
+            ["datasets: at least one [[datasets]] entry is needed"]
+        );
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = Settings::load_with_env(Path::new("/nonexistent/x.toml"), []).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,487 @@
+//! Message bodies: what an SQS message asks for, parsed without any I/O.
+//!
+//! Accepted shapes (see `../shared/FACTS.md` and the README):
+//! - an S3 event notification (`{"Records": [...]}`), possibly wrapped in an SNS envelope;
+//! - an `s3:TestEvent` (discarded);
+//! - an EventBridge `Object Created` event from `aws.s3`;
+//! - inline user records, `{"dataset": "users", "records": [{...}, ...]}`.
+//!
+//! [`parse`] turns a body into an [`Envelope`]: objects to convert, records to upsert, or a
+//! reason to discard the message. Anything else is an [`EnvelopeError`] naming what was wrong.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// What a message asks the worker to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Envelope {
+    /// New objects to convert; never empty.
+    Objects(Vec<ObjectRef>),
+    /// Records to validate and upsert into a dataset's table.
+    Records(InlineRecords),
+    /// Nothing to do (a test event, deletions): acknowledge and move on.
+    Discard(String),
+}
+
+/// One created S3 object version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectRef {
+    pub bucket: String,
+    /// The decoded key, as S3 stores it.
+    pub key: String,
+    pub size: Option<u64>,
+    /// The ETag without quotes.
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+    /// When S3 saw the object; the arrival time for `ingest_date` partitions.
+    pub event_time: Option<DateTime<Utc>>,
+}
+
+impl ObjectRef {
+    pub fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Inline user records for one dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InlineRecords {
+    pub dataset: String,
+    /// The records as sent; each is validated against the dataset's columns later.
+    pub records: Vec<Value>,
+}
+
+/// Why a body is not a message the worker understands. Never retried: the body will not
+/// change on redelivery.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is a JSON {0}, expected an object")]
+    NotAnObject(&'static str),
+    #[error(
+        "body is not a known message shape (keys: {0}); expected an S3 notification (Records), \
+         an SNS notification, an EventBridge S3 event, or inline records (dataset, records)"
+    )]
+    UnknownShape(String),
+    #[error("{shape}: {path}: {reason}")]
+    Invalid {
+        shape: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error(
+        "S3 event record {index}: eventVersion {version:?} is not supported (major version 2 is)"
+    )]
+    UnsupportedVersion { index: usize, version: String },
+    #[error("S3 event record {index}: key {key:?} does not decode to UTF-8")]
+    BadKeyEncoding { index: usize, key: String },
+}
+
+/// Parses a message body.
+pub fn parse(body: &str) -> Result<Envelope, EnvelopeError> {
+    let value: Value =
+        serde_json::from_str(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+    let object = as_object(value)?;
+    if object.get("Type").and_then(Value::as_str) == Some("Notification")
+        && object.contains_key("Message")
+    {
+        let sns: SnsEnvelope = typed("SNS notification", Value::Object(object))?;
+        let inner: Value =
+            serde_json::from_str(&sns.message).map_err(|e| EnvelopeError::Invalid {
+                shape: "SNS notification",
+                path: "Message".into(),
+                reason: format!("is not JSON: {e}"),
+            })?;
+        return parse_unwrapped(as_object(inner)?);
+    }
+    parse_unwrapped(object)
+}
+
+/// Every shape but SNS, which may wrap any of these (but not itself).
+fn parse_unwrapped(object: Map<String, Value>) -> Result<Envelope, EnvelopeError> {
+    if object.contains_key("Records") {
+        return parse_s3_notification(typed("S3 notification", Value::Object(object))?);
+    }
+    if object.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return Ok(Envelope::Discard("s3:TestEvent".into()));
+    }
+    if object.contains_key("detail-type") && object.contains_key("detail") {
+        return parse_eventbridge(typed("EventBridge event", Value::Object(object))?);
+    }
+    if object.contains_key("dataset") && object.contains_key("records") {
+        let records: RecordsBody = typed("inline records", Value::Object(object))?;
+        return Ok(Envelope::Records(InlineRecords {
+            dataset: records.dataset,
+            records: records.records,
+        }));
+    }
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).take(10).collect();
+    keys.sort_unstable();
+    Err(EnvelopeError::UnknownShape(if keys.is_empty() {
+        "none".into()
+    } else {
+        keys.join(", ")
+    }))
+}
+
+fn as_object(value: Value) -> Result<Map<String, Value>, EnvelopeError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        Value::Array(_) => Err(EnvelopeError::NotAnObject("array")),
+        Value::String(_) => Err(EnvelopeError::NotAnObject("string")),
+        Value::Number(_) => Err(EnvelopeError::NotAnObject("number")),
+        Value::Bool(_) => Err(EnvelopeError::NotAnObject("boolean")),
+        Value::Null => Err(EnvelopeError::NotAnObject("null")),
+    }
+}
+
+/// Deserializes a known shape, reporting the path of the first bad field.
+fn typed<T: DeserializeOwned>(shape: &'static str, value: Value) -> Result<T, EnvelopeError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        EnvelopeError::Invalid {
+            shape,
+            path: if path == "." { "body".into() } else { path },
+            reason: e.into_inner().to_string(),
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct SnsEnvelope {
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct S3Notification {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Record {
+    event_version: String,
+    event_source: String,
+    event_name: String,
+    event_time: Option<String>,
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Object {
+    key: String,
+    size: Option<u64>,
+    e_tag: Option<String>,
+    version_id: Option<String>,
+}
+
+fn parse_s3_notification(notification: S3Notification) -> Result<Envelope, EnvelopeError> {
+    let mut objects = Vec::new();
+    let mut ignored = Vec::new();
+    for (index, record) in notification.records.into_iter().enumerate() {
+        if record.event_version.split('.').next() != Some("2") {
+            return Err(EnvelopeError::UnsupportedVersion {
+                index,
+                version: record.event_version,
+            });
+        }
+        if record.event_source != "aws:s3" {
+            return Err(EnvelopeError::Invalid {
+                shape: "S3 notification",
+                path: format!("Records[{index}].eventSource"),
+                reason: format!("{:?} is not \"aws:s3\"", record.event_source),
+            });
+        }
+        if !record.event_name.starts_with("ObjectCreated:") {
+            ignored.push(record.event_name);
+            continue;
+        }
+        let key = decode_form_key(&record.s3.object.key).ok_or_else(|| {
+            EnvelopeError::BadKeyEncoding {
+                index,
+                key: record.s3.object.key.clone(),
+            }
+        })?;
+        objects.push(ObjectRef {
+            bucket: record.s3.bucket.name,
+            key,
+            size: record.s3.object.size,
+            etag: record.s3.object.e_tag.map(|t| unquote(&t)),
+            version_id: record
+                .s3
+                .object
+                .version_id
+                .filter(|v| !v.is_empty() && v != "null"),
+            event_time: parse_time(record.event_time.as_deref()),
+        });
+    }
+    if objects.is_empty() {
+        let reason = if ignored.is_empty() {
+            "S3 notification without records".to_owned()
+        } else {
+            format!("no ObjectCreated records (saw {})", ignored.join(", "))
+        };
+        return Ok(Envelope::Discard(reason));
+    }
+    Ok(Envelope::Objects(objects))
+}
+
+#[derive(Deserialize)]
+struct EventBridgeEvent {
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    source: String,
+    time: Option<String>,
+    detail: EventBridgeDetail,
+}
+
+#[derive(Deserialize)]
+struct EventBridgeDetail {
+    bucket: S3Bucket,
+    object: EventBridgeObject,
+}
+
+#[derive(Deserialize)]
+struct EventBridgeObject {
+    key: String,
+    size: Option<u64>,
+    etag: Option<String>,
+    #[serde(rename = "version-id")]
+    version_id: Option<String>,
+}
+
+fn parse_eventbridge(event: EventBridgeEvent) -> Result<Envelope, EnvelopeError> {
+    if event.source != "aws.s3" {
+        return Err(EnvelopeError::Invalid {
+            shape: "EventBridge event",
+            path: "source".into(),
+            reason: format!("{:?} is not \"aws.s3\"", event.source),
+        });
+    }
+    if event.detail_type != "Object Created" {
+        return Ok(Envelope::Discard(format!(
+            "EventBridge {:?} event",
+            event.detail_type
+        )));
+    }
+    let object = event.detail.object;
+    Ok(Envelope::Objects(vec![ObjectRef {
+        bucket: event.detail.bucket.name,
+        key: object.key,
+        size: object.size,
+        etag: object.etag.map(|t| unquote(&t)),
+        version_id: object.version_id.filter(|v| !v.is_empty() && v != "null"),
+        event_time: parse_time(event.time.as_deref()),
+    }]))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsBody {
+    dataset: String,
+    records: Vec<Value>,
+}
+
+/// Decodes an S3 event key: `+` is a space, then percent-decoding (`%2B` is `+`, `%2F` is
+/// `/`). `None` when the bytes are not UTF-8.
+pub fn decode_form_key(key: &str) -> Option<String> {
+    let spaced = key.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
+}
+
+/// Event times only place `ingest_date` partitions; an unreadable one falls back to the
+/// processing time rather than failing the message.
+fn parse_time(time: Option<&str>) -> Option<DateTime<Utc>> {
+    time.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn s3_record(name: &str, key: &str) -> Value {
+        json!({
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+            "eventTime": "2024-05-06T07:08:09.000Z", "eventName": name,
+            "s3": {"s3SchemaVersion": "1.0", "configurationId": "x",
+                   "bucket": {"name": "landing", "arn": "arn:aws:s3:::landing"},
+                   "object": {"key": key, "size": 12, "eTag": "\"abc\"", "sequencer": "00"}}
+        })
+    }
+
+    fn objects(body: &str) -> Vec<ObjectRef> {
+        match parse(body).unwrap() {
+            Envelope::Objects(objects) => objects,
+            other => panic!("expected objects, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_s3_notification_with_several_records() {
+        let body = json!({"Records": [
+            s3_record("ObjectCreated:Put", "users/a.csv"),
+            s3_record("ObjectRemoved:Delete", "users/old.csv"),
+            s3_record("ObjectCreated:CompleteMultipartUpload", "users/b.csv"),
+        ]});
+        let found = objects(&body.to_string());
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].key, "users/a.csv");
+        assert_eq!(found[0].bucket, "landing");
+        assert_eq!(found[0].etag.as_deref(), Some("abc"));
+        assert_eq!(found[0].size, Some(12));
+        assert_eq!(
+            found[0].event_time.unwrap().to_rfc3339(),
+            "2024-05-06T07:08:09+00:00"
+        );
+        assert_eq!(found[1].key, "users/b.csv");
+        assert_eq!(found[0].uri(), "s3://landing/users/a.csv");
+    }
+
+    #[test]
+    fn keys_are_form_decoded() {
+        for (raw, decoded) in [
+            ("users/a+b.csv", "users/a b.csv"),
+            ("users/a%2Bb.csv", "users/a+b.csv"),
+            ("users%2Fa+b%2Bc%2F%C3%BC.csv", "users/a b+c/ü.csv"),
+            ("users/100%25.csv", "users/100%.csv"),
+        ] {
+            let body = json!({"Records": [s3_record("ObjectCreated:Put", raw)]});
+            assert_eq!(objects(&body.to_string())[0].key, decoded, "{raw}");
+        }
+        let bad = json!({"Records": [s3_record("ObjectCreated:Put", "a%FF.csv")]});
+        assert!(matches!(
+            parse(&bad.to_string()),
+            Err(EnvelopeError::BadKeyEncoding { .. })
+        ));
+    }
+
+    #[test]
+    fn only_removed_records_are_discarded() {
+        let body = json!({"Records": [s3_record("ObjectRemoved:Delete", "users/a.csv")]});
+        assert_eq!(
+            parse(&body.to_string()).unwrap(),
+            Envelope::Discard("no ObjectCreated records (saw ObjectRemoved:Delete)".into())
+        );
+    }
+
+    #[test]
+    fn test_event_is_discarded_plain_and_in_sns() {
+        let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent",
+            "Time": "2024-01-01T00:00:00.000Z", "Bucket": "landing", "RequestId": "r", "HostId": "h"});
+        assert!(matches!(
+            parse(&test_event.to_string()).unwrap(),
+            Envelope::Discard(_)
+        ));
+        let sns = sns_wrap(&test_event.to_string());
+        assert_eq!(
+            parse(&sns).unwrap(),
+            Envelope::Discard("s3:TestEvent".into())
+        );
+    }
+
+    fn sns_wrap(message: &str) -> String {
+        json!({"Type": "Notification", "MessageId": "m", "TopicArn": "arn:aws:sns:us-east-1:1:t",
+               "Subject": "Amazon S3 Notification", "Message": message,
+               "Timestamp": "2024-01-01T00:00:00.000Z", "SignatureVersion": "1",
+               "Signature": "s", "SigningCertURL": "u", "UnsubscribeURL": "u"})
+        .to_string()
+    }
+
+    #[test]
+    fn sns_wrapped_notification() {
+        let inner = json!({"Records": [s3_record("ObjectCreated:Put", "users/x+y.csv")]});
+        let found = objects(&sns_wrap(&inner.to_string()));
+        assert_eq!(found[0].key, "users/x y.csv");
+        let bad = sns_wrap("not json");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("SNS notification: Message: is not JSON"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn eventbridge_object_created() {
+        let event = json!({"version": "0", "id": "1", "detail-type": "Object Created",
+            "source": "aws.s3", "account": "1", "time": "2024-02-03T04:05:06Z", "region": "us-east-1",
+            "resources": ["arn:aws:s3:::landing"],
+            "detail": {"version": "0", "bucket": {"name": "landing"},
+                       "object": {"key": "events/a b.jsonl", "size": 5, "etag": "e1",
+                                  "version-id": "v1", "sequencer": "1"},
+                       "request-id": "r", "requester": "me", "reason": "PutObject"}});
+        let found = objects(&event.to_string());
+        assert_eq!(found[0].key, "events/a b.jsonl");
+        assert_eq!(found[0].etag.as_deref(), Some("e1"));
+        assert_eq!(found[0].version_id.as_deref(), Some("v1"));
+        let mut deleted = event.clone();
+        deleted["detail-type"] = json!("Object Deleted");
+        assert!(matches!(
+            parse(&deleted.to_string()).unwrap(),
+            Envelope::Discard(_)
+        ));
+    }
+
+    #[test]
+    fn inline_records() {
+        let body = json!({"dataset": "users", "records": [{"user_id": "u1"}, {"user_id": "u2"}]});
+        match parse(&body.to_string()).unwrap() {
+            Envelope::Records(r) => {
+                assert_eq!(r.dataset, "users");
+                assert_eq!(r.records.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        let typo = json!({"dataset": "users", "records": [], "extra": 1});
+        assert!(parse(&typo.to_string())
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `extra`"));
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        assert!(matches!(parse("hello"), Err(EnvelopeError::NotJson(_))));
+        assert_eq!(parse("[1]"), Err(EnvelopeError::NotAnObject("array")));
+        let unknown = parse(r#"{"foo": 1, "bar": 2}"#).unwrap_err().to_string();
+        assert!(unknown.contains("keys: bar, foo"), "{unknown}");
+        let missing_key = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
+            "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {}}}]});
+        let err = parse(&missing_key.to_string()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("S3 notification: Records[0].s3.object: missing field `key`"),
+            "{err}"
+        );
+        let mut v3 = s3_record("ObjectCreated:Put", "k");
+        v3["eventVersion"] = json!("3.0");
+        let err = parse(&json!({"Records": [v3]}).to_string()).unwrap_err();
+        assert!(matches!(err, EnvelopeError::UnsupportedVersion { .. }));
+        let deep = "[".repeat(10_000);
+        assert!(matches!(parse(&deep), Err(EnvelopeError::NotJson(_))));
+    }
+}

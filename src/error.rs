@@ -1,0 +1,82 @@
+//! The one error type of message handling, and its class: what a retry can change.
+
+use crate::aws::AwsError;
+use crate::convert::ConvertError;
+use crate::envelope::EnvelopeError;
+
+/// Whether a failed message can succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Throttling, outages, timeouts, a missing object: try again later.
+    Transient,
+    /// The message or its file is wrong and will be wrong on every delivery.
+    Permanent,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+/// Why a message could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("bad message body: {0}")]
+    Envelope(#[from] EnvelopeError),
+    #[error(
+        "object s3://{bucket}/{key}: bucket {bucket:?} is not the landing bucket {expected:?}"
+    )]
+    BucketNotAllowed {
+        bucket: String,
+        key: String,
+        expected: String,
+    },
+    #[error("object s3://{bucket}/{key}: no dataset matches the key")]
+    NoDataset { bucket: String, key: String },
+    #[error("inline records name dataset {0:?}, which is not configured")]
+    UnknownDataset(String),
+    #[error("inline records for dataset {0:?}: the dataset has no records_table")]
+    NoRecordsTable(String),
+    #[error("{what}: {rejected} of {rows} rows rejected: {summary}")]
+    Rejected {
+        what: String,
+        rows: u64,
+        rejected: u64,
+        summary: String,
+    },
+    #[error("{what}: {source}")]
+    Convert {
+        what: String,
+        #[source]
+        source: ConvertError,
+    },
+    #[error("object {uri} does not exist (deleted since the event?)")]
+    ObjectMissing { uri: String },
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("worker: {0}")]
+    Internal(String),
+}
+
+impl JobError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            JobError::Envelope(_)
+            | JobError::BucketNotAllowed { .. }
+            | JobError::NoDataset { .. }
+            | JobError::UnknownDataset(_)
+            | JobError::NoRecordsTable(_)
+            | JobError::Rejected { .. } => ErrorClass::Permanent,
+            JobError::Convert { source, .. } if !source.is_transient() => ErrorClass::Permanent,
+            JobError::Aws(e) if !e.is_transient() => ErrorClass::Permanent,
+            JobError::Convert { .. }
+            | JobError::ObjectMissing { .. }
+            | JobError::Aws(_)
+            | JobError::Internal(_) => ErrorClass::Transient,
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The `lakeworker` binary: parse the command line, load the config, dispatch.
+//!
+//! Exit codes: 0 success, 1 failure, 2 invalid configuration or usage.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use lakeworker::config::Settings;
+use lakeworker::convert::{self, Lineage, ParquetFile};
+use lakeworker::schema::date_to_days;
+use lakeworker::telemetry::{self, Output};
+
+#[derive(Parser)]
+#[command(
+    name = "lakeworker",
+    version,
+    about = "S3 landing files → Parquet lake and DynamoDB, driven by SQS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker pool until SIGINT or SIGTERM.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Load and validate the config, print a summary of the datasets.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Convert a local file with a dataset's schema into one Parquet file (no AWS).
+    Convert {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        dataset: String,
+        input: PathBuf,
+        output: PathBuf,
+    },
+    /// Create the buckets, queues, notification and tables the config names.
+    Provision {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = match &cli.command {
+        Command::Run { config }
+        | Command::CheckConfig { config }
+        | Command::Convert { config, .. }
+        | Command::Provision { config } => config.clone(),
+    };
+    let settings = match Settings::load(&config_path) {
+        Ok(settings) => Arc::new(settings),
+        Err(e) => {
+            eprintln!("invalid configuration in {}:", config_path.display());
+            for line in e.to_string().lines() {
+                eprintln!("  {line}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let output = if matches!(cli.command, Command::Run { .. }) {
+        Output::Stdout
+    } else {
+        Output::Stderr
+    };
+    telemetry::init(&settings.log, output);
+    let result = match cli.command {
+        Command::CheckConfig { .. } => {
+            print!("{}", settings.summary());
+            println!("config OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Convert {
+            dataset,
+            input,
+            output,
+            ..
+        } => convert_file(&settings, &dataset, &input, &output),
+        Command::Run { .. } => block_on(run(settings)),
+        Command::Provision { .. } => block_on(provision(settings)),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    future: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
+async fn run(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(stop_on_signal(shutdown.clone()));
+    lakeworker::worker::run(settings, shutdown).await;
+    signals.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM (ECS stops tasks with SIGTERM).
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for signals; stopping");
+                shutdown.cancel();
+                return;
+            }
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    }
+    shutdown.cancel();
+}
+
+async fn provision(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {
+    let clients = lakeworker::aws::Clients::connect(&settings.aws).await;
+    for line in lakeworker::provision::provision(&settings, &clients).await? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lakeworker convert`: the worker's conversion path on a local file, into one Parquet
+/// file with every column. A file with rejected rows produces no output.
+fn convert_file(
+    settings: &Settings,
+    name: &str,
+    input: &Path,
+    output: &Path,
+) -> anyhow::Result<ExitCode> {
+    let Some(dataset) = settings.datasets.by_name(name) else {
+        let known: Vec<&str> = settings
+            .datasets
+            .datasets()
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        eprintln!(
+            "unknown dataset {name:?}; the config defines: {}",
+            known.join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let file =
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let absolute = std::path::absolute(input).unwrap_or_else(|_| input.to_owned());
+    let now = Utc::now();
+    let lineage = Lineage {
+        source: format!("file://{}", absolute.display()),
+        ingested_at: now.timestamp_micros(),
+        ingest_date: date_to_days(now.date_naive()),
+    };
+    let props = convert::writer_properties(settings.lake.compression);
+    let mut sink = ParquetFile::create(output, convert::full_schema(dataset), props)?;
+    let report = convert::convert(
+        file,
+        dataset,
+        &lineage,
+        settings.worker.batch_rows.get(),
+        &mut sink,
+    )
+    .with_context(|| format!("converting {}", input.display()))?;
+    sink.close()?;
+    if report.rows_rejected > 0 {
+        // Same rule as the worker: a file with bad rows is not written.
+        let _ = std::fs::remove_file(output);
+        eprintln!(
+            "{} of {} rows rejected; no output written. First errors:",
+            report.rows_rejected, report.rows_in
+        );
+        for error in report.errors.iter().take(20) {
+            eprintln!("  {error}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "{} rows written to {}",
+        report.rows_written,
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,327 @@
+//! `lakeworker provision`: creates, idempotently, what the config points at. For local
+//! emulators and dev accounts; production stacks come from `deploy/`.
+//!
+//! Landing and lake buckets; the dead-letter queue (14-day retention) and the queue (the
+//! config's visibility timeout, a redrive policy with maxReceiveCount = `max_attempts` + 1,
+//! and a policy letting the landing bucket send to it); the landing bucket's
+//! `s3:ObjectCreated:*` notification to the queue; one on-demand DynamoDB table per
+//! `records_table` with the string hash key `records_key`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, Event, NotificationConfiguration,
+    QueueConfiguration,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use crate::aws::{AwsError, AwsErrorKind, Clients};
+use crate::config::Settings;
+
+/// Dead-lettered messages are kept for SQS's maximum, 14 days.
+const DLQ_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
+/// How long to wait for a new table to become active.
+const TABLE_WAIT: Duration = Duration::from_secs(120);
+
+/// Creates or updates every resource; returns one line per resource for the user.
+pub async fn provision(settings: &Settings, clients: &Clients) -> Result<Vec<String>, AwsError> {
+    let mut report = Vec::new();
+    for bucket in [&settings.landing.bucket, &settings.lake.bucket] {
+        report.push(ensure_bucket(clients, &settings.aws.region, bucket).await?);
+    }
+
+    let dlq_name = queue_name(&settings.queue.dead_letter_url)?;
+    let dlq_url = ensure_queue(
+        clients,
+        dlq_name,
+        HashMap::from([(
+            QueueAttributeName::MessageRetentionPeriod,
+            DLQ_RETENTION_SECONDS.to_string(),
+        )]),
+    )
+    .await?;
+    let dlq_arn = queue_arn(clients, &dlq_url).await?;
+    report.push(format!("queue {dlq_url} (dead-letter queue)"));
+
+    let name = queue_name(&settings.queue.url)?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": settings.queue.max_attempts + 1,
+    });
+    let url = ensure_queue(
+        clients,
+        name,
+        HashMap::from([
+            (
+                QueueAttributeName::VisibilityTimeout,
+                settings.queue.visibility_timeout.as_secs().to_string(),
+            ),
+            (QueueAttributeName::RedrivePolicy, redrive.to_string()),
+        ]),
+    )
+    .await?;
+    let arn = queue_arn(clients, &url).await?;
+    set_queue_attributes(
+        clients,
+        &url,
+        HashMap::from([(
+            QueueAttributeName::Policy,
+            s3_send_policy(&arn, &settings.landing.bucket),
+        )]),
+    )
+    .await?;
+    report.push(format!(
+        "queue {url} (redrive to the dead-letter queue after {} receives)",
+        settings.queue.max_attempts + 1
+    ));
+    for (configured, actual) in [
+        (&settings.queue.url, &url),
+        (&settings.queue.dead_letter_url, &dlq_url),
+    ] {
+        if configured != actual {
+            report.push(format!(
+                "note: the config says {configured}, the service calls it {actual}"
+            ));
+        }
+    }
+
+    let notification = NotificationConfiguration::builder()
+        .queue_configurations(
+            QueueConfiguration::builder()
+                .id("lakeworker-object-created")
+                .queue_arn(&arn)
+                .events(Event::from("s3:ObjectCreated:*"))
+                .build()
+                .map_err(|e| {
+                    AwsError::new(
+                        "S3 PutBucketNotificationConfiguration",
+                        AwsErrorKind::Rejected,
+                        e.to_string(),
+                    )
+                })?,
+        )
+        .build();
+    clients
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(&settings.landing.bucket)
+        .notification_configuration(notification)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("S3 PutBucketNotificationConfiguration", e))?;
+    report.push(format!(
+        "notification s3://{} ObjectCreated → {name}",
+        settings.landing.bucket
+    ));
+
+    for dataset in settings.datasets.datasets() {
+        if let Some(target) = &dataset.records {
+            let key = &dataset.columns[target.key_index].name;
+            report.push(ensure_table(clients, &target.table, key).await?);
+        }
+    }
+    Ok(report)
+}
+
+async fn ensure_bucket(clients: &Clients, region: &str, bucket: &str) -> Result<String, AwsError> {
+    let mut request = clients.s3.create_bucket().bucket(bucket);
+    // us-east-1 is the one region that refuses an explicit location constraint.
+    if region != "us-east-1" {
+        request = request.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    match request.send().await {
+        Ok(_) => Ok(format!("bucket s3://{bucket} created")),
+        Err(e) => {
+            let error = AwsError::from_sdk("S3 CreateBucket", e);
+            if error.has_code("BucketAlreadyOwnedByYou") {
+                Ok(format!("bucket s3://{bucket} exists"))
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
+fn queue_name(url: &str) -> Result<&str, AwsError> {
+    url.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| {
+            AwsError::new(
+                "SQS CreateQueue",
+                AwsErrorKind::Rejected,
+                format!("no queue name in {url}"),
+            )
+        })
+}
+
+/// Creates the queue, or updates its attributes when it exists.
+async fn ensure_queue(
+    clients: &Clients,
+    name: &str,
+    attributes: HashMap<QueueAttributeName, String>,
+) -> Result<String, AwsError> {
+    let created = clients
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes.clone()))
+        .send()
+        .await;
+    let url = match created {
+        Ok(output) => output.queue_url.unwrap_or_default(),
+        Err(e) => {
+            let error = AwsError::from_sdk("SQS CreateQueue", e);
+            if !(error.has_code("QueueAlreadyExists") || error.has_code("QueueNameExists")) {
+                return Err(error);
+            }
+            let url = clients
+                .sqs
+                .get_queue_url()
+                .queue_name(name)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("SQS GetQueueUrl", e))?
+                .queue_url
+                .unwrap_or_default();
+            set_queue_attributes(clients, &url, attributes).await?;
+            url
+        }
+    };
+    Ok(url)
+}
+
+async fn set_queue_attributes(
+    clients: &Clients,
+    url: &str,
+    attributes: HashMap<QueueAttributeName, String>,
+) -> Result<(), AwsError> {
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(url)
+        .set_attributes(Some(attributes))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("SQS SetQueueAttributes", e))?;
+    Ok(())
+}
+
+async fn queue_arn(clients: &Clients, url: &str) -> Result<String, AwsError> {
+    let output = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("SQS GetQueueAttributes", e))?;
+    output
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| {
+            AwsError::new(
+                "SQS GetQueueAttributes",
+                AwsErrorKind::Transient,
+                format!("no QueueArn for {url}"),
+            )
+        })
+}
+
+/// Lets the landing bucket (and only it) send notifications to the queue.
+fn s3_send_policy(queue_arn: &str, bucket: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "lakeworker-landing-notifications",
+            "Effect": "Allow",
+            "Principal": {"Service": "s3.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnLike": {"aws:SourceArn": format!("arn:aws:s3:::{bucket}")}}
+        }]
+    })
+    .to_string()
+}
+
+async fn ensure_table(clients: &Clients, table: &str, key: &str) -> Result<String, AwsError> {
+    let attribute = AttributeDefinition::builder()
+        .attribute_name(key)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| {
+            AwsError::new(
+                "DynamoDB CreateTable",
+                AwsErrorKind::Rejected,
+                e.to_string(),
+            )
+        })?;
+    let hash_key = KeySchemaElement::builder()
+        .attribute_name(key)
+        .key_type(KeyType::Hash)
+        .build()
+        .map_err(|e| {
+            AwsError::new(
+                "DynamoDB CreateTable",
+                AwsErrorKind::Rejected,
+                e.to_string(),
+            )
+        })?;
+    let created = clients
+        .dynamodb
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(attribute)
+        .key_schema(hash_key)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await;
+    let verb = match created {
+        Ok(_) => "created",
+        Err(e) => {
+            let error = AwsError::from_sdk("DynamoDB CreateTable", e);
+            if !error.has_code("ResourceInUseException") {
+                return Err(error);
+            }
+            "exists"
+        }
+    };
+    wait_for_table(clients, table).await?;
+    Ok(format!(
+        "table {table} (hash key {key}: S, on-demand) {verb}"
+    ))
+}
+
+async fn wait_for_table(clients: &Clients, table: &str) -> Result<(), AwsError> {
+    let deadline = tokio::time::Instant::now() + TABLE_WAIT;
+    loop {
+        let described = clients
+            .dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DynamoDB DescribeTable", e))?;
+        let status = described.table.and_then(|t| t.table_status);
+        if status == Some(TableStatus::Active) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(AwsError::new(
+                "DynamoDB DescribeTable",
+                AwsErrorKind::Transient,
+                format!("table {table} not active after {TABLE_WAIT:?} (status {status:?})"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,168 @@
+//! User records: typed Arrow rows → DynamoDB items. Pure; the writes are in
+//! [`crate::aws::dynamodb`].
+//!
+//! Mapping: string → S, int and float → N, bool → BOOL, date → S (`YYYY-MM-DD`),
+//! timestamp → S (RFC 3339, UTC, `Z`). Nulls are omitted. Within one upsert call, rows
+//! with the same key keep only the last, so "last wins" holds and one BatchWriteItem never
+//! names a key twice (DynamoDB refuses that).
+
+use std::collections::HashMap;
+
+use arrow::array::{
+    Array, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::record_batch::RecordBatch;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::SecondsFormat;
+
+use crate::datasets::Dataset;
+use crate::schema::{days_to_date, micros_to_datetime, ColumnType};
+
+/// One DynamoDB item.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// The items of a batch with every dataset column (as produced by [`crate::convert`]).
+/// Columns beyond the dataset's (lineage) are not written.
+pub fn items_from_batch(dataset: &Dataset, batch: &RecordBatch) -> Vec<Item> {
+    let mut items: Vec<Item> = (0..batch.num_rows())
+        .map(|_| Item::with_capacity(dataset.columns.len()))
+        .collect();
+    for (index, column) in dataset.columns.iter().enumerate() {
+        let array = batch.column(index);
+        for (row, item) in items.iter_mut().enumerate() {
+            if array.is_null(row) {
+                continue;
+            }
+            if let Some(value) = attribute(column.kind, array.as_ref(), row) {
+                item.insert(column.name.clone(), value);
+            }
+        }
+    }
+    items
+}
+
+fn attribute(kind: ColumnType, array: &dyn Array, row: usize) -> Option<AttributeValue> {
+    let any = array.as_any();
+    Some(match kind {
+        ColumnType::String => {
+            AttributeValue::S(any.downcast_ref::<StringArray>()?.value(row).to_owned())
+        }
+        ColumnType::Int => {
+            AttributeValue::N(any.downcast_ref::<Int64Array>()?.value(row).to_string())
+        }
+        ColumnType::Float => {
+            AttributeValue::N(any.downcast_ref::<Float64Array>()?.value(row).to_string())
+        }
+        ColumnType::Bool => AttributeValue::Bool(any.downcast_ref::<BooleanArray>()?.value(row)),
+        ColumnType::Date => {
+            let days = any.downcast_ref::<Date32Array>()?.value(row);
+            AttributeValue::S(days_to_date(days)?.format("%Y-%m-%d").to_string())
+        }
+        ColumnType::Timestamp => {
+            let micros = any.downcast_ref::<TimestampMicrosecondArray>()?.value(row);
+            AttributeValue::S(
+                micros_to_datetime(micros)?.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            )
+        }
+    })
+}
+
+/// Keeps the last item per key, in the order of their last occurrence.
+pub fn last_per_key(items: Vec<Item>, key: &str) -> Vec<Item> {
+    let mut last: HashMap<String, usize> = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if let Some(AttributeValue::S(k)) = item.get(key) {
+            last.insert(k.clone(), i);
+        }
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, item)| match item.get(key) {
+            Some(AttributeValue::S(k)) => last.get(k) == Some(i),
+            _ => false,
+        })
+        .map(|(_, item)| item)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::{convert, Collect, Lineage};
+    use crate::datasets::{compile_glob, FileFormat, Partition};
+    use crate::schema::Column;
+
+    fn dataset() -> Dataset {
+        let col = |name: &str, kind| Column {
+            name: name.into(),
+            kind,
+            required: name == "id",
+            format: None,
+        };
+        Dataset {
+            name: "users".into(),
+            pattern: "*".into(),
+            matcher: compile_glob("*").unwrap(),
+            format: FileFormat::Csv,
+            partition: Partition::IngestDate,
+            columns: vec![
+                col("id", ColumnType::String),
+                col("n", ColumnType::Int),
+                col("f", ColumnType::Float),
+                col("b", ColumnType::Bool),
+                col("d", ColumnType::Date),
+                col("t", ColumnType::Timestamp),
+            ],
+            records: None,
+        }
+    }
+
+    fn batch(csv: &str) -> RecordBatch {
+        let lineage = Lineage {
+            source: "s".into(),
+            ingested_at: 0,
+            ingest_date: 0,
+        };
+        let mut sink = Collect::default();
+        convert(csv.as_bytes(), &dataset(), &lineage, 100, &mut sink).unwrap();
+        sink.0.remove(0)
+    }
+
+    #[test]
+    fn types_map_to_attributes_and_nulls_are_omitted() {
+        let b = batch("id,n,f,b,d,t\nu1,-3,2.5,true,2024-01-02,2024-01-02T03:04:05.5Z\nu2,,,,,\n");
+        let items = items_from_batch(&dataset(), &b);
+        let first = &items[0];
+        assert_eq!(first["id"], AttributeValue::S("u1".into()));
+        assert_eq!(first["n"], AttributeValue::N("-3".into()));
+        assert_eq!(first["f"], AttributeValue::N("2.5".into()));
+        assert_eq!(first["b"], AttributeValue::Bool(true));
+        assert_eq!(first["d"], AttributeValue::S("2024-01-02".into()));
+        assert_eq!(
+            first["t"],
+            AttributeValue::S("2024-01-02T03:04:05.500Z".into())
+        );
+        assert!(!first.contains_key("_source"));
+        assert_eq!(items[1].len(), 1);
+    }
+
+    #[test]
+    fn last_item_per_key_wins() {
+        let b = batch("id,n\na,1\nb,2\na,3\nc,4\nb,5\n");
+        let items = last_per_key(items_from_batch(&dataset(), &b), "id");
+        let pairs: Vec<(String, String)> = items
+            .iter()
+            .map(|i| {
+                (
+                    i["id"].as_s().unwrap().clone(),
+                    i["n"].as_n().unwrap().clone(),
+                )
+            })
+            .collect();
+        let expected =
+            [("a", "3"), ("c", "4"), ("b", "5")].map(|(a, b)| (a.to_owned(), b.to_owned()));
+        assert_eq!(pairs, expected);
+    }
+}
