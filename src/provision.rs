@@ -128,6 +128,16 @@ pub async fn provision(settings: &Settings, clients: &Clients) -> Result<Vec<Str
 }
 
 async fn ensure_bucket(clients: &Clients, region: &str, bucket: &str) -> Result<String, AwsError> {
+    // CreateBucket on an existing bucket of ours succeeds silently in us-east-1, so ask first.
+    match clients.s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => return Ok(format!("bucket s3://{bucket} exists")),
+        Err(e) => {
+            let error = AwsError::from_sdk("S3 HeadBucket", e);
+            if error.kind != AwsErrorKind::NotFound {
+                return Err(error);
+            }
+        }
+    }
     let mut request = clients.s3.create_bucket().bucket(bucket);
     // us-east-1 is the one region that refuses an explicit location constraint.
     if region != "us-east-1" {
@@ -137,17 +147,11 @@ async fn ensure_bucket(clients: &Clients, region: &str, bucket: &str) -> Result<
                 .build(),
         );
     }
-    match request.send().await {
-        Ok(_) => Ok(format!("bucket s3://{bucket} created")),
-        Err(e) => {
-            let error = AwsError::from_sdk("S3 CreateBucket", e);
-            if error.has_code("BucketAlreadyOwnedByYou") {
-                Ok(format!("bucket s3://{bucket} exists"))
-            } else {
-                Err(error)
-            }
-        }
-    }
+    request
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("S3 CreateBucket", e))?;
+    Ok(format!("bucket s3://{bucket} created"))
 }
 
 fn queue_name(url: &str) -> Result<&str, AwsError> {

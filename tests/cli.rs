@@ -1,0 +1,229 @@
+//! The one-shot commands: `check-config`, `convert` and `provision`.
+
+mod common;
+
+use arrow::array::{Array, Date32Array};
+use arrow::datatypes::DataType;
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::*;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_config_summarises_a_good_config() {
+    let out = lakeworker(&["check-config", "--config", "config/local.toml"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("3 dataset(s)"), "{stdout}");
+    assert!(
+        stdout.contains("users: Csv files matching \"users/**\", partitioned by signup_date"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("records → DynamoDB lakeworker-users (key user_id)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "orders: Csv files matching \"orders/*.csv\", partitioned by ordered_at_date"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("config OK\n"), "{stdout}");
+}
+
+#[test]
+fn check_config_reports_every_problem_with_its_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = std::fs::read_to_string(root().join("config/local.toml"))
+        .unwrap()
+        .replace("match = \"users/**\"", "match = \"users/[\"")
+        .replace("records_key = \"user_id\"", "records_key = \"nobody\"")
+        .replace("pollers = 2 ", "pollers = 0 ");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = lakeworker(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for expected in [
+        "queue.pollers: must be between 1 and 256",
+        "datasets[0].match: \"users/[\" is not a valid glob",
+        "datasets[0].records_key: \"nobody\" is not a column of this dataset",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+
+    let typo = lakeworker(
+        &["check-config", "--config", "config/local.toml"],
+        &[("LAKEWORKER__QUEUE__POLERS", "4")],
+    );
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(
+        text(&typo.stderr).contains("queue.polers: unknown field `polers`"),
+        "{}",
+        text(&typo.stderr)
+    );
+
+    let missing = lakeworker(&["check-config", "--config", "no/such.toml"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("does not exist"));
+}
+
+#[test]
+fn run_refuses_an_invalid_config_before_touching_aws() {
+    let out = lakeworker(
+        &["run", "--config", "config/local.toml"],
+        &[("LAKEWORKER__LAKE__COMPRESSION", "lz4")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("lake.compression: \"lz4\" is not one of: zstd, snappy, none")
+    );
+}
+
+#[test]
+fn convert_writes_one_typed_parquet_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("users.parquet");
+    let out = lakeworker(
+        &[
+            "convert",
+            "--config",
+            "config/local.toml",
+            "--dataset",
+            "users",
+            "examples/users/late signups+fixes.csv",
+            output.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("2 rows written to {}\n", output.display())
+    );
+
+    let batches = read_parquet(std::fs::read(&output).unwrap().into());
+    let batch = &batches[0];
+    let dates = batch.column_by_name("signup_date").unwrap();
+    assert_eq!(dates.data_type(), &DataType::Date32);
+    let dates = dates.as_any().downcast_ref::<Date32Array>().unwrap();
+    assert_eq!(dates.value_as_date(1).unwrap().to_string(), "2024-05-04");
+
+    let seen = read_with_pyarrow(&output);
+    assert_eq!(seen["schema"]["signup_date"], "date32[day]");
+    assert_eq!(seen["schema"]["age"], "int64");
+    let rows = seen["rows"].as_array().unwrap();
+    let dennis = rows.iter().find(|r| r["user_id"] == "u-007").unwrap();
+    assert_eq!(dennis["plan"], "pro\r\n(trial)", "quoted newlines survive");
+    assert!(
+        dennis["age"].is_null(),
+        "a column missing from the file is null"
+    );
+    assert!(dennis["_source"].as_str().unwrap().starts_with("file:///"));
+}
+
+#[test]
+fn convert_refuses_a_file_with_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.csv");
+    std::fs::write(&input, "user_id,signup_date\nu1,2024/01/01\nu2,yesterday\n").unwrap();
+    let output = dir.path().join("out.parquet");
+    let out = lakeworker(
+        &[
+            "convert",
+            "--config",
+            "config/local.toml",
+            "--dataset",
+            "users",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("1 of 2 rows rejected; no output written"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "line 3, column signup_date: \"yesterday\" is not a date in format \"%Y/%m/%d\""
+        ),
+        "{stderr}"
+    );
+    assert!(!output.exists());
+
+    let unknown = lakeworker(
+        &[
+            "convert",
+            "--config",
+            "config/local.toml",
+            "--dataset",
+            "nope",
+            "a",
+            "b",
+        ],
+        &[],
+    );
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown.stderr)
+        .contains("unknown dataset \"nope\"; the config defines: users, events, orders"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_is_idempotent_and_sets_the_redrive_policy() {
+    let env = TestEnv::new("provision", &[("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "3")]).await;
+    let again = env.cli(&["provision", "--config", env.config_str()]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let stdout = text(&again.stdout);
+    assert!(
+        stdout.contains(&format!("bucket s3://{} exists", env.landing)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "table {} (hash key user_id: S, on-demand) exists",
+            env.users_table
+        )),
+        "{stdout}"
+    );
+
+    let attributes = env
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&env.queue_url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    let redrive: serde_json::Value =
+        serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy]).unwrap();
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        "4"
+    );
+    assert!(redrive["deadLetterTargetArn"]
+        .as_str()
+        .unwrap()
+        .ends_with("-dlq"));
+    assert_eq!(attributes[&QueueAttributeName::VisibilityTimeout], "60");
+
+    let notification = env
+        .clients
+        .s3
+        .get_bucket_notification_configuration()
+        .bucket(&env.landing)
+        .send()
+        .await
+        .unwrap();
+    let queues = notification.queue_configurations();
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0].events()[0].as_str(), "s3:ObjectCreated:*");
+}

@@ -1,0 +1,530 @@
+//! Shared harness for the integration tests: the emulator's address, uniquely named AWS
+//! resources per test, the `lakeworker` binary with bounded waits, and Parquet readers
+//! (the parquet crate and, independently, pyarrow).
+//!
+//! `make test` (scripts/with-moto) starts moto and sets `LAKEWORKER_TEST_ENDPOINT` and
+//! `LAKEWORKER_TEST_PYTHON`. Without them these tests fail with instructions, never skip.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::QueueAttributeName;
+use lakeworker::aws::Clients;
+use lakeworker::config::AwsSettings;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lakeworker");
+pub const WAIT: Duration = Duration::from_secs(60);
+pub const REGION: &str = "us-east-1";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the integration tests with `make test`, which starts the emulator")
+    })
+}
+
+pub fn endpoint() -> String {
+    required_env("LAKEWORKER_TEST_ENDPOINT")
+}
+
+pub fn python() -> String {
+    required_env("LAKEWORKER_TEST_PYTHON")
+}
+
+/// A name no other test (or earlier run against the same emulator) uses.
+pub fn unique(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("lw-{tag}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// Runs a command to completion, killing it if it outlives `timeout`.
+pub fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("poll child").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("collect output");
+            panic!(
+                "{command:?} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `lakeworker ARGS...` with the emulator's credentials, bounded by [`WAIT`].
+pub fn lakeworker(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).envs(env.iter().copied());
+    run_bounded(&mut command, WAIT)
+}
+
+/// Polls `check` every 200 ms until it returns true; panics after `timeout` with `what`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Uniquely named buckets, queues and table, a config file pointing at them, and clients.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub landing: String,
+    pub lake: String,
+    pub users_table: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub clients: Clients,
+    /// `LAKEWORKER__…` overrides given to every command of this environment.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl TestEnv {
+    /// Provisions a fresh environment from `config/local.toml` with unique names.
+    /// `overrides` are `LAKEWORKER__…` variables (the env-override path users rely on).
+    pub async fn new(tag: &str, overrides: &[(&str, &str)]) -> TestEnv {
+        let endpoint = endpoint();
+        let base = unique(tag);
+        let landing = format!("{base}-in");
+        let lake = format!("{base}-lake");
+        let dlq = format!("{base}-dlq");
+        let users_table = format!("{base}-users");
+        let template = std::fs::read_to_string(root().join("config/local.toml"))
+            .expect("read config/local.toml");
+        let text = template
+            .replace("http://127.0.0.1:4566", &endpoint)
+            .replace("lakeworker-landing", &landing)
+            .replace("lakeworker-dlq", &dlq)
+            .replace("lakeworker-lake", &lake)
+            .replace("lakeworker-users", &users_table);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text).expect("write config");
+
+        let mut all: Vec<(String, String)> = vec![
+            ("LAKEWORKER__QUEUE__WAIT_SECONDS".into(), "1".into()),
+            ("LAKEWORKER__LOG__FORMAT".into(), "json".into()),
+            (
+                "LAKEWORKER__LOG__LEVEL".into(),
+                "lakeworker=debug,info".into(),
+            ),
+        ];
+        all.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+
+        let clients = Clients::connect(&AwsSettings {
+            region: REGION.into(),
+            endpoint_url: Some(endpoint.clone()),
+        })
+        .await;
+        let mut env = TestEnv {
+            dir,
+            config,
+            landing,
+            lake,
+            users_table,
+            queue_url: String::new(),
+            dlq_url: String::new(),
+            clients,
+            overrides: all,
+        };
+        let out = env.cli(&["provision", "--config", env.config_str()]);
+        assert!(
+            out.status.success(),
+            "provision failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env.queue_url = env.queue_url_of(&env.landing).await;
+        env.dlq_url = env.queue_url_of(&dlq).await;
+        env
+    }
+
+    pub fn config_str(&self) -> &str {
+        self.config.to_str().expect("UTF-8 temp path")
+    }
+
+    fn env_pairs(&self) -> Vec<(&str, &str)> {
+        self.overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// Runs a `lakeworker` command with this environment's overrides.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        lakeworker(args, &self.env_pairs())
+    }
+
+    async fn queue_url_of(&self, name: &str) -> String {
+        self.clients
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .expect("queue exists")
+            .queue_url
+            .expect("queue url")
+    }
+
+    /// Removes the landing bucket's notification, so a test alone decides what is sent.
+    pub async fn without_notifications(self) -> Self {
+        self.clients
+            .s3
+            .put_bucket_notification_configuration()
+            .bucket(&self.landing)
+            .notification_configuration(
+                aws_sdk_s3::types::NotificationConfiguration::builder().build(),
+            )
+            .send()
+            .await
+            .expect("clear notifications");
+        // Drop the TestEvent that provisioning caused.
+        self.clients
+            .sqs
+            .purge_queue()
+            .queue_url(&self.queue_url)
+            .send()
+            .await
+            .expect("purge");
+        self
+    }
+
+    pub fn start_worker(&self) -> Worker {
+        Worker::start(self)
+    }
+
+    pub async fn put(&self, key: &str, body: &[u8]) -> String {
+        let out = self
+            .clients
+            .s3
+            .put_object()
+            .bucket(&self.landing)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .expect("put object");
+        out.e_tag.expect("etag").trim_matches('"').to_owned()
+    }
+
+    pub async fn send(&self, body: &str) {
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send message");
+    }
+
+    /// Visible plus in-flight messages.
+    pub async fn depth(&self, url: &str) -> u64 {
+        let attributes = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|a| {
+            attributes
+                .get(a)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+    }
+
+    /// Waits until the work queue has been empty for three checks in a row.
+    pub async fn wait_drained(&self) {
+        let deadline = Instant::now() + WAIT;
+        let mut calm = 0;
+        while calm < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the queue did not drain within {WAIT:?}"
+            );
+            calm = if self.depth(&self.queue_url).await == 0 {
+                calm + 1
+            } else {
+                0
+            };
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn lake_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .clients
+            .s3
+            .list_objects_v2()
+            .bucket(&self.lake)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("list lake");
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys.sort();
+        keys
+    }
+
+    pub async fn wait_lake_keys(&self, count: usize) -> Vec<String> {
+        wait_for(&format!("{count} lake objects"), WAIT, || async {
+            self.lake_keys().await.len() >= count
+        })
+        .await;
+        self.lake_keys().await
+    }
+
+    pub async fn lake_object(&self, key: &str) -> bytes::Bytes {
+        let out = self
+            .clients
+            .s3
+            .get_object()
+            .bucket(&self.lake)
+            .key(key)
+            .send()
+            .await
+            .expect("get lake object");
+        out.body
+            .collect()
+            .await
+            .expect("read lake object")
+            .into_bytes()
+    }
+
+    /// Downloads the lake under `prefix` into a local folder with the same layout.
+    pub async fn download_lake(&self, prefix: &str) -> PathBuf {
+        let root = self.dir.path().join("lake");
+        for key in self
+            .lake_keys()
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+        {
+            let path = root.join(&key);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, self.lake_object(&key).await).expect("write");
+        }
+        root.join(prefix)
+    }
+
+    /// Every item of the users table, by user id.
+    pub async fn users(&self) -> HashMap<String, HashMap<String, AttributeValue>> {
+        let out = self
+            .clients
+            .dynamodb
+            .scan()
+            .table_name(&self.users_table)
+            .send()
+            .await
+            .expect("scan users");
+        out.items()
+            .iter()
+            .map(|item| {
+                (
+                    item["user_id"].as_s().expect("string key").clone(),
+                    item.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Receives (and returns the bodies of) everything in the dead-letter queue.
+    pub async fn dead_letters(&self) -> Vec<String> {
+        let mut bodies = Vec::new();
+        loop {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .send()
+                .await
+                .expect("receive DLQ");
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return bodies;
+            }
+            bodies.extend(messages.into_iter().filter_map(|m| m.body));
+        }
+    }
+}
+
+/// A running `lakeworker run`. Dropping it kills the process (by pid) and reaps it.
+pub struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(env: &TestEnv) -> Worker {
+        let log = env.dir.path().join(format!("worker-{}.log", unique("log")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .args(["run", "--config", env.config_str()])
+            .envs(env.env_pairs())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn worker");
+        Worker { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll worker") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a Parquet file with the parquet crate.
+pub fn read_parquet(bytes: bytes::Bytes) -> Vec<RecordBatch> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("parquet metadata")
+        .build()
+        .expect("parquet reader")
+        .collect::<Result<_, _>>()
+        .expect("parquet batches")
+}
+
+/// What pyarrow sees: `{"schema": {column: type}, "rows": [...]}`, rows sorted.
+/// `path` is a file, or a folder read as a Hive-partitioned dataset.
+pub fn read_with_pyarrow(path: &Path) -> serde_json::Value {
+    let script = root().join("tests/pyarrow_read.py");
+    let out = run_bounded(Command::new(python()).arg(script).arg(path), WAIT);
+    assert!(
+        out.status.success(),
+        "pyarrow failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("pyarrow JSON")
+}
+
+/// An S3 `ObjectCreated:Put` notification body, with the key form-encoded as S3 does.
+pub fn s3_event(bucket: &str, key: &str, etag: &str, event_time: &str) -> serde_json::Value {
+    serde_json::json!({"Records": [s3_record("ObjectCreated:Put", bucket, key, etag, event_time)]})
+}
+
+pub fn s3_record(
+    name: &str,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    event_time: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": REGION,
+        "eventTime": event_time, "eventName": name,
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "test",
+               "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": form_encode(key), "size": 1, "eTag": etag, "sequencer": "0A"}}
+    })
+}
+
+/// S3's key encoding in events: percent-encoding with spaces as `+`.
+pub fn form_encode(key: &str) -> String {
+    let mut out = String::new();
+    for byte in key.bytes() {
+        match byte {
+            b' ' => out.push('+'),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+pub fn example(path: &str) -> Vec<u8> {
+    std::fs::read(root().join("examples").join(path)).expect("example file")
+}

@@ -1,0 +1,407 @@
+//! The worker binary against the emulator: every message shape, CSV and JSON lines,
+//! column and ingest-date partitions, keys with spaces, `+` and unicode, user rows in
+//! DynamoDB, and messages that cannot be processed. Parquet output is read back with the
+//! parquet crate and with pyarrow.
+
+mod common;
+
+use std::time::Duration;
+
+use arrow::array::{Array, StringArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::*;
+use lakeworker::envelope::ObjectRef;
+use serde_json::json;
+
+fn part_id(bucket: &str, key: &str, etag: &str) -> String {
+    lakeworker::lake::object_id(&ObjectRef {
+        bucket: bucket.into(),
+        key: key.into(),
+        size: None,
+        etag: Some(etag.into()),
+        version_id: None,
+        event_time: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_csv_lands_in_date_partitions_and_dynamodb() {
+    let env = TestEnv::new("users", &[]).await;
+    let worker = env.start_worker();
+    // S3 notifications carry this key as "users/signups+2024%2B05.csv".
+    let key = "users/signups 2024+05.csv";
+    let etag = env.put(key, &example("users/signups-2024-05.csv")).await;
+
+    let keys = env.wait_lake_keys(3).await;
+    env.wait_drained().await;
+    let id = part_id(&env.landing, key, &etag);
+    assert_eq!(
+        keys,
+        ["2024-05-01", "2024-05-02", "2024-05-03"]
+            .map(|d| format!("curated/users/signup_date={d}/part-{id}.parquet"))
+    );
+
+    // The parquet crate: typed columns, the partition column only in the path, lineage.
+    let batches = read_parquet(env.lake_object(&keys[0]).await);
+    let schema = batches[0].schema();
+    let types: Vec<(&str, &DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    assert_eq!(
+        types,
+        [
+            ("user_id", &DataType::Utf8),
+            ("email", &DataType::Utf8),
+            ("age", &DataType::Int64),
+            ("plan", &DataType::Utf8),
+            ("newsletter", &DataType::Boolean),
+            ("_source", &DataType::Utf8),
+            ("_ingested_at", &utc),
+        ]
+    );
+    let source = batches[0]
+        .column(5)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!(source.value(0), format!("s3://{}/{key}", env.landing));
+
+    // pyarrow, reading the lake as a Hive-partitioned dataset.
+    let local = env.download_lake("curated/users").await;
+    let seen = read_with_pyarrow(&local);
+    assert_eq!(seen["schema"]["age"], "int64");
+    assert_eq!(seen["schema"]["newsletter"], "bool");
+    assert_eq!(seen["schema"]["_ingested_at"], "timestamp[us, tz=UTC]");
+    assert!(
+        seen["schema"]["signup_date"].is_string(),
+        "partition column discovered from the path"
+    );
+    let rows = seen["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        6,
+        "the lake keeps every row, duplicates included"
+    );
+    let barbara = rows.iter().find(|r| r["user_id"] == "u-004").unwrap();
+    assert_eq!(barbara["plan"], "team, annual");
+    assert_eq!(barbara["newsletter"], false);
+    assert_eq!(
+        barbara["signup_date"].to_string().trim_matches('"'),
+        "2024-05-02"
+    );
+    let alan = rows.iter().find(|r| r["user_id"] == "u-003").unwrap();
+    assert!(alan["age"].is_null());
+
+    // DynamoDB: one item per distinct key, the last row wins, nulls omitted.
+    let users = env.users().await;
+    assert_eq!(users.len(), 5);
+    let grace = &users["u-002"];
+    assert_eq!(
+        grace["email"],
+        AttributeValue::S("grace.hopper@example.com".into())
+    );
+    assert_eq!(grace["plan"], AttributeValue::S("pro".into()));
+    assert_eq!(grace["age"], AttributeValue::N("45".into()));
+    assert_eq!(grace["newsletter"], AttributeValue::Bool(true));
+    assert_eq!(grace["signup_date"], AttributeValue::S("2024-05-01".into()));
+    assert!(!users["u-003"].contains_key("age"));
+    assert!(!users["u-005"].contains_key("newsletter"));
+
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+    let log = worker.log();
+    assert!(
+        log.contains("s3:TestEvent"),
+        "the provisioning TestEvent is discarded: {log}"
+    );
+    let status = worker.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonl_ingest_date_comes_from_the_event_and_keys_are_decoded() {
+    let env = TestEnv::new("events", &[])
+        .await
+        .without_notifications()
+        .await;
+    let _worker = env.start_worker();
+    let key = "events/2024/a b+c ü%.jsonl";
+    let etag = env.put(key, &example("events/2024/clicks.jsonl")).await;
+    let event = s3_event(&env.landing, key, &etag, "2024-02-03T23:59:59.000Z");
+    assert!(
+        event.to_string().contains("a+b%2Bc+%C3%BC%25.jsonl"),
+        "{event}"
+    );
+    env.send(&event.to_string()).await;
+
+    let keys = env.wait_lake_keys(1).await;
+    env.wait_drained().await;
+    let id = part_id(&env.landing, key, &etag);
+    assert_eq!(
+        keys,
+        [format!(
+            "curated/events/ingest_date=2024-02-03/part-{id}.parquet"
+        )]
+    );
+
+    let local = env.download_lake("curated/events").await;
+    let seen = read_with_pyarrow(&local);
+    assert_eq!(seen["schema"]["amount"], "double");
+    assert_eq!(seen["schema"]["at"], "timestamp[us, tz=UTC]");
+    let rows = seen["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let e1 = rows.iter().find(|r| r["event_id"] == "e-1").unwrap();
+    assert_eq!(
+        e1["props"], r#"{"ab":["a"],"page":"/pricing"}"#,
+        "nested JSON kept as text"
+    );
+    assert!(e1["amount"].is_null());
+    assert_eq!(e1["_source"], format!("s3://{}/{key}", env.landing));
+    let e2 = rows.iter().find(|r| r["event_id"] == "e-2").unwrap();
+    assert_eq!(e2["amount"], 49.5);
+    assert_eq!(
+        e2["at"], "2024-05-01 08:05:30.250000+00:00",
+        "offsets are converted to UTC"
+    );
+
+    // The same rows through the parquet crate.
+    let batches = read_parquet(env.lake_object(&keys[0]).await);
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+    assert_eq!(
+        batches[0]
+            .schema()
+            .field_with_name("at")
+            .unwrap()
+            .data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_eventbridge_and_multi_record_messages() {
+    let env = TestEnv::new("shapes", &[])
+        .await
+        .without_notifications()
+        .await;
+    let _worker = env.start_worker();
+    let orders = example("orders/orders-2024-05.csv");
+    let via_sns = env.put("orders/via-sns.csv", &orders).await;
+    let via_eventbridge = env.put("orders/via-eventbridge.csv", &orders).await;
+    let first = env.put("orders/first.csv", &orders).await;
+    let second = env.put("orders/second.csv", &orders).await;
+    let now = "2024-06-01T00:00:00.000Z";
+
+    let sns = |message: String| {
+        json!({"Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:landing",
+               "Subject": "Amazon S3 Notification", "Message": message, "Timestamp": now,
+               "SignatureVersion": "1", "Signature": "x", "SigningCertURL": "https://x", "UnsubscribeURL": "https://x"})
+        .to_string()
+    };
+    env.send(&sns(s3_event(
+        &env.landing,
+        "orders/via-sns.csv",
+        &via_sns,
+        now,
+    )
+    .to_string()))
+        .await;
+    let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": now,
+        "Bucket": env.landing, "RequestId": "r", "HostId": "h"});
+    env.send(&sns(test_event.to_string())).await;
+    let eventbridge = json!({"version": "0", "id": "e-1", "detail-type": "Object Created", "source": "aws.s3",
+        "account": "123456789012", "time": now, "region": REGION, "resources": [format!("arn:aws:s3:::{}", env.landing)],
+        "detail": {"version": "0", "bucket": {"name": env.landing},
+                   "object": {"key": "orders/via-eventbridge.csv", "size": orders.len(), "etag": via_eventbridge, "sequencer": "1"},
+                   "request-id": "r", "requester": "123456789012", "reason": "PutObject"}});
+    env.send(&eventbridge.to_string()).await;
+    let several = json!({"Records": [
+        s3_record("ObjectCreated:Put", &env.landing, "orders/first.csv", &first, now),
+        s3_record("ObjectRemoved:Delete", &env.landing, "orders/gone.csv", "x", now),
+        s3_record("ObjectCreated:CompleteMultipartUpload", &env.landing, "orders/second.csv", &second, now),
+    ]});
+    env.send(&several.to_string()).await;
+    let removed = json!({"Records": [s3_record("ObjectRemoved:Delete", &env.landing, "orders/gone.csv", "x", now)]});
+    env.send(&removed.to_string()).await;
+
+    // Four objects, each split into two timestamp-date partitions.
+    let keys = env.wait_lake_keys(8).await;
+    env.wait_drained().await;
+    for (name, etag) in [
+        ("via-sns", &via_sns),
+        ("via-eventbridge", &via_eventbridge),
+        ("first", &first),
+        ("second", &second),
+    ] {
+        let id = part_id(&env.landing, &format!("orders/{name}.csv"), etag);
+        for day in ["2024-05-01", "2024-05-02"] {
+            let key = format!("curated/orders/ordered_at_date={day}/part-{id}.parquet");
+            assert!(keys.contains(&key), "{key} missing from {keys:#?}");
+        }
+    }
+    // A timestamp partition keeps the full timestamp in the file.
+    let local = env.download_lake("curated/orders").await;
+    let seen = read_with_pyarrow(&local);
+    assert_eq!(seen["schema"]["ordered_at"], "timestamp[us, tz=UTC]");
+    assert_eq!(seen["schema"]["paid"], "bool");
+    let rows = seen["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    let o3 = rows.iter().find(|r| r["order_id"] == "o-3").unwrap();
+    assert_eq!(o3["ordered_at"], "2024-05-02 03:30:00+00:00");
+    assert_eq!(
+        o3["ordered_at_date"].to_string().trim_matches('"'),
+        "2024-05-02"
+    );
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_records_are_upserted() {
+    let env = TestEnv::new("inline", &[])
+        .await
+        .without_notifications()
+        .await;
+    let _worker = env.start_worker();
+    env.send(&String::from_utf8(example("messages/users-inline.json")).unwrap())
+        .await;
+    // SQS standard queues do not order messages, so the update is sent after the first
+    // message is stored; "last wins" is a promise within one message or file.
+    wait_for("2 users", WAIT, || async { env.users().await.len() == 2 }).await;
+    let again = json!({"dataset": "users", "records": [
+        {"user_id": "u-101", "email": "m.hamilton@example.com", "signup_date": "2024/05/06", "newsletter": "yes"},
+        {"user_id": "u-102", "age": 7, "signup_date": "2024/05/06"},
+        {"user_id": "u-102", "age": 8, "signup_date": "2024/05/07"}
+    ]});
+    env.send(&again.to_string()).await;
+    env.wait_drained().await;
+    wait_for("3 users", WAIT, || async { env.users().await.len() == 3 }).await;
+    let users = env.users().await;
+    assert_eq!(users["u-100"]["age"], AttributeValue::N("54".into()));
+    assert_eq!(users["u-100"]["newsletter"], AttributeValue::Bool(true));
+    assert_eq!(
+        users["u-101"]["email"],
+        AttributeValue::S("m.hamilton@example.com".into())
+    );
+    assert_eq!(users["u-101"]["newsletter"], AttributeValue::Bool(true));
+    assert!(
+        !users["u-101"].contains_key("plan"),
+        "an upsert replaces the whole item"
+    );
+    assert_eq!(
+        users["u-102"]["age"],
+        AttributeValue::N("8".into()),
+        "last record wins"
+    );
+    assert_eq!(
+        users["u-102"]["signup_date"],
+        AttributeValue::S("2024-05-07".into())
+    );
+    assert!(
+        env.lake_keys().await.is_empty(),
+        "inline records go to DynamoDB only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprocessable_messages_are_never_deleted() {
+    // One attempt, then the queue's redrive policy (maxReceiveCount 2) moves them to the
+    // dead-letter queue with their bodies intact.
+    let env = TestEnv::new(
+        "poison",
+        &[
+            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "1"),
+            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "1"),
+        ],
+    )
+    .await
+    .without_notifications()
+    .await;
+    let worker = env.start_worker();
+    let now = "2024-06-01T00:00:00.000Z";
+    let misc = env.put("misc/unknown.csv", b"a,b\n1,2\n").await;
+    let bad_rows = env
+        .put(
+            "users/bad.csv",
+            b"user_id,age,signup_date\nu1,30,2024/01/01\nu2,old,2024/01/01\n,5,2024/01/01\n",
+        )
+        .await;
+    let bodies = [
+        "this is not json".to_owned(),
+        json!({"hello": "world"}).to_string(),
+        s3_event(&env.landing, "misc/unknown.csv", &misc, now).to_string(),
+        s3_event("some-other-bucket", "users/a.csv", "e", now).to_string(),
+        s3_event(&env.landing, "users/bad.csv", &bad_rows, now).to_string(),
+        json!({"dataset": "nope", "records": []}).to_string(),
+        json!({"dataset": "events", "records": [{"event_id": "x"}]}).to_string(),
+    ];
+    for body in &bodies {
+        env.send(body).await;
+    }
+    wait_for("every message in the DLQ", WAIT, || async {
+        env.depth(&env.dlq_url).await == bodies.len() as u64
+    })
+    .await;
+    let mut dead = env.dead_letters().await;
+    dead.sort();
+    let mut expected = bodies.to_vec();
+    expected.sort();
+    assert_eq!(dead, expected, "bodies reach the DLQ unchanged");
+    assert!(
+        env.lake_keys().await.is_empty(),
+        "a file with bad rows is not written"
+    );
+    assert!(env.users().await.is_empty());
+
+    let log = worker.log();
+    for reason in [
+        "bad message body: body is not JSON",
+        "body is not a known message shape (keys: hello)",
+        "misc/unknown.csv: no dataset matches the key",
+        "bucket \\\"some-other-bucket\\\" is not the landing bucket",
+        "2 of 3 rows rejected: line 3, column age: \\\"old\\\" is not a 64-bit integer; line 4, column user_id: required value is missing",
+        "inline records name dataset \\\"nope\\\", which is not configured",
+        "inline records for dataset \\\"events\\\": the dataset has no records_table",
+    ] {
+        assert!(log.contains(reason), "log lacks {reason:?}:\n{log}");
+    }
+    assert!(log.contains("\"error_class\":\"permanent\""), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwritten_object_is_processed_by_its_newest_event_only() {
+    let env = TestEnv::new("superseded", &[])
+        .await
+        .without_notifications()
+        .await;
+    let worker = env.start_worker();
+    let now = "2024-06-01T00:00:00.000Z";
+    let old = env
+        .put(
+            "orders/changing.csv",
+            b"order_id,ordered_at\no-old,2024-01-01T00:00:00Z\n",
+        )
+        .await;
+    let new = env
+        .put("orders/changing.csv", &example("orders/orders-2024-05.csv"))
+        .await;
+    env.send(&s3_event(&env.landing, "orders/changing.csv", &old, now).to_string())
+        .await;
+    env.send(&s3_event(&env.landing, "orders/changing.csv", &new, now).to_string())
+        .await;
+    let keys = env.wait_lake_keys(2).await;
+    env.wait_drained().await;
+    let id = part_id(&env.landing, "orders/changing.csv", &new);
+    assert!(
+        keys.iter()
+            .all(|k| k.ends_with(&format!("part-{id}.parquet"))),
+        "{keys:#?}"
+    );
+    assert_eq!(keys.len(), 2);
+    assert!(
+        worker.log().contains("superseded by a newer version"),
+        "{}",
+        worker.log()
+    );
+}
