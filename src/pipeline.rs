@@ -361,3 +361,155 @@ fn rejected(what: &str, report: &ConvertReport) -> JobError {
         summary: report.error_summary(5),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::memory::{MemoryRecords, MemoryStore};
+    use crate::error::ErrorClass;
+    use std::path::Path;
+
+    fn pipeline() -> Pipeline<MemoryStore, MemoryRecords> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml");
+        let settings = Settings::load_with_env(&path, []).expect("config/local.toml is valid");
+        Pipeline::new(
+            Arc::new(settings),
+            MemoryStore::default(),
+            MemoryRecords::default(),
+        )
+    }
+
+    fn event(bucket: &str, key: &str) -> String {
+        serde_json::json!({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "eventTime": "2024-03-04T05:06:07Z",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": "e1"}}
+        }]})
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_user_file_becomes_lake_parts_and_table_rows() {
+        let p = pipeline();
+        let csv = "user_id,age,signup_date\na,1,2024/01/01\nb,2,2024/01/02\na,3,2024/01/02\n";
+        p.store
+            .insert("lakeworker-landing", "users/x y.csv", csv.as_bytes());
+        let outcome = p
+            .handle(&event("lakeworker-landing", "users/x+y.csv"))
+            .await
+            .unwrap();
+        let Outcome::Converted(objects) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let ObjectOutcome::Written(summary) = &objects[0] else {
+            panic!("{objects:?}")
+        };
+        assert_eq!(
+            (
+                summary.rows_in,
+                summary.rows_written,
+                summary.records_upserted
+            ),
+            (3, 3, 2)
+        );
+        let lake_keys = p.store.keys("lakeworker-lake");
+        assert_eq!(lake_keys, summary.parts);
+        assert_eq!(lake_keys.len(), 2);
+        assert!(lake_keys[0].starts_with("curated/users/signup_date=2024-01-01/part-"));
+        let tables = p.records.tables.lock().unwrap();
+        let users = &tables["lakeworker-users"];
+        let ages: Vec<(&str, &str)> = users
+            .iter()
+            .map(|i| {
+                (
+                    i["user_id"].as_s().unwrap().as_str(),
+                    i["age"].as_n().unwrap().as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(ages, [("b", "2"), ("a", "3")]);
+    }
+
+    #[tokio::test]
+    async fn ingest_date_partitions_use_the_event_time() {
+        let p = pipeline();
+        let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
+        p.store
+            .insert("lakeworker-landing", "events/a.jsonl", line.as_bytes());
+        p.handle(&event("lakeworker-landing", "events/a.jsonl"))
+            .await
+            .unwrap();
+        let keys = p.store.keys("lakeworker-lake");
+        assert_eq!(keys.len(), 1);
+        assert!(
+            keys[0].starts_with("curated/events/ingest_date=2024-03-04/part-"),
+            "{keys:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_are_permanent_and_write_nothing() {
+        let p = pipeline();
+        p.store.insert(
+            "lakeworker-landing",
+            "users/bad.csv",
+            b"user_id,signup_date\n,2024/01/01\n",
+        );
+        p.store.insert("lakeworker-landing", "misc/a.csv", b"x\n");
+        for (body, expected) in [
+            (
+                event("elsewhere", "users/a.csv"),
+                "is not the landing bucket",
+            ),
+            (
+                event("lakeworker-landing", "misc/a.csv"),
+                "no dataset matches the key",
+            ),
+            (
+                event("lakeworker-landing", "users/bad.csv"),
+                "1 of 1 rows rejected",
+            ),
+            ("{".to_owned(), "body is not JSON"),
+            (
+                r#"{"dataset": "orders", "records": []}"#.to_owned(),
+                "has no records_table",
+            ),
+        ] {
+            let err = p.handle(&body).await.unwrap_err();
+            assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        assert!(p.store.keys("lakeworker-lake").is_empty());
+        assert!(p.records.tables.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_object_is_transient() {
+        let err = pipeline()
+            .handle(&event("lakeworker-landing", "users/gone.csv"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Transient);
+        assert_eq!(err.to_string(), "object s3://lakeworker-landing/users/gone.csv does not exist (deleted since the event?)");
+    }
+
+    #[tokio::test]
+    async fn inline_records_are_upserted_last_wins() {
+        let p = pipeline();
+        let body = serde_json::json!({"dataset": "users", "records": [
+            {"user_id": "a", "signup_date": "2024/01/01", "age": 1},
+            {"user_id": "a", "signup_date": "2024/01/02", "age": 2}
+        ]});
+        let outcome = p.handle(&body.to_string()).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Upserted {
+                dataset: "users".into(),
+                rows: 1
+            }
+        );
+        let tables = p.records.tables.lock().unwrap();
+        assert_eq!(tables["lakeworker-users"][0]["age"].as_n().unwrap(), "2");
+        assert!(p.store.keys("lakeworker-lake").is_empty());
+    }
+}

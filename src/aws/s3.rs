@@ -236,3 +236,36 @@ impl Read for ChannelReader {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn channel_reader_streams_chunks_and_reports_errors() {
+        let (sender, receiver) = mpsc::channel(1);
+        let reader = ChannelReader {
+            receiver,
+            current: Bytes::new(),
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let mut text = Vec::new();
+            let result = reader.read_to_end(&mut text);
+            (text, result.map_err(|e| e.to_string()))
+        });
+        // Capacity 1: each send waits until the reader has taken the previous chunk.
+        sender
+            .send(Ok(Bytes::from_static(b"user_id\n")))
+            .await
+            .unwrap();
+        sender.send(Ok(Bytes::from_static(b"u1\n"))).await.unwrap();
+        sender
+            .send(Err(io::Error::other("S3 download: reset")))
+            .await
+            .unwrap();
+        let (text, result) = read.await.unwrap();
+        assert_eq!(text, b"user_id\nu1\n");
+        assert_eq!(result.unwrap_err(), "S3 download: reset");
+    }
+}
