@@ -17,6 +17,8 @@ use crate::envelope::ObjectRef;
 pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// Part size of multipart uploads (S3 allows 5 MiB to 5 GiB, at most 10,000 parts).
 pub const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// S3's smallest part (all but the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Parts uploaded at once per file; with [`PART_SIZE`] this bounds upload buffers.
 pub const PART_CONCURRENCY: usize = 4;
 /// Chunks buffered between the S3 download and the converter.
@@ -26,14 +28,29 @@ const STREAM_CHUNKS: usize = 16;
 #[derive(Clone, Debug)]
 pub struct S3Store {
     client: aws_sdk_s3::Client,
+    multipart_threshold: u64,
+    part_size: u64,
 }
 
 impl S3Store {
     pub fn new(client: aws_sdk_s3::Client) -> Self {
-        S3Store { client }
+        S3Store {
+            client,
+            multipart_threshold: MULTIPART_THRESHOLD,
+            part_size: PART_SIZE,
+        }
     }
 
-    async fn put_multipart(
+    /// Overrides when uploads switch to multipart and the part size (at least 5 MiB).
+    pub fn with_multipart(mut self, threshold: u64, part_size: u64) -> Self {
+        self.multipart_threshold = threshold;
+        self.part_size = part_size.max(MIN_PART_SIZE);
+        self
+    }
+
+    /// Uploads the first `size` bytes of `path` as a multipart upload, at most
+    /// [`PART_CONCURRENCY`] parts at a time; aborts the upload if any step fails.
+    pub async fn put_multipart(
         &self,
         bucket: &str,
         key: &str,
@@ -97,7 +114,7 @@ impl S3Store {
         size: u64,
         upload_id: &str,
     ) -> Result<Vec<CompletedPart>, AwsError> {
-        let part_size = PART_SIZE.max(size.div_ceil(10_000));
+        let part_size = self.part_size.max(size.div_ceil(10_000));
         let count = size.div_ceil(part_size);
         let mut parts: Vec<CompletedPart> = futures_util::stream::iter(0..count)
             .map(|n| async move {
@@ -192,7 +209,7 @@ impl ObjectStore for S3Store {
                 )
             })?
             .len();
-        if size > MULTIPART_THRESHOLD {
+        if size > self.multipart_threshold {
             return self.put_multipart(bucket, key, path, size).await;
         }
         let body = ByteStream::from_path(path).await.map_err(|e| {
