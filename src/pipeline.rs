@@ -81,6 +81,11 @@ impl<S: ObjectStore, R: RecordStore> Pipeline<S, R> {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &S {
+        &self.store
+    }
+
     /// Handles one message body. Deletion is the caller's business: `Ok` means every
     /// output is durable.
     pub async fn handle(&self, body: &str) -> Result<Outcome, JobError> {

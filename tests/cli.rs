@@ -214,6 +214,32 @@ async fn provision_is_idempotent_and_sets_the_redrive_policy() {
         .unwrap()
         .ends_with("-dlq"));
     assert_eq!(attributes[&QueueAttributeName::VisibilityTimeout], "60");
+    let policy: serde_json::Value =
+        serde_json::from_str(&attributes[&QueueAttributeName::Policy]).unwrap();
+    assert_eq!(
+        policy["Statement"][0]["Principal"]["Service"],
+        "s3.amazonaws.com"
+    );
+    assert_eq!(
+        policy["Statement"][0]["Condition"]["ArnLike"]["aws:SourceArn"],
+        format!("arn:aws:s3:::{}", env.landing)
+    );
+    let dlq = env
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&env.dlq_url)
+        .attribute_names(QueueAttributeName::MessageRetentionPeriod)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(
+        dlq[&QueueAttributeName::MessageRetentionPeriod],
+        "1209600",
+        "14 days"
+    );
 
     let notification = env
         .clients

@@ -14,9 +14,10 @@ use crate::records::Item;
 pub const BATCH_SIZE: usize = 25;
 /// Batch calls in flight at once per upsert; safe because no key repeats within an upsert.
 const CONCURRENCY: usize = 4;
-/// Rounds of resending unprocessed items before giving up (the message is retried later).
+/// BatchWriteItem calls per chunk before giving up (the message is retried later).
 const MAX_ROUNDS: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const OPERATION: &str = "DynamoDB BatchWriteItem";
 
 /// DynamoDB through the SDK.
 #[derive(Clone, Debug)]
@@ -30,54 +31,71 @@ impl DynamoRecords {
     }
 
     async fn write_chunk(&self, table: &str, chunk: Vec<Item>) -> Result<(), AwsError> {
-        let mut pending = Vec::with_capacity(chunk.len());
+        let mut requests = Vec::with_capacity(chunk.len());
         for item in chunk {
             let put = PutRequest::builder()
                 .set_item(Some(item))
                 .build()
-                .map_err(|e| {
-                    AwsError::new(
-                        "DynamoDB BatchWriteItem",
-                        AwsErrorKind::Rejected,
-                        e.to_string(),
-                    )
-                })?;
-            pending.push(WriteRequest::builder().put_request(put).build());
+                .map_err(|e| AwsError::new(OPERATION, AwsErrorKind::Rejected, e.to_string()))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
         }
-        let mut backoff = FIRST_BACKOFF;
-        for round in 1..=MAX_ROUNDS {
-            let output = self
-                .client
-                .batch_write_item()
-                .set_request_items(Some(HashMap::from([(table.to_owned(), pending)])))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("DynamoDB BatchWriteItem", e))?;
-            pending = output
-                .unprocessed_items
-                .and_then(|mut unprocessed| unprocessed.remove(table))
-                .unwrap_or_default();
-            if pending.is_empty() {
-                return Ok(());
-            }
-            tracing::debug!(
-                table,
-                round,
-                unprocessed = pending.len(),
-                "resending unprocessed items"
-            );
+        resend_unprocessed(requests, |pending| self.batch_write(table, pending)).await
+    }
+
+    /// One BatchWriteItem call; returns the requests DynamoDB left unprocessed.
+    async fn batch_write(
+        &self,
+        table: &str,
+        requests: Vec<WriteRequest>,
+    ) -> Result<Vec<WriteRequest>, AwsError> {
+        let output = self
+            .client
+            .batch_write_item()
+            .set_request_items(Some(HashMap::from([(table.to_owned(), requests)])))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
+        Ok(output
+            .unprocessed_items
+            .and_then(|mut unprocessed| unprocessed.remove(table))
+            .unwrap_or_default())
+    }
+}
+
+/// Sends `requests`, then resends whatever comes back unprocessed after an exponentially
+/// growing pause, for at most [`MAX_ROUNDS`] calls.
+async fn resend_unprocessed<F, Fut>(
+    mut pending: Vec<WriteRequest>,
+    mut send: F,
+) -> Result<(), AwsError>
+where
+    F: FnMut(Vec<WriteRequest>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<WriteRequest>, AwsError>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    for round in 1..=MAX_ROUNDS {
+        pending = send(pending).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(
+            round,
+            unprocessed = pending.len(),
+            "resending unprocessed items"
+        );
+        if round < MAX_ROUNDS {
             tokio::time::sleep(backoff).await;
             backoff *= 2;
         }
-        Err(AwsError::new(
-            "DynamoDB BatchWriteItem",
-            AwsErrorKind::Transient,
-            format!(
-                "{} items still unprocessed after {MAX_ROUNDS} rounds",
-                pending.len()
-            ),
-        ))
     }
+    Err(AwsError::new(
+        OPERATION,
+        AwsErrorKind::Transient,
+        format!(
+            "{} items still unprocessed after {MAX_ROUNDS} calls",
+            pending.len()
+        ),
+    ))
 }
 
 impl RecordStore for DynamoRecords {
@@ -92,5 +110,62 @@ impl RecordStore for DynamoRecords {
             .buffer_unordered(CONCURRENCY)
             .try_collect::<()>()
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn requests(n: usize) -> Vec<WriteRequest> {
+        (0..n)
+            .map(|i| {
+                let item = Item::from([(
+                    "k".to_owned(),
+                    aws_sdk_dynamodb::types::AttributeValue::S(i.to_string()),
+                )]);
+                let put = PutRequest::builder().set_item(Some(item)).build().unwrap();
+                WriteRequest::builder().put_request(put).build()
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unprocessed_items_are_resent_until_done() {
+        let calls = Mutex::new(Vec::new());
+        let result = resend_unprocessed(requests(25), |pending| {
+            calls.lock().unwrap().push(pending.len());
+            // DynamoDB keeps back half of what it is sent, twice.
+            let keep = if calls.lock().unwrap().len() <= 2 {
+                pending.len() / 2
+            } else {
+                0
+            };
+            async move { Ok(pending.into_iter().take(keep).collect()) }
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(*calls.lock().unwrap(), [25, 12, 6]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_as_transient_after_the_last_round() {
+        let started = tokio::time::Instant::now();
+        let mut calls = 0;
+        let err = resend_unprocessed(requests(3), |pending| {
+            calls += 1;
+            async move { Ok(pending) }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(calls, MAX_ROUNDS);
+        assert!(err.is_transient());
+        assert_eq!(
+            err.to_string(),
+            "DynamoDB BatchWriteItem failed: 3 items still unprocessed after 8 calls"
+        );
+        // 50 ms doubling between the 8 calls: 50 + 100 + ... + 3200 ms.
+        assert_eq!(started.elapsed(), Duration::from_millis(6350));
     }
 }

@@ -244,3 +244,137 @@ async fn delete_with_retries<Q: Queue>(queue: &Q, batch: &[Received]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::memory::MemoryRecords;
+    use crate::aws::AwsError;
+    use crate::config::Settings;
+    use crate::envelope::ObjectRef;
+    use std::io::{Cursor, Read};
+    use std::num::NonZeroUsize;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// Hands out `total` messages, then nothing; records what was asked and deleted.
+    struct FakeQueue {
+        total: usize,
+        handed: AtomicUsize,
+        asked: Mutex<Vec<i32>>,
+        deleted: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Queue for FakeQueue {
+        async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<Received>, AwsError> {
+            self.asked.lock().unwrap().push(max);
+            let mut out = Vec::new();
+            while out.len() < max as usize {
+                let n = self.handed.fetch_add(1, Ordering::SeqCst);
+                if n >= self.total {
+                    break;
+                }
+                out.push(Received {
+                    message_id: format!("m{n}"),
+                    receipt_handle: format!("r{n}"),
+                    body: r#"{"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                             "s3": {"bucket": {"name": "lakeworker-landing"}, "object": {"key": "orders/a.csv"}}}]}"#
+                        .into(),
+                    receive_count: 1,
+                });
+            }
+            if out.is_empty() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(out)
+        }
+
+        async fn delete_batch(&self, messages: &[Received]) -> Result<Vec<String>, AwsError> {
+            let ids = messages.iter().map(|m| m.message_id.clone()).collect();
+            self.deleted.lock().unwrap().push(ids);
+            Ok(Vec::new())
+        }
+    }
+
+    /// Every open takes a while; records the most opens at once.
+    #[derive(Default)]
+    struct SlowStore {
+        now: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    impl ObjectStore for SlowStore {
+        async fn open(&self, _: &ObjectRef) -> Result<Box<dyn Read + Send>, AwsError> {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(Box::new(Cursor::new(
+                b"order_id,ordered_at\no1,2024-01-01T00:00:00Z\n".to_vec(),
+            )))
+        }
+
+        async fn put_file(&self, _: &str, _: &str, _: &Path) -> Result<(), AwsError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_flight_limit_holds_and_deletes_are_batched() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml");
+        let settings = Arc::new(Settings::load_with_env(&path, []).unwrap());
+        let mut queue_settings = settings.queue.clone();
+        queue_settings.pollers = NonZeroUsize::new(2).unwrap();
+        queue_settings.max_in_flight = NonZeroUsize::new(3).unwrap();
+        queue_settings.wait = Duration::from_millis(10);
+        let queue = Arc::new(FakeQueue {
+            total: 25,
+            handed: AtomicUsize::new(0),
+            asked: Mutex::new(Vec::new()),
+            deleted: Mutex::new(Vec::new()),
+        });
+        let pipeline = Arc::new(Pipeline::new(
+            settings,
+            SlowStore::default(),
+            MemoryRecords::default(),
+        ));
+        let shutdown = CancellationToken::new();
+        let pool = Pool::new(queue.clone(), pipeline.clone(), queue_settings);
+        let running = tokio::spawn(pool.run(shutdown.clone()));
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while queue
+            .deleted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+            < 25
+        {
+            assert!(Instant::now() < deadline, "not all messages deleted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let peak = pipeline.store().peak.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&peak), "peak in flight {peak}");
+        assert!(queue
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|&max| (1..=3).contains(&max)));
+        let batches = queue.deleted.lock().unwrap();
+        assert!(batches.iter().all(|b| (1..=SQS_BATCH).contains(&b.len())));
+        let mut ids: Vec<&String> = batches.iter().flatten().collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 25, "each message deleted once");
+    }
+}
