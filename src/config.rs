@@ -73,6 +73,7 @@ pub struct Settings {
     pub landing: LandingSettings,
     pub queue: QueueSettings,
     pub lake: LakeSettings,
+    pub ledger: LedgerSettings,
     pub worker: WorkerSettings,
     pub log: LogSettings,
     pub datasets: Router,
@@ -99,6 +100,15 @@ pub struct QueueSettings {
     pub wait: Duration,
     pub visibility_timeout: Duration,
     pub max_attempts: u32,
+    /// Backoff of a transient failure: `retry_base` × 2^(attempt − 1), at most `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    /// DynamoDB table with one item per source object version.
+    pub table: String,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +125,8 @@ pub struct WorkerSettings {
     pub scratch_dir: Option<PathBuf>,
     /// Rows per Arrow batch handed to the Parquet writer.
     pub batch_rows: NonZeroUsize,
+    /// After SIGTERM, how long in-flight messages may run before they are cancelled.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +161,7 @@ struct RawSettings {
     landing: RawLanding,
     queue: RawQueue,
     lake: RawLake,
+    ledger: RawLedger,
     #[serde(default)]
     worker: RawWorker,
     #[serde(default)]
@@ -185,6 +198,10 @@ struct RawQueue {
     visibility_timeout_seconds: u32,
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
+    #[serde(default = "default_retry_base_seconds")]
+    retry_base_seconds: u32,
+    #[serde(default = "default_retry_max_seconds")]
+    retry_max_seconds: u32,
 }
 
 fn default_pollers() -> u32 {
@@ -201,6 +218,18 @@ fn default_visibility_timeout_seconds() -> u32 {
 }
 fn default_max_attempts() -> u32 {
     5
+}
+fn default_retry_base_seconds() -> u32 {
+    5
+}
+fn default_retry_max_seconds() -> u32 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    table: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,6 +260,8 @@ struct RawWorker {
     scratch_dir: Option<PathBuf>,
     #[serde(default = "default_batch_rows")]
     batch_rows: u32,
+    #[serde(default = "default_shutdown_grace_seconds")]
+    shutdown_grace_seconds: u32,
 }
 
 impl Default for RawWorker {
@@ -238,12 +269,16 @@ impl Default for RawWorker {
         RawWorker {
             scratch_dir: None,
             batch_rows: default_batch_rows(),
+            shutdown_grace_seconds: default_shutdown_grace_seconds(),
         }
     }
 }
 
 fn default_batch_rows() -> u32 {
     8192
+}
+fn default_shutdown_grace_seconds() -> u32 {
+    25
 }
 
 #[derive(Debug, Deserialize)]
@@ -481,6 +516,24 @@ impl RawSettings {
             "queue.max_attempts",
             "must be between 1 and 999",
         );
+        p.check(
+            (1..=43_200).contains(&q.retry_base_seconds),
+            "queue.retry_base_seconds",
+            "must be between 1 and 43200",
+        );
+        p.check(
+            (q.retry_base_seconds..=43_200).contains(&q.retry_max_seconds),
+            "queue.retry_max_seconds",
+            "must be between queue.retry_base_seconds and 43200 (the SQS visibility limit)",
+        );
+        p.check(
+            is_table_name(&self.ledger.table),
+            "ledger.table",
+            format!(
+                "{:?} is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ . -)",
+                self.ledger.table
+            ),
+        );
 
         check_bucket(&mut p, "lake.bucket", &self.lake.bucket);
         let compression = choice(
@@ -500,6 +553,11 @@ impl RawSettings {
             (1..=1_000_000).contains(&self.worker.batch_rows),
             "worker.batch_rows",
             "must be between 1 and 1000000",
+        );
+        p.check(
+            self.worker.shutdown_grace_seconds <= 3600,
+            "worker.shutdown_grace_seconds",
+            "must be between 0 and 3600",
         );
         let log_format = choice(&mut p, "log.format", &self.log.format, &LOG_FORMATS);
         p.check(
@@ -549,6 +607,8 @@ impl RawSettings {
                     self.queue.visibility_timeout_seconds.into(),
                 ),
                 max_attempts: self.queue.max_attempts,
+                retry_base: Duration::from_secs(self.queue.retry_base_seconds.into()),
+                retry_max: Duration::from_secs(self.queue.retry_max_seconds.into()),
                 url: self.queue.url,
                 dead_letter_url: self.queue.dead_letter_url,
             },
@@ -558,9 +618,13 @@ impl RawSettings {
                 quarantine_prefix: self.lake.quarantine_prefix,
                 compression,
             },
+            ledger: LedgerSettings {
+                table: self.ledger.table,
+            },
             worker: WorkerSettings {
                 scratch_dir: self.worker.scratch_dir,
                 batch_rows: nonzero(self.worker.batch_rows),
+                shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_seconds.into()),
             },
             log: LogSettings {
                 format: log_format,
@@ -797,6 +861,9 @@ dead_letter_url = "http://127.0.0.1:4566/123456789012/lakeworker-dlq"
 [lake]
 bucket = "lakeworker-lake"
 
+[ledger]
+table = "lakeworker-ledger"
+
 [[datasets]]
 name = "users"
 match = "users/**"
@@ -837,6 +904,10 @@ format = "%Y/%m/%d"
         assert_eq!(s.queue.max_in_flight.get(), 8);
         assert_eq!(s.queue.wait, Duration::from_secs(20));
         assert_eq!(s.queue.max_attempts, 5);
+        assert_eq!(s.queue.retry_base, Duration::from_secs(5));
+        assert_eq!(s.queue.retry_max, Duration::from_secs(300));
+        assert_eq!(s.worker.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(s.ledger.table, "lakeworker-ledger");
         assert_eq!(s.lake.prefix, "curated");
         assert_eq!(s.lake.compression, Compression::Zstd);
         let users = s.datasets.by_name("users").unwrap();

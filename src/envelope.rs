@@ -43,6 +43,16 @@ impl ObjectRef {
     pub fn uri(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
     }
+
+    /// Which version of the key this is: `v:{version id}`, else `e:{etag}`, else empty
+    /// (an event without either; every such event names the same "version").
+    pub fn version_tag(&self) -> String {
+        match (&self.version_id, &self.etag) {
+            (Some(version), _) => format!("v:{version}"),
+            (None, Some(etag)) => format!("e:{etag}"),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// Inline user records for one dataset.

@@ -1,6 +1,8 @@
 //! The one error type of message handling, and its class: what a retry can change.
 
-use crate::aws::AwsError;
+use chrono::{DateTime, Utc};
+
+use crate::aws::{AwsError, AwsErrorKind};
 use crate::convert::ConvertError;
 use crate::envelope::EnvelopeError;
 
@@ -56,13 +58,32 @@ pub enum JobError {
     },
     #[error("object {uri} does not exist (deleted since the event?)")]
     ObjectMissing { uri: String },
+    #[error("object {uri} is being processed by {owner} (lease until {until})")]
+    Busy {
+        uri: String,
+        owner: String,
+        until: DateTime<Utc>,
+    },
+    #[error("stopped before finishing")]
+    Stopped,
     #[error(transparent)]
-    Aws(#[from] AwsError),
+    Aws(AwsError),
     #[error("worker: {0}")]
     Internal(String),
 }
 
+impl From<AwsError> for JobError {
+    fn from(error: AwsError) -> Self {
+        match error.kind {
+            AwsErrorKind::Cancelled => JobError::Stopped,
+            _ => JobError::Aws(error),
+        }
+    }
+}
+
 impl JobError {
+    /// What a retry can change. A busy object and a stopped job are transient: the
+    /// message comes back.
     pub fn class(&self) -> ErrorClass {
         match self {
             JobError::Envelope(_)
@@ -75,8 +96,19 @@ impl JobError {
             JobError::Aws(e) if !e.is_transient() => ErrorClass::Permanent,
             JobError::Convert { .. }
             | JobError::ObjectMissing { .. }
+            | JobError::Busy { .. }
+            | JobError::Stopped
             | JobError::Aws(_)
             | JobError::Internal(_) => ErrorClass::Transient,
+        }
+    }
+
+    /// The class once the attempts are used up: an object still missing after every
+    /// attempt is not coming (permanent); anything else transient stays transient.
+    pub fn final_class(&self) -> ErrorClass {
+        match self {
+            JobError::ObjectMissing { .. } => ErrorClass::Permanent,
+            other => other.class(),
         }
     }
 }

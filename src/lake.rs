@@ -16,12 +16,7 @@ pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 /// A stable id for one version of a source object: 32 hex digits of SHA-256 over bucket,
 /// key and version (version id if present, else ETag).
 pub fn object_id(object: &ObjectRef) -> String {
-    let version = object
-        .version_id
-        .as_deref()
-        .map(|v| format!("v:{v}"))
-        .or_else(|| object.etag.as_deref().map(|e| format!("e:{e}")))
-        .unwrap_or_default();
+    let version = object.version_tag();
     let mut hash = Sha256::new();
     for part in [
         object.bucket.as_str(),

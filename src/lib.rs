@@ -5,10 +5,13 @@
 //! SQS ──receive──▶ worker::pool ──▶ pipeline::Pipeline::handle(body)
 //!                                     ├─ envelope::parse      body → objects | records | discard
 //!                                     ├─ datasets::Router     key glob → Dataset
+//!                                     ├─ ledger (claim)       object version → claimed | done | busy
 //!                                     ├─ convert::convert     S3 stream → validate → Parquet parts
 //!                                     ├─ lake / records       part keys; DynamoDB items
-//!                                     └─ aws::{s3, dynamodb}  upload parts, upsert rows
-//!                        ◀── worker::disposition: delete | leave for a later delivery
+//!                                     ├─ aws::{s3, dynamodb}  upload parts, upsert rows
+//!                                     └─ ledger (settle)      done | failed | released
+//!                        ◀── worker::disposition: delete | retry later | dead-letter | release
+//!                        (worker::heartbeat extends visibility while the job runs)
 //! ```
 //!
 //! Modules, one line each:
@@ -18,8 +21,12 @@
 //! - [`datasets`], [`schema`]: datasets, key routing, column types, cell parsing.
 //! - [`convert`]: streaming CSV / JSON lines → Arrow batches → Parquet / spool sinks.
 //! - [`lake`]: deterministic lake keys; [`records`]: Arrow rows → DynamoDB items.
-//! - [`pipeline`]: one message end to end, against the [`aws`] traits.
-//! - [`worker`]: pollers, in-flight limit, batched deletes, shutdown.
+//! - [`ledger`]: one record per object version: claims, leases, status.
+//! - [`pipeline`]: one message end to end, against the [`aws`] traits; [`job`]: its
+//!   identity and cancellation.
+//! - [`worker`]: pollers, heartbeats, dispositions (delete, retry, dead-letter, release),
+//!   batched deletes, graceful shutdown.
+//! - [`redrive`]: move dead-lettered messages back to the work queue.
 //! - [`aws`]: thin SDK adapters behind `Queue`, `ObjectStore`, `RecordStore`.
 //! - [`provision`]: create buckets, queues, notification and tables for dev setups.
 //! - [`error`]: the job error type and its class (transient or permanent).
@@ -30,10 +37,13 @@ pub mod convert;
 pub mod datasets;
 pub mod envelope;
 pub mod error;
+pub mod job;
 pub mod lake;
+pub mod ledger;
 pub mod pipeline;
 pub mod provision;
 pub mod records;
+pub mod redrive;
 pub mod schema;
 pub mod telemetry;
 pub mod worker;

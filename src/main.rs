@@ -53,6 +53,31 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Show the ledger: one object's versions, or recent failures.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        /// s3://bucket/key of the object.
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        uri: Option<String>,
+        /// List the most recently failed or rejected objects instead.
+        #[arg(long)]
+        failed: bool,
+        /// How many failures to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Move dead-lettered messages back to the work queue.
+    Redrive {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only print each message's error attributes; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Handle at most this many messages.
+        #[arg(long)]
+        max: Option<usize>,
+    },
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -63,7 +88,9 @@ fn main() -> ExitCode {
         Command::Run { config }
         | Command::CheckConfig { config }
         | Command::Convert { config, .. }
-        | Command::Provision { config } => config.clone(),
+        | Command::Provision { config }
+        | Command::Status { config, .. }
+        | Command::Redrive { config, .. } => config.clone(),
     };
     let settings = match Settings::load(&config_path) {
         Ok(settings) => Arc::new(settings),
@@ -95,6 +122,10 @@ fn main() -> ExitCode {
         } => convert_file(&settings, &dataset, &input, &output),
         Command::Run { .. } => block_on(run(settings)),
         Command::Provision { .. } => block_on(provision(settings)),
+        Command::Status {
+            uri, failed, limit, ..
+        } => block_on(status(settings, uri, failed, limit)),
+        Command::Redrive { dry_run, max, .. } => block_on(redrive(settings, dry_run, max)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
@@ -105,11 +136,14 @@ fn main() -> ExitCode {
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
     future: F,
 ) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(future)
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(future);
+    // Do not wait for a blocking thread stuck in a read: the jobs have already settled.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 async fn run(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {
@@ -154,6 +188,59 @@ async fn provision(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {
     let clients = lakeworker::aws::Clients::connect(&settings.aws).await;
     for line in lakeworker::provision::provision(&settings, &clients).await? {
         println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(
+    settings: Arc<Settings>,
+    uri: Option<String>,
+    failed: bool,
+    limit: usize,
+) -> anyhow::Result<ExitCode> {
+    let clients = lakeworker::aws::Clients::connect(&settings.aws).await;
+    let ledger =
+        lakeworker::aws::ledger::DynamoLedger::new(clients.dynamodb, settings.ledger.table.clone());
+    let records = match uri {
+        Some(uri) if !failed => {
+            if !uri.starts_with("s3://") {
+                eprintln!("{uri:?} is not an s3://bucket/key URI");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            ledger.history(&uri).await?
+        }
+        _ => ledger.failures(limit).await?,
+    };
+    if records.is_empty() {
+        println!("no ledger records");
+    }
+    for record in records {
+        print!("{record}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn redrive(
+    settings: Arc<Settings>,
+    dry_run: bool,
+    max: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let clients = lakeworker::aws::Clients::connect(&settings.aws).await;
+    let letters = lakeworker::redrive::redrive(&settings, &clients, dry_run, max).await?;
+    if dry_run {
+        for letter in &letters {
+            println!("{letter}");
+        }
+        println!(
+            "{} message(s) in the dead-letter queue (dry run: nothing moved)",
+            letters.len()
+        );
+    } else {
+        println!(
+            "moved {} message(s) back to {}",
+            letters.len(),
+            settings.queue.url
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

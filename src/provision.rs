@@ -5,7 +5,7 @@
 //! config's visibility timeout, a redrive policy with maxReceiveCount = `max_attempts` + 1,
 //! and a policy letting the landing bucket send to it); the landing bucket's
 //! `s3:ObjectCreated:*` notification to the queue; one on-demand DynamoDB table per
-//! `records_table` with the string hash key `records_key`.
+//! `records_table` with the string hash key `records_key`; the ledger table.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
+use crate::aws::ledger::LEDGER_KEYS;
 use crate::aws::{AwsError, AwsErrorKind, Clients};
 use crate::config::Settings;
 
@@ -120,10 +121,11 @@ pub async fn provision(settings: &Settings, clients: &Clients) -> Result<Vec<Str
 
     for dataset in settings.datasets.datasets() {
         if let Some(target) = &dataset.records {
-            let key = &dataset.columns[target.key_index].name;
-            report.push(ensure_table(clients, &target.table, key).await?);
+            let key = dataset.columns[target.key_index].name.as_str();
+            report.push(ensure_table(clients, &target.table, &[key]).await?);
         }
     }
+    report.push(ensure_table(clients, &settings.ledger.table, &LEDGER_KEYS).await?);
     Ok(report)
 }
 
@@ -257,39 +259,44 @@ fn s3_send_policy(queue_arn: &str, bucket: &str) -> String {
     .to_string()
 }
 
-async fn ensure_table(clients: &Clients, table: &str, key: &str) -> Result<String, AwsError> {
-    let attribute = AttributeDefinition::builder()
-        .attribute_name(key)
-        .attribute_type(ScalarAttributeType::S)
-        .build()
-        .map_err(|e| {
-            AwsError::new(
-                "DynamoDB CreateTable",
-                AwsErrorKind::Rejected,
-                e.to_string(),
-            )
-        })?;
-    let hash_key = KeySchemaElement::builder()
-        .attribute_name(key)
-        .key_type(KeyType::Hash)
-        .build()
-        .map_err(|e| {
-            AwsError::new(
-                "DynamoDB CreateTable",
-                AwsErrorKind::Rejected,
-                e.to_string(),
-            )
-        })?;
-    let created = clients
+/// Creates an on-demand table whose key attributes are all strings: `keys` is the hash
+/// key, then optionally the range key.
+async fn ensure_table(clients: &Clients, table: &str, keys: &[&str]) -> Result<String, AwsError> {
+    let invalid = |e: aws_sdk_dynamodb::error::BuildError| {
+        AwsError::new(
+            "DynamoDB CreateTable",
+            AwsErrorKind::Rejected,
+            e.to_string(),
+        )
+    };
+    let mut request = clients
         .dynamodb
         .create_table()
         .table_name(table)
-        .attribute_definitions(attribute)
-        .key_schema(hash_key)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await;
-    let verb = match created {
+        .billing_mode(BillingMode::PayPerRequest);
+    for (i, key) in keys.iter().enumerate() {
+        let kind = if i == 0 {
+            KeyType::Hash
+        } else {
+            KeyType::Range
+        };
+        request = request
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(*key)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(invalid)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(*key)
+                    .key_type(kind)
+                    .build()
+                    .map_err(invalid)?,
+            );
+    }
+    let verb = match request.send().await {
         Ok(_) => "created",
         Err(e) => {
             let error = AwsError::from_sdk("DynamoDB CreateTable", e);
@@ -300,8 +307,10 @@ async fn ensure_table(clients: &Clients, table: &str, key: &str) -> Result<Strin
         }
     };
     wait_for_table(clients, table).await?;
+    let schema: Vec<String> = keys.iter().map(|k| format!("{k}: S")).collect();
     Ok(format!(
-        "table {table} (hash key {key}: S, on-demand) {verb}"
+        "table {table} (key {}, on-demand) {verb}",
+        schema.join(" + ")
     ))
 }
 

@@ -186,7 +186,7 @@ async fn provision_is_idempotent_and_sets_the_redrive_policy() {
     );
     assert!(
         stdout.contains(&format!(
-            "table {} (hash key user_id: S, on-demand) exists",
+            "table {} (key user_id: S, on-demand) exists",
             env.users_table
         )),
         "{stdout}"

@@ -1,5 +1,5 @@
 //! The S3 adapter's uploads against the emulator: single put and multipart, and the abort
-//! of a multipart upload that cannot complete.
+//! of a multipart upload that cannot complete or whose job was stopped.
 
 mod common;
 
@@ -7,12 +7,14 @@ use aws_sdk_s3::primitives::ByteStream;
 use common::*;
 use lakeworker::aws::s3::{S3Store, MIN_PART_SIZE};
 use lakeworker::aws::ObjectStore;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
     let env = TestEnv::new("s3store", &[]).await;
     let store = S3Store::new(env.clients.s3.clone()).with_multipart(MIN_PART_SIZE, MIN_PART_SIZE);
     let dir = tempfile::tempdir().unwrap();
+    let go = CancellationToken::new();
 
     // 11 MiB + 3 bytes: three parts, the last one short.
     let big: Vec<u8> = (0..(11 * 1024 * 1024 + 3))
@@ -21,7 +23,7 @@ async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
     let big_path = dir.path().join("big.bin");
     std::fs::write(&big_path, &big).unwrap();
     store
-        .put_file(&env.lake, "multi/big.bin", &big_path)
+        .put_file(&env.lake, "multi/big.bin", &big_path, &go)
         .await
         .unwrap();
     assert_eq!(
@@ -46,7 +48,7 @@ async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
     let small_path = dir.path().join("small.bin");
     std::fs::write(&small_path, b"hello").unwrap();
     store
-        .put_file(&env.lake, "single/small.bin", &small_path)
+        .put_file(&env.lake, "single/small.bin", &small_path, &go)
         .await
         .unwrap();
     assert_eq!(env.lake_object("single/small.bin").await.as_ref(), b"hello");
@@ -58,6 +60,7 @@ async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
             "multi/broken.bin",
             &small_path,
             3 * MIN_PART_SIZE,
+            &go,
         )
         .await
         .unwrap_err();

@@ -5,8 +5,12 @@ use std::io::{Cursor, Read};
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{AwsError, AwsErrorKind, ObjectStore, RecordStore};
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::{AwsError, AwsErrorKind, Ledger, ObjectStore, RecordStore};
 use crate::envelope::ObjectRef;
+use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, LedgerRecord, Status};
 use crate::records::Item;
 
 /// Objects by `(bucket, key)`.
@@ -46,7 +50,13 @@ impl ObjectStore for MemoryStore {
         }
     }
 
-    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), AwsError> {
+    async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        _cancel: &CancellationToken,
+    ) -> Result<(), AwsError> {
         let body = std::fs::read(path)
             .map_err(|e| AwsError::new("PutObject", AwsErrorKind::Transient, e.to_string()))?;
         self.insert(bucket, key, &body);
@@ -69,5 +79,97 @@ impl RecordStore for MemoryRecords {
             .or_default()
             .extend(items);
         Ok(())
+    }
+}
+
+/// Ledger records by key, with the same claim rules as the DynamoDB ledger.
+#[derive(Default)]
+pub struct MemoryLedger {
+    pub records: Mutex<BTreeMap<LedgerKey, LedgerRecord>>,
+}
+
+impl MemoryLedger {
+    pub fn status(&self, uri: &str) -> Option<Status> {
+        let records = self.records.lock().unwrap();
+        records
+            .values()
+            .find(|r| r.uri == uri)
+            .and_then(|r| r.status)
+    }
+
+    pub fn record(&self, uri: &str) -> Option<LedgerRecord> {
+        let records = self.records.lock().unwrap();
+        records.values().find(|r| r.uri == uri).cloned()
+    }
+}
+
+impl Ledger for MemoryLedger {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, AwsError> {
+        let now = Utc::now();
+        let mut records = self.records.lock().unwrap();
+        let record = records
+            .entry(claim.key.clone())
+            .or_insert_with(|| LedgerRecord {
+                uri: claim.key.uri.clone(),
+                version: claim.key.version.clone(),
+                ..LedgerRecord::default()
+            });
+        if let Some(status) = record.status.filter(|s| s.is_final()) {
+            return Ok(ClaimOutcome::Finished { status });
+        }
+        if let Some(until) = record.lease_expires_at.filter(|until| *until > now) {
+            let owner = record.owner.clone().unwrap_or_default();
+            return Ok(ClaimOutcome::Busy { owner, until });
+        }
+        record.status = Some(Status::Processing);
+        record.owner = Some(claim.owner.clone());
+        record.lease_expires_at = Some(now + claim.lease);
+        record.attempts += 1;
+        Ok(ClaimOutcome::Claimed {
+            attempt: record.attempts as u32,
+        })
+    }
+
+    async fn renew(&self, claim: &Claim) -> Result<bool, AwsError> {
+        let mut records = self.records.lock().unwrap();
+        match records.get_mut(&claim.key) {
+            Some(r)
+                if r.owner.as_ref() == Some(&claim.owner)
+                    && r.status == Some(Status::Processing) =>
+            {
+                r.lease_expires_at = Some(Utc::now() + claim.lease);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<(), AwsError> {
+        let mut records = self.records.lock().unwrap();
+        if let Some(r) = records.get_mut(&claim.key) {
+            r.status = Some(Status::Done);
+            r.lease_expires_at = None;
+            r.rows_in = Some(done.rows_in);
+            r.rows_written = Some(done.rows_written);
+            r.rows_rejected = Some(done.rows_rejected);
+            r.outputs = done.outputs.clone();
+        }
+        Ok(())
+    }
+
+    async fn fail(&self, claim: &Claim, error: &str) -> Result<(), AwsError> {
+        let mut records = self.records.lock().unwrap();
+        if let Some(r) = records.get_mut(&claim.key) {
+            if r.owner.as_ref() == Some(&claim.owner) && r.status == Some(Status::Processing) {
+                r.status = Some(Status::Failed);
+                r.lease_expires_at = None;
+                r.last_error = Some(error.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<(), AwsError> {
+        self.fail(claim, "released").await
     }
 }

@@ -1,8 +1,9 @@
 //! Thin adapters over the AWS SDK, behind the small traits the pipeline needs.
 //!
-//! - [`Queue`]: receive and delete SQS messages ([`sqs::SqsQueue`]).
+//! - [`Queue`]: receive, extend, delete and dead-letter SQS messages ([`sqs::SqsQueue`]).
 //! - [`ObjectStore`]: stream a landing object, upload a lake part ([`s3::S3Store`]).
 //! - [`RecordStore`]: upsert user rows ([`dynamodb::DynamoRecords`]).
+//! - [`Ledger`]: claim, renew and settle object versions ([`ledger::DynamoLedger`]).
 //!
 //! Each adapter turns SDK errors into one [`AwsError`] that says whether a retry can help.
 //! In-memory fakes of the traits live in [`memory`] for fast pipeline tests.
@@ -10,15 +11,18 @@
 use std::future::Future;
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AwsSettings;
 use crate::envelope::ObjectRef;
+use crate::ledger::{Claim, ClaimOutcome, Completion};
 use crate::records::Item;
 
 pub mod dynamodb;
+pub mod ledger;
 #[cfg(test)]
 pub mod memory;
 pub mod s3;
@@ -64,6 +68,8 @@ pub enum AwsErrorKind {
     PreconditionFailed,
     /// The request was refused and the same request will be refused again.
     Rejected,
+    /// The job was cancelled while the call was under way (shutdown, lost message).
+    Cancelled,
 }
 
 /// A failed AWS call: which operation, what kind of failure, and the SDK's explanation.
@@ -120,6 +126,10 @@ impl AwsError {
     pub fn is_transient(&self) -> bool {
         self.kind == AwsErrorKind::Transient
     }
+
+    pub fn cancelled(operation: &'static str) -> Self {
+        AwsError::new(operation, AwsErrorKind::Cancelled, "cancelled")
+    }
 }
 
 /// Error codes and statuses seen from S3, SQS and DynamoDB.
@@ -166,9 +176,20 @@ pub struct Received {
     pub body: String,
     /// `ApproximateReceiveCount`: 1 on the first delivery.
     pub receive_count: u32,
+    /// When this worker received it; SQS's 12-hour visibility limit counts from here.
+    pub received_at: Instant,
 }
 
-/// The work queue.
+/// Why a message goes to the dead-letter queue; sent as its message attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// `permanent`, or `transient` for a transient failure on every attempt.
+    pub error_class: &'static str,
+    pub error: String,
+    pub attempts: u32,
+}
+
+/// The work queue (and its dead-letter queue).
 pub trait Queue: Send + Sync + 'static {
     /// Long-polls for up to `max` (1-10) messages.
     fn receive(
@@ -182,6 +203,22 @@ pub trait Queue: Send + Sync + 'static {
         &self,
         messages: &[Received],
     ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+
+    /// Sets the message's visibility timeout, counted from now (0 releases it at once).
+    /// `NotFound` means the receipt handle is no longer valid: the message is not ours.
+    fn change_visibility(
+        &self,
+        message: &Received,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// Sends the message's body, unchanged, to the dead-letter queue with the reason as
+    /// message attributes. The caller deletes the original afterwards.
+    fn dead_letter(
+        &self,
+        message: &Received,
+        letter: &DeadLetter,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 /// Landing objects in, lake objects out.
@@ -193,12 +230,14 @@ pub trait ObjectStore: Send + Sync + 'static {
         object: &ObjectRef,
     ) -> impl Future<Output = Result<Box<dyn Read + Send>, AwsError>> + Send;
 
-    /// Uploads a local file to `bucket/key`, replacing what is there.
+    /// Uploads a local file to `bucket/key`, replacing what is there. On `cancel` the
+    /// upload stops (a multipart upload is aborted) and the call fails with `Cancelled`.
     fn put_file(
         &self,
         bucket: &str,
         key: &str,
         path: &Path,
+        cancel: &CancellationToken,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
@@ -210,6 +249,29 @@ pub trait RecordStore: Send + Sync + 'static {
         table: &str,
         items: Vec<Item>,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// The ledger of object versions (see [`crate::ledger`]).
+pub trait Ledger: Send + Sync + 'static {
+    /// Claims the object for `claim.owner` unless it is finished or leased by someone else.
+    fn claim(&self, claim: &Claim) -> impl Future<Output = Result<ClaimOutcome, AwsError>> + Send;
+
+    /// Extends the owner's lease; `false` if the owner no longer holds the claim.
+    fn renew(&self, claim: &Claim) -> impl Future<Output = Result<bool, AwsError>> + Send;
+
+    /// Records success with counts and outputs.
+    fn finish(
+        &self,
+        claim: &Claim,
+        done: &Completion,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// Records a failed attempt and drops the lease, so the next delivery can claim.
+    fn fail(&self, claim: &Claim, error: &str)
+        -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// Drops the lease of an attempt that was cancelled (shutdown).
+    fn release(&self, claim: &Claim) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Buf, Bytes};
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{AwsError, AwsErrorKind, ObjectStore};
 use crate::envelope::ObjectRef;
@@ -56,6 +57,7 @@ impl S3Store {
         key: &str,
         path: &Path,
         size: u64,
+        cancel: &CancellationToken,
     ) -> Result<(), AwsError> {
         let created = self
             .client
@@ -72,7 +74,11 @@ impl S3Store {
                 "no upload id returned",
             )
         })?;
-        match self.upload_parts(bucket, key, path, size, &upload_id).await {
+        let uploaded = tokio::select! {
+            parts = self.upload_parts(bucket, key, path, size, &upload_id) => parts,
+            _ = cancel.cancelled() => Err(AwsError::cancelled("S3 UploadPart")),
+        };
+        match uploaded {
             Ok(parts) => self
                 .client
                 .complete_multipart_upload()
@@ -181,13 +187,12 @@ impl ObjectStore for S3Store {
         tokio::spawn(async move {
             loop {
                 let next = match body.try_next().await {
-                    Ok(Some(chunk)) => Ok(chunk),
-                    Ok(None) => break,
+                    Ok(chunk) => Ok(chunk),
                     Err(e) => Err(io::Error::other(format!("S3 download: {e}"))),
                 };
-                let failed = next.is_err();
+                let last = !matches!(next, Ok(Some(_)));
                 // The reader hung up (the job failed): stop downloading.
-                if sender.send(next).await.is_err() || failed {
+                if sender.send(next).await.is_err() || last {
                     break;
                 }
             }
@@ -195,10 +200,17 @@ impl ObjectStore for S3Store {
         Ok(Box::new(ChannelReader {
             receiver,
             current: Bytes::new(),
+            ended: false,
         }))
     }
 
-    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), AwsError> {
+    async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<(), AwsError> {
         let size = tokio::fs::metadata(path)
             .await
             .map_err(|e| {
@@ -210,7 +222,7 @@ impl ObjectStore for S3Store {
             })?
             .len();
         if size > self.multipart_threshold {
-            return self.put_multipart(bucket, key, path, size).await;
+            return self.put_multipart(bucket, key, path, size, cancel).await;
         }
         let body = ByteStream::from_path(path).await.map_err(|e| {
             AwsError::new(
@@ -219,32 +231,46 @@ impl ObjectStore for S3Store {
                 format!("{}: {e}", path.display()),
             )
         })?;
-        self.client
+        let put = self
+            .client
             .put_object()
             .bucket(bucket)
             .key(key)
             .body(body)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("S3 PutObject", e))?;
-        Ok(())
+            .send();
+        tokio::select! {
+            result = put => result.map(|_| ()).map_err(|e| AwsError::from_sdk("S3 PutObject", e)),
+            // An unfinished PutObject leaves nothing behind.
+            _ = cancel.cancelled() => Err(AwsError::cancelled("S3 PutObject")),
+        }
     }
 }
 
 /// The blocking end of a download: `read` waits for the next chunk from the async side.
 /// The channel is bounded, so a slow converter slows the download instead of buffering.
+/// The end of the body is an explicit `Ok(None)`: a channel that closes without it (the
+/// download task died) is an error, never a silently truncated file.
 pub struct ChannelReader {
-    receiver: mpsc::Receiver<io::Result<Bytes>>,
+    receiver: mpsc::Receiver<io::Result<Option<Bytes>>>,
     current: Bytes,
+    ended: bool,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.receiver.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
+                Some(Ok(Some(chunk))) => self.current = chunk,
+                Some(Ok(None)) => self.ended = true,
                 Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+                None => {
+                    return Err(io::Error::other(
+                        "S3 download stopped before the end of the object",
+                    ))
+                }
             }
         }
         let n = buf.len().min(self.current.len());
@@ -258,31 +284,41 @@ impl Read for ChannelReader {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn channel_reader_streams_chunks_and_reports_errors() {
-        let (sender, receiver) = mpsc::channel(1);
-        let reader = ChannelReader {
+    fn reader_of(chunks: Vec<io::Result<Option<Bytes>>>) -> (String, Result<usize, String>) {
+        let (sender, receiver) = mpsc::channel(chunks.len().max(1));
+        for chunk in chunks {
+            sender.try_send(chunk).unwrap();
+        }
+        drop(sender);
+        let mut reader = ChannelReader {
             receiver,
             current: Bytes::new(),
+            ended: false,
         };
-        let read = tokio::task::spawn_blocking(move || {
-            let mut reader = reader;
-            let mut text = Vec::new();
-            let result = reader.read_to_end(&mut text);
-            (text, result.map_err(|e| e.to_string()))
-        });
-        // Capacity 1: each send waits until the reader has taken the previous chunk.
-        sender
-            .send(Ok(Bytes::from_static(b"user_id\n")))
-            .await
-            .unwrap();
-        sender.send(Ok(Bytes::from_static(b"u1\n"))).await.unwrap();
-        sender
-            .send(Err(io::Error::other("S3 download: reset")))
-            .await
-            .unwrap();
-        let (text, result) = read.await.unwrap();
-        assert_eq!(text, b"user_id\nu1\n");
-        assert_eq!(result.unwrap_err(), "S3 download: reset");
+        let mut text = Vec::new();
+        let result = reader.read_to_end(&mut text).map_err(|e| e.to_string());
+        (String::from_utf8(text).unwrap(), result)
+    }
+
+    #[test]
+    fn channel_reader_streams_chunks_until_the_end_marker() {
+        let chunk = |t: &'static str| Ok(Some(Bytes::from_static(t.as_bytes())));
+        let (text, result) = reader_of(vec![chunk("user_id\n"), chunk("u1\n"), Ok(None)]);
+        assert_eq!(text, "user_id\nu1\n");
+        assert_eq!(result, Ok(11));
+    }
+
+    #[test]
+    fn channel_reader_reports_errors_and_early_closes() {
+        let chunk = Ok(Some(Bytes::from_static(b"user_id\n")));
+        let (_, failed) = reader_of(vec![chunk, Err(io::Error::other("S3 download: reset"))]);
+        assert_eq!(failed.unwrap_err(), "S3 download: reset");
+        let chunk = Ok(Some(Bytes::from_static(b"user_id\n")));
+        let (text, cut) = reader_of(vec![chunk]);
+        assert_eq!(text, "user_id\n");
+        assert_eq!(
+            cut.unwrap_err(),
+            "S3 download stopped before the end of the object"
+        );
     }
 }

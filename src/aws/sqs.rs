@@ -1,25 +1,65 @@
-//! SQS adapter: long-poll receive and batched delete for one queue.
+//! SQS adapter: long-poll receive, visibility changes, batched delete and dead-lettering
+//! for one queue and its dead-letter queue.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+};
+use chrono::{SecondsFormat, Utc};
 
-use super::{AwsError, AwsErrorKind, Queue, Received};
+use super::{AwsError, AwsErrorKind, DeadLetter, Queue, Received};
 
-/// One SQS queue, addressed by URL.
+/// Longest `lakeworker.error` attribute; the full error is in the worker's log.
+pub const MAX_ERROR_ATTRIBUTE: usize = 1024;
+
+/// Error codes meaning the receipt handle no longer refers to a message we hold.
+const GONE: [&str; 3] = [
+    "ReceiptHandleIsInvalid",
+    "MessageNotInflight",
+    "AWS.SimpleQueueService.MessageNotInflight",
+];
+
+/// One SQS queue and its dead-letter queue, addressed by URL.
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
+    dead_letter_url: String,
 }
 
 impl SqsQueue {
-    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        url: impl Into<String>,
+        dead_letter_url: impl Into<String>,
+    ) -> Self {
         SqsQueue {
             client,
             url: url.into(),
+            dead_letter_url: dead_letter_url.into(),
         }
     }
+}
+
+fn attribute(data_type: &str, value: impl Into<String>) -> Result<MessageAttributeValue, AwsError> {
+    MessageAttributeValue::builder()
+        .data_type(data_type)
+        .string_value(value)
+        .build()
+        .map_err(|e| AwsError::new("SQS SendMessage", AwsErrorKind::Rejected, e.to_string()))
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 impl Queue for SqsQueue {
@@ -58,6 +98,7 @@ impl Queue for SqsQueue {
                 receipt_handle,
                 body: message.body.unwrap_or_default(),
                 receive_count,
+                received_at: Instant::now(),
             });
         }
         Ok(received)
@@ -99,5 +140,73 @@ impl Queue for SqsQueue {
             .map(|m| m.message_id.clone())
             .collect();
         Ok(failed)
+    }
+
+    async fn change_visibility(
+        &self,
+        message: &Received,
+        timeout: Duration,
+    ) -> Result<(), AwsError> {
+        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let result = self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(&message.receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let mut error = AwsError::from_sdk("SQS ChangeMessageVisibility", e);
+                let invalid_handle = error.has_code("InvalidParameterValue")
+                    && error.message.contains("ReceiptHandle");
+                if invalid_handle || GONE.iter().any(|code| error.has_code(code)) {
+                    error.kind = AwsErrorKind::NotFound;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn dead_letter(&self, message: &Received, letter: &DeadLetter) -> Result<(), AwsError> {
+        let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let error = truncate(&letter.error, MAX_ERROR_ATTRIBUTE);
+        self.client
+            .send_message()
+            .queue_url(&self.dead_letter_url)
+            .message_body(&message.body)
+            .message_attributes(
+                "lakeworker.error_class",
+                attribute("String", letter.error_class)?,
+            )
+            .message_attributes("lakeworker.error", attribute("String", error)?)
+            .message_attributes(
+                "lakeworker.attempts",
+                attribute("Number", letter.attempts.to_string())?,
+            )
+            .message_attributes("lakeworker.source_queue", attribute("String", &self.url)?)
+            .message_attributes("lakeworker.failed_at", attribute("String", failed_at)?)
+            .message_attributes(
+                "lakeworker.message_id",
+                attribute("String", &message.message_id)?,
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("SQS SendMessage (dead letter)", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(truncate("short", 10), "short");
+        let cut = truncate(&"é".repeat(100), 11);
+        assert_eq!(cut, "éééé…");
     }
 }

@@ -1,7 +1,9 @@
-//! The long-running worker: pollers receive messages, jobs run the pipeline, and each
-//! result becomes a disposition (delete now, or leave for a later delivery).
+//! The long-running worker: pollers receive messages, each job runs the pipeline under a
+//! visibility heartbeat, and its result becomes a disposition (delete, retry later,
+//! dead-letter, release).
 //!
-//! - [`pool`]: N long-poll loops, the in-flight limit, batched deletes, shutdown.
+//! - [`pool`]: N long-poll loops, the in-flight limit, jobs, batched deletes, shutdown.
+//! - [`heartbeat`]: keeps an in-flight message invisible while its job runs.
 //! - [`disposition`]: what a job's result means for its message.
 
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::dynamodb::DynamoRecords;
+use crate::aws::ledger::DynamoLedger;
 use crate::aws::s3::S3Store;
 use crate::aws::sqs::SqsQueue;
 use crate::aws::Clients;
@@ -16,19 +19,46 @@ use crate::config::Settings;
 use crate::pipeline::Pipeline;
 
 pub mod disposition;
+pub mod heartbeat;
 pub mod pool;
 
 /// Connects to AWS and runs the pool until `shutdown` is cancelled, then lets in-flight
-/// jobs finish and flushes pending deletes.
+/// jobs finish (within the grace period) and flushes pending deletes.
 pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) {
     let clients = Clients::connect(&settings.aws).await;
-    let queue = SqsQueue::new(clients.sqs.clone(), settings.queue.url.clone());
+    let queue = SqsQueue::new(
+        clients.sqs.clone(),
+        settings.queue.url.clone(),
+        settings.queue.dead_letter_url.clone(),
+    );
+    let worker_id = worker_id();
+    tracing::info!(%worker_id, "this worker's ledger owner id");
     let pipeline = Pipeline::new(
         settings.clone(),
         S3Store::new(clients.s3.clone()),
         DynamoRecords::new(clients.dynamodb.clone()),
+        DynamoLedger::new(clients.dynamodb.clone(), settings.ledger.table.clone()),
+        worker_id,
     );
-    pool::Pool::new(Arc::new(queue), Arc::new(pipeline), settings.queue.clone())
-        .run(shutdown)
-        .await;
+    pool::Pool::new(
+        Arc::new(queue),
+        Arc::new(pipeline),
+        settings.queue.clone(),
+        settings.worker.shutdown_grace,
+    )
+    .run(shutdown)
+    .await;
+}
+
+/// This process in ledger claims: host name, process id and start time, so a restarted
+/// container (often pid 1 again) is a new owner.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    let started = chrono::Utc::now().timestamp_millis();
+    format!("{host}-{}-{started}", std::process::id())
 }

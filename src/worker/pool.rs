@@ -1,12 +1,16 @@
 //! The poller pool: `pollers` long-poll loops share `max_in_flight` permits. A poller asks
 //! SQS only for as many messages as it holds permits, so no received message waits for a
-//! slot while its visibility clock runs. Each message runs as its own task; finished
-//! messages are deleted in batches of up to 10 by one deleter task.
+//! slot while its visibility clock runs. Each message runs as its own job task with its
+//! own heartbeat; its result becomes a [`Disposition`] that the job carries out. Deletes
+//! are batched (up to 10) by one deleter task.
 //!
 //! Shutdown: cancelling the token stops the pollers at once (an in-progress long poll is
-//! abandoned; anything SQS had already handed out reappears after its visibility timeout),
-//! then in-flight jobs finish and pending deletes are flushed.
+//! abandoned; anything SQS had already handed out reappears after its visibility timeout).
+//! In-flight jobs get the grace period to finish; then they are stopped: each aborts its
+//! uploads, releases its ledger claim and makes its message visible again. Pending deletes
+//! are flushed last.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::disposition::{self, Disposition};
-use crate::aws::{ObjectStore, Queue, Received, RecordStore};
+use super::disposition::{self, Disposition, RetryPolicy};
+use super::heartbeat::Heartbeat;
+use crate::aws::{DeadLetter, Ledger, ObjectStore, Queue, Received, RecordStore};
 use crate::config::QueueSettings;
+use crate::error::JobError;
+use crate::job::Job;
 use crate::pipeline::{ObjectOutcome, Outcome, Pipeline};
 
 /// SQS's limit on messages per ReceiveMessage and per DeleteMessageBatch.
@@ -29,32 +36,73 @@ const DELETE_LINGER: Duration = Duration::from_millis(20);
 const RECEIVE_BACKOFF: Duration = Duration::from_millis(200);
 const RECEIVE_BACKOFF_CAP: Duration = Duration::from_secs(20);
 /// Tries per delete batch before leaving the messages to come back (harmless: outputs are
-/// idempotent).
+/// idempotent and the ledger says they are done).
 const DELETE_TRIES: u32 = 3;
+/// After the grace period, how long stopped jobs get to clean up.
+const CLEANUP: Duration = Duration::from_secs(4);
 
-/// A worker's pollers, jobs and deleter.
-pub struct Pool<Q, S, R> {
-    queue: Arc<Q>,
-    pipeline: Arc<Pipeline<S, R>>,
-    settings: QueueSettings,
+/// What the pool runs for each message: the pipeline, or a fake in tests.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        body: &str,
+        job: &Job,
+    ) -> impl Future<Output = Result<Outcome, JobError>> + Send;
 }
 
-impl<Q: Queue, S: ObjectStore, R: RecordStore> Pool<Q, S, R> {
-    pub fn new(queue: Arc<Q>, pipeline: Arc<Pipeline<S, R>>, settings: QueueSettings) -> Self {
-        Pool {
+impl<S: ObjectStore, R: RecordStore, L: Ledger> Handler for Pipeline<S, R, L> {
+    fn handle(
+        &self,
+        body: &str,
+        job: &Job,
+    ) -> impl Future<Output = Result<Outcome, JobError>> + Send {
+        Pipeline::handle(self, body, job)
+    }
+}
+
+/// A worker's pollers, jobs and deleter.
+pub struct Pool<Q, H> {
+    shared: Arc<Shared<Q, H>>,
+    settings: QueueSettings,
+    grace: Duration,
+}
+
+/// What every job needs.
+struct Shared<Q, H> {
+    queue: Arc<Q>,
+    handler: Arc<H>,
+    policy: RetryPolicy,
+    visibility: Duration,
+}
+
+impl<Q: Queue, H: Handler> Pool<Q, H> {
+    pub fn new(queue: Arc<Q>, handler: Arc<H>, settings: QueueSettings, grace: Duration) -> Self {
+        let shared = Shared {
             queue,
-            pipeline,
+            handler,
+            policy: RetryPolicy {
+                max_attempts: settings.max_attempts,
+                base: settings.retry_base,
+                max: settings.retry_max,
+            },
+            visibility: settings.visibility_timeout,
+        };
+        Pool {
+            shared: Arc::new(shared),
             settings,
+            grace,
         }
     }
 
-    /// Runs until `shutdown` is cancelled and every in-flight job is done.
+    /// Runs until `shutdown` is cancelled and every in-flight job is done or stopped.
     pub async fn run(self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.get()));
         let jobs = TaskTracker::new();
+        let stop_jobs = CancellationToken::new();
         let (deletes, pending_deletes) =
             mpsc::channel(self.settings.max_in_flight.get() + SQS_BATCH);
-        let deleter = tokio::spawn(delete_loop(self.queue.clone(), pending_deletes));
+        let deleter =
+            tokio::spawn(delete_loop(self.shared.queue.clone(), pending_deletes).in_current_span());
         tracing::info!(
             pollers = self.settings.pollers.get(),
             max_in_flight = self.settings.max_in_flight.get(),
@@ -65,10 +113,10 @@ impl<Q: Queue, S: ObjectStore, R: RecordStore> Pool<Q, S, R> {
         let pollers: Vec<_> = (0..self.settings.pollers.get())
             .map(|poller| {
                 let poll = Poller {
-                    queue: self.queue.clone(),
-                    pipeline: self.pipeline.clone(),
+                    shared: self.shared.clone(),
                     permits: permits.clone(),
                     jobs: jobs.clone(),
+                    stop_jobs: stop_jobs.clone(),
                     deletes: deletes.clone(),
                     wait: self.settings.wait,
                 };
@@ -84,12 +132,23 @@ impl<Q: Queue, S: ObjectStore, R: RecordStore> Pool<Q, S, R> {
                 tracing::error!(error = %e, "poller task failed");
             }
         }
+
+        jobs.close();
         tracing::info!(
             in_flight = jobs.len(),
+            grace_s = self.grace.as_secs_f64(),
             "stopped receiving; waiting for in-flight messages"
         );
-        jobs.close();
-        jobs.wait().await;
+        if tokio::time::timeout(self.grace, jobs.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = jobs.len(),
+                "grace period over; stopping in-flight messages and releasing them"
+            );
+            stop_jobs.cancel();
+            if tokio::time::timeout(CLEANUP, jobs.wait()).await.is_err() {
+                tracing::error!(in_flight = jobs.len(), "jobs did not stop in time; their messages come back after their visibility timeout");
+            }
+        }
         if let Err(e) = deleter.await {
             tracing::error!(error = %e, "delete task failed");
         }
@@ -98,16 +157,16 @@ impl<Q: Queue, S: ObjectStore, R: RecordStore> Pool<Q, S, R> {
 }
 
 /// One long-poll loop.
-struct Poller<Q, S, R> {
-    queue: Arc<Q>,
-    pipeline: Arc<Pipeline<S, R>>,
+struct Poller<Q, H> {
+    shared: Arc<Shared<Q, H>>,
     permits: Arc<Semaphore>,
     jobs: TaskTracker,
+    stop_jobs: CancellationToken,
     deletes: mpsc::Sender<Received>,
     wait: Duration,
 }
 
-impl<Q: Queue, S: ObjectStore, R: RecordStore> Poller<Q, S, R> {
+impl<Q: Queue, H: Handler> Poller<Q, H> {
     async fn run(self, shutdown: CancellationToken) {
         let mut backoff = RECEIVE_BACKOFF;
         loop {
@@ -126,19 +185,21 @@ impl<Q: Queue, S: ObjectStore, R: RecordStore> Poller<Q, S, R> {
             }
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                received = self.queue.receive(held.len() as i32, self.wait) => received,
+                received = self.shared.queue.receive(held.len() as i32, self.wait) => received,
             };
             match received {
                 Ok(messages) => {
                     backoff = RECEIVE_BACKOFF;
                     // Permits beyond the messages received are released when `held` drops.
                     for (message, permit) in messages.into_iter().zip(held.drain(..)) {
-                        self.jobs.spawn(run_job(
+                        let job = run_job(
+                            self.shared.clone(),
                             message,
                             permit,
-                            self.pipeline.clone(),
+                            self.stop_jobs.clone(),
                             self.deletes.clone(),
-                        ));
+                        );
+                        self.jobs.spawn(job);
                     }
                 }
                 Err(e) => {
@@ -155,32 +216,110 @@ impl<Q: Queue, S: ObjectStore, R: RecordStore> Poller<Q, S, R> {
     }
 }
 
-/// Handles one message and queues its delete when the disposition says so.
-async fn run_job<S: ObjectStore, R: RecordStore>(
+/// Handles one message under its heartbeat and carries out its disposition.
+async fn run_job<Q: Queue, H: Handler>(
+    shared: Arc<Shared<Q, H>>,
     message: Received,
     _permit: OwnedSemaphorePermit,
-    pipeline: Arc<Pipeline<S, R>>,
+    stop_jobs: CancellationToken,
     deletes: mpsc::Sender<Received>,
 ) {
     let span = tracing::info_span!("message", message_id = %message.message_id, attempt = message.receive_count);
     async {
-        let result = pipeline.handle(&message.body).await;
-        match &result {
-            Ok(outcome) => tracing::info!(outcome = %describe(outcome), "message handled"),
-            Err(e) => tracing::warn!(
-                error = %e,
-                error_class = e.class().as_str(),
-                "message failed; leaving it on the queue for a later attempt"
-            ),
-        }
-        if disposition::decide(&result) == Disposition::Delete
-            && deletes.send(message).await.is_err()
-        {
-            tracing::error!("delete queue closed; the message will be delivered again");
-        }
+        let job = Job::new(message.message_id.clone(), &stop_jobs);
+        let heartbeat = Heartbeat::start(
+            shared.queue.clone(),
+            message.clone(),
+            shared.visibility,
+            job.clone(),
+        );
+        let result = shared.handler.handle(&message.body, &job).await;
+        let disposition = disposition::decide(
+            &result,
+            message.receive_count,
+            &shared.policy,
+            job.stopped(),
+        );
+        heartbeat.stop().await;
+        log_result(&result, &disposition);
+        carry_out(&shared, message, disposition, &deletes).await;
     }
     .instrument(span)
     .await
+}
+
+fn log_result(result: &Result<Outcome, JobError>, disposition: &Disposition) {
+    match (result, disposition) {
+        (Ok(outcome), _) => tracing::info!(outcome = %describe(outcome), "message handled"),
+        (Err(e), Disposition::Retry(after)) => tracing::warn!(
+            error = %e,
+            error_class = e.class().as_str(),
+            retry_in_s = after.as_secs(),
+            "message failed; retrying later"
+        ),
+        (Err(e), Disposition::DeadLetter { class, reason }) => tracing::error!(
+            error = %reason,
+            error_class = class.as_str(),
+            cause = %e,
+            "message failed; dead-lettering it"
+        ),
+        (Err(_), Disposition::Release) => {
+            tracing::info!("stopped at shutdown; releasing the message")
+        }
+        (Err(_), Disposition::Abandon) => {
+            tracing::warn!("message lost to another consumer; leaving it")
+        }
+        (Err(e), Disposition::Delete) => {
+            tracing::error!(error = %e, "unexpected: an error that deletes")
+        }
+    }
+}
+
+async fn carry_out<Q: Queue, H>(
+    shared: &Shared<Q, H>,
+    message: Received,
+    disposition: Disposition,
+    deletes: &mpsc::Sender<Received>,
+) {
+    let queue = shared.queue.as_ref();
+    match disposition {
+        Disposition::Delete => {
+            if deletes.send(message).await.is_err() {
+                tracing::error!("delete queue closed; the message will be delivered again");
+            }
+        }
+        Disposition::Retry(after) => set_visibility(queue, &message, after).await,
+        Disposition::Release => set_visibility(queue, &message, Duration::ZERO).await,
+        Disposition::Abandon => {}
+        Disposition::DeadLetter { class, reason } => {
+            let letter = DeadLetter {
+                error_class: class.as_str(),
+                error: reason,
+                attempts: message.receive_count,
+            };
+            match queue.dead_letter(&message, &letter).await {
+                Ok(()) => {
+                    if deletes.send(message).await.is_err() {
+                        tracing::error!("delete queue closed; the dead-lettered message will be delivered again");
+                    }
+                }
+                Err(e) => {
+                    // Try again on the next delivery rather than lose the message.
+                    tracing::warn!(error = %e, "could not dead-letter the message; retrying later");
+                    set_visibility(queue, &message, shared.policy.base).await;
+                }
+            }
+        }
+    }
+}
+
+async fn set_visibility<Q: Queue>(queue: &Q, message: &Received, timeout: Duration) {
+    if let Err(e) = queue.change_visibility(message, timeout).await {
+        tracing::warn!(
+            error = %e,
+            "could not change the message's visibility; it comes back when its current timeout ends"
+        );
+    }
 }
 
 fn describe(outcome: &Outcome) -> String {
@@ -198,6 +337,9 @@ fn describe(outcome: &Outcome) -> String {
                     s.rows_written,
                     s.parts.len()
                 ),
+                ObjectOutcome::AlreadyDone { uri, status } => {
+                    format!("{uri} already {}", status.as_str())
+                }
                 ObjectOutcome::Superseded { uri } => format!("{uri} superseded by a newer version"),
             })
             .collect::<Vec<_>>()
@@ -248,22 +390,50 @@ async fn delete_with_retries<Q: Queue>(queue: &Q, batch: &[Received]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::memory::MemoryRecords;
-    use crate::aws::AwsError;
-    use crate::config::Settings;
-    use crate::envelope::ObjectRef;
-    use std::io::{Cursor, Read};
+    use crate::aws::{AwsError, AwsErrorKind};
     use std::num::NonZeroUsize;
-    use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    /// Hands out `total` messages, then nothing; records what was asked and deleted.
+    /// What the fake queue was asked to do.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Call {
+        Delete(Vec<String>),
+        Visibility(String, u64),
+        DeadLetter(String, &'static str, String),
+    }
+
+    /// Hands out messages whose bodies come from `bodies`, then nothing.
     struct FakeQueue {
-        total: usize,
+        bodies: Mutex<Vec<String>>,
         handed: AtomicUsize,
         asked: Mutex<Vec<i32>>,
-        deleted: Mutex<Vec<Vec<String>>>,
+        calls: Mutex<Vec<Call>>,
+    }
+
+    impl FakeQueue {
+        fn new(bodies: Vec<&str>) -> Arc<FakeQueue> {
+            Arc::new(FakeQueue {
+                bodies: Mutex::new(bodies.into_iter().rev().map(str::to_owned).collect()),
+                handed: AtomicUsize::new(0),
+                asked: Mutex::new(Vec::new()),
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        fn deleted(&self) -> Vec<String> {
+            self.calls()
+                .into_iter()
+                .flat_map(|c| match c {
+                    Call::Delete(ids) => ids,
+                    _ => Vec::new(),
+                })
+                .collect()
+        }
     }
 
     impl Queue for FakeQueue {
@@ -271,17 +441,16 @@ mod tests {
             self.asked.lock().unwrap().push(max);
             let mut out = Vec::new();
             while out.len() < max as usize {
-                let n = self.handed.fetch_add(1, Ordering::SeqCst);
-                if n >= self.total {
+                let Some(body) = self.bodies.lock().unwrap().pop() else {
                     break;
-                }
+                };
+                let n = self.handed.fetch_add(1, Ordering::SeqCst);
                 out.push(Received {
                     message_id: format!("m{n}"),
                     receipt_handle: format!("r{n}"),
-                    body: r#"{"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-                             "s3": {"bucket": {"name": "lakeworker-landing"}, "object": {"key": "orders/a.csv"}}}]}"#
-                        .into(),
+                    body,
                     receive_count: 1,
+                    received_at: std::time::Instant::now(),
                 });
             }
             if out.is_empty() {
@@ -292,77 +461,107 @@ mod tests {
 
         async fn delete_batch(&self, messages: &[Received]) -> Result<Vec<String>, AwsError> {
             let ids = messages.iter().map(|m| m.message_id.clone()).collect();
-            self.deleted.lock().unwrap().push(ids);
+            self.calls.lock().unwrap().push(Call::Delete(ids));
             Ok(Vec::new())
+        }
+
+        async fn change_visibility(
+            &self,
+            message: &Received,
+            timeout: Duration,
+        ) -> Result<(), AwsError> {
+            let call = Call::Visibility(message.message_id.clone(), timeout.as_secs());
+            self.calls.lock().unwrap().push(call);
+            Ok(())
+        }
+
+        async fn dead_letter(
+            &self,
+            message: &Received,
+            letter: &DeadLetter,
+        ) -> Result<(), AwsError> {
+            let call = Call::DeadLetter(
+                message.message_id.clone(),
+                letter.error_class,
+                letter.error.clone(),
+            );
+            self.calls.lock().unwrap().push(call);
+            Ok(())
         }
     }
 
-    /// Every open takes a while; records the most opens at once.
+    /// Acts on the body: "ok", "permanent", "transient", "hang" (until stopped); counts
+    /// how many run at once.
     #[derive(Default)]
-    struct SlowStore {
+    struct FakeHandler {
         now: AtomicUsize,
         peak: AtomicUsize,
     }
 
-    impl ObjectStore for SlowStore {
-        async fn open(&self, _: &ObjectRef) -> Result<Box<dyn Read + Send>, AwsError> {
+    impl Handler for FakeHandler {
+        async fn handle(&self, body: &str, job: &Job) -> Result<Outcome, JobError> {
             let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.peak.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(30)).await;
             self.now.fetch_sub(1, Ordering::SeqCst);
-            Ok(Box::new(Cursor::new(
-                b"order_id,ordered_at\no1,2024-01-01T00:00:00Z\n".to_vec(),
-            )))
+            match body {
+                "ok" => Ok(Outcome::Discarded("ok".into())),
+                "permanent" => Err(JobError::UnknownDataset("nope".into())),
+                "transient" => Err(JobError::Aws(AwsError::new(
+                    "S3 GetObject",
+                    AwsErrorKind::Transient,
+                    "SlowDown",
+                ))),
+                _ => {
+                    job.token().cancelled().await;
+                    Err(JobError::Stopped)
+                }
+            }
         }
+    }
 
-        async fn put_file(&self, _: &str, _: &str, _: &Path) -> Result<(), AwsError> {
-            Ok(())
+    fn settings(pollers: usize, max_in_flight: usize) -> QueueSettings {
+        QueueSettings {
+            url: "q".into(),
+            dead_letter_url: "dlq".into(),
+            pollers: NonZeroUsize::new(pollers).unwrap(),
+            max_in_flight: NonZeroUsize::new(max_in_flight).unwrap(),
+            wait: Duration::from_millis(10),
+            visibility_timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            retry_base: Duration::from_secs(7),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_flight_limit_holds_and_deletes_are_batched() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml");
-        let settings = Arc::new(Settings::load_with_env(&path, []).unwrap());
-        let mut queue_settings = settings.queue.clone();
-        queue_settings.pollers = NonZeroUsize::new(2).unwrap();
-        queue_settings.max_in_flight = NonZeroUsize::new(3).unwrap();
-        queue_settings.wait = Duration::from_millis(10);
-        let queue = Arc::new(FakeQueue {
-            total: 25,
-            handed: AtomicUsize::new(0),
-            asked: Mutex::new(Vec::new()),
-            deleted: Mutex::new(Vec::new()),
-        });
-        let pipeline = Arc::new(Pipeline::new(
-            settings,
-            SlowStore::default(),
-            MemoryRecords::default(),
-        ));
+        let queue = FakeQueue::new(vec!["ok"; 25]);
+        let handler = Arc::new(FakeHandler::default());
+        let pool = Pool::new(
+            queue.clone(),
+            handler.clone(),
+            settings(2, 3),
+            Duration::from_secs(5),
+        );
         let shutdown = CancellationToken::new();
-        let pool = Pool::new(queue.clone(), pipeline.clone(), queue_settings);
         let running = tokio::spawn(pool.run(shutdown.clone()));
-
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while queue
-            .deleted
-            .lock()
-            .unwrap()
-            .iter()
-            .map(Vec::len)
-            .sum::<usize>()
-            < 25
-        {
-            assert!(Instant::now() < deadline, "not all messages deleted");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until("25 deletes", || queue.deleted().len() == 25).await;
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(5), running)
             .await
             .unwrap()
             .unwrap();
 
-        let peak = pipeline.store().peak.load(Ordering::SeqCst);
+        let peak = handler.peak.load(Ordering::SeqCst);
         assert!((2..=3).contains(&peak), "peak in flight {peak}");
         assert!(queue
             .asked
@@ -370,11 +569,75 @@ mod tests {
             .unwrap()
             .iter()
             .all(|&max| (1..=3).contains(&max)));
-        let batches = queue.deleted.lock().unwrap();
-        assert!(batches.iter().all(|b| (1..=SQS_BATCH).contains(&b.len())));
-        let mut ids: Vec<&String> = batches.iter().flatten().collect();
+        for call in queue.calls() {
+            assert!(
+                matches!(&call, Call::Delete(ids) if (1..=SQS_BATCH).contains(&ids.len())),
+                "{call:?}"
+            );
+        }
+        let mut ids = queue.deleted();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 25, "each message deleted once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failures_are_retried_or_dead_lettered() {
+        let queue = FakeQueue::new(vec!["permanent", "transient"]);
+        let pool = Pool::new(
+            queue.clone(),
+            Arc::new(FakeHandler::default()),
+            settings(1, 2),
+            Duration::from_secs(5),
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(pool.run(shutdown.clone()));
+        until("two dispositions", || queue.calls().len() >= 3).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut calls = queue.calls();
+        calls.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(
+            calls,
+            [
+                Call::DeadLetter(
+                    "m0".into(),
+                    "permanent",
+                    "inline records name dataset \"nope\", which is not configured".into()
+                ),
+                Call::Delete(vec!["m0".into()]),
+                Call::Visibility("m1".into(), 7),
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_waits_for_the_grace_then_releases() {
+        let queue = FakeQueue::new(vec!["hang", "ok"]);
+        let pool = Pool::new(
+            queue.clone(),
+            Arc::new(FakeHandler::default()),
+            settings(1, 2),
+            Duration::from_millis(300),
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(pool.run(shutdown.clone()));
+        until("the quick message", || queue.deleted() == ["m1"]).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            queue.calls(),
+            [
+                Call::Delete(vec!["m1".into()]),
+                Call::Visibility("m0".into(), 0)
+            ],
+            "the hung message is released at once"
+        );
     }
 }

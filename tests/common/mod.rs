@@ -107,6 +107,7 @@ pub struct TestEnv {
     pub landing: String,
     pub lake: String,
     pub users_table: String,
+    pub ledger_table: String,
     pub queue_url: String,
     pub dlq_url: String,
     pub clients: Clients,
@@ -124,6 +125,7 @@ impl TestEnv {
         let lake = format!("{base}-lake");
         let dlq = format!("{base}-dlq");
         let users_table = format!("{base}-users");
+        let ledger_table = format!("{base}-ledger");
         let template = std::fs::read_to_string(root().join("config/local.toml"))
             .expect("read config/local.toml");
         let text = template
@@ -131,7 +133,8 @@ impl TestEnv {
             .replace("lakeworker-landing", &landing)
             .replace("lakeworker-dlq", &dlq)
             .replace("lakeworker-lake", &lake)
-            .replace("lakeworker-users", &users_table);
+            .replace("lakeworker-users", &users_table)
+            .replace("lakeworker-ledger", &ledger_table);
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).expect("write config");
@@ -161,6 +164,7 @@ impl TestEnv {
             landing,
             lake,
             users_table,
+            ledger_table,
             queue_url: String::new(),
             dlq_url: String::new(),
             clients,
@@ -528,3 +532,5 @@ pub fn form_encode(key: &str) -> String {
 pub fn example(path: &str) -> Vec<u8> {
     std::fs::read(root().join("examples").join(path)).expect("example file")
 }
+
+pub mod proxy;

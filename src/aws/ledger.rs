@@ -1,0 +1,312 @@
+//! The ledger in DynamoDB: hash key `object_uri` (`s3://bucket/key`), range key
+//! `object_version` (`v:{version id}` or `e:{etag}`). Attribute names are compound words so
+//! none collides with DynamoDB's reserved words (`status` is aliased as `#status`). Claims, renewals and releases are conditional writes.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+
+use super::{AwsError, AwsErrorKind, Ledger};
+use crate::ledger::{timestamp, Claim, ClaimOutcome, Completion, LedgerKey, LedgerRecord, Status};
+
+/// The ledger table's hash and range key attributes (both strings).
+pub const LEDGER_KEYS: [&str; 2] = ["object_uri", "object_version"];
+
+const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
+/// Claim attempts when the record changes between a failed claim and the read after it.
+const CLAIM_TRIES: u32 = 3;
+
+/// The ledger table through the SDK.
+#[derive(Clone, Debug)]
+pub struct DynamoLedger {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+fn s(text: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(text.into())
+}
+
+fn n(number: impl ToString) -> AttributeValue {
+    AttributeValue::N(number.to_string())
+}
+
+fn millis(time: DateTime<Utc>) -> AttributeValue {
+    n(time.timestamp_millis())
+}
+
+impl DynamoLedger {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        DynamoLedger {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn update(
+        &self,
+        key: &LedgerKey,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("object_uri", s(&key.uri))
+            .key("object_version", s(&key.version))
+            .expression_attribute_names("#status", "status")
+    }
+
+    /// One version's record, read consistently.
+    pub async fn get(&self, key: &LedgerKey) -> Result<Option<LedgerRecord>, AwsError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("object_uri", s(&key.uri))
+            .key("object_version", s(&key.version))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DynamoDB GetItem", e))?;
+        Ok(output.item.as_ref().map(record_from_item))
+    }
+
+    /// Every version of one object, for `lakeworker status s3://…`.
+    pub async fn history(&self, uri: &str) -> Result<Vec<LedgerRecord>, AwsError> {
+        let mut records = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("object_uri = :uri")
+            .expression_attribute_values(":uri", s(uri))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("DynamoDB Query", e))?;
+            records.extend(page.items().iter().map(record_from_item));
+        }
+        records.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        Ok(records)
+    }
+
+    /// The most recently updated failed or rejected versions (a table scan: an operator's
+    /// command, not a hot path).
+    pub async fn failures(&self, limit: usize) -> Result<Vec<LedgerRecord>, AwsError> {
+        let mut records = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("#status IN (:failed, :rejected)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":rejected", s(Status::Rejected.as_str()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("DynamoDB Scan", e))?;
+            records.extend(page.items().iter().map(record_from_item));
+        }
+        records.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        records.truncate(limit);
+        Ok(records)
+    }
+}
+
+impl Ledger for DynamoLedger {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, AwsError> {
+        for _ in 0..CLAIM_TRIES {
+            let now = Utc::now();
+            let lease_until = now + claim.lease;
+            let result = self
+                .update(&claim.key)
+                .update_expression(
+                    "SET #status = :processing, lease_owner = :owner, lease_expires_at = :lease, \
+                     started_at = :now, updated_at = :now, dataset_name = :dataset, message_id = :message, \
+                     attempt_count = if_not_exists(attempt_count, :zero) + :one \
+                     REMOVE finished_at",
+                )
+                .condition_expression(
+                    "attribute_not_exists(object_uri) OR (#status <> :done AND #status <> :rejected AND \
+                     (attribute_not_exists(lease_expires_at) OR lease_expires_at < :now_ms))",
+                )
+                .expression_attribute_values(":processing", s(Status::Processing.as_str()))
+                .expression_attribute_values(":done", s(Status::Done.as_str()))
+                .expression_attribute_values(":rejected", s(Status::Rejected.as_str()))
+                .expression_attribute_values(":owner", s(&claim.owner))
+                .expression_attribute_values(":lease", millis(lease_until))
+                .expression_attribute_values(":now", s(timestamp(now)))
+                .expression_attribute_values(":now_ms", millis(now))
+                .expression_attribute_values(":dataset", s(&claim.dataset))
+                .expression_attribute_values(":message", s(&claim.message_id))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                .send()
+                .await;
+            let error = match result {
+                Ok(output) => {
+                    let attempt = output
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get("attempt_count"))
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1);
+                    return Ok(ClaimOutcome::Claimed { attempt });
+                }
+                Err(e) => AwsError::from_sdk("DynamoDB UpdateItem (claim)", e),
+            };
+            if !error.has_code(CONDITION_FAILED) {
+                return Err(error);
+            }
+            // Someone else's record: find out whether it is finished or leased.
+            let Some(record) = self.get(&claim.key).await? else {
+                continue;
+            };
+            match (record.status, record.lease_expires_at) {
+                (Some(status), _) if status.is_final() => {
+                    return Ok(ClaimOutcome::Finished { status })
+                }
+                (_, Some(until)) if until > Utc::now() => {
+                    return Ok(ClaimOutcome::Busy {
+                        owner: record.owner.unwrap_or_default(),
+                        until,
+                    })
+                }
+                // The lease ran out in between: try again.
+                _ => continue,
+            }
+        }
+        Err(AwsError::new(
+            "DynamoDB UpdateItem (claim)",
+            AwsErrorKind::Transient,
+            format!(
+                "{} changed under {CLAIM_TRIES} claims in a row",
+                claim.key.uri
+            ),
+        ))
+    }
+
+    async fn renew(&self, claim: &Claim) -> Result<bool, AwsError> {
+        let now = Utc::now();
+        let result = self
+            .update(&claim.key)
+            .update_expression("SET lease_expires_at = :lease, updated_at = :now")
+            .condition_expression("lease_owner = :owner AND #status = :processing")
+            .expression_attribute_values(":owner", s(&claim.owner))
+            .expression_attribute_values(":processing", s(Status::Processing.as_str()))
+            .expression_attribute_values(":lease", millis(now + claim.lease))
+            .expression_attribute_values(":now", s(timestamp(now)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let error = AwsError::from_sdk("DynamoDB UpdateItem (renew)", e);
+                if error.has_code(CONDITION_FAILED) {
+                    Ok(false)
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<(), AwsError> {
+        let now = timestamp(Utc::now());
+        let outputs = AttributeValue::L(done.outputs.iter().map(s).collect());
+        self.update(&claim.key)
+            .update_expression(
+                "SET #status = :done, finished_at = :now, updated_at = :now, rows_in = :rows_in, \
+                 rows_written = :rows_written, rows_rejected = :rows_rejected, output_keys = :outputs \
+                 REMOVE lease_expires_at, last_error",
+            )
+            .expression_attribute_values(":done", s(Status::Done.as_str()))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":rows_in", n(done.rows_in))
+            .expression_attribute_values(":rows_written", n(done.rows_written))
+            .expression_attribute_values(":rows_rejected", n(done.rows_rejected))
+            .expression_attribute_values(":outputs", outputs)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DynamoDB UpdateItem (finish)", e))?;
+        Ok(())
+    }
+
+    async fn fail(&self, claim: &Claim, error: &str) -> Result<(), AwsError> {
+        self.end_attempt(claim, error).await
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<(), AwsError> {
+        self.end_attempt(claim, "released: the worker stopped before finishing")
+            .await
+    }
+}
+
+impl DynamoLedger {
+    /// Marks this owner's attempt failed and drops its lease, unless someone else owns the
+    /// record by now.
+    async fn end_attempt(&self, claim: &Claim, error: &str) -> Result<(), AwsError> {
+        let now = timestamp(Utc::now());
+        let result = self
+            .update(&claim.key)
+            .update_expression(
+                "SET #status = :failed, last_error = :error, finished_at = :now, updated_at = :now \
+                 REMOVE lease_expires_at",
+            )
+            .condition_expression("lease_owner = :owner AND #status = :processing")
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":processing", s(Status::Processing.as_str()))
+            .expression_attribute_values(":owner", s(&claim.owner))
+            .expression_attribute_values(":error", s(error))
+            .expression_attribute_values(":now", s(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let error = AwsError::from_sdk("DynamoDB UpdateItem (end attempt)", e);
+                if error.has_code(CONDITION_FAILED) {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+}
+
+fn record_from_item(item: &HashMap<String, AttributeValue>) -> LedgerRecord {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let count = |name: &str| number(name).and_then(|v| u64::try_from(v).ok());
+    LedgerRecord {
+        uri: text("object_uri").unwrap_or_default(),
+        version: text("object_version").unwrap_or_default(),
+        status: text("status").as_deref().and_then(Status::parse),
+        attempts: count("attempt_count").unwrap_or(0),
+        owner: text("lease_owner"),
+        dataset: text("dataset_name"),
+        message_id: text("message_id"),
+        lease_expires_at: number("lease_expires_at").and_then(DateTime::from_timestamp_millis),
+        started_at: text("started_at"),
+        finished_at: text("finished_at"),
+        updated_at: text("updated_at"),
+        rows_in: count("rows_in"),
+        rows_written: count("rows_written"),
+        rows_rejected: count("rows_rejected"),
+        outputs: item
+            .get("output_keys")
+            .and_then(|v| v.as_l().ok())
+            .map(|list| list.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
+        last_error: text("last_error"),
+    }
+}

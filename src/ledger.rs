@@ -1,0 +1,216 @@
+//! The ledger: one record per source object version, so a redelivered message is
+//! recognised and two deliveries of the same object never work at once.
+//!
+//! A job claims an object with a conditional write that only one owner wins: the record is
+//! new, or it is not finished and its lease has run out. The owner renews the lease while
+//! it works and records `done` (with counts and outputs) or `failed` (with the error) at
+//! the end. A delivery of a `done` object is deleted without work; a delivery that finds a
+//! live lease backs off until the lease ends. A crashed worker's lease simply expires.
+//!
+//! This module holds the types; [`crate::aws::ledger::DynamoLedger`] stores them.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::envelope::ObjectRef;
+
+/// Where an object version stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Claimed by an owner whose lease may or may not still be live.
+    Processing,
+    /// Every output is durable.
+    Done,
+    /// The last attempt failed (or was released at shutdown); it can be claimed again.
+    Failed,
+    /// The file was refused for good (an answered question, not worth retrying).
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Processing => "processing",
+            Status::Done => "done",
+            Status::Failed => "failed",
+            Status::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        [
+            Status::Processing,
+            Status::Done,
+            Status::Failed,
+            Status::Rejected,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Finished statuses are not worked on again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Done | Status::Rejected)
+    }
+}
+
+/// The ledger key: the object's URI and its version tag (see [`ObjectRef::version_tag`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LedgerKey {
+    pub uri: String,
+    pub version: String,
+}
+
+impl LedgerKey {
+    pub fn of(object: &ObjectRef) -> LedgerKey {
+        let version = object.version_tag();
+        LedgerKey {
+            uri: object.uri(),
+            // DynamoDB key attributes may not be empty strings.
+            version: if version.is_empty() {
+                "-".into()
+            } else {
+                version
+            },
+        }
+    }
+}
+
+/// One owner's claim on one object version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub key: LedgerKey,
+    /// `{worker id}/{message id}`: unique per job, so two deliveries handled by the same
+    /// process still exclude each other.
+    pub owner: String,
+    pub lease: Duration,
+    pub dataset: String,
+    pub message_id: String,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This job owns the object now; `attempt` counts claims of this version.
+    Claimed { attempt: u32 },
+    /// Already finished by someone: nothing to do.
+    Finished { status: Status },
+    /// Someone else holds a live lease until `until`.
+    Busy { owner: String, until: DateTime<Utc> },
+}
+
+/// What a finished object produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completion {
+    pub rows_in: u64,
+    pub rows_written: u64,
+    pub rows_rejected: u64,
+    pub outputs: Vec<String>,
+}
+
+/// A ledger record as stored, for `lakeworker status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerRecord {
+    pub uri: String,
+    pub version: String,
+    pub status: Option<Status>,
+    pub attempts: u64,
+    pub owner: Option<String>,
+    pub dataset: Option<String>,
+    pub message_id: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub rows_in: Option<u64>,
+    pub rows_written: Option<u64>,
+    pub rows_rejected: Option<u64>,
+    pub outputs: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+impl fmt::Display for LedgerRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.status.map_or("?", Status::as_str);
+        writeln!(
+            f,
+            "{} [{}]: {status}, {} attempt(s)",
+            self.uri, self.version, self.attempts
+        )?;
+        let mut field = |name: &str, value: Option<String>| match value {
+            Some(value) => writeln!(f, "  {name}: {value}"),
+            None => Ok(()),
+        };
+        field("dataset", self.dataset.clone())?;
+        field("owner", self.owner.clone())?;
+        field("message", self.message_id.clone())?;
+        field("lease until", self.lease_expires_at.map(timestamp))?;
+        field("started", self.started_at.clone())?;
+        field("finished", self.finished_at.clone())?;
+        field("updated", self.updated_at.clone())?;
+        if let (Some(rows_in), Some(written), Some(rejected)) =
+            (self.rows_in, self.rows_written, self.rows_rejected)
+        {
+            field(
+                "rows",
+                Some(format!(
+                    "{rows_in} in, {written} written, {rejected} rejected"
+                )),
+            )?;
+        }
+        for output in &self.outputs {
+            field("output", Some(output.clone()))?;
+        }
+        field("last error", self.last_error.clone())
+    }
+}
+
+/// RFC 3339 with milliseconds, as the ledger stores times.
+pub fn timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_prefer_the_version_id() {
+        let mut object = ObjectRef {
+            bucket: "b".into(),
+            key: "k".into(),
+            size: None,
+            etag: Some("e1".into()),
+            version_id: None,
+            event_time: None,
+        };
+        assert_eq!(LedgerKey::of(&object).version, "e:e1");
+        object.version_id = Some("v7".into());
+        assert_eq!(LedgerKey::of(&object).version, "v:v7");
+        object.version_id = None;
+        object.etag = None;
+        assert_eq!(
+            LedgerKey::of(&object),
+            LedgerKey {
+                uri: "s3://b/k".into(),
+                version: "-".into()
+            }
+        );
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for status in [
+            Status::Processing,
+            Status::Done,
+            Status::Failed,
+            Status::Rejected,
+        ] {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+        }
+        assert!(Status::Done.is_final() && Status::Rejected.is_final());
+        assert!(!Status::Failed.is_final());
+    }
+}

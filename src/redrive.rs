@@ -1,0 +1,129 @@
+//! `lakeworker redrive`: moves dead-lettered messages back to the work queue with their
+//! original bodies (once their cause is fixed), or, with `--dry-run`, lists them with the
+//! reasons the worker attached.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{Message, MessageAttributeValue};
+
+use crate::aws::{AwsError, Clients};
+use crate::config::Settings;
+
+/// How long a message received for redrive stays invisible while we handle it.
+const HOLD: Duration = Duration::from_secs(60);
+
+/// One dead-lettered message, as `--dry-run` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLettered {
+    pub message_id: String,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub attempts: Option<String>,
+    pub failed_at: Option<String>,
+    pub body: String,
+}
+
+impl std::fmt::Display for DeadLettered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        writeln!(f, "message {}", self.message_id)?;
+        writeln!(f, "  error_class: {}", show(&self.error_class))?;
+        writeln!(f, "  error: {}", show(&self.error))?;
+        writeln!(f, "  attempts: {}", show(&self.attempts))?;
+        writeln!(f, "  failed_at: {}", show(&self.failed_at))?;
+        write!(f, "  body: {}", crate::aws::sqs::truncate(&self.body, 300))
+    }
+}
+
+/// Moves (or, dry, lists) up to `max` messages from the dead-letter queue. Returns them.
+pub async fn redrive(
+    settings: &Settings,
+    clients: &Clients,
+    dry_run: bool,
+    max: Option<usize>,
+) -> Result<Vec<DeadLettered>, AwsError> {
+    let dlq = &settings.queue.dead_letter_url;
+    let limit = max.unwrap_or(usize::MAX);
+    let mut seen = Vec::new();
+    let mut held = Vec::new();
+    while seen.len() < limit {
+        let want = (limit - seen.len()).min(10) as i32;
+        let messages = clients
+            .sqs
+            .receive_message()
+            .queue_url(dlq)
+            .max_number_of_messages(want)
+            .wait_time_seconds(1)
+            .visibility_timeout(HOLD.as_secs() as i32)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("SQS ReceiveMessage (dead-letter queue)", e))?
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            let Some(receipt) = message.receipt_handle.clone() else {
+                continue;
+            };
+            let letter = describe(&message);
+            if !dry_run {
+                clients
+                    .sqs
+                    .send_message()
+                    .queue_url(&settings.queue.url)
+                    .message_body(&letter.body)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("SQS SendMessage (redrive)", e))?;
+                clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(dlq)
+                    .receipt_handle(&receipt)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("SQS DeleteMessage (dead-letter queue)", e))?;
+            } else {
+                held.push(receipt);
+            }
+            seen.push(letter);
+        }
+    }
+    // A dry run leaves the dead-letter queue as it was: make what it read visible again.
+    for receipt in held {
+        clients
+            .sqs
+            .change_message_visibility()
+            .queue_url(dlq)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk("SQS ChangeMessageVisibility (dead-letter queue)", e)
+            })?;
+    }
+    Ok(seen)
+}
+
+fn describe(message: &Message) -> DeadLettered {
+    let attribute = |name: &str| {
+        message
+            .message_attributes
+            .as_ref()
+            .and_then(|a| a.get(name))
+            .and_then(MessageAttributeValue::string_value)
+            .map(str::to_owned)
+    };
+    DeadLettered {
+        message_id: message.message_id.clone().unwrap_or_default(),
+        error_class: attribute("lakeworker.error_class"),
+        error: attribute("lakeworker.error"),
+        attempts: attribute("lakeworker.attempts"),
+        failed_at: attribute("lakeworker.failed_at"),
+        body: message.body.clone().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,262 @@
+//! The visibility heartbeat: while a message's job runs, keep the message invisible to
+//! other consumers, so no job is limited by the visibility timeout.
+//!
+//! Each message gets one heartbeat task from receive to disposition. When half of the
+//! current visibility window is left (at most 30 s before the deadline: room for a slow
+//! ChangeMessageVisibility call and a retry), it sets the visibility to
+//! `visibility_timeout` from now. A failed call is retried every second until the deadline.
+//! If SQS says the receipt handle is no longer valid, the message is not ours any more:
+//! the job is stopped (reason: lost). SQS caps visibility at 12 hours from the receive; near
+//! the cap the heartbeat warns once and extends only up to it.
+//!
+//! Extensions run on the async reactor while conversions run on blocking threads, so busy
+//! cores delay a heartbeat only by OS scheduling; each extension logs its lateness.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::disposition::MAX_VISIBILITY;
+use crate::aws::{AwsErrorKind, Queue, Received};
+use crate::job::{Job, StopReason};
+
+/// The most an extension is done ahead of the deadline.
+const MAX_MARGIN: Duration = Duration::from_secs(30);
+/// Pause between tries after a failed extension.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// How long before the deadline to extend: half the window, at most [`MAX_MARGIN`].
+pub fn margin(visibility: Duration) -> Duration {
+    (visibility / 2).min(MAX_MARGIN)
+}
+
+/// A running heartbeat; [`Heartbeat::stop`] ends it before the message's disposition.
+pub struct Heartbeat {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Heartbeat {
+    pub fn start<Q: Queue>(
+        queue: Arc<Q>,
+        message: Received,
+        visibility: Duration,
+        job: Job,
+    ) -> Heartbeat {
+        Self::start_with_cap(queue, message, visibility, job, MAX_VISIBILITY)
+    }
+
+    /// [`Heartbeat::start`] with another total cap than SQS's 12 hours (for tests).
+    pub fn start_with_cap<Q: Queue>(
+        queue: Arc<Q>,
+        message: Received,
+        visibility: Duration,
+        job: Job,
+        cap: Duration,
+    ) -> Heartbeat {
+        let stop = CancellationToken::new();
+        let beat = Beat {
+            queue,
+            deadline: Instant::from_std(message.received_at) + visibility,
+            cap_at: Instant::from_std(message.received_at) + cap,
+            message,
+            visibility,
+            job,
+        };
+        let task = tokio::spawn(beat.run(stop.clone()).in_current_span());
+        Heartbeat { stop, task }
+    }
+
+    /// Stops extending and waits for an extension under way to finish.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+struct Beat<Q> {
+    queue: Arc<Q>,
+    message: Received,
+    visibility: Duration,
+    job: Job,
+    /// When the message becomes visible unless extended.
+    deadline: Instant,
+    /// SQS refuses visibility beyond this.
+    cap_at: Instant,
+}
+
+impl<Q: Queue> Beat<Q> {
+    async fn run(mut self, stop: CancellationToken) {
+        let margin = margin(self.visibility);
+        let mut next = self.deadline - margin;
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            let now = Instant::now();
+            let lateness = now.saturating_duration_since(next);
+            let room = self.cap_at.saturating_duration_since(now);
+            if room <= margin {
+                tracing::warn!(
+                    visible_in_s = self.deadline.saturating_duration_since(now).as_secs(),
+                    "reached SQS's 12-hour visibility cap; the message will become visible to other consumers"
+                );
+                return;
+            }
+            let extend_by = self.visibility.min(room);
+            if extend_by < self.visibility && !warned {
+                warned = true;
+                tracing::warn!(
+                    left_s = room.as_secs(),
+                    "near SQS's 12-hour visibility cap; extending only up to it"
+                );
+            }
+            let call = self.queue.change_visibility(&self.message, extend_by);
+            match tokio::time::timeout(margin, call).await {
+                Ok(Ok(())) => {
+                    self.deadline = now + extend_by;
+                    next = self.deadline - margin;
+                    tracing::debug!(
+                        extended_by_s = extend_by.as_secs(),
+                        lateness_ms = lateness.as_millis() as u64,
+                        "visibility extended"
+                    );
+                }
+                Ok(Err(e)) if e.kind == AwsErrorKind::NotFound => {
+                    tracing::warn!(error = %e, "the message is no longer ours; stopping its job");
+                    self.job.stop(StopReason::Lost);
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not extend visibility; retrying");
+                    next = Instant::now() + RETRY;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        timeout_ms = margin.as_millis() as u64,
+                        "visibility extension timed out; retrying"
+                    );
+                    next = Instant::now() + RETRY;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::{AwsError, DeadLetter};
+    use std::sync::Mutex;
+
+    /// Records extensions as (seconds since start, extension); can be told the message is gone.
+    struct Extensions {
+        start: Instant,
+        calls: Mutex<Vec<(u64, u64)>>,
+        gone_after: usize,
+    }
+
+    impl Queue for Extensions {
+        async fn receive(&self, _: i32, _: Duration) -> Result<Vec<Received>, AwsError> {
+            Ok(Vec::new())
+        }
+        async fn delete_batch(&self, _: &[Received]) -> Result<Vec<String>, AwsError> {
+            Ok(Vec::new())
+        }
+        async fn change_visibility(&self, _: &Received, timeout: Duration) -> Result<(), AwsError> {
+            let mut calls = self.calls.lock().unwrap();
+            if calls.len() >= self.gone_after {
+                return Err(AwsError::new(
+                    "SQS ChangeMessageVisibility",
+                    AwsErrorKind::NotFound,
+                    "gone",
+                ));
+            }
+            calls.push((self.start.elapsed().as_secs(), timeout.as_secs()));
+            Ok(())
+        }
+        async fn dead_letter(&self, _: &Received, _: &DeadLetter) -> Result<(), AwsError> {
+            Ok(())
+        }
+    }
+
+    fn message() -> Received {
+        Received {
+            message_id: "m".into(),
+            receipt_handle: "r".into(),
+            body: String::new(),
+            receive_count: 1,
+            received_at: Instant::now().into_std(),
+        }
+    }
+
+    fn queue(gone_after: usize) -> Arc<Extensions> {
+        Arc::new(Extensions {
+            start: Instant::now(),
+            calls: Mutex::new(Vec::new()),
+            gone_after,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extends_at_half_the_window_until_stopped() {
+        let queue = queue(usize::MAX);
+        let job = Job::new("m", &CancellationToken::new());
+        let beat = Heartbeat::start(
+            queue.clone(),
+            message(),
+            Duration::from_secs(10),
+            job.clone(),
+        );
+        tokio::time::sleep(Duration::from_secs(32)).await;
+        beat.stop().await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            *queue.calls.lock().unwrap(),
+            [(5, 10), (10, 10), (15, 10), (20, 10), (25, 10), (30, 10)]
+        );
+        assert_eq!(job.stopped(), None);
+        // Long windows extend 30 s ahead of the deadline.
+        assert_eq!(margin(Duration::from_secs(600)), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_receipt_handle_stops_the_job() {
+        let queue = queue(2);
+        let job = Job::new("m", &CancellationToken::new());
+        let _beat = Heartbeat::start(
+            queue.clone(),
+            message(),
+            Duration::from_secs(4),
+            job.clone(),
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(*queue.calls.lock().unwrap(), [(2, 4), (4, 4)]);
+        assert_eq!(job.stopped(), Some(StopReason::Lost));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extensions_stop_at_the_visibility_cap() {
+        let queue = queue(usize::MAX);
+        let job = Job::new("m", &CancellationToken::new());
+        let cap = Duration::from_secs(23);
+        let _beat = Heartbeat::start_with_cap(
+            queue.clone(),
+            message(),
+            Duration::from_secs(10),
+            job.clone(),
+            cap,
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // At 15 s only 8 s are left under the cap; at 18 s (8 s later minus the margin) no
+        // meaningful extension is possible.
+        assert_eq!(*queue.calls.lock().unwrap(), [(5, 10), (10, 10), (15, 8)]);
+        assert_eq!(job.stopped(), None);
+    }
+}

@@ -1,0 +1,234 @@
+//! A small TCP proxy on loopback for fault injection between the `lakeworker` binary and
+//! the emulator: point the worker at [`Proxy::url`] instead of the emulator, then cause an
+//! outage ([`Proxy::refuse`]: connections refused, open ones cut), end it
+//! ([`Proxy::restore`]: same port again) or slow responses down
+//! ([`Proxy::throttle_downstream`]).
+//!
+//! Tasks are spawned on the current tokio runtime, so a [`Proxy`] must be started from
+//! inside one (e.g. a `#[tokio::test(flavor = "multi_thread")]`). I/O errors end the
+//! affected connection only; they never panic.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Largest chunk copied at once in either direction.
+const MAX_CHUNK: usize = 16 * 1024;
+/// A throttled chunk is at most this much of the per-second budget (1/20 s).
+const CHUNKS_PER_SECOND: u64 = 20;
+/// Longest single sleep while throttled, so rate changes take effect quickly.
+const MAX_PACING_SLEEP: Duration = Duration::from_millis(50);
+/// How long [`Proxy::restore`] keeps retrying to bind the port.
+const REBIND_FOR: Duration = Duration::from_secs(2);
+
+/// State shared by the proxy handle, its accept loop and its connection tasks.
+struct Shared {
+    /// Where every connection is forwarded.
+    upstream: Vec<SocketAddr>,
+    /// Upstream→client limit in bytes per second per connection; 0 = unlimited.
+    downstream_rate: AtomicU64,
+    /// Connection tasks not yet reaped; aborting one drops both of its sockets.
+    connections: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A TCP proxy listening on `127.0.0.1` and forwarding to one upstream address.
+/// Dropping it stops accepting and cuts every connection (asynchronously: the tasks are
+/// aborted, the sockets close when the runtime drops them).
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// The accept loop, which owns the listening socket; `None` during an outage.
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Proxy {
+    /// Starts a proxy on 127.0.0.1 with a free port, forwarding every connection to
+    /// `upstream` (`"127.0.0.1:PORT"` or `"http://127.0.0.1:PORT"`; the scheme and any
+    /// path are ignored). Panics if the upstream cannot be resolved or no port is free.
+    pub async fn start(upstream: &str) -> Proxy {
+        let authority = upstream
+            .trim()
+            .strip_prefix("http://")
+            .unwrap_or(upstream.trim());
+        let authority = authority.split('/').next().unwrap_or_default();
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host(authority)
+            .await
+            .unwrap_or_else(|e| panic!("proxy upstream {upstream:?}: {e}"))
+            .collect();
+        assert!(
+            !resolved.is_empty(),
+            "proxy upstream {upstream:?} resolves to no address"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy listener on 127.0.0.1");
+        let addr = listener.local_addr().expect("proxy listener address");
+        let shared = Arc::new(Shared {
+            upstream: resolved,
+            downstream_rate: AtomicU64::new(0),
+            connections: Mutex::new(Vec::new()),
+        });
+        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        Proxy {
+            addr,
+            shared,
+            accept: Mutex::new(Some(accept)),
+        }
+    }
+
+    /// `"http://127.0.0.1:PORT"` of the proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Outage: closes the listening socket, so new connections are refused
+    /// (`ECONNREFUSED`), and cuts every open connection. When this returns, the port is
+    /// closed and every connection's sockets are dropped. Idempotent.
+    pub async fn refuse(&self) {
+        let accept = lock(&self.accept).take();
+        if let Some(accept) = accept {
+            accept.abort();
+            // Completes once the task's future, and with it the listener, is dropped.
+            let _ = accept.await;
+        }
+        let connections = std::mem::take(&mut *lock(&self.shared.connections));
+        for connection in &connections {
+            connection.abort();
+        }
+        for connection in connections {
+            let _ = connection.await;
+        }
+    }
+
+    /// End of outage: listens again on the same port and forwards as before. Retries the
+    /// bind for about 2 s (e.g. if the port is briefly held by another socket), then
+    /// panics. Does nothing if the proxy is already listening.
+    pub async fn restore(&self) {
+        if lock(&self.accept)
+            .as_ref()
+            .is_some_and(|a| !a.is_finished())
+        {
+            return;
+        }
+        let deadline = Instant::now() + REBIND_FOR;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("proxy could not listen on {} again: {e}", self.addr),
+            }
+        };
+        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&self.shared)));
+        if let Some(previous) = lock(&self.accept).replace(accept) {
+            previous.abort();
+        }
+    }
+
+    /// Limits the bytes per second flowing from upstream to client, per connection
+    /// (0 = unlimited). Applies to new and existing connections from their next chunk.
+    /// The client→upstream direction is never throttled.
+    pub fn throttle_downstream(&self, bytes_per_second: u64) {
+        self.shared
+            .downstream_rate
+            .store(bytes_per_second, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(accept) = lock(&self.accept).take() {
+            accept.abort();
+        }
+        for connection in lock(&self.shared.connections).drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+/// Locks `mutex`, ignoring poisoning (the data stays consistent: only pushes and takes).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Accepts connections until aborted, forwarding each in its own task.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((client, _)) => {
+                let task = tokio::spawn(forward(client, Arc::clone(&shared)));
+                let mut connections = lock(&shared.connections);
+                connections.retain(|c| !c.is_finished());
+                connections.push(task);
+            }
+            // E.g. out of file descriptors: back off instead of spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Forwards one client connection to the upstream until both directions are finished or
+/// either fails; a failed upstream connect just closes the client connection.
+async fn forward(mut client: TcpStream, shared: Arc<Shared>) {
+    let Ok(mut upstream) = TcpStream::connect(&shared.upstream[..]).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let (mut client_read, mut client_write) = client.split();
+    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let _ = tokio::try_join!(
+        copy(&mut client_read, &mut upstream_write, None),
+        copy(
+            &mut upstream_read,
+            &mut client_write,
+            Some(&shared.downstream_rate)
+        ),
+    );
+}
+
+/// Copies `from` to `to` until end of stream, then shuts `to` down (half-close). With a
+/// `rate`, paces the copy to at most that many bytes per second (0 = unlimited), reading
+/// the rate again for every chunk and while waiting.
+async fn copy<R, W>(from: &mut R, to: &mut W, rate: Option<&AtomicU64>) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let current_rate = || rate.map_or(0, |r| r.load(Ordering::Relaxed));
+    let mut buf = vec![0u8; MAX_CHUNK];
+    loop {
+        let limit = match current_rate() {
+            0 => MAX_CHUNK,
+            bps => usize::try_from(bps / CHUNKS_PER_SECOND)
+                .unwrap_or(MAX_CHUNK)
+                .clamp(1, MAX_CHUNK),
+        };
+        let n = from.read(&mut buf[..limit]).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        // Pay for the chunk: sleep n / rate seconds, in short slices at the current rate.
+        let mut owed = n as f64;
+        while owed > 0.0 {
+            let bps = current_rate();
+            if bps == 0 {
+                break;
+            }
+            let slice = Duration::from_secs_f64(owed / bps as f64)
+                .clamp(Duration::from_millis(1), MAX_PACING_SLEEP);
+            tokio::time::sleep(slice).await;
+            owed -= slice.as_secs_f64() * bps as f64;
+        }
+    }
+}
