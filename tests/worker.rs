@@ -1,7 +1,7 @@
 //! The worker binary against the emulator: every message shape, CSV and JSON lines,
 //! column and ingest-date partitions, keys with spaces, `+` and unicode, user rows in
-//! DynamoDB, and messages that cannot be processed. Parquet output is read back with the
-//! parquet crate and with pyarrow.
+//! DynamoDB. Parquet output is read back with the parquet crate and with pyarrow. Failure
+//! handling is in `faults.rs`.
 
 mod common;
 
@@ -302,71 +302,6 @@ async fn inline_records_are_upserted() {
         env.lake_keys().await.is_empty(),
         "inline records go to DynamoDB only"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unprocessable_messages_are_never_deleted() {
-    // One attempt, then the queue's redrive policy (maxReceiveCount 2) moves them to the
-    // dead-letter queue with their bodies intact.
-    let env = TestEnv::new(
-        "poison",
-        &[
-            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "1"),
-            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "1"),
-        ],
-    )
-    .await
-    .without_notifications()
-    .await;
-    let worker = env.start_worker();
-    let now = "2024-06-01T00:00:00.000Z";
-    let misc = env.put("misc/unknown.csv", b"a,b\n1,2\n").await;
-    let bad_rows = env
-        .put(
-            "users/bad.csv",
-            b"user_id,age,signup_date\nu1,30,2024/01/01\nu2,old,2024/01/01\n,5,2024/01/01\n",
-        )
-        .await;
-    let bodies = [
-        "this is not json".to_owned(),
-        json!({"hello": "world"}).to_string(),
-        s3_event(&env.landing, "misc/unknown.csv", &misc, now).to_string(),
-        s3_event("some-other-bucket", "users/a.csv", "e", now).to_string(),
-        s3_event(&env.landing, "users/bad.csv", &bad_rows, now).to_string(),
-        json!({"dataset": "nope", "records": []}).to_string(),
-        json!({"dataset": "events", "records": [{"event_id": "x"}]}).to_string(),
-    ];
-    for body in &bodies {
-        env.send(body).await;
-    }
-    wait_for("every message in the DLQ", WAIT, || async {
-        env.depth(&env.dlq_url).await == bodies.len() as u64
-    })
-    .await;
-    let mut dead = env.dead_letters().await;
-    dead.sort();
-    let mut expected = bodies.to_vec();
-    expected.sort();
-    assert_eq!(dead, expected, "bodies reach the DLQ unchanged");
-    assert!(
-        env.lake_keys().await.is_empty(),
-        "a file with bad rows is not written"
-    );
-    assert!(env.users().await.is_empty());
-
-    let log = worker.log();
-    for reason in [
-        "bad message body: body is not JSON",
-        "body is not a known message shape (keys: hello)",
-        "misc/unknown.csv: no dataset matches the key",
-        "bucket \\\"some-other-bucket\\\" is not the landing bucket",
-        "2 of 3 rows rejected: line 3, column age: \\\"old\\\" is not a 64-bit integer; line 4, column user_id: required value is missing",
-        "inline records name dataset \\\"nope\\\", which is not configured",
-        "inline records for dataset \\\"events\\\": the dataset has no records_table",
-    ] {
-        assert!(log.contains(reason), "log lacks {reason:?}:\n{log}");
-    }
-    assert!(log.contains("\"error_class\":\"permanent\""), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

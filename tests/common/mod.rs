@@ -233,7 +233,55 @@ impl TestEnv {
     }
 
     pub fn start_worker(&self) -> Worker {
-        Worker::start(self)
+        Worker::start(self, &[])
+    }
+
+    /// A worker with extra `LAKEWORKER__…` settings, e.g. an endpoint behind a proxy.
+    pub fn start_worker_with(&self, extra: &[(&str, &str)]) -> Worker {
+        Worker::start(self, extra)
+    }
+
+    /// The ledger records of one object (newest version first).
+    pub async fn ledger(&self, key: &str) -> Vec<lakeworker::ledger::LedgerRecord> {
+        lakeworker::aws::ledger::DynamoLedger::new(
+            self.clients.dynamodb.clone(),
+            self.ledger_table.clone(),
+        )
+        .history(&format!("s3://{}/{key}", self.landing))
+        .await
+        .expect("ledger history")
+    }
+
+    /// Messages in the dead-letter queue with their `lakeworker.*` attributes, received
+    /// and hidden for a minute (so each is returned once).
+    pub async fn dead_letters_with_attributes(&self) -> Vec<(String, HashMap<String, String>)> {
+        let mut letters = Vec::new();
+        loop {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("receive DLQ");
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return letters;
+            }
+            for m in messages {
+                let attributes = m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+                    .collect();
+                letters.push((m.body.unwrap_or_default(), attributes));
+            }
+        }
     }
 
     pub async fn put(&self, key: &str, body: &[u8]) -> String {
@@ -420,12 +468,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn start(env: &TestEnv) -> Worker {
+    fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Worker {
         let log = env.dir.path().join(format!("worker-{}.log", unique("log")));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(BIN)
             .args(["run", "--config", env.config_str()])
             .envs(env.env_pairs())
+            .envs(extra.iter().copied())
             .stdout(file.try_clone().expect("dup log"))
             .stderr(file)
             .spawn()
@@ -439,6 +488,26 @@ impl Worker {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The JSON log lines whose message is `message`.
+    pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["fields"]["message"] == message)
+            .collect()
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("poll worker").is_none()
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit.

@@ -1,0 +1,493 @@
+//! Fault tests: the worker under at-least-once delivery, crashes, long jobs, outages and
+//! poison messages, against the emulator. A TCP proxy between worker and emulator slows
+//! downloads (long jobs) or refuses connections (outages).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::*;
+use lakeworker::ledger::Status;
+
+const NOW: &str = "2024-06-01T00:00:00.000Z";
+
+/// An orders CSV of `rows` rows over two days (about 50 bytes a row).
+fn orders_csv(rows: usize) -> Vec<u8> {
+    let mut csv = String::from("order_id,user_id,total,paid,ordered_at\n");
+    for i in 0..rows {
+        let day = 1 + i % 2;
+        csv.push_str(&format!(
+            "o-{i:07},u-{},{}.25,{},2024-05-0{day}T12:00:00Z\n",
+            i % 97,
+            i % 500,
+            i % 3 == 0
+        ));
+    }
+    csv.into_bytes()
+}
+
+/// A users CSV with `rows` rows and `distinct` distinct user ids.
+fn users_csv(rows: usize, distinct: usize) -> Vec<u8> {
+    let mut csv = String::from("user_id,email,age,signup_date\n");
+    for i in 0..rows {
+        let id = i % distinct;
+        csv.push_str(&format!(
+            "u-{id:05},user{id}@example.com,{},2024/05/0{}\n",
+            20 + i % 50,
+            1 + id % 3
+        ));
+    }
+    csv.into_bytes()
+}
+
+fn part_keys(env: &TestEnv, key: &str, etag: &str, partition: &str, days: &[&str]) -> Vec<String> {
+    let id = lakeworker::lake::object_id(&lakeworker::envelope::ObjectRef {
+        bucket: env.landing.clone(),
+        key: key.into(),
+        size: None,
+        etag: Some(etag.into()),
+        version_id: None,
+        event_time: None,
+    });
+    let dataset = key.split('/').next().unwrap();
+    days.iter()
+        .map(|d| format!("curated/{dataset}/{partition}={d}/part-{id}.parquet"))
+        .collect()
+}
+
+async fn wait_claimed(env: &TestEnv, key: &str) {
+    wait_for("the object to be claimed", WAIT, || async {
+        env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Processing)
+    })
+    .await;
+}
+
+fn seconds_between(start: &Option<String>, end: &Option<String>) -> f64 {
+    let parse =
+        |t: &Option<String>| chrono::DateTime::parse_from_rfc3339(t.as_deref().unwrap()).unwrap();
+    (parse(end) - parse(start)).as_seconds_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_the_visibility_timeout_runs_once() {
+    let env = TestEnv::new(
+        "long",
+        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")],
+    )
+    .await
+    .without_notifications()
+    .await;
+    let proxy = Proxy::start(&endpoint()).await;
+    // About 1.1 MB at 150 kB/s: a download of 7 s or more, over three visibility windows.
+    proxy.throttle_downstream(150_000);
+    let worker = env.start_worker_with(&[("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url())]);
+    let key = "orders/long.csv";
+    let etag = env.put(key, &orders_csv(22_000)).await;
+    env.send(&s3_event(&env.landing, key, &etag, NOW).to_string())
+        .await;
+
+    let keys = env.wait_lake_keys(2).await;
+    env.wait_drained().await;
+    assert_eq!(
+        keys,
+        part_keys(
+            &env,
+            key,
+            &etag,
+            "ordered_at_date",
+            &["2024-05-01", "2024-05-02"]
+        )
+    );
+    let ledger = env.ledger(key).await;
+    assert_eq!(ledger.len(), 1);
+    let record = &ledger[0];
+    assert_eq!(
+        (record.status, record.attempts),
+        (Some(Status::Done), 1),
+        "one claim"
+    );
+    assert_eq!(record.rows_written, Some(22_000));
+    let took = seconds_between(&record.started_at, &record.finished_at);
+    assert!(
+        took >= 6.0,
+        "the scenario needs a job of 3 visibility windows; it took {took:.1} s"
+    );
+
+    let handled = worker.events("message handled");
+    assert_eq!(handled.len(), 1, "received and handled once: {handled:?}");
+    assert!(
+        !worker.log().contains("\"attempt\":2"),
+        "the message was never received twice"
+    );
+    assert!(
+        worker.events("visibility extended").len() >= 3,
+        "the heartbeat kept it invisible"
+    );
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_job_is_finished_by_the_next_worker() {
+    let env = TestEnv::new(
+        "crash",
+        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")],
+    )
+    .await
+    .without_notifications()
+    .await;
+    let proxy = Proxy::start(&endpoint()).await;
+    proxy.throttle_downstream(20_000);
+    let first = env.start_worker_with(&[("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url())]);
+    let key = "users/crash.csv";
+    let etag = env.put(key, &users_csv(3000, 1200)).await;
+    env.send(&s3_event(&env.landing, key, &etag, NOW).to_string())
+        .await;
+    wait_claimed(&env, key).await;
+    first.kill();
+
+    let second = env.start_worker();
+    wait_for("the ledger to say done", WAIT, || async {
+        env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
+    })
+    .await;
+    env.wait_drained().await;
+    let days = ["2024-05-01", "2024-05-02", "2024-05-03"];
+    assert_eq!(
+        env.lake_keys().await,
+        part_keys(&env, key, &etag, "signup_date", &days),
+        "one set of outputs"
+    );
+    assert_eq!(env.users().await.len(), 1200, "one row per distinct key");
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+    assert_eq!(
+        env.ledger(key).await[0].attempts,
+        2,
+        "the crashed claim expired and was taken over"
+    );
+    assert_eq!(second.events("message handled").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_message_at_once() {
+    let env = TestEnv::new(
+        "sigterm",
+        &[
+            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "60"),
+            ("LAKEWORKER__WORKER__SHUTDOWN_GRACE_SECONDS", "1"),
+        ],
+    )
+    .await
+    .without_notifications()
+    .await;
+    let proxy = Proxy::start(&endpoint()).await;
+    proxy.throttle_downstream(10_000);
+    let worker = env.start_worker_with(&[("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url())]);
+    let key = "orders/slow.csv";
+    let etag = env.put(key, &orders_csv(5_000)).await;
+    env.send(&s3_event(&env.landing, key, &etag, NOW).to_string())
+        .await;
+    wait_claimed(&env, key).await;
+
+    let started = Instant::now();
+    let status = worker.terminate(Duration::from_secs(6 + 5));
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took <= Duration::from_secs(1 + 5),
+        "exit within grace + 5 s, took {took:?}"
+    );
+    // Visible again at once, long before its 60 s visibility timeout would end.
+    let visible = env
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&env.queue_url)
+        .visibility_timeout(0)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(
+        visible.len(),
+        1,
+        "the message is visible right after the exit"
+    );
+    let record = &env.ledger(key).await[0];
+    assert_eq!(record.status, Some(Status::Failed));
+    assert_eq!(record.lease_expires_at, None, "the claim was released");
+    assert!(env.lake_keys().await.is_empty());
+
+    let _next = env.start_worker();
+    let keys = env.wait_lake_keys(2).await;
+    env.wait_drained().await;
+    assert_eq!(
+        keys,
+        part_keys(
+            &env,
+            key,
+            &etag,
+            "ordered_at_date",
+            &["2024-05-01", "2024-05-02"]
+        )
+    );
+    assert_eq!(env.ledger(key).await[0].status, Some(Status::Done));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_event_is_processed_once() {
+    let env = TestEnv::new(
+        "dup",
+        &[
+            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "4"),
+            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
+        ],
+    )
+    .await
+    .without_notifications()
+    .await;
+    let worker = env.start_worker();
+    let key = "users/dup.csv";
+    let etag = env.put(key, &users_csv(500, 400)).await;
+    let event = s3_event(&env.landing, key, &etag, NOW).to_string();
+    for _ in 0..3 {
+        env.send(&event).await;
+    }
+    env.wait_lake_keys(3).await;
+    env.wait_drained().await;
+    assert_eq!(worker.events("object converted").len(), 1, "converted once; log:\n{}", worker.log());
+    assert_eq!(
+        worker.events("message handled").len(),
+        3,
+        "all three deleted"
+    );
+    let record = &env.ledger(key).await[0];
+    assert_eq!((record.status, record.attempts), (Some(Status::Done), 1));
+    assert_eq!(env.users().await.len(), 400);
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_outage_loses_nothing() {
+    let env = TestEnv::new(
+        "outage",
+        &[
+            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5"),
+            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
+            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "20"),
+        ],
+    )
+    .await;
+    let proxy = Proxy::start(&endpoint()).await;
+    let mut worker = env.start_worker_with(&[("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url())]);
+    for i in 0..3 {
+        env.put(&format!("orders/before-{i}.csv"), &orders_csv(100))
+            .await;
+    }
+    env.wait_lake_keys(6).await;
+
+    // A slow object is mid-download when the endpoint goes away for 10 s.
+    proxy.throttle_downstream(20_000);
+    env.put("orders/during.csv", &orders_csv(4_000)).await;
+    wait_claimed(&env, "orders/during.csv").await;
+    proxy.refuse().await;
+    for i in 0..3 {
+        env.put(&format!("orders/after-{i}.csv"), &orders_csv(100))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(worker.is_running(), "the worker survives the outage");
+    proxy.throttle_downstream(0);
+    proxy.restore().await;
+
+    let keys = env.wait_lake_keys(14).await;
+    env.wait_drained().await;
+    assert_eq!(keys.len(), 14, "7 objects × 2 partitions: {keys:#?}");
+    assert_eq!(env.depth(&env.dlq_url).await, 0, "nothing dead-lettered");
+    assert_eq!(
+        env.ledger("orders/during.csv").await[0].status,
+        Some(Status::Done)
+    );
+    assert!(
+        worker.log().contains("receive failed"),
+        "the outage was seen"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
+    let env = TestEnv::new(
+        "poison",
+        &[
+            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "2"),
+            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
+        ],
+    )
+    .await
+    .without_notifications()
+    .await;
+    let worker = env.start_worker();
+    let misc = env.put("misc/unknown.csv", b"a,b\n1,2\n").await;
+    let bad_rows = env
+        .put(
+            "users/bad.csv",
+            b"user_id,age,signup_date\nu1,30,2024/01/01\nu2,old,2024/01/01\n,5,2024/01/01\n",
+        )
+        .await;
+    let cases = [
+        ("this is not json".to_owned(), "permanent", "bad message body: body is not JSON"),
+        (
+            serde_json::json!({"hello": "world"}).to_string(),
+            "permanent",
+            "body is not a known message shape (keys: hello)",
+        ),
+        (
+            s3_event(&env.landing, "misc/unknown.csv", &misc, NOW).to_string(),
+            "permanent",
+            "misc/unknown.csv: no dataset matches the key",
+        ),
+        (
+            s3_event("some-other-bucket", "users/a.csv", "e", NOW).to_string(),
+            "permanent",
+            "bucket \"some-other-bucket\" is not the landing bucket",
+        ),
+        (
+            s3_event(&env.landing, "users/missing.csv", "e", NOW).to_string(),
+            "permanent",
+            "gave up after 2 attempts: object s3://",
+        ),
+        (
+            s3_event(&env.landing, "users/bad.csv", &bad_rows, NOW).to_string(),
+            "permanent",
+            "2 of 3 rows rejected: line 3, column age: \"old\" is not a 64-bit integer; line 4, column user_id: required value is missing",
+        ),
+        (
+            serde_json::json!({"dataset": "nope", "records": []}).to_string(),
+            "permanent",
+            "inline records name dataset \"nope\", which is not configured",
+        ),
+    ];
+    for (body, _, _) in &cases {
+        env.send(body).await;
+    }
+    wait_for("every message in the DLQ", WAIT, || async {
+        env.depth(&env.dlq_url).await == cases.len() as u64
+    })
+    .await;
+    env.wait_drained().await;
+    let letters = env.dead_letters_with_attributes().await;
+    assert_eq!(letters.len(), cases.len());
+    for (body, class, reason) in &cases {
+        let (_, attributes) = letters
+            .iter()
+            .find(|(b, _)| b == body)
+            .unwrap_or_else(|| panic!("{body} not dead-lettered unchanged"));
+        assert_eq!(attributes["lakeworker.error_class"], *class, "{body}");
+        assert!(
+            attributes["lakeworker.error"].contains(reason),
+            "{body}: {attributes:?}"
+        );
+        assert_eq!(attributes["lakeworker.source_queue"], env.queue_url);
+        assert!(
+            attributes["lakeworker.failed_at"].starts_with("20"),
+            "{attributes:?}"
+        );
+        let attempts: u32 = attributes["lakeworker.attempts"].parse().unwrap();
+        assert!(attempts >= 1);
+    }
+    assert!(
+        env.lake_keys().await.is_empty(),
+        "a file with bad rows is not written"
+    );
+    assert!(env.users().await.is_empty());
+    let bad = &env.ledger("users/bad.csv").await[0];
+    assert_eq!(bad.status, Some(Status::Failed));
+    assert!(bad.last_error.as_deref().unwrap().contains("rows rejected"));
+    assert!(worker.log().contains("\"error_class\":\"permanent\""));
+
+    // `status --failed` lists what failed, newest first.
+    let out = env.cli(&["status", "--config", env.config_str(), "--failed"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&format!("s3://{}/users/bad.csv", env.landing)),
+        "{listed}"
+    );
+    assert!(listed.contains("users/missing.csv"), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_brings_dead_letters_back_once_fixed() {
+    let env = TestEnv::new(
+        "redrive",
+        &[
+            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "1"),
+            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
+        ],
+    )
+    .await
+    .without_notifications()
+    .await;
+    let _worker = env.start_worker();
+    // The event arrives before its object (say, a replica lagging behind).
+    let body = users_csv(20, 20);
+    let key = "users/late.csv";
+    let probe = env.put("users/probe.csv", &body).await;
+    env.send(&s3_event(&env.landing, key, &probe, NOW).to_string())
+        .await;
+    wait_for("the dead letter", WAIT, || async {
+        env.depth(&env.dlq_url).await == 1
+    })
+    .await;
+
+    let dry = env.cli(&["redrive", "--config", env.config_str(), "--dry-run"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let listed = String::from_utf8_lossy(&dry.stdout);
+    assert!(listed.contains("error_class: permanent"), "{listed}");
+    assert!(listed.contains("does not exist"), "{listed}");
+    assert!(
+        listed.contains("1 message(s) in the dead-letter queue (dry run: nothing moved)"),
+        "{listed}"
+    );
+    assert_eq!(env.depth(&env.dlq_url).await, 1, "a dry run moves nothing");
+
+    // The cause is fixed: the object lands (same content, so the same ETag).
+    assert_eq!(env.put(key, &body).await, probe);
+    let moved = env.cli(&["redrive", "--config", env.config_str()]);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert!(String::from_utf8_lossy(&moved.stdout).starts_with("moved 1 message(s)"));
+    wait_for("the ledger to say done", WAIT, || async {
+        env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
+    })
+    .await;
+    env.wait_drained().await;
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+    assert_eq!(env.users().await.len(), 20);
+
+    let out = env.cli(&[
+        "status",
+        "--config",
+        env.config_str(),
+        &format!("s3://{}/{key}", env.landing),
+    ]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains(": done, 2 attempt(s)"), "{shown}");
+    assert!(
+        shown.contains("rows: 20 in, 20 written, 0 rejected"),
+        "{shown}"
+    );
+}
