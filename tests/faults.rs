@@ -86,6 +86,15 @@ async fn a_job_longer_than_the_visibility_timeout_runs_once() {
     let etag = env.put(key, &orders_csv(22_000)).await;
     env.send(&s3_event(&env.landing, key, &etag, NOW).to_string())
         .await;
+    wait_claimed(&env, key).await;
+    // Two lease lengths later the claim is still live: it is being renewed.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let record = &env.ledger(key).await[0];
+    assert_eq!(record.status, Some(Status::Processing));
+    assert!(
+        record.lease_expires_at.unwrap() > chrono::Utc::now(),
+        "{record:?}"
+    );
 
     let keys = env.wait_lake_keys(2).await;
     env.wait_drained().await;
@@ -257,7 +266,12 @@ async fn a_duplicated_event_is_processed_once() {
     }
     env.wait_lake_keys(3).await;
     env.wait_drained().await;
-    assert_eq!(worker.events("object converted").len(), 1, "converted once; log:\n{}", worker.log());
+    assert_eq!(
+        worker.events("object converted").len(),
+        1,
+        "converted once; log:\n{}",
+        worker.log()
+    );
     assert_eq!(
         worker.events("message handled").len(),
         3,
@@ -394,6 +408,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
             attributes["lakeworker.failed_at"].starts_with("20"),
             "{attributes:?}"
         );
+        assert!(!attributes["lakeworker.message_id"].is_empty());
         let attempts: u32 = attributes["lakeworker.attempts"].parse().unwrap();
         assert!(attempts >= 1);
     }
@@ -420,6 +435,20 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
         "{listed}"
     );
     assert!(listed.contains("users/missing.csv"), "{listed}");
+    let one = env.cli(&[
+        "status",
+        "--config",
+        env.config_str(),
+        "--failed",
+        "--limit",
+        "1",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&one.stdout)
+            .matches("attempt(s)")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +475,14 @@ async fn redrive_brings_dead_letters_back_once_fixed() {
     })
     .await;
 
-    let dry = env.cli(&["redrive", "--config", env.config_str(), "--dry-run"]);
+    let dry = env.cli(&[
+        "redrive",
+        "--config",
+        env.config_str(),
+        "--dry-run",
+        "--max",
+        "5",
+    ]);
     assert!(
         dry.status.success(),
         "{}",

@@ -155,11 +155,13 @@ mod tests {
     use crate::aws::{AwsError, DeadLetter};
     use std::sync::Mutex;
 
-    /// Records extensions as (seconds since start, extension); can be told the message is gone.
+    /// Records extensions as (seconds since start, extension); can be told the message is
+    /// gone, or to fail a number of calls first.
     struct Extensions {
         start: Instant,
         calls: Mutex<Vec<(u64, u64)>>,
         gone_after: usize,
+        failures: Mutex<u32>,
     }
 
     impl Queue for Extensions {
@@ -170,6 +172,17 @@ mod tests {
             Ok(Vec::new())
         }
         async fn change_visibility(&self, _: &Received, timeout: Duration) -> Result<(), AwsError> {
+            {
+                let mut failures = self.failures.lock().unwrap();
+                if *failures > 0 {
+                    *failures -= 1;
+                    return Err(AwsError::new(
+                        "SQS ChangeMessageVisibility",
+                        AwsErrorKind::Transient,
+                        "throttled",
+                    ));
+                }
+            }
             let mut calls = self.calls.lock().unwrap();
             if calls.len() >= self.gone_after {
                 return Err(AwsError::new(
@@ -201,7 +214,25 @@ mod tests {
             start: Instant::now(),
             calls: Mutex::new(Vec::new()),
             gone_after,
+            failures: Mutex::new(0),
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_extensions_are_retried_every_second() {
+        let queue = queue(usize::MAX);
+        *queue.failures.lock().unwrap() = 2;
+        let job = Job::new("m", &CancellationToken::new());
+        let beat = Heartbeat::start(
+            queue.clone(),
+            message(),
+            Duration::from_secs(10),
+            job.clone(),
+        );
+        tokio::time::sleep(Duration::from_secs(13)).await;
+        beat.stop().await;
+        // Failed at 5 and 6 s, extended at 7 s, next at 7 + 10 - 5 = 12 s.
+        assert_eq!(*queue.calls.lock().unwrap(), [(7, 10), (12, 10)]);
     }
 
     #[tokio::test(start_paused = true)]
