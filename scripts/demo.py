@@ -80,6 +80,15 @@ def run(endpoint, config_path, timeout=120):
             count = dynamodb.scan(TableName=table, Select="COUNT")["Count"]
             print(f"  {table}: {count} rows (dataset {dataset['name']}, key {dataset['records_key']})")
 
+    ledger = config["ledger"]["table"]
+    statuses = {}
+    for page in dynamodb.get_paginator("scan").paginate(TableName=ledger):
+        for item in page["Items"]:
+            status = item.get("status", {}).get("S", "?")
+            statuses[status] = statuses.get(status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "empty"
+    print(f"\nledger {ledger}: {summary}")
+
     dead = int(sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
     print(f"\ndead-letter queue: {dead} message(s)")
 

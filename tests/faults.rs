@@ -71,21 +71,17 @@ fn seconds_between(start: &Option<String>, end: &Option<String>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_longer_than_the_visibility_timeout_runs_once() {
-    let env = TestEnv::new(
+    let env = TestEnv::quiet(
         "long",
         &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")],
     )
-    .await
-    .without_notifications()
     .await;
     let proxy = Proxy::start(&endpoint()).await;
     // About 1.1 MB at 150 kB/s: a download of 7 s or more, over three visibility windows.
     proxy.throttle_downstream(150_000);
-    let worker = env.start_worker_with(&[("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url())]);
+    let worker = env.start_worker_via(&proxy);
     let key = "orders/long.csv";
-    let etag = env.put(key, &orders_csv(22_000)).await;
-    env.send(&s3_event(&env.landing, key, &etag, NOW).to_string())
-        .await;
+    let etag = env.put_and_announce(key, &orders_csv(22_000)).await;
     wait_claimed(&env, key).await;
     // Two lease lengths later the claim is still live: it is being renewed.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -138,20 +134,16 @@ async fn a_job_longer_than_the_visibility_timeout_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_job_is_finished_by_the_next_worker() {
-    let env = TestEnv::new(
+    let env = TestEnv::quiet(
         "crash",
         &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")],
     )
-    .await
-    .without_notifications()
     .await;
     let proxy = Proxy::start(&endpoint()).await;
     proxy.throttle_downstream(20_000);
-    let first = env.start_worker_with(&[("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url())]);
+    let first = env.start_worker_via(&proxy);
     let key = "users/crash.csv";
-    let etag = env.put(key, &users_csv(3000, 1200)).await;
-    env.send(&s3_event(&env.landing, key, &etag, NOW).to_string())
-        .await;
+    let etag = env.put_and_announce(key, &users_csv(3000, 1200)).await;
     wait_claimed(&env, key).await;
     first.kill();
 
@@ -179,23 +171,19 @@ async fn a_crash_mid_job_is_finished_by_the_next_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_message_at_once() {
-    let env = TestEnv::new(
+    let env = TestEnv::quiet(
         "sigterm",
         &[
             ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "60"),
             ("LAKEWORKER__WORKER__SHUTDOWN_GRACE_SECONDS", "1"),
         ],
     )
-    .await
-    .without_notifications()
     .await;
     let proxy = Proxy::start(&endpoint()).await;
     proxy.throttle_downstream(10_000);
-    let worker = env.start_worker_with(&[("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url())]);
+    let worker = env.start_worker_via(&proxy);
     let key = "orders/slow.csv";
-    let etag = env.put(key, &orders_csv(5_000)).await;
-    env.send(&s3_event(&env.landing, key, &etag, NOW).to_string())
-        .await;
+    let etag = env.put_and_announce(key, &orders_csv(5_000)).await;
     wait_claimed(&env, key).await;
 
     let started = Instant::now();
@@ -247,15 +235,13 @@ async fn sigterm_releases_the_message_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicated_event_is_processed_once() {
-    let env = TestEnv::new(
+    let env = TestEnv::quiet(
         "dup",
         &[
             ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "4"),
             ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
         ],
     )
-    .await
-    .without_notifications()
     .await;
     let worker = env.start_worker();
     let key = "users/dup.csv";
@@ -295,7 +281,7 @@ async fn an_endpoint_outage_loses_nothing() {
     )
     .await;
     let proxy = Proxy::start(&endpoint()).await;
-    let mut worker = env.start_worker_with(&[("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url())]);
+    let mut worker = env.start_worker_via(&proxy);
     for i in 0..3 {
         env.put(&format!("orders/before-{i}.csv"), &orders_csv(100))
             .await;
@@ -332,15 +318,13 @@ async fn an_endpoint_outage_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
-    let env = TestEnv::new(
+    let env = TestEnv::quiet(
         "poison",
         &[
             ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "2"),
             ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
         ],
     )
-    .await
-    .without_notifications()
     .await;
     let worker = env.start_worker();
     let misc = env.put("misc/unknown.csv", b"a,b\n1,2\n").await;
@@ -453,15 +437,13 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_brings_dead_letters_back_once_fixed() {
-    let env = TestEnv::new(
+    let env = TestEnv::quiet(
         "redrive",
         &[
             ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "1"),
             ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
         ],
     )
-    .await
-    .without_notifications()
     .await;
     let _worker = env.start_worker();
     // The event arrives before its object (say, a replica lagging behind).

@@ -123,10 +123,7 @@ async fn users_csv_lands_in_date_partitions_and_dynamodb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonl_ingest_date_comes_from_the_event_and_keys_are_decoded() {
-    let env = TestEnv::new("events", &[])
-        .await
-        .without_notifications()
-        .await;
+    let env = TestEnv::quiet("events", &[]).await;
     let _worker = env.start_worker();
     let key = "events/2024/a b+c ü%.jsonl";
     let etag = env.put(key, &example("events/2024/clicks.jsonl")).await;
@@ -182,10 +179,7 @@ async fn jsonl_ingest_date_comes_from_the_event_and_keys_are_decoded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_eventbridge_and_multi_record_messages() {
-    let env = TestEnv::new("shapes", &[])
-        .await
-        .without_notifications()
-        .await;
+    let env = TestEnv::quiet("shapes", &[]).await;
     let _worker = env.start_worker();
     let orders = example("orders/orders-2024-05.csv");
     let via_sns = env.put("orders/via-sns.csv", &orders).await;
@@ -259,10 +253,7 @@ async fn sns_eventbridge_and_multi_record_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_records_are_upserted() {
-    let env = TestEnv::new("inline", &[])
-        .await
-        .without_notifications()
-        .await;
+    let env = TestEnv::quiet("inline", &[]).await;
     let _worker = env.start_worker();
     env.send(&String::from_utf8(example("messages/users-inline.json")).unwrap())
         .await;
@@ -306,10 +297,7 @@ async fn inline_records_are_upserted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overwritten_object_is_processed_by_its_newest_event_only() {
-    let env = TestEnv::new("superseded", &[])
-        .await
-        .without_notifications()
-        .await;
+    let env = TestEnv::quiet("superseded", &[]).await;
     let worker = env.start_worker();
     let now = "2024-06-01T00:00:00.000Z";
     let old = env

@@ -210,7 +210,7 @@ impl TestEnv {
     }
 
     /// Removes the landing bucket's notification, so a test alone decides what is sent.
-    pub async fn without_notifications(self) -> Self {
+    async fn without_notifications(self) -> Self {
         self.clients
             .s3
             .put_bucket_notification_configuration()
@@ -232,13 +232,30 @@ impl TestEnv {
         self
     }
 
-    pub fn start_worker(&self) -> Worker {
-        Worker::start(self, &[])
+    /// [`TestEnv::new`] without the landing bucket's notification: the test alone decides
+    /// which messages the queue gets.
+    pub async fn quiet(tag: &str, overrides: &[(&str, &str)]) -> TestEnv {
+        TestEnv::new(tag, overrides)
+            .await
+            .without_notifications()
+            .await
     }
 
-    /// A worker with extra `LAKEWORKER__…` settings, e.g. an endpoint behind a proxy.
-    pub fn start_worker_with(&self, extra: &[(&str, &str)]) -> Worker {
-        Worker::start(self, extra)
+    /// Puts an object and sends the S3 event that announces it; returns its ETag.
+    pub async fn put_and_announce(&self, key: &str, body: &[u8]) -> String {
+        let etag = self.put(key, body).await;
+        let event = s3_event(&self.landing, key, &etag, "2024-06-01T00:00:00.000Z");
+        self.send(&event.to_string()).await;
+        etag
+    }
+
+    /// A worker that reaches AWS through `proxy`.
+    pub fn start_worker_via(&self, proxy: &proxy::Proxy) -> Worker {
+        Worker::start(self, &[("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url())])
+    }
+
+    pub fn start_worker(&self) -> Worker {
+        Worker::start(self, &[])
     }
 
     /// The ledger records of one object (newest version first).
@@ -436,28 +453,6 @@ impl TestEnv {
                 )
             })
             .collect()
-    }
-
-    /// Receives (and returns the bodies of) everything in the dead-letter queue.
-    pub async fn dead_letters(&self) -> Vec<String> {
-        let mut bodies = Vec::new();
-        loop {
-            let out = self
-                .clients
-                .sqs
-                .receive_message()
-                .queue_url(&self.dlq_url)
-                .max_number_of_messages(10)
-                .visibility_timeout(60)
-                .send()
-                .await
-                .expect("receive DLQ");
-            let messages = out.messages.unwrap_or_default();
-            if messages.is_empty() {
-                return bodies;
-            }
-            bodies.extend(messages.into_iter().filter_map(|m| m.body));
-        }
     }
 }
 
