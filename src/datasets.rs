@@ -32,6 +32,93 @@ pub enum Partition {
     TimestampColumn { index: usize },
 }
 
+/// How CSV files of a dataset are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    pub delimiter: u8,
+    /// `None` turns quoting off.
+    pub quote: Option<u8>,
+    /// `None` means quotes inside quoted fields are doubled (RFC 4180).
+    pub escape: Option<u8>,
+    pub header: Header,
+    /// Lines skipped before the header (or the first row).
+    pub skip_rows: u64,
+    /// Lines starting with this byte are skipped.
+    pub comment: Option<u8>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: b',',
+            quote: Some(b'"'),
+            escape: None,
+            header: Header::FirstRow,
+            skip_rows: 0,
+            comment: None,
+        }
+    }
+}
+
+/// Where a CSV file's column names come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Header {
+    FirstRow,
+    /// The file has no header row; these are its columns, in order.
+    Names(Vec<String>),
+}
+
+/// What to do with columns (CSV) or keys (JSON lines) the dataset does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraColumns {
+    Ignore,
+    /// Kept as one JSON object per row in the `_extra` string column.
+    Keep,
+    /// A CSV header with unknown columns rejects the file; a JSON line with unknown keys is
+    /// a bad row.
+    Reject,
+}
+
+/// What a file with bad rows becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalid {
+    /// Good rows go on; bad rows go to the quarantine (unless there are too many).
+    QuarantineRows,
+    /// Any bad row rejects the whole file.
+    RejectFile,
+}
+
+/// Validation and size limits of a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub on_invalid: OnInvalid,
+    /// Above this share of bad rows, the whole file is rejected.
+    pub max_invalid_fraction: f64,
+    pub extra_columns: ExtraColumns,
+    /// Column indexes whose values together must be unique within a file (empty: no check).
+    pub unique_key: Vec<usize>,
+    /// Larger objects are rejected without being downloaded.
+    pub max_object_bytes: u64,
+    /// A longer row (CSV record or JSON line) is a bad row; it is never held in memory.
+    pub max_row_bytes: usize,
+    /// A CSV header with more columns rejects the file.
+    pub max_columns: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            on_invalid: OnInvalid::QuarantineRows,
+            max_invalid_fraction: 0.1,
+            extra_columns: ExtraColumns::Ignore,
+            unique_key: Vec::new(),
+            max_object_bytes: 100 * 1024 * 1024 * 1024,
+            max_row_bytes: 1024 * 1024,
+            max_columns: 1000,
+        }
+    }
+}
+
 /// Where a user dataset's rows are upserted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordsTarget {
@@ -51,6 +138,8 @@ pub struct Dataset {
     pub partition: Partition,
     pub columns: Vec<Column>,
     pub records: Option<RecordsTarget>,
+    pub csv: CsvOptions,
+    pub policy: Policy,
 }
 
 impl Dataset {
@@ -136,6 +225,27 @@ pub fn compile_glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
         .compile_matcher())
 }
 
+/// Datasets for unit tests.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    /// A dataset over `columns` with default CSV options and policy.
+    pub fn dataset(format: FileFormat, partition: Partition, columns: Vec<Column>) -> Dataset {
+        Dataset {
+            name: "users".into(),
+            pattern: "**".into(),
+            matcher: compile_glob("**").unwrap(),
+            format,
+            partition,
+            columns,
+            records: None,
+            csv: CsvOptions::default(),
+            policy: Policy::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +259,8 @@ mod tests {
             partition: Partition::IngestDate,
             columns: vec![],
             records: None,
+            csv: CsvOptions::default(),
+            policy: Policy::default(),
         }
     }
 

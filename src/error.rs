@@ -43,13 +43,8 @@ pub enum JobError {
     UnknownDataset(String),
     #[error("inline records for dataset {0:?}: the dataset has no records_table")]
     NoRecordsTable(String),
-    #[error("{what}: {rejected} of {rows} rows rejected: {summary}")]
-    Rejected {
-        what: String,
-        rows: u64,
-        rejected: u64,
-        summary: String,
-    },
+    #[error("{what}: {reason}")]
+    Rejected { what: String, reason: String },
     #[error("{what}: {source}")]
     Convert {
         what: String,

@@ -10,6 +10,8 @@ use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::convert::SourceFailed;
+
 /// Why a job was stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -78,7 +80,7 @@ impl<R: Read> StoppableReader<R> {
 impl<R: Read> Read for StoppableReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.token.is_cancelled() {
-            return Err(io::Error::other("the job was stopped"));
+            return Err(SourceFailed::io("the job was stopped"));
         }
         self.inner.read(buf)
     }

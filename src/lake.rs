@@ -1,8 +1,14 @@
-//! Lake layout: where a converted part goes. Pure functions, so a retry computes the same
-//! keys and overwrites its own earlier attempt instead of adding a duplicate.
+//! Lake layout: where a converted part or a quarantined row or file goes. Pure functions,
+//! so a retry computes the same keys and overwrites its own earlier attempt instead of
+//! adding a duplicate.
 //!
-//! `{prefix}/{dataset}/{partition}={YYYY-MM-DD}/part-{id}.parquet`, with `id` derived from
-//! the source bucket, key and version (version id, else ETag).
+//! - parts: `{prefix}/{dataset}/{partition}={YYYY-MM-DD}/part-{id}.parquet`
+//! - bad rows: `{quarantine_prefix}/{dataset}/dt={YYYY-MM-DD}/{id}.rows.jsonl`
+//! - a rejected file: `{quarantine_prefix}/{dataset}/dt={YYYY-MM-DD}/{id}/{file name}`, its
+//!   report beside it as `{file name}.error.json`
+//!
+//! `id` is derived from the source bucket, key and version (version id, else ETag); `dt`
+//! is the ingest date (the S3 event's date).
 
 use sha2::{Digest, Sha256};
 
@@ -56,6 +62,36 @@ pub fn part_key(
     )
 }
 
+/// Where a file's bad rows go.
+pub fn quarantine_rows_key(
+    quarantine_prefix: &str,
+    dataset: &str,
+    ingest_date: i32,
+    id: &str,
+) -> String {
+    let dir = dataset_prefix(quarantine_prefix, dataset);
+    format!(
+        "{dir}/dt={}/{id}.rows.jsonl",
+        partition_text(Some(ingest_date))
+    )
+}
+
+/// Where a rejected file is copied; its report is this key plus `.error.json`.
+pub fn quarantine_file_key(
+    quarantine_prefix: &str,
+    dataset: &str,
+    ingest_date: i32,
+    id: &str,
+    source_key: &str,
+) -> String {
+    let dir = dataset_prefix(quarantine_prefix, dataset);
+    let name = source_key
+        .rsplit('/')
+        .find(|part| !part.is_empty())
+        .unwrap_or("object");
+    format!("{dir}/dt={}/{id}/{name}", partition_text(Some(ingest_date)))
+}
+
 /// `{prefix}/{dataset}` (or just `{dataset}` with an empty prefix).
 pub fn dataset_prefix(prefix: &str, dataset: &str) -> String {
     if prefix.is_empty() {
@@ -99,6 +135,14 @@ mod tests {
         assert_eq!(
             part_key("", "events", "ingest_date", None, "abc"),
             "events/ingest_date=__HIVE_DEFAULT_PARTITION__/part-abc.parquet"
+        );
+        assert_eq!(
+            quarantine_rows_key("quarantine", "users", 19724, "abc"),
+            "quarantine/users/dt=2024-01-02/abc.rows.jsonl"
+        );
+        assert_eq!(
+            quarantine_file_key("q", "users", 19724, "abc", "users/2024/bad file.csv"),
+            "q/users/dt=2024-01-02/abc/bad file.csv"
         );
     }
 }

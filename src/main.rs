@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use lakeworker::config::Settings;
-use lakeworker::convert::{self, Lineage, ParquetFile};
+use lakeworker::convert::{self, ConvertError, Lineage, ParquetFile, Quarantine};
 use lakeworker::schema::date_to_days;
 use lakeworker::telemetry::{self, Output};
 
@@ -246,7 +246,8 @@ async fn redrive(
 }
 
 /// `lakeworker convert`: the worker's conversion path on a local file, into one Parquet
-/// file with every column. A file with rejected rows produces no output.
+/// file with every column. Bad rows go to `OUTPUT.bad-rows.jsonl`; a file the dataset's
+/// policy rejects produces no output (exit 1).
 fn convert_file(
     settings: &Settings,
     name: &str,
@@ -277,31 +278,51 @@ fn convert_file(
     };
     let props = convert::writer_properties(settings.lake.compression);
     let mut sink = ParquetFile::create(output, convert::full_schema(dataset), props)?;
-    let report = convert::convert(
+    let bad_rows_path = PathBuf::from(format!("{}.bad-rows.jsonl", output.display()));
+    let mut bad_rows = Quarantine::create(&bad_rows_path)?;
+    let name = input.to_string_lossy();
+    let converted = convert::convert(
         file,
+        &name,
         dataset,
         &lineage,
         settings.worker.batch_rows.get(),
         &mut sink,
-    )
-    .with_context(|| format!("converting {}", input.display()))?;
+        &mut bad_rows,
+    );
     sink.close()?;
-    if report.rows_rejected > 0 {
-        // Same rule as the worker: a file with bad rows is not written.
-        let _ = std::fs::remove_file(output);
-        eprintln!(
-            "{} of {} rows rejected; no output written. First errors:",
-            report.rows_rejected, report.rows_in
-        );
-        for error in report.errors.iter().take(20) {
-            eprintln!("  {error}");
+    bad_rows.finish()?;
+    let rejected = match &converted {
+        Ok(report) => lakeworker::pipeline::rejection_reason(&dataset.policy, report),
+        Err(ConvertError::Malformed(reason)) => Some(reason.clone()),
+        Err(_) => None,
+    };
+    let report = match (converted, rejected) {
+        (_, Some(reason)) => {
+            // Same rule as the worker: a rejected file produces no output.
+            let _ = std::fs::remove_file(output);
+            let _ = std::fs::remove_file(&bad_rows_path);
+            eprintln!("file rejected, no output written: {reason}");
+            return Ok(ExitCode::FAILURE);
         }
-        return Ok(ExitCode::FAILURE);
-    }
+        (converted, None) => {
+            converted.with_context(|| format!("converting {}", input.display()))?
+        }
+    };
     println!(
         "{} rows written to {}",
         report.rows_written,
         output.display()
     );
+    if report.rows_rejected > 0 {
+        println!(
+            "{} bad rows written to {}; first: {}",
+            report.rows_rejected,
+            bad_rows_path.display(),
+            report.error_summary(3)
+        );
+    } else {
+        let _ = std::fs::remove_file(&bad_rows_path);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -43,27 +43,37 @@ pub fn items_from_batch(dataset: &Dataset, batch: &RecordBatch) -> Vec<Item> {
 }
 
 fn attribute(kind: ColumnType, array: &dyn Array, row: usize) -> Option<AttributeValue> {
+    if kind == ColumnType::Bool {
+        return Some(AttributeValue::Bool(
+            array.as_any().downcast_ref::<BooleanArray>()?.value(row),
+        ));
+    }
+    let text = value_text(kind, array, row)?;
+    Some(match kind {
+        ColumnType::Int | ColumnType::Float => AttributeValue::N(text),
+        _ => AttributeValue::S(text),
+    })
+}
+
+/// The canonical text of a cell (`None` for null): strings as they are, numbers in
+/// decimal, booleans `true`/`false`, dates `YYYY-MM-DD`, timestamps RFC 3339 in UTC with
+/// `Z`. DynamoDB items and PII hashes use it.
+pub fn value_text(kind: ColumnType, array: &dyn Array, row: usize) -> Option<String> {
+    if array.is_null(row) {
+        return None;
+    }
     let any = array.as_any();
     Some(match kind {
-        ColumnType::String => {
-            AttributeValue::S(any.downcast_ref::<StringArray>()?.value(row).to_owned())
-        }
-        ColumnType::Int => {
-            AttributeValue::N(any.downcast_ref::<Int64Array>()?.value(row).to_string())
-        }
-        ColumnType::Float => {
-            AttributeValue::N(any.downcast_ref::<Float64Array>()?.value(row).to_string())
-        }
-        ColumnType::Bool => AttributeValue::Bool(any.downcast_ref::<BooleanArray>()?.value(row)),
-        ColumnType::Date => {
-            let days = any.downcast_ref::<Date32Array>()?.value(row);
-            AttributeValue::S(days_to_date(days)?.format("%Y-%m-%d").to_string())
-        }
+        ColumnType::String => any.downcast_ref::<StringArray>()?.value(row).to_owned(),
+        ColumnType::Int => any.downcast_ref::<Int64Array>()?.value(row).to_string(),
+        ColumnType::Float => any.downcast_ref::<Float64Array>()?.value(row).to_string(),
+        ColumnType::Bool => any.downcast_ref::<BooleanArray>()?.value(row).to_string(),
+        ColumnType::Date => days_to_date(any.downcast_ref::<Date32Array>()?.value(row))?
+            .format("%Y-%m-%d")
+            .to_string(),
         ColumnType::Timestamp => {
-            let micros = any.downcast_ref::<TimestampMicrosecondArray>()?.value(row);
-            AttributeValue::S(
-                micros_to_datetime(micros)?.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-            )
+            micros_to_datetime(any.downcast_ref::<TimestampMicrosecondArray>()?.value(row))?
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
         }
     })
 }
@@ -91,23 +101,15 @@ pub fn last_per_key(items: Vec<Item>, key: &str) -> Vec<Item> {
 mod tests {
     use super::*;
     use crate::convert::{convert, Collect, Lineage};
-    use crate::datasets::{compile_glob, FileFormat, Partition};
+    use crate::datasets::{testing, FileFormat, Partition};
     use crate::schema::Column;
 
     fn dataset() -> Dataset {
-        let col = |name: &str, kind| Column {
-            name: name.into(),
-            kind,
-            required: name == "id",
-            format: None,
-        };
-        Dataset {
-            name: "users".into(),
-            pattern: "*".into(),
-            matcher: compile_glob("*").unwrap(),
-            format: FileFormat::Csv,
-            partition: Partition::IngestDate,
-            columns: vec![
+        let col = |name: &str, kind| Column::new(name, kind, name == "id");
+        testing::dataset(
+            FileFormat::Csv,
+            Partition::IngestDate,
+            vec![
                 col("id", ColumnType::String),
                 col("n", ColumnType::Int),
                 col("f", ColumnType::Float),
@@ -115,8 +117,7 @@ mod tests {
                 col("d", ColumnType::Date),
                 col("t", ColumnType::Timestamp),
             ],
-            records: None,
-        }
+        )
     }
 
     fn batch(csv: &str) -> RecordBatch {
@@ -126,7 +127,16 @@ mod tests {
             ingest_date: 0,
         };
         let mut sink = Collect::default();
-        convert(csv.as_bytes(), &dataset(), &lineage, 100, &mut sink).unwrap();
+        convert(
+            csv.as_bytes(),
+            "t.csv",
+            &dataset(),
+            &lineage,
+            100,
+            &mut sink,
+            &mut (),
+        )
+        .unwrap();
         sink.0.remove(0)
     }
 

@@ -1,16 +1,27 @@
-//! Column types and the cell parser: how one text or JSON value becomes a typed value.
+//! Columns and the cell parser: how one text or JSON value becomes a typed value, and the
+//! rules it must pass.
 //!
 //! Everything here is pure. The converter ([`crate::convert`]) asks [`Column::parse`] for
-//! every cell of every row and appends the result to Arrow builders.
+//! every cell of every row and appends the result to Arrow builders. A cell goes through:
+//! null check (`nulls`), typing (`type`, `format`, `true_values`/`false_values`), rules
+//! (`pattern`, `allowed`, `min`/`max`, `max_length`), then `required`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use regex::Regex;
 
 /// The Arrow time zone of every timestamp column: instants are stored as UTC.
 pub const UTC: &str = "UTC";
+
+/// Strings read as null when a dataset or column does not say otherwise.
+pub const DEFAULT_NULLS: [&str; 4] = ["", "NULL", "null", "NA"];
+/// Booleans when a column does not list its own (compared case-insensitively).
+pub const DEFAULT_TRUE: [&str; 5] = ["true", "t", "yes", "y", "1"];
+pub const DEFAULT_FALSE: [&str; 5] = ["false", "f", "no", "n", "0"];
 
 /// The type a column's values are cast to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,14 +64,107 @@ pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from(UTC)))
 }
 
+/// How date and timestamp text is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueFormat {
+    /// A chrono strftime pattern.
+    Strftime(String),
+    /// Timestamps: RFC 3339 only.
+    Rfc3339,
+    /// Timestamps: seconds since the Unix epoch (text or JSON number, fractions allowed).
+    EpochSeconds,
+    /// Timestamps: milliseconds since the Unix epoch (an integer).
+    EpochMillis,
+}
+
+/// A bound in the column's own type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    Int(i64),
+    Float(f64),
+    /// Days since the epoch.
+    Date(i32),
+    /// Microseconds since the epoch.
+    Timestamp(i64),
+}
+
+impl Limit {
+    /// How `value` compares with this bound; `None` when the types differ (config
+    /// validation gives every bound its column's type).
+    fn compare(self, value: Parsed) -> Option<std::cmp::Ordering> {
+        match (value, self) {
+            (Parsed::Int(v), Limit::Int(l)) => Some(v.cmp(&l)),
+            (Parsed::Float(v), Limit::Float(l)) => v.partial_cmp(&l),
+            (Parsed::Date(v), Limit::Date(l)) => Some(v.cmp(&l)),
+            (Parsed::Timestamp(v), Limit::Timestamp(l)) => Some(v.cmp(&l)),
+            _ => None,
+        }
+    }
+}
+
+/// The values a column allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    Strings(HashSet<String>),
+    Ints(HashSet<i64>),
+}
+
+/// A column's validation rules beyond its type.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Must match the whole value (string columns).
+    pub pattern: Option<Regex>,
+    pub allowed: Option<Allowed>,
+    pub min: Option<Limit>,
+    pub max: Option<Limit>,
+    /// Most characters (string columns).
+    pub max_length: Option<usize>,
+}
+
+/// What the lake copy of a column becomes. DynamoDB always gets the clear value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LakeOutput {
+    /// Written under this name (the column's own, or its `rename`).
+    Keep { name: String },
+    /// SHA-256 of the salt and the value, as 64 hex digits, under this name.
+    Hash { name: String },
+    /// Not written to the lake (`drop_from_lake`, `pii = "drop"`).
+    Drop,
+}
+
 /// One column of a dataset, validated.
 #[derive(Debug, Clone)]
 pub struct Column {
     pub name: String,
     pub kind: ColumnType,
     pub required: bool,
-    /// strftime format for date and timestamp columns; `None` means ISO 8601 / RFC 3339.
-    pub format: Option<String>,
+    /// For date and timestamp columns; `None` means ISO 8601 / RFC 3339.
+    pub format: Option<ValueFormat>,
+    /// Text read as null (exact; trimmed for non-string columns).
+    pub nulls: Vec<String>,
+    pub true_values: Vec<String>,
+    pub false_values: Vec<String>,
+    pub rules: Rules,
+    pub lake: LakeOutput,
+}
+
+impl Column {
+    /// A column with default nulls and booleans, no rules, kept in the lake as is.
+    pub fn new(name: &str, kind: ColumnType, required: bool) -> Column {
+        Column {
+            name: name.to_owned(),
+            kind,
+            required,
+            format: None,
+            nulls: DEFAULT_NULLS.iter().map(|s| s.to_string()).collect(),
+            true_values: DEFAULT_TRUE.iter().map(|s| s.to_string()).collect(),
+            false_values: DEFAULT_FALSE.iter().map(|s| s.to_string()).collect(),
+            rules: Rules::default(),
+            lake: LakeOutput::Keep {
+                name: name.to_owned(),
+            },
+        }
+    }
 }
 
 /// A cell as the file presents it, before typing.
@@ -94,13 +198,38 @@ pub enum CellError {
     Missing,
     #[error("{value:?} is not {expected}")]
     Unparsable { value: String, expected: String },
+    #[error("{value:?} {reason}")]
+    Rule {
+        rule: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl CellError {
+    /// The name of the rule that refused the cell, as reports show it.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            CellError::Missing => "required",
+            CellError::Unparsable { .. } => "type",
+            CellError::Rule { rule, .. } => rule,
+        }
+    }
 }
 
 /// How many characters of a bad value an error message repeats.
 const MAX_VALUE_IN_ERROR: usize = 80;
 
+fn shorten(value: &str) -> String {
+    let mut shown: String = value.chars().take(MAX_VALUE_IN_ERROR).collect();
+    if shown.len() < value.len() {
+        shown.push('…');
+    }
+    shown
+}
+
 impl Column {
-    /// Types one cell. Empty text, JSON `null` and an absent key are null.
+    /// Types one cell and checks its rules.
     pub fn parse(&self, cell: RawCell<'_>) -> Result<Parsed, CellError> {
         let parsed = match cell {
             RawCell::Missing => Parsed::Null,
@@ -113,18 +242,24 @@ impl Column {
         Ok(parsed)
     }
 
+    fn is_null_text(&self, text: &str) -> bool {
+        let probe = if self.kind == ColumnType::String {
+            text
+        } else {
+            text.trim()
+        };
+        self.nulls.iter().any(|null| null == probe)
+    }
+
     fn parse_text(&self, text: &str) -> Result<Parsed, CellError> {
-        if self.kind == ColumnType::String {
-            return Ok(if text.is_empty() {
-                Parsed::Null
-            } else {
-                Parsed::Str
-            });
-        }
-        let text = text.trim();
-        if text.is_empty() {
+        if self.is_null_text(text) {
             return Ok(Parsed::Null);
         }
+        if self.kind == ColumnType::String {
+            self.check_text_rules(text)?;
+            return Ok(Parsed::Str);
+        }
+        let text = text.trim();
         let parsed = match self.kind {
             ColumnType::String => Some(Parsed::Str),
             ColumnType::Int => text.parse().ok().map(Parsed::Int),
@@ -133,67 +268,188 @@ impl Column {
                 .ok()
                 .filter(|f| f.is_finite())
                 .map(Parsed::Float),
-            ColumnType::Bool => parse_bool(text).map(Parsed::Bool),
-            ColumnType::Date => parse_date(text, self.format.as_deref()).map(Parsed::Date),
+            ColumnType::Bool => self.parse_bool(text).map(Parsed::Bool),
+            ColumnType::Date => parse_date(text, self.format.as_ref()).map(Parsed::Date),
             ColumnType::Timestamp => {
-                parse_timestamp(text, self.format.as_deref()).map(Parsed::Timestamp)
+                parse_timestamp(text, self.format.as_ref()).map(Parsed::Timestamp)
             }
         };
-        parsed.ok_or_else(|| self.unparsable(text))
+        let parsed = parsed.ok_or_else(|| self.unparsable(text))?;
+        self.check_value_rules(parsed, text)?;
+        Ok(parsed)
     }
 
     fn parse_json(&self, value: &serde_json::Value) -> Result<Parsed, CellError> {
         use serde_json::Value;
-        match (value, self.kind) {
-            (Value::Null, _) => Ok(Parsed::Null),
-            (Value::String(text), _) => self.parse_text(text),
-            // Nested values, numbers and booleans are kept as their JSON text.
-            (_, ColumnType::String) => Ok(Parsed::Str),
-            (Value::Number(n), ColumnType::Int) => n
-                .as_i64()
-                .map(Parsed::Int)
-                .ok_or_else(|| self.unparsable(&n.to_string())),
-            (Value::Number(n), ColumnType::Float) => n
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .map(Parsed::Float)
-                .ok_or_else(|| self.unparsable(&n.to_string())),
-            (Value::Bool(b), ColumnType::Bool) => Ok(Parsed::Bool(*b)),
-            // Epoch numbers for timestamps are a later feature; refuse them clearly for now.
-            (other, _) => Err(self.unparsable(&other.to_string())),
+        let parsed = match (value, self.kind) {
+            (Value::Null, _) => return Ok(Parsed::Null),
+            (Value::String(text), _) => return self.parse_text(text),
+            // Numbers, booleans and nested values are kept as their JSON text.
+            (other, ColumnType::String) => {
+                if self.has_text_rules() {
+                    self.check_text_rules(&other.to_string())?;
+                }
+                return Ok(Parsed::Str);
+            }
+            (Value::Number(n), ColumnType::Int) => n.as_i64().map(Parsed::Int),
+            (Value::Number(n), ColumnType::Float) => {
+                n.as_f64().filter(|f| f.is_finite()).map(Parsed::Float)
+            }
+            (Value::Number(n), ColumnType::Timestamp) => match self.format {
+                Some(ValueFormat::EpochSeconds) => {
+                    n.as_f64().and_then(epoch_seconds).map(Parsed::Timestamp)
+                }
+                Some(ValueFormat::EpochMillis) => {
+                    n.as_i64().and_then(epoch_millis).map(Parsed::Timestamp)
+                }
+                _ => None,
+            },
+            (Value::Bool(b), ColumnType::Bool) => Some(Parsed::Bool(*b)),
+            _ => None,
+        };
+        let parsed = parsed.ok_or_else(|| self.unparsable(&value.to_string()))?;
+        self.check_value_rules(parsed, &value.to_string())?;
+        Ok(parsed)
+    }
+
+    fn parse_bool(&self, text: &str) -> Option<bool> {
+        if self
+            .true_values
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(text))
+        {
+            Some(true)
+        } else if self
+            .false_values
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(text))
+        {
+            Some(false)
+        } else {
+            None
         }
     }
 
-    fn unparsable(&self, value: &str) -> CellError {
-        let mut shown: String = value.chars().take(MAX_VALUE_IN_ERROR).collect();
-        if shown.len() < value.len() {
-            shown.push('…');
+    fn has_text_rules(&self) -> bool {
+        let r = &self.rules;
+        r.pattern.is_some()
+            || r.max_length.is_some()
+            || matches!(r.allowed, Some(Allowed::Strings(_)))
+    }
+
+    /// `max_length`, `pattern` and `allowed` of a string value.
+    fn check_text_rules(&self, text: &str) -> Result<(), CellError> {
+        let rules = &self.rules;
+        if let Some(max) = rules.max_length {
+            let length = text.chars().count();
+            if length > max {
+                return Err(rule_error(
+                    "max_length",
+                    text,
+                    format!("is {length} characters long; at most {max} allowed"),
+                ));
+            }
         }
+        if let Some(pattern) = &rules.pattern {
+            if !pattern.is_match(text) {
+                let shown = pattern
+                    .as_str()
+                    .trim_start_matches("^(?:")
+                    .trim_end_matches(")$");
+                return Err(rule_error(
+                    "pattern",
+                    text,
+                    format!("does not match the pattern {shown:?}"),
+                ));
+            }
+        }
+        if let Some(Allowed::Strings(allowed)) = &rules.allowed {
+            if !allowed.contains(text) {
+                return Err(rule_error(
+                    "allowed",
+                    text,
+                    format!("is not one of the {} allowed values", allowed.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `allowed` (integers), `min` and `max` of a typed value.
+    fn check_value_rules(&self, parsed: Parsed, text: &str) -> Result<(), CellError> {
+        let rules = &self.rules;
+        if let (Some(Allowed::Ints(allowed)), Parsed::Int(v)) = (&rules.allowed, parsed) {
+            if !allowed.contains(&v) {
+                return Err(rule_error(
+                    "allowed",
+                    text,
+                    format!("is not one of the {} allowed values", allowed.len()),
+                ));
+            }
+        }
+        if let Some(min) = rules.min {
+            if min.compare(parsed) == Some(std::cmp::Ordering::Less) {
+                return Err(rule_error(
+                    "min",
+                    text,
+                    format!("is below the minimum {}", limit_text(min)),
+                ));
+            }
+        }
+        if let Some(max) = rules.max {
+            if max.compare(parsed) == Some(std::cmp::Ordering::Greater) {
+                return Err(rule_error(
+                    "max",
+                    text,
+                    format!("is above the maximum {}", limit_text(max)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn unparsable(&self, value: &str) -> CellError {
         let expected = match (&self.format, self.kind) {
-            (Some(format), kind) => format!("a {} in format {format:?}", kind.name()),
+            (Some(ValueFormat::Strftime(format)), kind) => {
+                format!("a {} in format {format:?}", kind.name())
+            }
+            (Some(ValueFormat::Rfc3339), _) => "an RFC 3339 timestamp".to_owned(),
+            (Some(ValueFormat::EpochSeconds), _) => "a number of seconds since 1970".to_owned(),
+            (Some(ValueFormat::EpochMillis), _) => "a number of milliseconds since 1970".to_owned(),
             (None, ColumnType::Int) => "a 64-bit integer".to_owned(),
             (None, ColumnType::Float) => "a finite number".to_owned(),
-            (None, ColumnType::Bool) => "a boolean (true/false, t/f, yes/no, 1/0)".to_owned(),
+            (None, ColumnType::Bool) => format!(
+                "a boolean ({} / {})",
+                self.true_values.join(", "),
+                self.false_values.join(", ")
+            ),
             (None, ColumnType::Date) => "a date (YYYY-MM-DD)".to_owned(),
             (None, ColumnType::Timestamp) => "a timestamp (RFC 3339)".to_owned(),
             (None, ColumnType::String) => "a string".to_owned(),
         };
         CellError::Unparsable {
-            value: shown,
+            value: shorten(value),
             expected,
         }
     }
 }
 
-fn parse_bool(text: &str) -> Option<bool> {
-    const TRUE: [&str; 4] = ["true", "t", "yes", "y"];
-    const FALSE: [&str; 4] = ["false", "f", "no", "n"];
-    match text {
-        "1" => Some(true),
-        "0" => Some(false),
-        _ if TRUE.iter().any(|t| t.eq_ignore_ascii_case(text)) => Some(true),
-        _ if FALSE.iter().any(|f| f.eq_ignore_ascii_case(text)) => Some(false),
-        _ => None,
+fn rule_error(rule: &'static str, value: &str, reason: String) -> CellError {
+    CellError::Rule {
+        rule,
+        value: shorten(value),
+        reason,
+    }
+}
+
+fn limit_text(limit: Limit) -> String {
+    match limit {
+        Limit::Int(v) => v.to_string(),
+        Limit::Float(v) => v.to_string(),
+        Limit::Date(days) => days_to_date(days).map_or_else(|| days.to_string(), |d| d.to_string()),
+        Limit::Timestamp(micros) => {
+            micros_to_datetime(micros).map_or_else(|| micros.to_string(), |t| t.to_rfc3339())
+        }
     }
 }
 
@@ -218,32 +474,57 @@ pub fn micros_to_datetime(micros: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros)
 }
 
-fn parse_date(text: &str, format: Option<&str>) -> Option<i32> {
-    NaiveDate::parse_from_str(text, format.unwrap_or("%Y-%m-%d"))
+/// Parses a date with the column's strftime format, or ISO `YYYY-MM-DD`.
+pub fn parse_date(text: &str, format: Option<&ValueFormat>) -> Option<i32> {
+    let pattern = match format {
+        Some(ValueFormat::Strftime(pattern)) => pattern.as_str(),
+        _ => "%Y-%m-%d",
+    };
+    NaiveDate::parse_from_str(text, pattern)
         .ok()
         .map(date_to_days)
 }
 
 /// Parses a timestamp to UTC microseconds. Without a format: RFC 3339, or
-/// `YYYY-MM-DD[T ]HH:MM:SS[.fff]` read as UTC. With a format that has an offset (`%z`,
-/// `%:z`) the offset is honoured; otherwise the time is read as UTC.
-fn parse_timestamp(text: &str, format: Option<&str>) -> Option<i64> {
+/// `YYYY-MM-DD[T ]HH:MM:SS[.fff]` read as UTC. A strftime format with an offset (`%z`,
+/// `%:z`) honours it; otherwise the time is read as UTC.
+pub fn parse_timestamp(text: &str, format: Option<&ValueFormat>) -> Option<i64> {
+    let rfc3339 = |t: &str| {
+        DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
     let instant = match format {
-        Some(format) => DateTime::parse_from_str(text, format)
+        Some(ValueFormat::Strftime(format)) => DateTime::parse_from_str(text, format)
             .map(|t| t.with_timezone(&Utc))
             .or_else(|_| NaiveDateTime::parse_from_str(text, format).map(|t| t.and_utc()))
             .ok()?,
-        None => DateTime::parse_from_rfc3339(text)
-            .map(|t| t.with_timezone(&Utc))
-            .or_else(|_| {
-                NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc())
+        Some(ValueFormat::Rfc3339) => rfc3339(text)?,
+        Some(ValueFormat::EpochSeconds) => return text.parse::<f64>().ok().and_then(epoch_seconds),
+        Some(ValueFormat::EpochMillis) => return text.parse::<i64>().ok().and_then(epoch_millis),
+        None => rfc3339(text)
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                    .ok()
+                    .map(|t| t.and_utc())
             })
-            .or_else(|_| {
-                NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map(|t| t.and_utc())
-            })
-            .ok()?,
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                    .ok()
+                    .map(|t| t.and_utc())
+            })?,
     };
     Some(instant.timestamp_micros())
+}
+
+/// Microseconds for seconds since the epoch, if representable.
+fn epoch_seconds(seconds: f64) -> Option<i64> {
+    let micros = (seconds * 1e6).round();
+    (micros.is_finite() && micros.abs() < 9.0e18).then_some(micros as i64)
+}
+
+fn epoch_millis(millis: i64) -> Option<i64> {
+    millis.checked_mul(1000)
 }
 
 /// Whether `format` is a strftime pattern chrono understands.
@@ -261,12 +542,9 @@ mod tests {
     use super::*;
 
     fn column(kind: ColumnType, required: bool, format: Option<&str>) -> Column {
-        Column {
-            name: "c".into(),
-            kind,
-            required,
-            format: format.map(str::to_owned),
-        }
+        let mut column = Column::new("c", kind, required);
+        column.format = format.map(|f| ValueFormat::Strftime(f.to_owned()));
+        column
     }
 
     #[test]
@@ -283,21 +561,52 @@ mod tests {
         let boolean = column(ColumnType::Bool, false, None);
         assert_eq!(boolean.parse(RawCell::Text("Yes")), Ok(Parsed::Bool(true)));
         assert_eq!(boolean.parse(RawCell::Text("0")), Ok(Parsed::Bool(false)));
-        assert!(boolean.parse(RawCell::Text("maybe")).is_err());
+        let err = boolean.parse(RawCell::Text("maybe")).unwrap_err();
+        assert_eq!(err.rule(), "type");
+        assert_eq!(
+            err.to_string(),
+            "\"maybe\" is not a boolean (true, t, yes, y, 1 / false, f, no, n, 0)"
+        );
     }
 
     #[test]
-    fn empty_is_null_and_required_null_is_an_error() {
+    fn nulls_and_required() {
         let optional = column(ColumnType::Int, false, None);
-        assert_eq!(optional.parse(RawCell::Text("")), Ok(Parsed::Null));
+        for null in ["", " NULL ", "null", "NA"] {
+            assert_eq!(
+                optional.parse(RawCell::Text(null)),
+                Ok(Parsed::Null),
+                "{null:?}"
+            );
+        }
         assert_eq!(optional.parse(RawCell::Missing), Ok(Parsed::Null));
         let required = column(ColumnType::String, true, None);
         assert_eq!(required.parse(RawCell::Text("")), Err(CellError::Missing));
+        assert_eq!(required.parse(RawCell::Text("NA")), Err(CellError::Missing));
         assert_eq!(
             required.parse(RawCell::Json(&serde_json::Value::Null)),
             Err(CellError::Missing)
         );
         assert_eq!(required.parse(RawCell::Text(" x ")), Ok(Parsed::Str));
+        assert_eq!(
+            required.parse(RawCell::Text(" NA")),
+            Ok(Parsed::Str),
+            "strings compare exactly"
+        );
+        let mut custom = column(ColumnType::String, false, None);
+        custom.nulls = vec!["-".into()];
+        assert_eq!(custom.parse(RawCell::Text("-")), Ok(Parsed::Null));
+        assert_eq!(custom.parse(RawCell::Text("")), Ok(Parsed::Str));
+    }
+
+    #[test]
+    fn custom_booleans() {
+        let mut flag = column(ColumnType::Bool, false, None);
+        flag.true_values = vec!["on".into()];
+        flag.false_values = vec!["off".into()];
+        assert_eq!(flag.parse(RawCell::Text("ON")), Ok(Parsed::Bool(true)));
+        assert_eq!(flag.parse(RawCell::Text("off")), Ok(Parsed::Bool(false)));
+        assert!(flag.parse(RawCell::Text("yes")).is_err());
     }
 
     #[test]
@@ -343,6 +652,40 @@ mod tests {
     }
 
     #[test]
+    fn epoch_and_rfc3339_timestamps() {
+        let mut seconds = column(ColumnType::Timestamp, false, None);
+        seconds.format = Some(ValueFormat::EpochSeconds);
+        assert_eq!(
+            seconds.parse(RawCell::Text("1.5")),
+            Ok(Parsed::Timestamp(1_500_000))
+        );
+        let n = serde_json::json!(86400);
+        assert_eq!(
+            seconds.parse(RawCell::Json(&n)),
+            Ok(Parsed::Timestamp(86_400_000_000))
+        );
+        let mut millis = column(ColumnType::Timestamp, false, None);
+        millis.format = Some(ValueFormat::EpochMillis);
+        assert_eq!(
+            millis.parse(RawCell::Text("1500")),
+            Ok(Parsed::Timestamp(1_500_000))
+        );
+        assert!(millis.parse(RawCell::Text("1.5")).is_err());
+        let huge = serde_json::json!(i64::MAX);
+        assert!(
+            millis.parse(RawCell::Json(&huge)).is_err(),
+            "overflow is an error, not a panic"
+        );
+        let mut strict = column(ColumnType::Timestamp, false, None);
+        strict.format = Some(ValueFormat::Rfc3339);
+        assert!(strict.parse(RawCell::Text("1970-01-01 00:00:01")).is_err());
+        assert_eq!(
+            strict.parse(RawCell::Text("1970-01-01T00:00:01Z")),
+            Ok(Parsed::Timestamp(1_000_000))
+        );
+    }
+
+    #[test]
     fn json_values_are_typed() {
         let v = serde_json::json!({"n": 7, "f": 2.5, "b": true, "o": {"a": 1}, "s": "12"});
         let int = column(ColumnType::Int, false, None);
@@ -359,6 +702,72 @@ mod tests {
             Ok(Parsed::Bool(true))
         );
         assert!(boolean.parse(RawCell::Json(&v["o"])).is_err());
+    }
+
+    #[test]
+    fn string_rules() {
+        let mut code = column(ColumnType::String, false, None);
+        code.rules.pattern = Some(Regex::new("^(?:[A-Z]{3})$").unwrap());
+        code.rules.max_length = Some(3);
+        code.rules.allowed = Some(Allowed::Strings(["EUR".into(), "USD".into()].into()));
+        assert_eq!(code.parse(RawCell::Text("EUR")), Ok(Parsed::Str));
+        let too_long = code.parse(RawCell::Text("EURO")).unwrap_err();
+        assert_eq!(
+            (too_long.rule(), too_long.to_string()),
+            (
+                "max_length",
+                "\"EURO\" is 4 characters long; at most 3 allowed".into()
+            )
+        );
+        let lower = code.parse(RawCell::Text("eur")).unwrap_err();
+        assert_eq!(
+            lower.to_string(),
+            "\"eur\" does not match the pattern \"[A-Z]{3}\""
+        );
+        let other = code.parse(RawCell::Text("GBP")).unwrap_err();
+        assert_eq!(
+            (other.rule(), other.to_string()),
+            (
+                "allowed",
+                "\"GBP\" is not one of the 2 allowed values".into()
+            )
+        );
+        let nested = serde_json::json!({"a": 1});
+        assert_eq!(
+            code.parse(RawCell::Json(&nested)).unwrap_err().rule(),
+            "max_length"
+        );
+    }
+
+    #[test]
+    fn bounds_in_the_column_type() {
+        let mut age = column(ColumnType::Int, false, None);
+        age.rules.min = Some(Limit::Int(0));
+        age.rules.max = Some(Limit::Int(150));
+        age.rules.allowed = None;
+        assert_eq!(age.parse(RawCell::Text("150")), Ok(Parsed::Int(150)));
+        let low = age.parse(RawCell::Text("-1")).unwrap_err();
+        assert_eq!(
+            (low.rule(), low.to_string()),
+            ("min", "\"-1\" is below the minimum 0".into())
+        );
+        assert_eq!(age.parse(RawCell::Text("151")).unwrap_err().rule(), "max");
+        let mut day = column(ColumnType::Date, false, None);
+        day.rules.min = Some(Limit::Date(date_to_days(
+            NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
+        )));
+        let old = day.parse(RawCell::Text("1999-12-31")).unwrap_err();
+        assert_eq!(
+            old.to_string(),
+            "\"1999-12-31\" is below the minimum 2000-01-01"
+        );
+        let mut status = column(ColumnType::Int, false, None);
+        status.rules.allowed = Some(Allowed::Ints([200, 404].into()));
+        assert_eq!(status.parse(RawCell::Text("404")), Ok(Parsed::Int(404)));
+        assert_eq!(
+            status.parse(RawCell::Text("500")).unwrap_err().rule(),
+            "allowed"
+        );
     }
 
     #[test]

@@ -146,7 +146,7 @@ fn convert_refuses_a_file_with_bad_rows() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("1 of 2 rows rejected; no output written"),
+        stderr.contains("file rejected, no output written: 1 of 2 rows are invalid (50.0%), above max_invalid_fraction 0.1"),
         "{stderr}"
     );
     assert!(
@@ -156,6 +156,34 @@ fn convert_refuses_a_file_with_bad_rows() {
         "{stderr}"
     );
     assert!(!output.exists());
+
+    // Under the limit, good rows are written and bad ones listed beside the output.
+    let mut many = String::from("user_id,signup_date\n");
+    for i in 0..20 {
+        many.push_str(&format!("u{i},2024/01/01\n"));
+    }
+    many.push_str("bad,someday\n");
+    std::fs::write(&input, many).unwrap();
+    let out = lakeworker(
+        &[
+            "convert",
+            "--config",
+            "config/local.toml",
+            "--dataset",
+            "users",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("20 rows written"), "{stdout}");
+    assert!(stdout.contains("1 bad rows written to"), "{stdout}");
+    let bad_rows = std::fs::read_to_string(format!("{}.bad-rows.jsonl", output.display())).unwrap();
+    let bad: serde_json::Value = serde_json::from_str(bad_rows.trim()).unwrap();
+    assert_eq!(bad["line"], 22);
+    assert_eq!(bad["errors"][0]["rule"], "type");
 
     let unknown = lakeworker(
         &[

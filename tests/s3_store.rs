@@ -102,7 +102,7 @@ async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
         version_id: None,
         event_time: None,
     };
-    let mut reader = store.open(&object).await.unwrap();
+    let mut reader = store.open(&object).await.unwrap().reader;
     let text = tokio::task::spawn_blocking(move || {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut reader, &mut text).map(|_| text)
@@ -111,6 +111,29 @@ async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
     .unwrap()
     .unwrap();
     assert_eq!(text, "user_id\n");
+    assert_eq!(store.open(&object).await.unwrap().size, Some(8));
+
+    // Server-side copies pin the version too, and keys need no care from the caller.
+    let spaced = lakeworker::envelope::ObjectRef {
+        key: "users/a b+ü.csv".into(),
+        etag: Some(env.put("users/a b+ü.csv", b"user_id\nx\n").await),
+        ..object.clone()
+    };
+    store
+        .copy(&spaced, &env.lake, "q/copy of a b+ü.csv")
+        .await
+        .unwrap();
+    assert_eq!(
+        env.lake_object("q/copy of a b+ü.csv").await.as_ref(),
+        b"user_id\nx\n"
+    );
+    store
+        .put_bytes(&env.lake, "q/report.json", b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(env.lake_object("q/report.json").await.as_ref(), b"{}");
+    // (moto ignores x-amz-copy-source-if-match, so the copy's ETag pin is not checked here.)
+
     object.etag = Some("0123456789abcdef0123456789abcdef".into());
     let stale = store
         .open(&object)

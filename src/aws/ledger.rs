@@ -216,24 +216,17 @@ impl Ledger for DynamoLedger {
     }
 
     async fn finish(&self, claim: &Claim, done: &Completion) -> Result<(), AwsError> {
-        let now = timestamp(Utc::now());
-        let outputs = AttributeValue::L(done.outputs.iter().map(s).collect());
-        self.update(&claim.key)
-            .update_expression(
-                "SET #status = :done, finished_at = :now, updated_at = :now, rows_in = :rows_in, \
-                 rows_written = :rows_written, rows_rejected = :rows_rejected, output_keys = :outputs \
-                 REMOVE lease_expires_at, last_error",
-            )
-            .expression_attribute_values(":done", s(Status::Done.as_str()))
-            .expression_attribute_values(":now", s(now))
-            .expression_attribute_values(":rows_in", n(done.rows_in))
-            .expression_attribute_values(":rows_written", n(done.rows_written))
-            .expression_attribute_values(":rows_rejected", n(done.rows_rejected))
-            .expression_attribute_values(":outputs", outputs)
-            .send()
+        self.settle(claim, Status::Done, done, None).await
+    }
+
+    async fn reject(
+        &self,
+        claim: &Claim,
+        counts: &Completion,
+        reason: &str,
+    ) -> Result<(), AwsError> {
+        self.settle(claim, Status::Rejected, counts, Some(reason))
             .await
-            .map_err(|e| AwsError::from_sdk("DynamoDB UpdateItem (finish)", e))?;
-        Ok(())
     }
 
     async fn fail(&self, claim: &Claim, error: &str) -> Result<(), AwsError> {
@@ -247,6 +240,49 @@ impl Ledger for DynamoLedger {
 }
 
 impl DynamoLedger {
+    /// Records a final status with counts and outputs (and, for a rejection, why).
+    async fn settle(
+        &self,
+        claim: &Claim,
+        status: Status,
+        done: &Completion,
+        reason: Option<&str>,
+    ) -> Result<(), AwsError> {
+        let now = timestamp(Utc::now());
+        let outputs = AttributeValue::L(done.outputs.iter().map(s).collect());
+        let (expression, operation) = match reason {
+            None => (
+                "SET #status = :status, finished_at = :now, updated_at = :now, rows_in = :rows_in, \
+                 rows_written = :rows_written, rows_rejected = :rows_rejected, output_keys = :outputs \
+                 REMOVE lease_expires_at, last_error",
+                "DynamoDB UpdateItem (finish)",
+            ),
+            Some(_) => (
+                "SET #status = :status, finished_at = :now, updated_at = :now, rows_in = :rows_in, \
+                 rows_written = :rows_written, rows_rejected = :rows_rejected, output_keys = :outputs, \
+                 last_error = :reason REMOVE lease_expires_at",
+                "DynamoDB UpdateItem (reject)",
+            ),
+        };
+        let mut update = self
+            .update(&claim.key)
+            .update_expression(expression)
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":rows_in", n(done.rows_in))
+            .expression_attribute_values(":rows_written", n(done.rows_written))
+            .expression_attribute_values(":rows_rejected", n(done.rows_rejected))
+            .expression_attribute_values(":outputs", outputs);
+        if let Some(reason) = reason {
+            update = update.expression_attribute_values(":reason", s(reason));
+        }
+        update
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(operation, e))?;
+        Ok(())
+    }
+
     /// Marks this owner's attempt failed and drops its lease, unless someone else owns the
     /// record by now.
     async fn end_attempt(&self, claim: &Claim, error: &str) -> Result<(), AwsError> {

@@ -1,14 +1,14 @@
 //! In-memory fakes of the AWS traits, for pipeline unit tests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AwsError, AwsErrorKind, Ledger, ObjectStore, RecordStore};
+use super::{AwsError, AwsErrorKind, Ledger, ObjectStore, Opened, RecordStore};
 use crate::envelope::ObjectRef;
 use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, LedgerRecord, Status};
 use crate::records::Item;
@@ -27,6 +27,11 @@ impl MemoryStore {
             .insert((bucket.to_owned(), key.to_owned()), body.to_vec());
     }
 
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let objects = self.objects.lock().unwrap();
+        objects.get(&(bucket.to_owned(), key.to_owned())).cloned()
+    }
+
     pub fn keys(&self, bucket: &str) -> Vec<String> {
         let objects = self.objects.lock().unwrap();
         objects
@@ -38,16 +43,37 @@ impl MemoryStore {
 }
 
 impl ObjectStore for MemoryStore {
-    async fn open(&self, object: &ObjectRef) -> Result<Box<dyn Read + Send>, AwsError> {
+    async fn open(&self, object: &ObjectRef) -> Result<Opened, AwsError> {
         let objects = self.objects.lock().unwrap();
         match objects.get(&(object.bucket.clone(), object.key.clone())) {
-            Some(body) => Ok(Box::new(Cursor::new(body.clone()))),
+            Some(body) => Ok(Opened {
+                size: Some(body.len() as u64),
+                reader: Box::new(Cursor::new(body.clone())),
+            }),
             None => Err(AwsError::new(
                 "GetObject",
                 AwsErrorKind::NotFound,
                 "NoSuchKey",
             )),
         }
+    }
+
+    async fn copy(&self, object: &ObjectRef, bucket: &str, key: &str) -> Result<(), AwsError> {
+        let body = self
+            .objects
+            .lock()
+            .unwrap()
+            .get(&(object.bucket.clone(), object.key.clone()))
+            .cloned();
+        let body =
+            body.ok_or_else(|| AwsError::new("CopyObject", AwsErrorKind::NotFound, "NoSuchKey"))?;
+        self.insert(bucket, key, &body);
+        Ok(())
+    }
+
+    async fn put_bytes(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+        self.insert(bucket, key, &body);
+        Ok(())
     }
 
     async fn put_file(
@@ -153,6 +179,21 @@ impl Ledger for MemoryLedger {
             r.rows_written = Some(done.rows_written);
             r.rows_rejected = Some(done.rows_rejected);
             r.outputs = done.outputs.clone();
+        }
+        Ok(())
+    }
+
+    async fn reject(
+        &self,
+        claim: &Claim,
+        counts: &Completion,
+        reason: &str,
+    ) -> Result<(), AwsError> {
+        self.finish(claim, counts).await?;
+        let mut records = self.records.lock().unwrap();
+        if let Some(r) = records.get_mut(&claim.key) {
+            r.status = Some(Status::Rejected);
+            r.last_error = Some(reason.to_owned());
         }
         Ok(())
     }

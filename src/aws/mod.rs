@@ -221,14 +221,35 @@ pub trait Queue: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
+/// An object opened for reading.
+pub struct Opened {
+    /// Streams the body; read it from a blocking thread. Errors of the download itself
+    /// are [`crate::convert::SourceFailed`].
+    pub reader: Box<dyn Read + Send>,
+    /// The object's size as the service reports it.
+    pub size: Option<u64>,
+}
+
 /// Landing objects in, lake objects out.
 pub trait ObjectStore: Send + Sync + 'static {
-    /// Opens the exact version the event names as a blocking reader, streamed (never held
-    /// whole in memory). Read it from a blocking thread.
-    fn open(
+    /// Opens the exact version the event names, streamed (never held whole in memory).
+    fn open(&self, object: &ObjectRef) -> impl Future<Output = Result<Opened, AwsError>> + Send;
+
+    /// Copies the exact version the event names to `bucket/key`, server-side.
+    fn copy(
         &self,
         object: &ObjectRef,
-    ) -> impl Future<Output = Result<Box<dyn Read + Send>, AwsError>> + Send;
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// Writes a small object (a report) from memory.
+    fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
 
     /// Uploads a local file to `bucket/key`, replacing what is there. On `cancel` the
     /// upload stops (a multipart upload is aborted) and the call fails with `Cancelled`.
@@ -264,6 +285,15 @@ pub trait Ledger: Send + Sync + 'static {
         &self,
         claim: &Claim,
         done: &Completion,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// Records that the file was refused for good (an answered question): later
+    /// deliveries are deleted without work.
+    fn reject(
+        &self,
+        claim: &Claim,
+        counts: &Completion,
+        reason: &str,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 
     /// Records a failed attempt and drops the lease, so the next delivery can claim.

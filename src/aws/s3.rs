@@ -11,7 +11,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AwsError, AwsErrorKind, ObjectStore};
+use super::{AwsError, AwsErrorKind, ObjectStore, Opened};
+use crate::convert::SourceFailed;
 use crate::envelope::ObjectRef;
 
 /// Files above this size are uploaded in parts.
@@ -22,6 +23,17 @@ pub const PART_SIZE: u64 = 16 * 1024 * 1024;
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Parts uploaded at once per file; with [`PART_SIZE`] this bounds upload buffers.
 pub const PART_CONCURRENCY: usize = 4;
+/// CopyObject's limit; larger objects are copied in parts.
+const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// Part size of multipart copies.
+const COPY_PART: u64 = 512 * 1024 * 1024;
+/// Characters escaped in an `x-amz-copy-source` key: all but unreserved ones and `/`.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 /// Chunks buffered between the S3 download and the converter.
 const STREAM_CHUNKS: usize = 16;
 
@@ -112,6 +124,80 @@ impl S3Store {
         }
     }
 
+    /// Copies an object above CopyObject's 5 GiB limit with UploadPartCopy.
+    async fn copy_multipart(
+        &self,
+        source: &str,
+        size: u64,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), AwsError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("S3 CreateMultipartUpload", e))?;
+        let upload_id = created.upload_id.unwrap_or_default();
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number = 1;
+        let result: Result<(), AwsError> = async {
+            while offset < size {
+                let end = (offset + COPY_PART).min(size) - 1;
+                let copied = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .copy_source(source)
+                    .copy_source_range(format!("bytes={offset}-{end}"))
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("S3 UploadPartCopy", e))?;
+                let etag = copied.copy_part_result.and_then(|r| r.e_tag);
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(etag)
+                        .build(),
+                );
+                offset = end + 1;
+                number += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("S3 CompleteMultipartUpload", e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
     async fn upload_parts(
         &self,
         bucket: &str,
@@ -166,7 +252,7 @@ impl S3Store {
 }
 
 impl ObjectStore for S3Store {
-    async fn open(&self, object: &ObjectRef) -> Result<Box<dyn Read + Send>, AwsError> {
+    async fn open(&self, object: &ObjectRef) -> Result<Opened, AwsError> {
         let mut request = self
             .client
             .get_object()
@@ -182,13 +268,14 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("S3 GetObject", e))?;
+        let size = output.content_length.and_then(|n| u64::try_from(n).ok());
         let mut body = output.body;
         let (sender, receiver) = mpsc::channel(STREAM_CHUNKS);
         tokio::spawn(async move {
             loop {
                 let next = match body.try_next().await {
                     Ok(chunk) => Ok(chunk),
-                    Err(e) => Err(io::Error::other(format!("S3 download: {e}"))),
+                    Err(e) => Err(SourceFailed::io(format!("S3 download: {e}"))),
                 };
                 let last = !matches!(next, Ok(Some(_)));
                 // The reader hung up (the job failed): stop downloading.
@@ -197,11 +284,57 @@ impl ObjectStore for S3Store {
                 }
             }
         });
-        Ok(Box::new(ChannelReader {
+        let reader = Box::new(ChannelReader {
             receiver,
             current: Bytes::new(),
             ended: false,
-        }))
+        });
+        Ok(Opened { reader, size })
+    }
+
+    async fn copy(&self, object: &ObjectRef, bucket: &str, key: &str) -> Result<(), AwsError> {
+        let mut source = format!(
+            "{}/{}",
+            object.bucket,
+            percent_encoding::utf8_percent_encode(&object.key, COPY_SOURCE)
+        );
+        if let Some(version) = &object.version_id {
+            source.push_str(&format!(
+                "?versionId={}",
+                percent_encoding::utf8_percent_encode(version, COPY_SOURCE)
+            ));
+        }
+        if object.size.is_some_and(|size| size > MAX_COPY) {
+            return self
+                .copy_multipart(&source, object.size.unwrap_or_default(), bucket, key)
+                .await;
+        }
+        let mut request = self
+            .client
+            .copy_object()
+            .copy_source(&source)
+            .bucket(bucket)
+            .key(key);
+        if let (None, Some(etag)) = (&object.version_id, &object.etag) {
+            request = request.copy_source_if_match(format!("\"{etag}\""));
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("S3 CopyObject", e))?;
+        Ok(())
+    }
+
+    async fn put_bytes(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("S3 PutObject", e))?;
+        Ok(())
     }
 
     async fn put_file(
@@ -267,7 +400,7 @@ impl Read for ChannelReader {
                 Some(Ok(None)) => self.ended = true,
                 Some(Err(e)) => return Err(e),
                 None => {
-                    return Err(io::Error::other(
+                    return Err(SourceFailed::io(
                         "S3 download stopped before the end of the object",
                     ))
                 }
@@ -311,7 +444,7 @@ mod tests {
     #[test]
     fn channel_reader_reports_errors_and_early_closes() {
         let chunk = Ok(Some(Bytes::from_static(b"user_id\n")));
-        let (_, failed) = reader_of(vec![chunk, Err(io::Error::other("S3 download: reset"))]);
+        let (_, failed) = reader_of(vec![chunk, Err(SourceFailed::io("S3 download: reset"))]);
         assert_eq!(failed.unwrap_err(), "S3 download: reset");
         let chunk = Ok(Some(Bytes::from_static(b"user_id\n")));
         let (text, cut) = reader_of(vec![chunk]);

@@ -325,18 +325,24 @@ async fn set_visibility<Q: Queue>(queue: &Q, message: &Received, timeout: Durati
 fn describe(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Discarded(reason) => format!("discarded: {reason}"),
-        Outcome::Upserted { dataset, rows } => {
-            format!("upserted {rows} inline records into {dataset}")
+        Outcome::Upserted {
+            dataset,
+            rows,
+            quarantined,
+        } => {
+            format!("upserted {rows} inline records into {dataset}, quarantined {quarantined}")
         }
         Outcome::Converted(objects) => objects
             .iter()
             .map(|o| match o {
                 ObjectOutcome::Written(s) => format!(
-                    "{} → {} rows in {} part(s)",
+                    "{} → {} rows in {} part(s), {} quarantined",
                     s.uri,
                     s.rows_written,
-                    s.parts.len()
+                    s.parts.len(),
+                    s.rows_quarantined
                 ),
+                ObjectOutcome::Rejected(r) => format!("{} rejected: {}", r.uri, r.reason),
                 ObjectOutcome::AlreadyDone { uri, status } => {
                     format!("{uri} already {}", status.as_str())
                 }

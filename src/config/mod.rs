@@ -12,10 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::datasets::{
-    compile_glob, Dataset, FileFormat, Partition, RecordsTarget, Router, INGEST_DATE,
-};
-use crate::schema::{strftime_is_valid, Column, ColumnType};
+use crate::datasets::{Dataset, Router};
 
 /// The prefix of environment overrides; sections and keys are separated by `__`.
 pub const ENV_PREFIX: &str = "LAKEWORKER";
@@ -23,6 +20,10 @@ pub const ENV_PREFIX: &str = "LAKEWORKER";
 /// Lineage columns added to every lake file; dataset columns may not start with `_`.
 pub const SOURCE_COLUMN: &str = "_source";
 pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
+/// With `extra_columns = "keep"`, undeclared columns as one JSON object per row.
+pub const EXTRA_COLUMN: &str = "_extra";
+
+mod dataset;
 
 /// Every problem found in a configuration, each with its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +118,28 @@ pub struct LakeSettings {
     pub prefix: String,
     pub quarantine_prefix: String,
     pub compression: Compression,
+    /// The salt of `pii = "hash"` columns, read from the variable `lake.pii_salt_env`.
+    pub pii_salt: Option<Secret>,
+}
+
+/// A value that must not appear in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +190,7 @@ struct RawSettings {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
-    datasets: Vec<RawDataset>,
+    datasets: Vec<dataset::RawDataset>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +265,8 @@ struct RawLake {
     quarantine_prefix: String,
     #[serde(default = "default_compression")]
     compression: String,
+    #[serde(default = "default_pii_salt_env")]
+    pii_salt_env: String,
 }
 
 fn default_prefix() -> String {
@@ -252,6 +277,9 @@ fn default_quarantine_prefix() -> String {
 }
 fn default_compression() -> String {
     "zstd".into()
+}
+fn default_pii_salt_env() -> String {
+    "LAKEWORKER_PII_SALT".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,38 +334,12 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDataset {
-    name: String,
-    #[serde(rename = "match")]
-    pattern: String,
-    format: String,
-    partition_by: Option<String>,
-    records_table: Option<String>,
-    records_key: Option<String>,
-    #[serde(default)]
-    columns: Vec<RawColumn>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawColumn {
-    name: String,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    required: bool,
-    format: Option<String>,
-}
-
 // ----- loading ---------------------------------------------------------------------------
 
 impl Settings {
     /// Reads `path`, applies `LAKEWORKER__…` environment overrides, validates.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let env = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX));
-        Self::load_with_env(path, env)
+        Self::load_with_env(path, std::env::vars())
     }
 
     /// [`Settings::load`] with an explicit environment, for tests.
@@ -361,7 +363,7 @@ impl Settings {
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
                     .separator("__")
-                    .source(Some(env)),
+                    .source(Some(env.clone())),
             )
             .build()
             .map_err(|e| ConfigError::single("", format!("{}: {e}", path.display())))?;
@@ -375,7 +377,7 @@ impl Settings {
             }
             ConfigError::single(path, reason)
         })?;
-        raw.validate()
+        raw.validate(&env)
     }
 
     /// A short human summary for `check-config`.
@@ -445,20 +447,14 @@ const LOG_FORMATS: [(&str, LogFormat); 3] = [
     ("json", LogFormat::Json),
     ("pretty", LogFormat::Pretty),
 ];
-const FILE_FORMATS: [(&str, FileFormat); 2] =
-    [("csv", FileFormat::Csv), ("jsonl", FileFormat::Jsonl)];
-const COLUMN_TYPES: [(&str, ColumnType); 6] = [
-    ("string", ColumnType::String),
-    ("int", ColumnType::Int),
-    ("float", ColumnType::Float),
-    ("bool", ColumnType::Bool),
-    ("date", ColumnType::Date),
-    ("timestamp", ColumnType::Timestamp),
-];
-
 impl RawSettings {
-    fn validate(self) -> Result<Settings, ConfigError> {
+    /// `env` is where the PII salt is looked up.
+    fn validate(self, env: &config::Map<String, String>) -> Result<Settings, ConfigError> {
         let mut p = Problems::default();
+        let pii_salt = env
+            .get(&self.lake.pii_salt_env)
+            .filter(|salt| !salt.is_empty())
+            .map(|salt| Secret(salt.clone()));
 
         p.check(
             !self.aws.region.trim().is_empty(),
@@ -581,7 +577,7 @@ impl RawSettings {
                     format!("dataset name {:?} is used twice", raw.name),
                 );
             }
-            if let Some(dataset) = raw.validate(&path, &mut p) {
+            if let Some(dataset) = raw.validate(&path, &mut p, pii_salt.is_some()) {
                 datasets.push(dataset);
             }
         }
@@ -617,6 +613,7 @@ impl RawSettings {
                 prefix: self.lake.prefix,
                 quarantine_prefix: self.lake.quarantine_prefix,
                 compression,
+                pii_salt,
             },
             ledger: LedgerSettings {
                 table: self.ledger.table,
@@ -631,168 +628,6 @@ impl RawSettings {
                 level: self.log.level,
             },
             datasets: Router::new(datasets),
-        })
-    }
-}
-
-impl RawDataset {
-    fn validate(self, path: &str, p: &mut Problems) -> Option<Dataset> {
-        let before = p.0.len();
-        p.check(
-            is_identifier(&self.name),
-            format!("{path}.name"),
-            format!(
-                "{:?} must start with a lowercase letter and hold only a-z, 0-9 and _ (it names lake folders and tables)",
-                self.name
-            ),
-        );
-        let format = choice(p, format!("{path}.format"), &self.format, &FILE_FORMATS);
-        let matcher = match compile_glob(&self.pattern) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                p.add(
-                    format!("{path}.match"),
-                    format!("{:?} is not a valid glob: {}", self.pattern, e.kind()),
-                );
-                None
-            }
-        };
-
-        if self.columns.is_empty() {
-            p.add(format!("{path}.columns"), "at least one column is needed");
-        }
-        let mut columns: Vec<Column> = Vec::new();
-        let mut untyped: Vec<String> = Vec::new();
-        for (j, raw) in self.columns.into_iter().enumerate() {
-            let cpath = format!("{path}.columns[{j}]");
-            if raw.name.is_empty() || raw.name.starts_with('_') {
-                p.add(
-                    format!("{cpath}.name"),
-                    format!("{:?}: column names must be non-empty and not start with _ (reserved for {SOURCE_COLUMN} and {INGESTED_AT_COLUMN})", raw.name),
-                );
-            }
-            if columns.iter().any(|c| c.name == raw.name) || untyped.contains(&raw.name) {
-                p.add(
-                    format!("{cpath}.name"),
-                    format!("column {:?} is declared twice", raw.name),
-                );
-            }
-            // A column of unknown type is reported once; checks that depend on its type
-            // (format, partition, records key) are skipped for it.
-            let Some(kind) = choice(p, format!("{cpath}.type"), &raw.kind, &COLUMN_TYPES) else {
-                untyped.push(raw.name);
-                continue;
-            };
-            if let Some(format) = &raw.format {
-                if !matches!(kind, ColumnType::Date | ColumnType::Timestamp) {
-                    p.add(
-                        format!("{cpath}.format"),
-                        "only date and timestamp columns take a format",
-                    );
-                } else if !strftime_is_valid(format) {
-                    p.add(
-                        format!("{cpath}.format"),
-                        format!("{format:?} is not a valid strftime format"),
-                    );
-                }
-            }
-            columns.push(Column {
-                name: raw.name,
-                kind,
-                required: raw.required,
-                format: raw.format,
-            });
-        }
-
-        let partition_by = self.partition_by.as_deref().unwrap_or(INGEST_DATE);
-        let partition = match columns.iter().position(|c| c.name == partition_by) {
-            _ if untyped.iter().any(|name| name == partition_by) => None,
-            Some(index) => match columns[index].kind {
-                ColumnType::Date => Some(Partition::DateColumn { index }),
-                ColumnType::Timestamp => {
-                    let derived = format!("{partition_by}_date");
-                    p.check(
-                        !columns.iter().any(|c| c.name == derived),
-                        format!("{path}.partition_by"),
-                        format!("a timestamp partition is written as {derived}=…, which clashes with the column {derived:?}"),
-                    );
-                    Some(Partition::TimestampColumn { index })
-                }
-                other => {
-                    p.add(
-                        format!("{path}.partition_by"),
-                        format!("column {partition_by:?} has type {}; partition columns must be date or timestamp", other.name()),
-                    );
-                    None
-                }
-            },
-            None if partition_by == INGEST_DATE => Some(Partition::IngestDate),
-            None => {
-                p.add(
-                    format!("{path}.partition_by"),
-                    format!("{partition_by:?} is neither \"{INGEST_DATE}\" nor a column of this dataset"),
-                );
-                None
-            }
-        };
-
-        let records = match (self.records_table, self.records_key) {
-            (None, None) => None,
-            (Some(_), None) => {
-                p.add(
-                    format!("{path}.records_key"),
-                    "records_table needs records_key, the table's hash key column",
-                );
-                None
-            }
-            (None, Some(_)) => {
-                p.add(
-                    format!("{path}.records_table"),
-                    "records_key is set but records_table is not",
-                );
-                None
-            }
-            (Some(table), Some(key)) => {
-                p.check(
-                    is_table_name(&table),
-                    format!("{path}.records_table"),
-                    format!(
-                        "{table:?} is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ . -)"
-                    ),
-                );
-                match columns.iter().position(|c| c.name == key) {
-                    _ if untyped.contains(&key) => None,
-                    Some(key_index) => {
-                        let column = &columns[key_index];
-                        p.check(
-                            column.kind == ColumnType::String && column.required,
-                            format!("{path}.records_key"),
-                            format!("column {key:?} must be a required string column: it is the table's string hash key"),
-                        );
-                        Some(RecordsTarget { table, key_index })
-                    }
-                    None => {
-                        p.add(
-                            format!("{path}.records_key"),
-                            format!("{key:?} is not a column of this dataset"),
-                        );
-                        None
-                    }
-                }
-            }
-        };
-
-        if p.0.len() != before {
-            return None;
-        }
-        Some(Dataset {
-            name: self.name,
-            pattern: self.pattern,
-            matcher: matcher?,
-            format: format?,
-            partition: partition?,
-            columns,
-            records,
         })
     }
 }
@@ -842,7 +677,7 @@ fn is_table_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Write;
 
@@ -881,14 +716,14 @@ type = "date"
 format = "%Y/%m/%d"
 "#;
 
-    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    pub(super) fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         file.write_all(text.as_bytes()).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Settings::load_with_env(file.path(), env)
     }
 
-    fn problems(text: &str) -> Vec<String> {
+    pub(super) fn problems(text: &str) -> Vec<String> {
         load(text, &[])
             .unwrap_err()
             .problems
@@ -911,7 +746,10 @@ format = "%Y/%m/%d"
         assert_eq!(s.lake.prefix, "curated");
         assert_eq!(s.lake.compression, Compression::Zstd);
         let users = s.datasets.by_name("users").unwrap();
-        assert_eq!(users.partition, Partition::DateColumn { index: 1 });
+        assert_eq!(
+            users.partition,
+            crate::datasets::Partition::DateColumn { index: 1 }
+        );
         assert_eq!(users.records.as_ref().unwrap().table, "lakeworker-users");
         assert!(s
             .summary()

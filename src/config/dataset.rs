@@ -1,0 +1,874 @@
+//! `[[datasets]]` entries as written, and their validation into [`Dataset`]s: columns and
+//! their rules, partitioning, the records table, CSV options, validation policy, limits
+//! and lake transforms. Every problem is recorded with its key path.
+
+use std::collections::HashSet;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use super::{
+    choice, is_identifier, is_table_name, Problems, EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN,
+};
+use crate::datasets::{
+    compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, OnInvalid, Partition,
+    Policy, RecordsTarget, INGEST_DATE,
+};
+use crate::schema::{
+    parse_date, parse_timestamp, strftime_is_valid, Allowed, Column, ColumnType, LakeOutput, Limit,
+    Rules, ValueFormat,
+};
+
+const FILE_FORMATS: [(&str, FileFormat); 2] =
+    [("csv", FileFormat::Csv), ("jsonl", FileFormat::Jsonl)];
+const COLUMN_TYPES: [(&str, ColumnType); 6] = [
+    ("string", ColumnType::String),
+    ("int", ColumnType::Int),
+    ("float", ColumnType::Float),
+    ("bool", ColumnType::Bool),
+    ("date", ColumnType::Date),
+    ("timestamp", ColumnType::Timestamp),
+];
+const ON_INVALID: [(&str, OnInvalid); 2] = [
+    ("quarantine_rows", OnInvalid::QuarantineRows),
+    ("reject_file", OnInvalid::RejectFile),
+];
+const EXTRA_COLUMNS: [(&str, ExtraColumns); 3] = [
+    ("ignore", ExtraColumns::Ignore),
+    ("keep", ExtraColumns::Keep),
+    ("reject", ExtraColumns::Reject),
+];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pii {
+    Hash,
+    Drop,
+}
+const PII: [(&str, Pii); 2] = [("hash", Pii::Hash), ("drop", Pii::Drop)];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDataset {
+    pub(super) name: String,
+    #[serde(rename = "match")]
+    pattern: String,
+    format: String,
+    partition_by: Option<String>,
+    records_table: Option<String>,
+    records_key: Option<String>,
+    on_invalid: Option<String>,
+    max_invalid_fraction: Option<f64>,
+    extra_columns: Option<String>,
+    unique_key: Option<OneOrMany>,
+    nulls: Option<Vec<String>>,
+    max_object_bytes: Option<u64>,
+    max_row_bytes: Option<u64>,
+    max_columns: Option<u64>,
+    csv: Option<RawCsv>,
+    #[serde(default)]
+    columns: Vec<RawColumn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCsv {
+    delimiter: Option<String>,
+    quote: Option<String>,
+    escape: Option<String>,
+    header: Option<RawHeader>,
+    skip_rows: Option<u64>,
+    comment: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawHeader {
+    Present(bool),
+    Names(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumn {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    required: bool,
+    format: Option<String>,
+    pattern: Option<String>,
+    allowed: Option<Vec<RawValue>>,
+    min: Option<RawValue>,
+    max: Option<RawValue>,
+    max_length: Option<u64>,
+    nulls: Option<Vec<String>>,
+    true_values: Option<Vec<String>>,
+    false_values: Option<Vec<String>>,
+    rename: Option<String>,
+    #[serde(default)]
+    drop_from_lake: bool,
+    pii: Option<String>,
+}
+
+/// A number or a string in the config (bounds and allowed values).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl std::fmt::Display for RawValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RawValue::Int(v) => write!(f, "{v}"),
+            RawValue::Float(v) => write!(f, "{v}"),
+            RawValue::Text(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+/// What validating the columns found, for the dataset-level checks after it.
+struct Columns {
+    columns: Vec<Column>,
+    /// Names of columns whose type was unknown (reported once; dependent checks skipped).
+    untyped: Vec<String>,
+    hashes: bool,
+}
+
+impl RawDataset {
+    /// Validates into a dataset, or records why not. `pii_salt` tells whether the salt
+    /// for `pii = "hash"` is available.
+    pub(super) fn validate(self, path: &str, p: &mut Problems, pii_salt: bool) -> Option<Dataset> {
+        let before = p.0.len();
+        p.check(
+            is_identifier(&self.name),
+            format!("{path}.name"),
+            format!(
+                "{:?} must start with a lowercase letter and hold only a-z, 0-9 and _ (it names lake folders and tables)",
+                self.name
+            ),
+        );
+        let format = choice(p, format!("{path}.format"), &self.format, &FILE_FORMATS);
+        let matcher = match compile_glob(&self.pattern) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                p.add(
+                    format!("{path}.match"),
+                    format!("{:?} is not a valid glob: {}", self.pattern, e.kind()),
+                );
+                None
+            }
+        };
+        let dataset_nulls = self.nulls.clone();
+        let Columns {
+            columns,
+            untyped,
+            hashes,
+        } = validate_columns(self.columns, dataset_nulls.as_deref(), path, p);
+        if hashes && !pii_salt {
+            p.add(
+                format!("{path}.columns"),
+                "a column has pii = \"hash\" but the salt is missing: set the environment variable named by lake.pii_salt_env",
+            );
+        }
+        let partition =
+            validate_partition(self.partition_by.as_deref(), &columns, &untyped, path, p);
+        let records = validate_records(
+            self.records_table,
+            self.records_key,
+            &columns,
+            &untyped,
+            path,
+            p,
+        );
+        let csv = self
+            .csv
+            .map(|raw| raw.validate(&format!("{path}.csv"), p))
+            .unwrap_or_default();
+        if let (Some(FileFormat::Jsonl), true) = (format, csv != CsvOptions::default()) {
+            p.add(
+                format!("{path}.csv"),
+                "CSV options only apply to format = \"csv\"",
+            );
+        }
+
+        let mut policy = Policy::default();
+        if let Some(word) = &self.on_invalid {
+            policy.on_invalid = choice(p, format!("{path}.on_invalid"), word, &ON_INVALID)
+                .unwrap_or(policy.on_invalid);
+        }
+        if let Some(word) = &self.extra_columns {
+            policy.extra_columns = choice(p, format!("{path}.extra_columns"), word, &EXTRA_COLUMNS)
+                .unwrap_or(policy.extra_columns);
+        }
+        if let Some(fraction) = self.max_invalid_fraction {
+            p.check(
+                (0.0..=1.0).contains(&fraction),
+                format!("{path}.max_invalid_fraction"),
+                "must be between 0 and 1",
+            );
+            policy.max_invalid_fraction = fraction;
+        }
+        let names = match self.unique_key {
+            None => Vec::new(),
+            Some(OneOrMany::One(name)) => vec![name],
+            Some(OneOrMany::Many(names)) => names,
+        };
+        for name in names {
+            match columns.iter().position(|c| c.name == name) {
+                Some(index) => policy.unique_key.push(index),
+                None if untyped.contains(&name) => {}
+                None => p.add(
+                    format!("{path}.unique_key"),
+                    format!("{name:?} is not a column of this dataset"),
+                ),
+            }
+        }
+        if let Some(bytes) = self.max_object_bytes {
+            p.check(
+                bytes >= 1,
+                format!("{path}.max_object_bytes"),
+                "must be at least 1",
+            );
+            policy.max_object_bytes = bytes;
+        }
+        if let Some(bytes) = self.max_row_bytes {
+            p.check(
+                (64..=256 * 1024 * 1024).contains(&bytes),
+                format!("{path}.max_row_bytes"),
+                "must be between 64 and 268435456",
+            );
+            policy.max_row_bytes = bytes as usize;
+        }
+        if let Some(count) = self.max_columns {
+            p.check(
+                (1..=100_000).contains(&count),
+                format!("{path}.max_columns"),
+                "must be between 1 and 100000",
+            );
+            policy.max_columns = count as usize;
+        }
+
+        if p.0.len() != before {
+            return None;
+        }
+        Some(Dataset {
+            name: self.name,
+            pattern: self.pattern,
+            matcher: matcher?,
+            format: format?,
+            partition: partition?,
+            columns,
+            records,
+            csv,
+            policy,
+        })
+    }
+}
+
+fn validate_columns(
+    raw: Vec<RawColumn>,
+    dataset_nulls: Option<&[String]>,
+    path: &str,
+    p: &mut Problems,
+) -> Columns {
+    if raw.is_empty() {
+        p.add(format!("{path}.columns"), "at least one column is needed");
+    }
+    let mut columns: Vec<Column> = Vec::new();
+    let mut untyped: Vec<String> = Vec::new();
+    let mut lake_names: HashSet<String> = [SOURCE_COLUMN, INGESTED_AT_COLUMN, EXTRA_COLUMN]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut hashes = false;
+    for (j, raw) in raw.into_iter().enumerate() {
+        let cpath = format!("{path}.columns[{j}]");
+        if raw.name.is_empty() || raw.name.starts_with('_') {
+            p.add(
+                format!("{cpath}.name"),
+                format!(
+                    "{:?}: column names must be non-empty and not start with _ (reserved for {SOURCE_COLUMN}, {INGESTED_AT_COLUMN} and {EXTRA_COLUMN})",
+                    raw.name
+                ),
+            );
+        }
+        if columns.iter().any(|c| c.name == raw.name) || untyped.contains(&raw.name) {
+            p.add(
+                format!("{cpath}.name"),
+                format!("column {:?} is declared twice", raw.name),
+            );
+        }
+        let Some(kind) = choice(p, format!("{cpath}.type"), &raw.kind, &COLUMN_TYPES) else {
+            untyped.push(raw.name);
+            continue;
+        };
+        let mut column = Column::new(&raw.name, kind, raw.required);
+        column.format = raw
+            .format
+            .as_deref()
+            .and_then(|f| value_format(f, kind, &cpath, p));
+        if let Some(nulls) = raw.nulls.as_deref().or(dataset_nulls) {
+            column.nulls = nulls.to_vec();
+        }
+        for (values, target, key) in [
+            (
+                raw.true_values.clone(),
+                &mut column.true_values,
+                "true_values",
+            ),
+            (
+                raw.false_values.clone(),
+                &mut column.false_values,
+                "false_values",
+            ),
+        ] {
+            if let Some(values) = values {
+                p.check(
+                    kind == ColumnType::Bool,
+                    format!("{cpath}.{key}"),
+                    "only bool columns take true_values and false_values",
+                );
+                p.check(
+                    !values.is_empty(),
+                    format!("{cpath}.{key}"),
+                    "must not be empty",
+                );
+                *target = values;
+            }
+        }
+        if kind == ColumnType::Bool {
+            let clash = column.true_values.iter().find(|t| {
+                column
+                    .false_values
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(t))
+            });
+            if let Some(word) = clash {
+                p.add(
+                    format!("{cpath}.false_values"),
+                    format!("{word:?} is both true and false"),
+                );
+            }
+        }
+        column.rules = validate_rules(&raw, &column, &cpath, p);
+        let (lake, hash) = validate_lake(&raw, &cpath, p);
+        hashes |= hash;
+        if let LakeOutput::Keep { name } | LakeOutput::Hash { name } = &lake {
+            if !lake_names.insert(name.clone()) {
+                p.add(
+                    format!("{cpath}.rename"),
+                    format!("the lake would have two columns named {name:?}"),
+                );
+            }
+        }
+        column.lake = lake;
+        columns.push(column);
+    }
+    Columns {
+        columns,
+        untyped,
+        hashes,
+    }
+}
+
+fn value_format(
+    text: &str,
+    kind: ColumnType,
+    cpath: &str,
+    p: &mut Problems,
+) -> Option<ValueFormat> {
+    match (kind, text) {
+        (ColumnType::Timestamp, "rfc3339") => Some(ValueFormat::Rfc3339),
+        (ColumnType::Timestamp, "epoch_seconds") => Some(ValueFormat::EpochSeconds),
+        (ColumnType::Timestamp, "epoch_millis") => Some(ValueFormat::EpochMillis),
+        (ColumnType::Date | ColumnType::Timestamp, pattern) if strftime_is_valid(pattern) => {
+            Some(ValueFormat::Strftime(pattern.to_owned()))
+        }
+        (ColumnType::Date | ColumnType::Timestamp, pattern) => {
+            p.add(
+                format!("{cpath}.format"),
+                format!("{pattern:?} is not a valid strftime format"),
+            );
+            None
+        }
+        _ => {
+            p.add(
+                format!("{cpath}.format"),
+                "only date and timestamp columns take a format",
+            );
+            None
+        }
+    }
+}
+
+fn validate_rules(raw: &RawColumn, column: &Column, cpath: &str, p: &mut Problems) -> Rules {
+    let kind = column.kind;
+    let mut rules = Rules::default();
+    if let Some(pattern) = &raw.pattern {
+        if kind != ColumnType::String {
+            p.add(
+                format!("{cpath}.pattern"),
+                "only string columns take a pattern",
+            );
+        }
+        // The pattern must match the whole value.
+        match Regex::new(&format!("^(?:{pattern})$")) {
+            Ok(regex) => rules.pattern = Some(regex),
+            Err(e) => p.add(
+                format!("{cpath}.pattern"),
+                format!(
+                    "{pattern:?} does not compile: {}",
+                    first_line(&e.to_string())
+                ),
+            ),
+        }
+    }
+    if let Some(max) = raw.max_length {
+        p.check(
+            kind == ColumnType::String,
+            format!("{cpath}.max_length"),
+            "only string columns take max_length",
+        );
+        rules.max_length = Some(max as usize);
+    }
+    if let Some(values) = &raw.allowed {
+        rules.allowed = match kind {
+            ColumnType::String => {
+                let strings: Option<HashSet<String>> = values
+                    .iter()
+                    .map(|v| match v {
+                        RawValue::Text(t) => Some(t.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if strings.is_none() {
+                    p.add(
+                        format!("{cpath}.allowed"),
+                        "a string column's allowed values must be strings",
+                    );
+                }
+                strings.map(Allowed::Strings)
+            }
+            ColumnType::Int => {
+                let ints: Option<HashSet<i64>> = values
+                    .iter()
+                    .map(|v| match v {
+                        RawValue::Int(i) => Some(*i),
+                        RawValue::Text(t) => t.trim().parse().ok(),
+                        RawValue::Float(_) => None,
+                    })
+                    .collect();
+                if ints.is_none() {
+                    p.add(
+                        format!("{cpath}.allowed"),
+                        "an int column's allowed values must be integers",
+                    );
+                }
+                ints.map(Allowed::Ints)
+            }
+            _ => {
+                p.add(
+                    format!("{cpath}.allowed"),
+                    "only string and int columns take allowed values",
+                );
+                None
+            }
+        };
+        if values.is_empty() {
+            p.add(format!("{cpath}.allowed"), "must not be empty");
+        }
+    }
+    rules.min = raw
+        .min
+        .as_ref()
+        .and_then(|v| limit(v, column, &format!("{cpath}.min"), p));
+    rules.max = raw
+        .max
+        .as_ref()
+        .and_then(|v| limit(v, column, &format!("{cpath}.max"), p));
+    if let (Some(min), Some(max)) = (rules.min, rules.max) {
+        let above = match (min, max) {
+            (Limit::Int(a), Limit::Int(b)) | (Limit::Timestamp(a), Limit::Timestamp(b)) => a > b,
+            (Limit::Float(a), Limit::Float(b)) => a > b,
+            (Limit::Date(a), Limit::Date(b)) => a > b,
+            _ => false,
+        };
+        p.check(
+            !above,
+            format!("{cpath}.min"),
+            format!(
+                "{} is above max {}",
+                raw.min.as_ref().map_or(String::new(), ToString::to_string),
+                raw.max.as_ref().map_or(String::new(), ToString::to_string)
+            ),
+        );
+    }
+    rules
+}
+
+/// A bound in the column's own type: numbers for int and float, text for date and
+/// timestamp (read with the column's format).
+fn limit(value: &RawValue, column: &Column, path: &str, p: &mut Problems) -> Option<Limit> {
+    let limit = match (column.kind, value) {
+        (ColumnType::Int, RawValue::Int(v)) => Some(Limit::Int(*v)),
+        (ColumnType::Int, RawValue::Text(t)) => t.trim().parse().ok().map(Limit::Int),
+        (ColumnType::Float, RawValue::Int(v)) => Some(Limit::Float(*v as f64)),
+        (ColumnType::Float, RawValue::Float(v)) if v.is_finite() => Some(Limit::Float(*v)),
+        (ColumnType::Float, RawValue::Text(t)) => t
+            .trim()
+            .parse()
+            .ok()
+            .filter(|f: &f64| f.is_finite())
+            .map(Limit::Float),
+        (ColumnType::Date, RawValue::Text(t)) => parse_date(t, column.format.as_ref())
+            .or_else(|| parse_date(t, None))
+            .map(Limit::Date),
+        (ColumnType::Timestamp, RawValue::Text(t)) => parse_timestamp(t, column.format.as_ref())
+            .or_else(|| parse_timestamp(t, None))
+            .map(Limit::Timestamp),
+        (ColumnType::String | ColumnType::Bool, _) => {
+            p.add(
+                path,
+                format!(
+                    "{} columns take no min or max (use max_length, pattern or allowed)",
+                    column.kind.name()
+                ),
+            );
+            return None;
+        }
+        _ => None,
+    };
+    if limit.is_none() {
+        p.add(
+            path,
+            format!("{value} is not a {} bound", column.kind.name()),
+        );
+    }
+    limit
+}
+
+/// The lake copy of a column; the bool says whether it is hashed.
+fn validate_lake(raw: &RawColumn, cpath: &str, p: &mut Problems) -> (LakeOutput, bool) {
+    let pii = raw
+        .pii
+        .as_deref()
+        .and_then(|word| choice(p, format!("{cpath}.pii"), word, &PII));
+    if let Some(name) = &raw.rename {
+        p.check(
+            is_identifier(name),
+            format!("{cpath}.rename"),
+            format!("{name:?} must start with a lowercase letter and hold only a-z, 0-9 and _"),
+        );
+        p.check(
+            !raw.drop_from_lake && pii != Some(Pii::Drop),
+            format!("{cpath}.rename"),
+            "a column dropped from the lake cannot be renamed there",
+        );
+    }
+    let name = raw.rename.clone().unwrap_or_else(|| raw.name.clone());
+    match (raw.drop_from_lake, pii) {
+        (true, _) | (_, Some(Pii::Drop)) => (LakeOutput::Drop, false),
+        (false, Some(Pii::Hash)) => (LakeOutput::Hash { name }, true),
+        (false, None) => (LakeOutput::Keep { name }, false),
+    }
+}
+
+fn validate_partition(
+    partition_by: Option<&str>,
+    columns: &[Column],
+    untyped: &[String],
+    path: &str,
+    p: &mut Problems,
+) -> Option<Partition> {
+    let partition_by = partition_by.unwrap_or(INGEST_DATE);
+    if untyped.iter().any(|name| name == partition_by) {
+        return None;
+    }
+    let Some(index) = columns.iter().position(|c| c.name == partition_by) else {
+        if partition_by == INGEST_DATE {
+            return Some(Partition::IngestDate);
+        }
+        p.add(
+            format!("{path}.partition_by"),
+            format!("{partition_by:?} is neither \"{INGEST_DATE}\" nor a column of this dataset"),
+        );
+        return None;
+    };
+    let column = &columns[index];
+    p.check(
+        column.lake == (LakeOutput::Keep { name: column.name.clone() }),
+        format!("{path}.partition_by"),
+        format!("the partition column {partition_by:?} cannot be renamed, dropped or hashed in the lake"),
+    );
+    match column.kind {
+        ColumnType::Date => Some(Partition::DateColumn { index }),
+        ColumnType::Timestamp => {
+            let derived = format!("{partition_by}_date");
+            p.check(
+                !columns.iter().any(|c| c.name == derived),
+                format!("{path}.partition_by"),
+                format!("a timestamp partition is written as {derived}=…, which clashes with the column {derived:?}"),
+            );
+            Some(Partition::TimestampColumn { index })
+        }
+        other => {
+            p.add(
+                format!("{path}.partition_by"),
+                format!("column {partition_by:?} has type {}; partition columns must be date or timestamp", other.name()),
+            );
+            None
+        }
+    }
+}
+
+fn validate_records(
+    table: Option<String>,
+    key: Option<String>,
+    columns: &[Column],
+    untyped: &[String],
+    path: &str,
+    p: &mut Problems,
+) -> Option<RecordsTarget> {
+    match (table, key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            p.add(
+                format!("{path}.records_key"),
+                "records_table needs records_key, the table's hash key column",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.add(
+                format!("{path}.records_table"),
+                "records_key is set but records_table is not",
+            );
+            None
+        }
+        (Some(table), Some(key)) => {
+            p.check(
+                is_table_name(&table),
+                format!("{path}.records_table"),
+                format!(
+                    "{table:?} is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ . -)"
+                ),
+            );
+            if untyped.contains(&key) {
+                return None;
+            }
+            let Some(key_index) = columns.iter().position(|c| c.name == key) else {
+                p.add(
+                    format!("{path}.records_key"),
+                    format!("{key:?} is not a column of this dataset"),
+                );
+                return None;
+            };
+            let column = &columns[key_index];
+            p.check(
+                column.kind == ColumnType::String && column.required,
+                format!("{path}.records_key"),
+                format!("column {key:?} must be a required string column: it is the table's string hash key"),
+            );
+            Some(RecordsTarget { table, key_index })
+        }
+    }
+}
+
+impl RawCsv {
+    fn validate(self, path: &str, p: &mut Problems) -> CsvOptions {
+        let mut options = CsvOptions::default();
+        let mut byte =
+            |text: Option<String>, key: &str, empty_means_none: bool| -> Option<Option<u8>> {
+                let text = text?;
+                let text = if text == "\\t" { "\t".to_owned() } else { text };
+                match text.as_bytes() {
+                    [] if empty_means_none => Some(None),
+                    [b] if b.is_ascii() && *b != b'\n' && *b != b'\r' => Some(Some(*b)),
+                    _ => {
+                        p.add(
+                            format!("{path}.{key}"),
+                            format!("{text:?} must be one ASCII character (not a line break)"),
+                        );
+                        None
+                    }
+                }
+            };
+        if let Some(Some(delimiter)) = byte(self.delimiter, "delimiter", false) {
+            options.delimiter = delimiter;
+        }
+        if let Some(quote) = byte(self.quote, "quote", true) {
+            options.quote = quote;
+        }
+        if let Some(escape) = byte(self.escape, "escape", true) {
+            options.escape = escape;
+        }
+        if let Some(comment) = byte(self.comment, "comment", true) {
+            options.comment = comment;
+        }
+        options.skip_rows = self.skip_rows.unwrap_or(0);
+        match self.header {
+            None | Some(RawHeader::Present(true)) => {}
+            Some(RawHeader::Present(false)) => p.add(
+                format!("{path}.header"),
+                "a file without a header row needs its column names: header = [\"a\", \"b\", …]",
+            ),
+            Some(RawHeader::Names(names)) => {
+                p.check(
+                    !names.is_empty(),
+                    format!("{path}.header"),
+                    "must name at least one column",
+                );
+                options.header = Header::Names(names);
+            }
+        }
+        let specials = [
+            Some(options.delimiter),
+            options.quote,
+            options.escape,
+            options.comment,
+        ];
+        let distinct: HashSet<u8> = specials.iter().flatten().copied().collect();
+        p.check(
+            distinct.len() == specials.iter().flatten().count(),
+            path.to_owned(),
+            "delimiter, quote, escape and comment must be different characters",
+        );
+        options
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{load, problems, GOOD};
+    use crate::datasets::{ExtraColumns, Header, OnInvalid};
+    use crate::schema::{Allowed, LakeOutput, Limit, ValueFormat};
+
+    /// GOOD with `extra` appended to the users dataset and `column` to its columns.
+    fn with(extra: &str, column: &str) -> String {
+        let text = GOOD.replace(
+            "records_key = \"user_id\"\n",
+            &format!("records_key = \"user_id\"\n{extra}\n"),
+        );
+        format!("{text}{column}\n")
+    }
+
+    #[test]
+    fn every_rule_and_option_is_read() {
+        let text = with(
+            "on_invalid = \"reject_file\"\nmax_invalid_fraction = 0.25\nextra_columns = \"keep\"\nunique_key = [\"user_id\", \"signup_date\"]\nnulls = [\"-\"]\nmax_row_bytes = 4096\nmax_columns = 50\nmax_object_bytes = 1000\n[datasets.csv]\ndelimiter = \"\\\\t\"\nquote = \"'\"\nescape = \"\\\\\"\nheader = [\"user_id\", \"signup_date\", \"email\", \"age\", \"at\"]\nskip_rows = 2\ncomment = \"#\"",
+            "[[datasets.columns]]\nname = \"email\"\ntype = \"string\"\npattern = \"[^@]+@[^@]+\"\nmax_length = 100\npii = \"hash\"\nrename = \"email_hash\"\n[[datasets.columns]]\nname = \"age\"\ntype = \"int\"\nmin = 0\nmax = \"150\"\nallowed = [1, \"2\"]\ndrop_from_lake = true\n[[datasets.columns]]\nname = \"at\"\ntype = \"timestamp\"\nformat = \"epoch_millis\"\nmin = \"2000-01-01T00:00:00Z\"\n[[datasets.columns]]\nname = \"ok\"\ntype = \"bool\"\ntrue_values = [\"si\"]\nfalse_values = [\"no\"]\nnulls = [\"?\"]",
+        );
+        let s = load(&text, &[("LAKEWORKER_PII_SALT", "pepper")]).unwrap();
+        assert_eq!(s.lake.pii_salt.as_ref().unwrap().expose(), "pepper");
+        assert_eq!(
+            format!("{:?}", s.lake.pii_salt),
+            "Some(Secret(***))",
+            "the salt never prints"
+        );
+        let d = s.datasets.by_name("users").unwrap();
+        assert_eq!(d.policy.on_invalid, OnInvalid::RejectFile);
+        assert_eq!(d.policy.max_invalid_fraction, 0.25);
+        assert_eq!(d.policy.extra_columns, ExtraColumns::Keep);
+        assert_eq!(d.policy.unique_key, [0, 1]);
+        assert_eq!(
+            (
+                d.policy.max_row_bytes,
+                d.policy.max_columns,
+                d.policy.max_object_bytes
+            ),
+            (4096, 50, 1000)
+        );
+        assert_eq!(
+            (d.csv.delimiter, d.csv.quote, d.csv.escape, d.csv.comment),
+            (b'\t', Some(b'\''), Some(b'\\'), Some(b'#'))
+        );
+        assert_eq!(d.csv.skip_rows, 2);
+        assert!(matches!(&d.csv.header, Header::Names(names) if names.len() == 5));
+        let email = &d.columns[2];
+        assert!(email.rules.pattern.as_ref().unwrap().is_match("a@b"));
+        assert!(
+            !email.rules.pattern.as_ref().unwrap().is_match("x a@b y@c"),
+            "the whole value must match"
+        );
+        assert_eq!(email.rules.max_length, Some(100));
+        assert_eq!(
+            email.lake,
+            LakeOutput::Hash {
+                name: "email_hash".into()
+            }
+        );
+        assert_eq!(email.nulls, ["-"], "the dataset's nulls");
+        let age = &d.columns[3];
+        assert_eq!(
+            (age.rules.min, age.rules.max),
+            (Some(Limit::Int(0)), Some(Limit::Int(150)))
+        );
+        assert_eq!(age.rules.allowed, Some(Allowed::Ints([1, 2].into())));
+        assert_eq!(age.lake, LakeOutput::Drop);
+        let at = &d.columns[4];
+        assert_eq!(at.format, Some(ValueFormat::EpochMillis));
+        assert_eq!(at.rules.min, Some(Limit::Timestamp(946_684_800_000_000)));
+        let ok = &d.columns[5];
+        assert_eq!(
+            (
+                ok.true_values.clone(),
+                ok.false_values.clone(),
+                ok.nulls.clone()
+            ),
+            (vec!["si".into()], vec!["no".into()], vec!["?".into()])
+        );
+    }
+
+    #[test]
+    fn rule_problems_name_their_key() {
+        let cases = [
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\npattern = \"(\"", "datasets[0].columns[2].pattern: \"(\" does not compile"),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"int\"\nmin = 5\nmax = 1", "datasets[0].columns[2].min: 5 is above max 1"),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\nmin = 1", "datasets[0].columns[2].min: string columns take no min or max"),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"date\"\nmax = \"yesterday\"", "datasets[0].columns[2].max: \"yesterday\" is not a date bound"),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"float\"\nallowed = [1]", "datasets[0].columns[2].allowed: only string and int columns take allowed values"),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"int\"\npattern = \"1\"", "datasets[0].columns[2].pattern: only string columns take a pattern"),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"bool\"\ntrue_values = [\"y\"]\nfalse_values = [\"Y\"]", "datasets[0].columns[2].false_values: \"y\" is both true and false"),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\npii = \"hash\"", "datasets[0].columns: a column has pii = \"hash\" but the salt is missing"),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\npii = \"encrypt\"", "datasets[0].columns[2].pii: \"encrypt\" is not one of: hash, drop"),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\nrename = \"user_id\"", "datasets[0].columns[2].rename: the lake would have two columns named \"user_id\""),
+            ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\nrename = \"y\"\ndrop_from_lake = true", "datasets[0].columns[2].rename: a column dropped from the lake cannot be renamed"),
+            ("on_invalid = \"shrug\"", "", "datasets[0].on_invalid: \"shrug\" is not one of: quarantine_rows, reject_file"),
+            ("max_invalid_fraction = 1.5", "", "datasets[0].max_invalid_fraction: must be between 0 and 1"),
+            ("unique_key = \"nobody\"", "", "datasets[0].unique_key: \"nobody\" is not a column of this dataset"),
+            ("[datasets.csv]\ndelimiter = \";;\"", "", "datasets[0].csv.delimiter: \";;\" must be one ASCII character"),
+            ("[datasets.csv]\ndelimiter = \"'\"\nquote = \"'\"", "", "datasets[0].csv: delimiter, quote, escape and comment must be different characters"),
+            ("[datasets.csv]\nheader = false", "", "datasets[0].csv.header: a file without a header row needs its column names"),
+        ];
+        for (extra, column, expected) in cases {
+            let found = problems(&with(extra, column));
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{expected:?} not in {found:#?}"
+            );
+        }
+        let partition_hashed = GOOD.replace(
+            "format = \"%Y/%m/%d\"",
+            "format = \"%Y/%m/%d\"\nrename = \"day\"",
+        );
+        assert!(problems(&partition_hashed).iter().any(|p| p.starts_with(
+            "datasets[0].partition_by: the partition column \"signup_date\" cannot be renamed"
+        )));
+    }
+}

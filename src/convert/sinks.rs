@@ -1,0 +1,395 @@
+//! Where converted batches and bad rows go: Parquet parts per partition for the lake
+//! (after the lake transforms), one Parquet file for `lakeworker convert`, an Arrow spool
+//! of clear typed rows for DynamoDB, and a JSON-lines quarantine of bad rows.
+
+use std::collections::{btree_map, BTreeMap};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Date32Array, StringArray, TimestampMicrosecondArray, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::ZstdLevel;
+use parquet::file::properties::WriterProperties;
+use sha2::{Digest, Sha256};
+
+use super::batch::full_schema;
+use super::{BadRow, BadRowSink, BatchSink, ConvertError, Lineage};
+use crate::config::{Compression, Secret};
+use crate::datasets::{Dataset, Partition};
+use crate::records::value_text;
+use crate::schema::{ColumnType, LakeOutput};
+
+/// Most partitions one file may write; each open partition holds a writer and a buffer.
+pub const MAX_PARTITIONS_PER_FILE: usize = 1000;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+fn create(path: &Path) -> Result<File, ConvertError> {
+    File::create(path).map_err(|e| ConvertError::Write(format!("{}: {e}", path.display())))
+}
+
+/// Parquet writer settings for the lake.
+pub fn writer_properties(compression: Compression) -> WriterProperties {
+    let codec = match compression {
+        Compression::Zstd => parquet::basic::Compression::ZSTD(ZstdLevel::default()),
+        Compression::Snappy => parquet::basic::Compression::SNAPPY,
+        Compression::None => parquet::basic::Compression::UNCOMPRESSED,
+    };
+    WriterProperties::builder()
+        .set_compression(codec)
+        .set_created_by(concat!("lakeworker ", env!("CARGO_PKG_VERSION")).to_owned())
+        .build()
+}
+
+/// One Parquet file with every column, for `lakeworker convert`.
+pub struct ParquetFile {
+    writer: ArrowWriter<BufWriter<File>>,
+}
+
+impl ParquetFile {
+    pub fn create(
+        path: &Path,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<Self, ConvertError> {
+        Ok(ParquetFile {
+            writer: ArrowWriter::try_new(BufWriter::new(create(path)?), schema, Some(props))?,
+        })
+    }
+
+    pub fn close(self) -> Result<(), ConvertError> {
+        self.writer.close()?;
+        Ok(())
+    }
+}
+
+impl BatchSink for ParquetFile {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
+        Ok(self.writer.write(batch)?)
+    }
+}
+
+/// How a full batch becomes a lake batch: the columns kept (not dropped, not the date
+/// partition column that lives in the path), renamed and hashed as configured.
+pub struct LakeProjection {
+    /// (column of the full batch, the column's type if its values are hashed).
+    sources: Vec<(usize, Option<ColumnType>)>,
+    schema: SchemaRef,
+    salt: String,
+}
+
+impl LakeProjection {
+    pub fn new(dataset: &Dataset, salt: Option<&Secret>) -> Self {
+        let full = full_schema(dataset);
+        let path_only = dataset.path_only_column();
+        let mut sources = Vec::new();
+        let mut fields = Vec::new();
+        for (index, field) in full.fields().iter().enumerate() {
+            if Some(index) == path_only {
+                continue;
+            }
+            let Some(column) = dataset.columns.get(index) else {
+                // `_extra` and the lineage columns pass through.
+                sources.push((index, None));
+                fields.push(field.as_ref().clone());
+                continue;
+            };
+            match &column.lake {
+                LakeOutput::Keep { name } => {
+                    sources.push((index, None));
+                    fields.push(field.as_ref().clone().with_name(name));
+                }
+                LakeOutput::Hash { name } => {
+                    sources.push((index, Some(column.kind)));
+                    fields.push(Field::new(name, DataType::Utf8, field.is_nullable()));
+                }
+                LakeOutput::Drop => {}
+            }
+        }
+        LakeProjection {
+            sources,
+            schema: Arc::new(Schema::new(fields)),
+            salt: salt.map(|s| s.expose().to_owned()).unwrap_or_default(),
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch, ConvertError> {
+        let columns: Vec<ArrayRef> = self
+            .sources
+            .iter()
+            .map(|(index, hashed)| {
+                let column = batch.column(*index);
+                match hashed {
+                    None => column.clone(),
+                    Some(kind) => Arc::new(self.hash(*kind, column.as_ref())) as ArrayRef,
+                }
+            })
+            .collect();
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// SHA-256 over the salt and the value's text, as 64 hex digits; nulls stay null.
+    fn hash(&self, kind: ColumnType, array: &dyn Array) -> StringArray {
+        (0..array.len())
+            .map(|row| {
+                value_text(kind, array, row).map(|text| {
+                    let mut hash = Sha256::new();
+                    hash.update(self.salt.as_bytes());
+                    hash.update(text.as_bytes());
+                    hash.finalize()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                })
+            })
+            .collect()
+    }
+}
+
+/// A Hive partition value: a date in days since the epoch, or null.
+pub type PartitionValue = Option<i32>;
+
+/// A finished local Parquet part, ready to upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartFile {
+    pub partition: PartitionValue,
+    pub path: PathBuf,
+    pub rows: u64,
+}
+
+/// Lake output: one Parquet file per partition value, in a scratch directory.
+pub struct LakeParts {
+    dir: PathBuf,
+    partition: Partition,
+    ingest_date: i32,
+    projection: LakeProjection,
+    props: WriterProperties,
+    parts: BTreeMap<PartitionValue, (ArrowWriter<BufWriter<File>>, PathBuf, u64)>,
+}
+
+impl LakeParts {
+    pub fn new(
+        dir: &Path,
+        dataset: &Dataset,
+        lineage: &Lineage,
+        props: WriterProperties,
+        salt: Option<&Secret>,
+    ) -> Self {
+        LakeParts {
+            dir: dir.to_owned(),
+            partition: dataset.partition.clone(),
+            ingest_date: lineage.ingest_date,
+            projection: LakeProjection::new(dataset, salt),
+            props,
+            parts: BTreeMap::new(),
+        }
+    }
+
+    /// Closes every part and returns them in partition order.
+    pub fn finish(self) -> Result<Vec<PartFile>, ConvertError> {
+        let mut done = Vec::with_capacity(self.parts.len());
+        for (partition, (writer, path, rows)) in self.parts {
+            writer.close()?;
+            done.push(PartFile {
+                partition,
+                path,
+                rows,
+            });
+        }
+        Ok(done)
+    }
+
+    fn partition_of_rows(&self, batch: &RecordBatch) -> Vec<PartitionValue> {
+        match self.partition {
+            Partition::IngestDate => vec![Some(self.ingest_date); batch.num_rows()],
+            Partition::DateColumn { index } => batch
+                .column(index)
+                .as_any()
+                .downcast_ref::<Date32Array>()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default(),
+            Partition::TimestampColumn { index } => batch
+                .column(index)
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .map(|a| {
+                    a.iter()
+                        .map(|t| t.map(|t| t.div_euclid(MICROS_PER_DAY) as i32))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn write_part(
+        &mut self,
+        partition: PartitionValue,
+        batch: &RecordBatch,
+    ) -> Result<(), ConvertError> {
+        let lake = self.projection.apply(batch)?;
+        let next = self.parts.len();
+        let entry = match self.parts.entry(partition) {
+            btree_map::Entry::Occupied(e) => e.into_mut(),
+            btree_map::Entry::Vacant(e) => {
+                if next >= MAX_PARTITIONS_PER_FILE {
+                    return Err(ConvertError::Malformed(format!(
+                        "the file spans more than {MAX_PARTITIONS_PER_FILE} partitions"
+                    )));
+                }
+                let path = self.dir.join(format!("part-{next:05}.parquet"));
+                let writer = ArrowWriter::try_new(
+                    BufWriter::new(create(&path)?),
+                    self.projection.schema(),
+                    Some(self.props.clone()),
+                )?;
+                e.insert((writer, path, 0))
+            }
+        };
+        entry.0.write(&lake)?;
+        entry.2 += lake.num_rows() as u64;
+        Ok(())
+    }
+}
+
+impl BatchSink for LakeParts {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
+        let partitions = self.partition_of_rows(batch);
+        let first = partitions.first().copied().flatten();
+        if partitions.iter().all(|p| *p == first) {
+            return self.write_part(first, batch);
+        }
+        let mut groups: BTreeMap<PartitionValue, Vec<u32>> = BTreeMap::new();
+        for (row, partition) in partitions.iter().enumerate() {
+            groups.entry(*partition).or_default().push(row as u32);
+        }
+        for (partition, rows) in groups {
+            let part = arrow::compute::take_record_batch(batch, &UInt32Array::from(rows))?;
+            self.write_part(partition, &part)?;
+        }
+        Ok(())
+    }
+}
+
+/// Typed rows kept on disk (Arrow IPC stream) for a second pass into DynamoDB, so the
+/// table is written only after the whole file validated and the lake write succeeded.
+pub struct Spool {
+    writer: arrow::ipc::writer::StreamWriter<BufWriter<File>>,
+    path: PathBuf,
+}
+
+impl Spool {
+    pub fn create(path: &Path, schema: &Schema) -> Result<Self, ConvertError> {
+        Ok(Spool {
+            writer: arrow::ipc::writer::StreamWriter::try_new(
+                BufWriter::new(create(path)?),
+                schema,
+            )?,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn finish(mut self) -> Result<PathBuf, ConvertError> {
+        self.writer.finish()?;
+        Ok(self.path)
+    }
+}
+
+impl BatchSink for Spool {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
+        Ok(self.writer.write(batch)?)
+    }
+}
+
+/// Reads a spool back, one batch at a time.
+pub fn read_spool(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<RecordBatch, ArrowError>>, ConvertError> {
+    let file =
+        File::open(path).map_err(|e| ConvertError::Write(format!("{}: {e}", path.display())))?;
+    Ok(arrow::ipc::reader::StreamReader::try_new(
+        BufReader::new(file),
+        None,
+    )?)
+}
+
+/// Collects batches in memory (inline records are at most one SQS message).
+#[derive(Default)]
+pub struct Collect(pub Vec<RecordBatch>);
+
+impl BatchSink for Collect {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
+        self.0.push(batch.clone());
+        Ok(())
+    }
+}
+
+/// Bad rows as JSON lines: `{"line", "byte_offset", "raw", "errors": [{"line", "column",
+/// "rule", "reason"}]}`, one per row, in file order; to a file, or to memory for inline
+/// records.
+pub struct Quarantine<W: Write> {
+    writer: W,
+    rows: u64,
+}
+
+impl Quarantine<BufWriter<File>> {
+    pub fn create(path: &Path) -> Result<Self, ConvertError> {
+        Ok(Quarantine {
+            writer: BufWriter::new(create(path)?),
+            rows: 0,
+        })
+    }
+}
+
+impl Quarantine<Vec<u8>> {
+    pub fn in_memory() -> Self {
+        Quarantine {
+            writer: Vec::new(),
+            rows: 0,
+        }
+    }
+}
+
+impl<W: Write> Quarantine<W> {
+    /// The rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Flushes and returns the writer.
+    pub fn finish(mut self) -> Result<W, ConvertError> {
+        self.writer
+            .flush()
+            .map_err(|e| ConvertError::Write(format!("quarantine: {e}")))?;
+        Ok(self.writer)
+    }
+}
+
+impl<W: Write> BadRowSink for Quarantine<W> {
+    fn bad_row(&mut self, row: &BadRow<'_>) -> Result<(), ConvertError> {
+        let raw = String::from_utf8_lossy(row.raw);
+        let record = serde_json::json!({
+            "line": row.line,
+            "byte_offset": row.byte_offset,
+            "raw": raw.trim_end_matches(['\r', '\n']),
+            "errors": row.errors,
+        });
+        serde_json::to_writer(&mut self.writer, &record)
+            .map_err(|e| ConvertError::Write(format!("quarantine: {e}")))?;
+        self.writer
+            .write_all(b"\n")
+            .map_err(|e| ConvertError::Write(format!("quarantine: {e}")))?;
+        self.rows += 1;
+        Ok(())
+    }
+}

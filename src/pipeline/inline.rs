@@ -1,0 +1,83 @@
+//! Inline user records: validated like a file's rows, good ones upserted into the
+//! dataset's table, bad ones quarantined (or, past the dataset's limits, the whole message
+//! refused).
+
+use super::{lineage, rejection_reason, Outcome, Pipeline};
+use crate::aws::{Ledger, ObjectStore, RecordStore};
+use crate::convert::{self, Collect, Quarantine};
+use crate::envelope::InlineRecords;
+use crate::error::JobError;
+use crate::job::Job;
+use crate::lake;
+use crate::records::{self, Item};
+
+impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
+    pub(super) async fn upsert_inline(
+        &self,
+        inline: InlineRecords,
+        job: &Job,
+    ) -> Result<Outcome, JobError> {
+        let dataset = self
+            .settings
+            .datasets
+            .by_name(&inline.dataset)
+            .ok_or_else(|| JobError::UnknownDataset(inline.dataset.clone()))?;
+        let target = dataset
+            .records
+            .as_ref()
+            .ok_or_else(|| JobError::NoRecordsTable(dataset.name.clone()))?;
+        let what = format!("inline records for dataset {}", dataset.name);
+        let lineage = lineage(&what, None);
+        let owned = dataset.clone();
+        let batch_lineage = lineage.clone();
+        let converted = tokio::task::spawn_blocking(move || {
+            let mut batches = Collect::default();
+            let mut bad = Quarantine::in_memory();
+            let report = convert::convert_records(
+                &inline.records,
+                &owned,
+                &batch_lineage,
+                &mut batches,
+                &mut bad,
+            )?;
+            Ok::<_, convert::ConvertError>((report, batches.0, bad.finish()?))
+        })
+        .await
+        .map_err(|e| JobError::Internal(format!("conversion task: {e}")))?;
+        let (report, batches, bad_rows) = converted.map_err(|source| JobError::Convert {
+            what: what.clone(),
+            source,
+        })?;
+        if let Some(reason) = rejection_reason(&dataset.policy, &report) {
+            return Err(JobError::Rejected { what, reason });
+        }
+        if report.rows_rejected > 0 {
+            let key = lake::quarantine_rows_key(
+                &self.settings.lake.quarantine_prefix,
+                &dataset.name,
+                lineage.ingest_date,
+                job.message_id(),
+            );
+            self.store
+                .put_bytes(&self.settings.lake.bucket, &key, bad_rows)
+                .await?;
+            tracing::warn!(quarantined = report.rows_rejected, %key, "bad inline records quarantined");
+        }
+        let items: Vec<Item> = batches
+            .iter()
+            .flat_map(|b| records::items_from_batch(dataset, b))
+            .collect();
+        let items = records::last_per_key(items, &dataset.columns[target.key_index].name);
+        let rows = items.len() as u64;
+        tokio::select! {
+            upserted = self.records.upsert(&target.table, items) => upserted?,
+            _ = job.token().cancelled() => return Err(JobError::Stopped),
+        }
+        tracing::info!(dataset = %dataset.name, rows, "inline records upserted");
+        Ok(Outcome::Upserted {
+            dataset: dataset.name.clone(),
+            rows,
+            quarantined: report.rows_rejected,
+        })
+    }
+}

@@ -1,0 +1,351 @@
+//! One message, start to finish: parse the body, route each object to its dataset, claim
+//! it in the ledger, convert it, write the lake, the quarantine and the table, settle the
+//! ledger, and say what happened.
+//!
+//! [`Pipeline::handle`] is the step function the worker pool calls for every message; it
+//! does not touch the queue. Its result decides the message's fate
+//! ([`crate::worker::disposition`]). It works against the [`ObjectStore`], [`RecordStore`]
+//! and [`Ledger`] traits, so tests can drive it with in-memory fakes.
+//!
+//! - this module: routing, ledger claims and settlement, lease renewal;
+//! - [`object`]: one object: size limit, download, conversion, rejection or lake write;
+//! - [`inline`]: inline user records.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parquet::file::properties::WriterProperties;
+use tracing::Instrument;
+
+use crate::aws::{Ledger, ObjectStore, RecordStore};
+use crate::config::Settings;
+use crate::convert::{self, ConvertReport, Lineage};
+use crate::datasets::{Dataset, OnInvalid, Policy};
+use crate::envelope::{self, Envelope, ObjectRef};
+use crate::error::JobError;
+use crate::job::{Job, StopReason};
+use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, Status};
+use crate::schema::date_to_days;
+
+mod inline;
+mod object;
+#[cfg(test)]
+mod tests;
+
+/// What a handled message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do (test event, deletions).
+    Discarded(String),
+    /// Every object of the message: converted, rejected, already done, or superseded.
+    Converted(Vec<ObjectOutcome>),
+    /// Inline records upserted; bad ones quarantined.
+    Upserted {
+        dataset: String,
+        rows: u64,
+        quarantined: u64,
+    },
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectOutcome {
+    Written(ObjectSummary),
+    /// Refused as a whole: copied to the quarantine with an error report beside it.
+    Rejected(Rejection),
+    /// The ledger says this version is finished: a duplicate delivery, no work done.
+    AlreadyDone {
+        uri: String,
+        status: Status,
+    },
+    /// The object changed after the event; the newer version's own event brings it.
+    Superseded {
+        uri: String,
+    },
+}
+
+/// Counts and outputs of one converted object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSummary {
+    pub uri: String,
+    pub dataset: String,
+    pub rows_in: u64,
+    pub rows_written: u64,
+    /// Bad rows, written to `quarantine` (when there were any).
+    pub rows_quarantined: u64,
+    /// Lake keys written, in partition order.
+    pub parts: Vec<String>,
+    pub quarantine: Option<String>,
+    /// Rows upserted into the dataset's table (after last-wins per key).
+    pub records_upserted: u64,
+}
+
+/// A file refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub uri: String,
+    pub reason: String,
+    pub rows_in: u64,
+    pub rows_rejected: u64,
+    /// Where the file was copied; the report is this key plus `.error.json`.
+    pub quarantined_as: String,
+}
+
+/// The message handler, shared by every job of a worker.
+pub struct Pipeline<S, R, L> {
+    settings: Arc<Settings>,
+    store: S,
+    records: R,
+    ledger: Arc<L>,
+    /// Identifies this process in ledger claims.
+    worker_id: String,
+    props: WriterProperties,
+}
+
+impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: S,
+        records: R,
+        ledger: L,
+        worker_id: String,
+    ) -> Self {
+        let props = convert::writer_properties(settings.lake.compression);
+        Pipeline {
+            settings,
+            store,
+            records,
+            ledger: Arc::new(ledger),
+            worker_id,
+            props,
+        }
+    }
+
+    /// Handles one message body. Deletion is the caller's business: `Ok` means every
+    /// output is durable (or there was nothing to do).
+    pub async fn handle(&self, body: &str, job: &Job) -> Result<Outcome, JobError> {
+        match envelope::parse(body)? {
+            Envelope::Discard(reason) => Ok(Outcome::Discarded(reason)),
+            Envelope::Records(records) => self.upsert_inline(records, job).await,
+            Envelope::Objects(objects) => {
+                // Refuse the whole message before any work if one object cannot be routed.
+                let routed: Vec<(&ObjectRef, &Dataset)> = objects
+                    .iter()
+                    .map(|o| Ok((o, self.route(o)?)))
+                    .collect::<Result<_, JobError>>()?;
+                let mut outcomes = Vec::with_capacity(routed.len());
+                for (object, dataset) in routed {
+                    let span = tracing::info_span!("object", dataset = %dataset.name, bucket = %object.bucket, key = %object.key);
+                    outcomes.push(
+                        self.claim_and_process(object, dataset, job)
+                            .instrument(span)
+                            .await?,
+                    );
+                }
+                Ok(Outcome::Converted(outcomes))
+            }
+        }
+    }
+
+    fn route(&self, object: &ObjectRef) -> Result<&Dataset, JobError> {
+        if object.bucket != self.settings.landing.bucket {
+            return Err(JobError::BucketNotAllowed {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                expected: self.settings.landing.bucket.clone(),
+            });
+        }
+        self.settings
+            .datasets
+            .route(&object.key)
+            .ok_or_else(|| JobError::NoDataset {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+            })
+    }
+
+    /// Claims the object in the ledger, processes it while renewing the lease, and records
+    /// the result.
+    async fn claim_and_process(
+        &self,
+        object: &ObjectRef,
+        dataset: &Dataset,
+        job: &Job,
+    ) -> Result<ObjectOutcome, JobError> {
+        let uri = object.uri();
+        let claim = Claim {
+            key: LedgerKey::of(object),
+            owner: format!("{}/{}", self.worker_id, job.message_id()),
+            lease: self.settings.queue.visibility_timeout,
+            dataset: dataset.name.clone(),
+            message_id: job.message_id().to_owned(),
+        };
+        match self.ledger.claim(&claim).await? {
+            ClaimOutcome::Claimed { attempt } => tracing::debug!(attempt, "claimed"),
+            ClaimOutcome::Finished { status } => {
+                tracing::info!(%uri, status = status.as_str(), "already processed; nothing to do");
+                return Ok(ObjectOutcome::AlreadyDone { uri, status });
+            }
+            ClaimOutcome::Busy { owner, until } => {
+                return Err(JobError::Busy { uri, owner, until })
+            }
+        }
+
+        let renewal = LeaseRenewal::start(self.ledger.clone(), claim.clone(), job.clone());
+        let result = self.process_object(object, dataset, job).await;
+        renewal.stop().await;
+
+        match &result {
+            Ok(ObjectOutcome::Rejected(rejection)) => {
+                let counts = Completion {
+                    rows_in: rejection.rows_in,
+                    rows_written: 0,
+                    rows_rejected: rejection.rows_rejected,
+                    outputs: vec![rejection.quarantined_as.clone()],
+                };
+                self.ledger
+                    .reject(&claim, &counts, &rejection.reason)
+                    .await?;
+            }
+            Ok(outcome) => {
+                let completion = match outcome {
+                    ObjectOutcome::Written(summary) => Completion {
+                        rows_in: summary.rows_in,
+                        rows_written: summary.rows_written,
+                        rows_rejected: summary.rows_quarantined,
+                        outputs: summary
+                            .parts
+                            .iter()
+                            .chain(&summary.quarantine)
+                            .cloned()
+                            .collect(),
+                    },
+                    // A superseded version is an answered question too: nothing to write.
+                    _ => Completion::default(),
+                };
+                self.ledger.finish(&claim, &completion).await?;
+            }
+            // Shutdown or lost: let the next owner claim at once (a no-op if the claim
+            // is someone else's by now).
+            Err(JobError::Stopped) => {
+                if let Err(e) = self.ledger.release(&claim).await {
+                    tracing::warn!(error = %e, "could not release the ledger claim; it expires with its lease");
+                }
+            }
+            Err(error) => {
+                if let Err(e) = self.ledger.fail(&claim, &error.to_string()).await {
+                    tracing::warn!(error = %e, "could not record the failure in the ledger");
+                }
+            }
+        }
+        result
+    }
+
+    /// A per-job directory for parts, spool and quarantine, removed when dropped.
+    fn scratch_dir(&self, uri: &str) -> Result<tempfile::TempDir, JobError> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("lakeworker-");
+        let dir = match &self.settings.worker.scratch_dir {
+            Some(dir) => builder.tempdir_in(dir),
+            None => builder.tempdir(),
+        };
+        dir.map_err(|e| JobError::Convert {
+            what: uri.to_owned(),
+            source: convert::ConvertError::Write(format!("creating scratch directory: {e}")),
+        })
+    }
+}
+
+/// Whether a file (or message) with these counts is refused as a whole, and why.
+pub fn rejection_reason(policy: &Policy, report: &ConvertReport) -> Option<String> {
+    if report.rows_rejected == 0 {
+        return None;
+    }
+    if policy.on_invalid == OnInvalid::RejectFile {
+        return Some(format!(
+            "{} of {} rows are invalid and on_invalid = \"reject_file\"; first: {}",
+            report.rows_rejected,
+            report.rows_in,
+            report.error_summary(3)
+        ));
+    }
+    let fraction = report.invalid_fraction();
+    (fraction > policy.max_invalid_fraction).then(|| {
+        format!(
+            "{} of {} rows are invalid ({:.1}%), above max_invalid_fraction {}; first: {}",
+            report.rows_rejected,
+            report.rows_in,
+            fraction * 100.0,
+            policy.max_invalid_fraction,
+            report.error_summary(3)
+        )
+    })
+}
+
+/// A failure caused by the job being stopped is reported as the stop, not as the failure.
+fn stopped_or(error: JobError, job: &Job) -> JobError {
+    if job.stopped().is_some() {
+        JobError::Stopped
+    } else {
+        error
+    }
+}
+
+/// Keeps a ledger claim's lease alive while its object is processed: renews every half
+/// lease; if the claim turns out to be someone else's, stops the job (reason: lost).
+struct LeaseRenewal {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseRenewal {
+    fn start<L: Ledger>(ledger: Arc<L>, claim: Claim, job: Job) -> LeaseRenewal {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let every = (claim.lease / 2).max(Duration::from_millis(100));
+        let task = tokio::spawn(
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = stopped.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    match ledger.renew(&claim).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!("the ledger claim was taken over; stopping this job");
+                            job.stop(StopReason::Lost);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not renew the ledger lease; retrying")
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        LeaseRenewal { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Lineage of a job.
+fn lineage(source: &str, event_time: Option<DateTime<Utc>>) -> Lineage {
+    Lineage {
+        source: source.to_owned(),
+        ingested_at: Utc::now().timestamp_micros(),
+        ingest_date: ingest_date(event_time),
+    }
+}
+
+/// The `ingest_date` (and quarantine `dt`) of an object: the UTC date of its S3 event, so
+/// retries on later days agree; today when the event has no time.
+fn ingest_date(event_time: Option<DateTime<Utc>>) -> i32 {
+    date_to_days(event_time.unwrap_or_else(Utc::now).date_naive())
+}

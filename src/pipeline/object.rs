@@ -1,0 +1,368 @@
+//! One object: the size limit, the streamed download, the conversion on a blocking
+//! thread, then either the rejection of the whole file (copied to the quarantine with a
+//! report) or the lake parts, the bad rows and the table rows.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::{StreamExt, TryStreamExt};
+use parquet::file::properties::WriterProperties;
+use tokio::sync::mpsc;
+
+use super::{
+    ingest_date, lineage, rejection_reason, stopped_or, ObjectOutcome, ObjectSummary, Pipeline,
+    Rejection,
+};
+use crate::aws::{AwsErrorKind, Ledger, ObjectStore, RecordStore};
+use crate::config::Secret;
+use crate::convert::{
+    self, ConvertError, ConvertReport, LakeParts, Lineage, PartFile, Quarantine, Spool,
+};
+use crate::datasets::Dataset;
+use crate::envelope::ObjectRef;
+use crate::error::JobError;
+use crate::job::{Job, StoppableReader};
+use crate::lake;
+use crate::records::{self, Item};
+
+/// Lake parts uploaded at once per object.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// What the blocking conversion produced in the scratch directory.
+struct Converted {
+    report: ConvertReport,
+    parts: Vec<PartFile>,
+    spool: Option<PathBuf>,
+    /// The bad rows, as JSON lines, when there were any.
+    bad_rows: Option<PathBuf>,
+}
+
+impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
+    pub(super) async fn process_object(
+        &self,
+        object: &ObjectRef,
+        dataset: &Dataset,
+        job: &Job,
+    ) -> Result<ObjectOutcome, JobError> {
+        let uri = object.uri();
+        let limit = dataset.policy.max_object_bytes;
+        let too_large =
+            |size: u64| format!("the object is {size} bytes, above max_object_bytes ({limit})");
+        if let Some(size) = object.size.filter(|size| *size > limit) {
+            return self
+                .reject_file(object, dataset, too_large(size), None)
+                .await;
+        }
+        let opened = tokio::select! {
+            opened = self.store.open(object) => opened,
+            _ = job.token().cancelled() => return Err(JobError::Stopped),
+        };
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
+                tracing::info!(%uri, "object changed since this event; skipping this version");
+                return Ok(ObjectOutcome::Superseded { uri });
+            }
+            Err(e) if e.kind == AwsErrorKind::NotFound => {
+                return Err(JobError::ObjectMissing { uri })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(size) = opened.size.filter(|size| *size > limit) {
+            // Dropping the reader stops the download.
+            return self
+                .reject_file(object, dataset, too_large(size), None)
+                .await;
+        }
+
+        let scratch = self.scratch_dir(&uri)?;
+        let lineage = lineage(&uri, object.event_time);
+        let converted = {
+            let input = StoppableReader::new(opened.reader, job);
+            let (dataset, dir, props) = (
+                dataset.clone(),
+                scratch.path().to_owned(),
+                self.props.clone(),
+            );
+            let (key, lineage, salt) = (
+                object.key.clone(),
+                lineage.clone(),
+                self.settings.lake.pii_salt.clone(),
+            );
+            let batch_rows = self.settings.worker.batch_rows.get();
+            tokio::task::spawn_blocking(move || {
+                convert_to_parts(
+                    input,
+                    &key,
+                    &dataset,
+                    &lineage,
+                    batch_rows,
+                    &dir,
+                    props,
+                    salt.as_ref(),
+                )
+            })
+            .await
+            .map_err(|e| JobError::Internal(format!("conversion task: {e}")))?
+        };
+        if job.stopped().is_some() {
+            return Err(JobError::Stopped);
+        }
+        let converted = match converted {
+            Ok(converted) => converted,
+            Err(ConvertError::Malformed(reason)) => {
+                return self.reject_file(object, dataset, reason, None).await
+            }
+            Err(source) => return Err(JobError::Convert { what: uri, source }),
+        };
+        if let Some(reason) = rejection_reason(&dataset.policy, &converted.report) {
+            return self
+                .reject_file(object, dataset, reason, Some(&converted.report))
+                .await;
+        }
+        self.write_outputs(object, dataset, &lineage, converted, job)
+            .await
+    }
+
+    /// Uploads the lake parts and the bad rows, then upserts the table rows.
+    async fn write_outputs(
+        &self,
+        object: &ObjectRef,
+        dataset: &Dataset,
+        lineage: &Lineage,
+        converted: Converted,
+        job: &Job,
+    ) -> Result<ObjectOutcome, JobError> {
+        let Converted {
+            report,
+            parts,
+            spool,
+            bad_rows,
+        } = converted;
+        let lake_settings = &self.settings.lake;
+        let id = lake::object_id(object);
+        let partition_name = dataset.partition_name();
+        let mut uploads: Vec<(PathBuf, String)> = parts
+            .iter()
+            .map(|p| {
+                let key = lake::part_key(
+                    &lake_settings.prefix,
+                    &dataset.name,
+                    &partition_name,
+                    p.partition,
+                    &id,
+                );
+                (p.path.clone(), key)
+            })
+            .collect();
+        let quarantine = bad_rows.map(|path| {
+            let key = lake::quarantine_rows_key(
+                &lake_settings.quarantine_prefix,
+                &dataset.name,
+                lineage.ingest_date,
+                &id,
+            );
+            uploads.push((path, key.clone()));
+            key
+        });
+        self.upload(&uploads, job).await?;
+
+        let mut records_upserted = 0;
+        if let (Some(target), Some(spool)) = (&dataset.records, spool) {
+            records_upserted = self
+                .upsert_spool(dataset, &target.table, spool, job)
+                .await?;
+        }
+        let summary = ObjectSummary {
+            uri: object.uri(),
+            dataset: dataset.name.clone(),
+            rows_in: report.rows_in,
+            rows_written: report.rows_written,
+            rows_quarantined: report.rows_rejected,
+            parts: uploads
+                .iter()
+                .take(parts.len())
+                .map(|(_, key)| key.clone())
+                .collect(),
+            quarantine,
+            records_upserted,
+        };
+        tracing::info!(
+            rows_in = summary.rows_in,
+            rows_written = summary.rows_written,
+            rows_quarantined = summary.rows_quarantined,
+            parts = summary.parts.len(),
+            records_upserted,
+            "object converted"
+        );
+        Ok(ObjectOutcome::Written(summary))
+    }
+
+    /// Uploads local files to the lake bucket, a few at a time.
+    async fn upload(&self, files: &[(PathBuf, String)], job: &Job) -> Result<(), JobError> {
+        // Futures are built first: a closure over borrowed pairs inside the stream would
+        // make the job future fail the `Send` check of `tokio::spawn`.
+        let uploads: Vec<_> = files
+            .iter()
+            .map(|(path, key)| {
+                self.store
+                    .put_file(&self.settings.lake.bucket, key, path, job.token())
+            })
+            .collect();
+        futures_util::stream::iter(uploads)
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<()>()
+            .await
+            .map_err(|e| stopped_or(e.into(), job))
+    }
+
+    /// Refuses the whole file: copies it, unchanged, to the quarantine and writes a report
+    /// beside it. Nothing goes to the lake or the table.
+    async fn reject_file(
+        &self,
+        object: &ObjectRef,
+        dataset: &Dataset,
+        reason: String,
+        report: Option<&ConvertReport>,
+    ) -> Result<ObjectOutcome, JobError> {
+        let ingest_date = ingest_date(object.event_time);
+        let id = lake::object_id(object);
+        let key = lake::quarantine_file_key(
+            &self.settings.lake.quarantine_prefix,
+            &dataset.name,
+            ingest_date,
+            &id,
+            &object.key,
+        );
+        let bucket = &self.settings.lake.bucket;
+        match self.store.copy(object, bucket, &key).await {
+            Ok(()) => {}
+            Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
+                return Ok(ObjectOutcome::Superseded { uri: object.uri() });
+            }
+            Err(e) if e.kind == AwsErrorKind::NotFound => {
+                return Err(JobError::ObjectMissing { uri: object.uri() })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let empty = ConvertReport::default();
+        let counts = report.unwrap_or(&empty);
+        let document = serde_json::json!({
+            "source": object.uri(),
+            "dataset": dataset.name,
+            "rejected_at": crate::ledger::timestamp(chrono::Utc::now()),
+            "reason": reason,
+            "rows_in": counts.rows_in,
+            "rows_valid": counts.rows_in - counts.rows_rejected,
+            "rows_invalid": counts.rows_rejected,
+            "max_invalid_fraction": dataset.policy.max_invalid_fraction,
+            "errors": counts.errors,
+        });
+        let body =
+            serde_json::to_vec_pretty(&document).map_err(|e| JobError::Internal(e.to_string()))?;
+        self.store
+            .put_bytes(bucket, &format!("{key}.error.json"), body)
+            .await?;
+        tracing::warn!(%reason, quarantined_as = %key, "file rejected");
+        Ok(ObjectOutcome::Rejected(Rejection {
+            uri: object.uri(),
+            reason,
+            rows_in: counts.rows_in,
+            rows_rejected: counts.rows_rejected,
+            quarantined_as: key,
+        }))
+    }
+
+    /// Streams the spooled rows into the table, one batch at a time, last wins per key.
+    async fn upsert_spool(
+        &self,
+        dataset: &Dataset,
+        table: &str,
+        spool: PathBuf,
+        job: &Job,
+    ) -> Result<u64, JobError> {
+        let key = dataset.columns[dataset.records.as_ref().map_or(0, |t| t.key_index)]
+            .name
+            .clone();
+        let (sender, mut receiver) = mpsc::channel::<Result<Vec<Item>, JobError>>(2);
+        let reader_dataset = dataset.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            let batches = match convert::read_spool(&spool) {
+                Ok(batches) => batches,
+                Err(source) => {
+                    let _ = sender.blocking_send(Err(JobError::Convert {
+                        what: "records spool".into(),
+                        source,
+                    }));
+                    return;
+                }
+            };
+            for batch in batches {
+                let items = batch
+                    .map(|b| {
+                        records::last_per_key(records::items_from_batch(&reader_dataset, &b), &key)
+                    })
+                    .map_err(|e| JobError::Internal(format!("reading records spool: {e}")));
+                if sender.blocking_send(items).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut written = 0;
+        while let Some(items) = receiver.recv().await {
+            let items = items?;
+            written += items.len() as u64;
+            tokio::select! {
+                upserted = self.records.upsert(table, items) => upserted?,
+                _ = job.token().cancelled() => return Err(JobError::Stopped),
+            }
+        }
+        reader
+            .await
+            .map_err(|e| JobError::Internal(format!("records spool task: {e}")))?;
+        Ok(written)
+    }
+}
+
+/// Runs on a blocking thread: the whole file through the converter into lake parts, a
+/// spool of typed rows for user datasets, and a file of bad rows.
+#[allow(clippy::too_many_arguments)]
+fn convert_to_parts(
+    input: impl std::io::Read,
+    name: &str,
+    dataset: &Dataset,
+    lineage: &Lineage,
+    batch_rows: usize,
+    dir: &Path,
+    props: WriterProperties,
+    salt: Option<&Secret>,
+) -> Result<Converted, ConvertError> {
+    let lake = LakeParts::new(dir, dataset, lineage, props, salt);
+    let spool = match dataset.records {
+        Some(_) => Some(Spool::create(
+            &dir.join("records.arrow"),
+            &convert::full_schema(dataset),
+        )?),
+        None => None,
+    };
+    let bad_path = dir.join("bad-rows.jsonl");
+    let mut quarantine = Quarantine::create(&bad_path)?;
+    let mut sinks = (lake, spool);
+    let report = convert::convert(
+        input,
+        name,
+        dataset,
+        lineage,
+        batch_rows,
+        &mut sinks,
+        &mut quarantine,
+    )?;
+    let (lake, spool) = sinks;
+    let bad_rows = (quarantine.rows() > 0).then_some(bad_path);
+    quarantine.finish()?;
+    Ok(Converted {
+        report,
+        parts: lake.finish()?,
+        spool: spool.map(Spool::finish).transpose()?,
+        bad_rows,
+    })
+}

@@ -1,0 +1,442 @@
+//! Pipeline tests with in-memory stores and ledger: outputs, refusals, the quarantine,
+//! rejected files, duplicates, leases and stopped jobs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::aws::memory::{MemoryLedger, MemoryRecords, MemoryStore};
+use crate::error::ErrorClass;
+
+type TestPipeline = Pipeline<MemoryStore, MemoryRecords, MemoryLedger>;
+
+const LANDING: &str = "lakeworker-landing";
+const LAKE: &str = "lakeworker-lake";
+
+fn pipeline() -> TestPipeline {
+    pipeline_with(&[])
+}
+
+fn pipeline_with(env: &[(&str, &str)]) -> TestPipeline {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml");
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let settings = Settings::load_with_env(&path, env).expect("config/local.toml is valid");
+    Pipeline::new(
+        Arc::new(settings),
+        MemoryStore::default(),
+        MemoryRecords::default(),
+        MemoryLedger::default(),
+        "test-worker".into(),
+    )
+}
+
+fn job(id: &str) -> Job {
+    Job::new(id, &CancellationToken::new())
+}
+
+fn event(bucket: &str, key: &str) -> String {
+    event_sized(bucket, key, None)
+}
+
+fn event_sized(bucket: &str, key: &str, size: Option<u64>) -> String {
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "eventTime": "2024-03-04T05:06:07Z",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": "e1", "size": size}}
+    }]})
+    .to_string()
+}
+
+async fn one_object(p: &TestPipeline, key: &str) -> ObjectOutcome {
+    match p.handle(&event(LANDING, key), &job("m1")).await.unwrap() {
+        Outcome::Converted(mut objects) => objects.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn table(p: &TestPipeline) -> Vec<(String, String)> {
+    let tables = p.records.tables.lock().unwrap();
+    tables
+        .get("lakeworker-users")
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    let age = i
+                        .get("age")
+                        .and_then(|a| a.as_n().ok())
+                        .cloned()
+                        .unwrap_or_default();
+                    (i["user_id"].as_s().unwrap().clone(), age)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_user_file_becomes_lake_parts_and_table_rows() {
+    let p = pipeline();
+    let csv = "user_id,age,signup_date\na,1,2024/01/01\nb,2,2024/01/02\na,3,2024/01/02\n";
+    p.store.insert(LANDING, "users/x y.csv", csv.as_bytes());
+    let outcome = p
+        .handle(&event(LANDING, "users/x+y.csv"), &job("m1"))
+        .await
+        .unwrap();
+    let Outcome::Converted(objects) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let ObjectOutcome::Written(summary) = &objects[0] else {
+        panic!("{objects:?}")
+    };
+    assert_eq!(
+        (
+            summary.rows_in,
+            summary.rows_written,
+            summary.records_upserted
+        ),
+        (3, 3, 2)
+    );
+    assert_eq!((summary.rows_quarantined, &summary.quarantine), (0, &None));
+    let lake_keys = p.store.keys(LAKE);
+    assert_eq!(lake_keys, summary.parts);
+    assert_eq!(lake_keys.len(), 2);
+    assert!(lake_keys[0].starts_with("curated/users/signup_date=2024-01-01/part-"));
+    assert_eq!(
+        table(&p),
+        [("b".into(), "2".into()), ("a".into(), "3".into())]
+    );
+}
+
+#[tokio::test]
+async fn ingest_date_partitions_use_the_event_time() {
+    let p = pipeline();
+    let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
+    p.store.insert(LANDING, "events/a.jsonl", line.as_bytes());
+    p.handle(&event(LANDING, "events/a.jsonl"), &job("m1"))
+        .await
+        .unwrap();
+    let keys = p.store.keys(LAKE);
+    assert_eq!(keys.len(), 1);
+    assert!(
+        keys[0].starts_with("curated/events/ingest_date=2024-03-04/part-"),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_rows_are_quarantined_and_good_rows_flow() {
+    let p = pipeline();
+    let mut csv = String::from("user_id,age,signup_date\n");
+    for i in 0..19 {
+        csv.push_str(&format!("u{i},{i},2024/01/01\n"));
+    }
+    csv.push_str("u19,old,2024/01/01\n");
+    p.store
+        .insert(LANDING, "users/some-bad.csv", csv.as_bytes());
+    let ObjectOutcome::Written(summary) = one_object(&p, "users/some-bad.csv").await else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            summary.rows_in,
+            summary.rows_written,
+            summary.rows_quarantined
+        ),
+        (20, 19, 1)
+    );
+    let quarantine = summary.quarantine.clone().unwrap();
+    assert!(
+        quarantine.starts_with("quarantine/users/dt=2024-03-04/")
+            && quarantine.ends_with(".rows.jsonl"),
+        "{quarantine}"
+    );
+    let lines = String::from_utf8(p.store.get(LAKE, &quarantine).unwrap()).unwrap();
+    let bad: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
+    assert_eq!(bad["line"], 21);
+    assert_eq!(bad["raw"], "u19,old,2024/01/01");
+    assert_eq!(bad["errors"][0]["column"], "age");
+    assert_eq!(bad["errors"][0]["rule"], "type");
+    assert_eq!(table(&p).len(), 19, "the bad row is not upserted");
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/some-bad.csv")
+        .unwrap();
+    assert_eq!(
+        (record.status, record.rows_rejected),
+        (Some(Status::Done), Some(1))
+    );
+    assert!(record.outputs.contains(&quarantine));
+}
+
+#[tokio::test]
+async fn too_many_bad_rows_reject_the_whole_file() {
+    let p = pipeline();
+    let csv = "user_id,age,signup_date\na,1,2024/01/01\nb,x,2024/01/01\n";
+    p.store.insert(LANDING, "users/dir/bad.csv", csv.as_bytes());
+    let ObjectOutcome::Rejected(rejection) = one_object(&p, "users/dir/bad.csv").await else {
+        panic!()
+    };
+    assert!(
+        rejection
+            .reason
+            .starts_with("1 of 2 rows are invalid (50.0%), above max_invalid_fraction 0.1"),
+        "{}",
+        rejection.reason
+    );
+    assert!(rejection
+        .quarantined_as
+        .starts_with("quarantine/users/dt=2024-03-04/"));
+    assert!(rejection.quarantined_as.ends_with("/bad.csv"));
+    assert_eq!(
+        p.store.get(LAKE, &rejection.quarantined_as).unwrap(),
+        csv.as_bytes(),
+        "copied unchanged"
+    );
+    let report_key = format!("{}.error.json", rejection.quarantined_as);
+    let report: serde_json::Value =
+        serde_json::from_slice(&p.store.get(LAKE, &report_key).unwrap()).unwrap();
+    assert_eq!(
+        (report["rows_in"].as_u64(), report["rows_invalid"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        report["errors"][0]["reason"],
+        "\"x\" is not a 64-bit integer"
+    );
+    assert_eq!(
+        report["source"],
+        "s3://lakeworker-landing/users/dir/bad.csv"
+    );
+    assert!(
+        p.store
+            .keys(LAKE)
+            .iter()
+            .all(|k| k.starts_with("quarantine/")),
+        "nothing in the lake"
+    );
+    assert!(table(&p).is_empty(), "nothing in the table");
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/dir/bad.csv")
+        .unwrap();
+    assert_eq!(record.status, Some(Status::Rejected));
+    // A rejected file is an answered question: a redelivery does no work.
+    let again = one_object(&p, "users/dir/bad.csv").await;
+    assert!(
+        matches!(
+            again,
+            ObjectOutcome::AlreadyDone {
+                status: Status::Rejected,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_files_are_rejected() {
+    let p = pipeline();
+    p.store.insert(LANDING, "users/no-key.csv", b"age\n1\n");
+    let ObjectOutcome::Rejected(r) = one_object(&p, "users/no-key.csv").await else {
+        panic!()
+    };
+    assert_eq!(
+        r.reason,
+        "line 1: the header lacks required column(s) user_id, signup_date; found age"
+    );
+
+    let limited = pipeline_with(&[]);
+    limited.store.insert(
+        LANDING,
+        "users/big.csv",
+        b"user_id,signup_date\na,2024/01/01\n",
+    );
+    let body = event_sized(LANDING, "users/big.csv", Some(200 * 1024 * 1024 * 1024));
+    let Outcome::Converted(objects) = limited.handle(&body, &job("m1")).await.unwrap() else {
+        panic!()
+    };
+    let ObjectOutcome::Rejected(r) = &objects[0] else {
+        panic!("{objects:?}")
+    };
+    assert!(
+        r.reason
+            .starts_with("the object is 214748364800 bytes, above max_object_bytes"),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_permanent_and_write_nothing() {
+    let p = pipeline();
+    p.store.insert(LANDING, "misc/a.csv", b"x\n");
+    for (body, expected) in [
+        (
+            event("elsewhere", "users/a.csv"),
+            "is not the landing bucket",
+        ),
+        (event(LANDING, "misc/a.csv"), "no dataset matches the key"),
+        ("{".to_owned(), "body is not JSON"),
+        (
+            r#"{"dataset": "orders", "records": []}"#.to_owned(),
+            "has no records_table",
+        ),
+        (
+            r#"{"dataset": "users", "records": [{"user_id": "a"}]}"#.to_owned(),
+            "1 of 1 rows are invalid",
+        ),
+    ] {
+        let err = p.handle(&body, &job("m1")).await.unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    assert!(p.store.keys(LAKE).is_empty());
+    assert!(p.records.tables.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_object_is_transient_and_recorded() {
+    let p = pipeline();
+    let err = p
+        .handle(&event(LANDING, "users/gone.csv"), &job("m1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(
+        err.to_string(),
+        "object s3://lakeworker-landing/users/gone.csv does not exist (deleted since the event?)"
+    );
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/gone.csv")
+        .unwrap();
+    assert_eq!(
+        (record.status, record.lease_expires_at),
+        (Some(Status::Failed), None),
+        "the next delivery may claim at once"
+    );
+    assert!(record.last_error.unwrap().contains("does not exist"));
+}
+
+#[tokio::test]
+async fn inline_records_are_upserted_last_wins_and_bad_ones_quarantined() {
+    let p = pipeline();
+    let mut records: Vec<serde_json::Value> =
+        (0..10).map(|i| serde_json::json!({"user_id": format!("u{i}"), "signup_date": "2024/01/01", "age": i})).collect();
+    records.push(serde_json::json!({"user_id": "u0", "signup_date": "2024/01/02", "age": 99}));
+    records.push(serde_json::json!({"signup_date": "2024/01/02"}));
+    let body = serde_json::json!({"dataset": "users", "records": records});
+    let outcome = p.handle(&body.to_string(), &job("m7")).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Upserted {
+            dataset: "users".into(),
+            rows: 10,
+            quarantined: 1
+        }
+    );
+    assert!(table(&p).contains(&("u0".into(), "99".into())), "last wins");
+    let keys = p.store.keys(LAKE);
+    assert_eq!(keys.len(), 1);
+    assert!(
+        keys[0].starts_with("quarantine/users/dt=") && keys[0].ends_with("/m7.rows.jsonl"),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_done_object_is_not_processed_again() {
+    let p = pipeline();
+    p.store.insert(
+        LANDING,
+        "users/a.csv",
+        b"user_id,signup_date\na,2024/01/01\n",
+    );
+    let body = event(LANDING, "users/a.csv");
+    p.handle(&body, &job("m1")).await.unwrap();
+    let again = p.handle(&body, &job("m2")).await.unwrap();
+    assert_eq!(
+        again,
+        Outcome::Converted(vec![ObjectOutcome::AlreadyDone {
+            uri: "s3://lakeworker-landing/users/a.csv".into(),
+            status: Status::Done
+        }])
+    );
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/a.csv")
+        .unwrap();
+    assert_eq!((record.status, record.attempts), (Some(Status::Done), 1));
+    assert_eq!(record.outputs.len(), 1);
+    assert_eq!(record.rows_written, Some(1));
+    assert_eq!(table(&p).len(), 1, "no second upsert");
+}
+
+#[tokio::test]
+async fn a_live_lease_makes_a_duplicate_wait() {
+    let p = pipeline();
+    p.store.insert(
+        LANDING,
+        "users/a.csv",
+        b"user_id,signup_date\na,2024/01/01\n",
+    );
+    let object = ObjectRef {
+        bucket: LANDING.into(),
+        key: "users/a.csv".into(),
+        size: None,
+        etag: Some("e1".into()),
+        version_id: None,
+        event_time: None,
+    };
+    let other = Claim {
+        key: LedgerKey::of(&object),
+        owner: "another-worker/m0".into(),
+        lease: Duration::from_secs(60),
+        dataset: "users".into(),
+        message_id: "m0".into(),
+    };
+    assert_eq!(
+        p.ledger.claim(&other).await.unwrap(),
+        ClaimOutcome::Claimed { attempt: 1 }
+    );
+    let err = p
+        .handle(&event(LANDING, "users/a.csv"), &job("m1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, JobError::Busy { owner, .. } if owner == "another-worker/m0"),
+        "{err}"
+    );
+    assert!(p.store.keys(LAKE).is_empty());
+}
+
+#[tokio::test]
+async fn a_stopped_job_releases_its_claim() {
+    let p = pipeline();
+    p.store.insert(
+        LANDING,
+        "users/a.csv",
+        b"user_id,signup_date\na,2024/01/01\n",
+    );
+    let stopped = job("m2");
+    stopped.stop(StopReason::Shutdown);
+    let err = p
+        .handle(&event(LANDING, "users/a.csv"), &stopped)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JobError::Stopped), "{err}");
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/a.csv")
+        .unwrap();
+    assert_eq!(
+        (record.status, record.lease_expires_at),
+        (Some(Status::Failed), None)
+    );
+    assert!(p.store.keys(LAKE).is_empty());
+}
