@@ -67,6 +67,8 @@ pub struct InlineRecords {
 /// change on redelivery.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
+    #[error("body is {0} bytes, more than SQS's maximum of {MAX_BODY_BYTES}")]
+    TooLarge(usize),
     #[error("body is not JSON: {0}")]
     NotJson(String),
     #[error("body is a JSON {0}, expected an object")]
@@ -90,8 +92,14 @@ pub enum EnvelopeError {
     BadKeyEncoding { index: usize, key: String },
 }
 
-/// Parses a message body.
+/// SQS's largest message body (1 MiB); anything larger did not come from SQS as sent.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Parses a message body. Nesting deeper than 128 levels is refused by the JSON parser.
 pub fn parse(body: &str) -> Result<Envelope, EnvelopeError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(EnvelopeError::TooLarge(body.len()));
+    }
     let value: Value =
         serde_json::from_str(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
     let object = as_object(value)?;
@@ -491,7 +499,9 @@ mod tests {
         v3["eventVersion"] = json!("3.0");
         let err = parse(&json!({"Records": [v3]}).to_string()).unwrap_err();
         assert!(matches!(err, EnvelopeError::UnsupportedVersion { .. }));
-        let deep = "[".repeat(10_000);
+                let deep = "[".repeat(10_000);
         assert!(matches!(parse(&deep), Err(EnvelopeError::NotJson(_))));
+        let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES));
+        assert_eq!(parse(&huge), Err(EnvelopeError::TooLarge(MAX_BODY_BYTES + 11)));
     }
 }

@@ -74,7 +74,7 @@ impl<R: BufRead> CsvRows<R> {
             max_row_bytes: policy.max_row_bytes,
             max_columns: policy.max_columns,
             comment: options.comment,
-            fields: vec![0; START_BYTES],
+            fields: vec![0; START_BYTES.min(policy.max_row_bytes)],
             used: 0,
             ends: vec![0; START_FIELDS],
             nends: 0,
@@ -233,6 +233,7 @@ impl<R: BufRead> CsvRows<R> {
                 }
                 ReadRecordResult::Record => {
                     self.too_many_fields |= self.nends > self.max_columns;
+                    self.too_long |= self.used > self.max_row_bytes;
                     self.locate(start_lines, start_bytes);
                     return Ok(true);
                 }

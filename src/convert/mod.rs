@@ -31,6 +31,8 @@ pub mod batch;
 mod csv;
 pub mod input;
 mod jsonl;
+#[cfg(test)]
+mod proptests;
 pub mod sinks;
 #[cfg(test)]
 mod tests;

@@ -119,6 +119,11 @@ impl TestEnv {
     /// Provisions a fresh environment from `config/local.toml` with unique names.
     /// `overrides` are `LAKEWORKER__…` variables (the env-override path users rely on).
     pub async fn new(tag: &str, overrides: &[(&str, &str)]) -> TestEnv {
+        TestEnv::from_config(tag, "config/local.toml", overrides).await
+    }
+
+    /// [`TestEnv::new`] from another config template (a path from the crate root).
+    pub async fn from_config(tag: &str, template: &str, overrides: &[(&str, &str)]) -> TestEnv {
         let endpoint = endpoint();
         let base = unique(tag);
         let landing = format!("{base}-in");
@@ -126,8 +131,8 @@ impl TestEnv {
         let dlq = format!("{base}-dlq");
         let users_table = format!("{base}-users");
         let ledger_table = format!("{base}-ledger");
-        let template = std::fs::read_to_string(root().join("config/local.toml"))
-            .expect("read config/local.toml");
+        let template =
+            std::fs::read_to_string(root().join(template)).expect("read the config template");
         let text = template
             .replace("http://127.0.0.1:4566", &endpoint)
             .replace("lakeworker-landing", &landing)
@@ -236,6 +241,14 @@ impl TestEnv {
     /// which messages the queue gets.
     pub async fn quiet(tag: &str, overrides: &[(&str, &str)]) -> TestEnv {
         TestEnv::new(tag, overrides)
+            .await
+            .without_notifications()
+            .await
+    }
+
+    /// [`TestEnv::quiet`] from another config template.
+    pub async fn quiet_from(tag: &str, template: &str, overrides: &[(&str, &str)]) -> TestEnv {
+        TestEnv::from_config(tag, template, overrides)
             .await
             .without_notifications()
             .await
@@ -436,6 +449,11 @@ impl TestEnv {
 
     /// Every item of the users table, by user id.
     pub async fn users(&self) -> HashMap<String, HashMap<String, AttributeValue>> {
+        self.users_by("user_id").await
+    }
+
+    /// Every item of the users table, by the string attribute `key`.
+    pub async fn users_by(&self, key: &str) -> HashMap<String, HashMap<String, AttributeValue>> {
         let out = self
             .clients
             .dynamodb
@@ -446,12 +464,7 @@ impl TestEnv {
             .expect("scan users");
         out.items()
             .iter()
-            .map(|item| {
-                (
-                    item["user_id"].as_s().expect("string key").clone(),
-                    item.clone(),
-                )
-            })
+            .map(|item| (item[key].as_s().expect("string key").clone(), item.clone()))
             .collect()
     }
 }

@@ -1,0 +1,219 @@
+//! Property tests of the converter: for any generated table, every row is either written or
+//! quarantined, and written values come back unchanged from Parquet; for any bytes at all,
+//! conversion ends without a panic and the counts still add up.
+
+use std::fs::File;
+
+use arrow::array::{
+    Array, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+use chrono::SecondsFormat;
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::Compression;
+use crate::datasets::{testing, Partition};
+use crate::schema::{days_to_date, micros_to_datetime, Column, ColumnType, DEFAULT_NULLS};
+
+/// One generated row: typed values, and whether its `age` cell is made unparsable.
+#[derive(Debug, Clone)]
+struct Row {
+    name: Option<String>,
+    age: Option<i64>,
+    score: Option<f64>,
+    active: Option<bool>,
+    day: Option<i32>,
+    at: Option<i64>,
+    broken: bool,
+}
+
+fn row() -> impl Strategy<Value = Row> {
+    (
+        proptest::option::of(any::<String>()),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(any::<f64>().prop_filter("finite", |f| f.is_finite())),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(-25_000i32..80_000),
+        proptest::option::of(-2_000_000_000_000_000i64..7_000_000_000_000_000),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(name, age, score, active, day, at, broken)| Row {
+            name,
+            age,
+            score,
+            active,
+            day,
+            at,
+            broken,
+        })
+}
+
+fn columns() -> Vec<Column> {
+    vec![
+        Column::new("id", ColumnType::String, true),
+        Column::new("name", ColumnType::String, false),
+        Column::new("age", ColumnType::Int, false),
+        Column::new("score", ColumnType::Float, false),
+        Column::new("active", ColumnType::Bool, false),
+        Column::new("day", ColumnType::Date, false),
+        Column::new("at", ColumnType::Timestamp, false),
+    ]
+}
+
+fn date_text(days: i32) -> String {
+    days_to_date(days)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+fn timestamp_text(micros: i64) -> String {
+    micros_to_datetime(micros)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+fn quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+fn csv(rows: &[Row]) -> String {
+    let mut out = String::from("id,name,age,score,active,day,at\n");
+    for (i, r) in rows.iter().enumerate() {
+        let age = if r.broken {
+            "not a number".to_owned()
+        } else {
+            r.age.map(|v| v.to_string()).unwrap_or_default()
+        };
+        let cells = [
+            format!("id{i}"),
+            r.name.as_deref().map(quote).unwrap_or_default(),
+            age,
+            r.score.map(|v| v.to_string()).unwrap_or_default(),
+            r.active.map(|v| v.to_string()).unwrap_or_default(),
+            r.day.map(date_text).unwrap_or_default(),
+            r.at.map(timestamp_text).unwrap_or_default(),
+        ];
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn jsonl(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        let age = if r.broken {
+            serde_json::json!("not a number")
+        } else {
+            serde_json::json!(r.age)
+        };
+        let line = serde_json::json!({
+            "id": format!("id{i}"), "name": r.name, "age": age, "score": r.score, "active": r.active,
+            "day": r.day.map(date_text), "at": r.at.map(timestamp_text),
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// Converts to one Parquet file and reads it back with the parquet crate.
+fn round_trip(format: FileFormat, text: &str) -> (ConvertReport, Vec<RecordBatch>) {
+    let dataset = testing::dataset(format, Partition::IngestDate, columns());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.parquet");
+    let lineage = Lineage {
+        source: "s3://b/k".into(),
+        ingested_at: 0,
+        ingest_date: 0,
+    };
+    let mut sink = ParquetFile::create(
+        &path,
+        full_schema(&dataset),
+        writer_properties(Compression::Zstd),
+    )
+    .unwrap();
+    let mut bad = Quarantine::in_memory();
+    let report = convert(
+        text.as_bytes(),
+        "t",
+        &dataset,
+        &lineage,
+        64,
+        &mut sink,
+        &mut bad,
+    )
+    .unwrap();
+    sink.close().unwrap();
+    let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+        File::open(&path).unwrap(),
+        1024,
+    )
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap();
+    assert_eq!(bad.rows(), report.rows_rejected);
+    (report, batches)
+}
+
+fn column<T: Array + Clone + 'static>(batches: &[RecordBatch], index: usize) -> Vec<T> {
+    batches
+        .iter()
+        .map(|b| {
+            b.column(index)
+                .as_any()
+                .downcast_ref::<T>()
+                .unwrap()
+                .clone()
+        })
+        .collect()
+}
+
+/// What a string cell reads back as: the null markers (and no value) are null.
+fn expected_name(name: &Option<String>) -> Option<String> {
+    name.clone()
+        .filter(|n| !DEFAULT_NULLS.contains(&n.as_str()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rows_are_written_or_quarantined_and_values_round_trip(rows in proptest::collection::vec(row(), 0..40), as_json in any::<bool>()) {
+        let format = if as_json { FileFormat::Jsonl } else { FileFormat::Csv };
+        let text = if as_json { jsonl(&rows) } else { csv(&rows) };
+        let (report, batches) = round_trip(format, &text);
+        let broken = rows.iter().filter(|r| r.broken).count() as u64;
+        prop_assert_eq!(report.rows_in, rows.len() as u64);
+        prop_assert_eq!(report.rows_in, report.rows_written + report.rows_rejected);
+        prop_assert_eq!(report.rows_rejected, broken);
+        let good: Vec<&Row> = rows.iter().filter(|r| !r.broken).collect();
+        let names: Vec<Option<String>> = column::<StringArray>(&batches, 1).iter().flat_map(|a| a.iter().map(|v| v.map(str::to_owned)).collect::<Vec<_>>()).collect();
+        let ages: Vec<Option<i64>> = column::<Int64Array>(&batches, 2).iter().flat_map(|a| a.iter().collect::<Vec<_>>()).collect();
+        let scores: Vec<Option<f64>> = column::<Float64Array>(&batches, 3).iter().flat_map(|a| a.iter().collect::<Vec<_>>()).collect();
+        let actives: Vec<Option<bool>> = column::<BooleanArray>(&batches, 4).iter().flat_map(|a| a.iter().collect::<Vec<_>>()).collect();
+        let days: Vec<Option<i32>> = column::<Date32Array>(&batches, 5).iter().flat_map(|a| a.iter().collect::<Vec<_>>()).collect();
+        let ats: Vec<Option<i64>> = column::<TimestampMicrosecondArray>(&batches, 6).iter().flat_map(|a| a.iter().collect::<Vec<_>>()).collect();
+        prop_assert_eq!(names, good.iter().map(|r| expected_name(&r.name)).collect::<Vec<_>>());
+        prop_assert_eq!(ages, good.iter().map(|r| r.age).collect::<Vec<_>>());
+        prop_assert_eq!(scores, good.iter().map(|r| r.score).collect::<Vec<_>>());
+        prop_assert_eq!(actives, good.iter().map(|r| r.active).collect::<Vec<_>>());
+        prop_assert_eq!(days, good.iter().map(|r| r.day).collect::<Vec<_>>());
+        prop_assert_eq!(ats, good.iter().map(|r| r.at).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn any_bytes_convert_without_panic_and_counts_add_up(bytes in proptest::collection::vec(any::<u8>(), 0..2048), as_json in any::<bool>()) {
+        let format = if as_json { FileFormat::Jsonl } else { FileFormat::Csv };
+        let mut dataset = testing::dataset(format, Partition::IngestDate, columns());
+        dataset.columns[0].required = false;
+        dataset.policy.max_row_bytes = 128;
+        let lineage = Lineage { source: "s".into(), ingested_at: 0, ingest_date: 0 };
+        let mut sink = Collect::default();
+        if let Ok(report) = convert(bytes.as_slice(), "t", &dataset, &lineage, 16, &mut sink, &mut ()) {
+            prop_assert_eq!(report.rows_in, report.rows_written + report.rows_rejected);
+            prop_assert_eq!(sink.0.iter().map(|b| b.num_rows() as u64).sum::<u64>(), report.rows_written);
+        }
+    }
+}
