@@ -69,9 +69,17 @@ def run(endpoint, config_path, timeout=120):
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=lake):
         for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=lake, Key=obj["Key"])["Body"].read()
-            table = pq.read_table(io.BytesIO(body))
-            print(f"  {obj['Key']}  ({table.num_rows} rows, {obj['Size']} bytes)")
+            key = obj["Key"]
+            body = s3.get_object(Bucket=lake, Key=key)["Body"].read()
+            if key.endswith(".parquet"):
+                table = pq.read_table(io.BytesIO(body))
+                print(f"  {key}  ({table.num_rows} rows, {obj['Size']} bytes)")
+            elif key.endswith(".rows.jsonl"):
+                print(f"  {key}  ({len(body.splitlines())} quarantined rows)")
+            elif key.endswith(".error.json"):
+                print(f"  {key}  (rejection report: {json.loads(body)['reason']})")
+            else:
+                print(f"  {key}  (rejected file, {obj['Size']} bytes)")
 
     print("\nDynamoDB tables:")
     for dataset in config.get("datasets", []):

@@ -499,9 +499,12 @@ mod tests {
         v3["eventVersion"] = json!("3.0");
         let err = parse(&json!({"Records": [v3]}).to_string()).unwrap_err();
         assert!(matches!(err, EnvelopeError::UnsupportedVersion { .. }));
-                let deep = "[".repeat(10_000);
+        let deep = "[".repeat(10_000);
         assert!(matches!(parse(&deep), Err(EnvelopeError::NotJson(_))));
         let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES));
-        assert_eq!(parse(&huge), Err(EnvelopeError::TooLarge(MAX_BODY_BYTES + 11)));
+        assert_eq!(
+            parse(&huge),
+            Err(EnvelopeError::TooLarge(MAX_BODY_BYTES + 11))
+        );
     }
 }

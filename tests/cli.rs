@@ -129,7 +129,7 @@ fn convert_writes_one_typed_parquet_file() {
 fn convert_refuses_a_file_with_bad_rows() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.csv");
-    std::fs::write(&input, "user_id,signup_date\nu1,2024/01/01\nu2,yesterday\n").unwrap();
+    std::fs::write(&input, "user_id,signup_date\nu-1,2024/01/01\nu-2,yesterday\n").unwrap();
     let output = dir.path().join("out.parquet");
     let out = lakeworker(
         &[
@@ -160,9 +160,9 @@ fn convert_refuses_a_file_with_bad_rows() {
     // Under the limit, good rows are written and bad ones listed beside the output.
     let mut many = String::from("user_id,signup_date\n");
     for i in 0..20 {
-        many.push_str(&format!("u{i},2024/01/01\n"));
+        many.push_str(&format!("u-{i},2024/01/01\n"));
     }
-    many.push_str("bad,someday\n");
+    many.push_str("u-99,someday\n");
     std::fs::write(&input, many).unwrap();
     let out = lakeworker(
         &[

@@ -331,7 +331,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
     let bad_rows = env
         .put(
             "users/bad.csv",
-            b"user_id,age,signup_date\nu1,30,2024/01/01\nu2,old,2024/01/01\n,5,2024/01/01\n",
+            b"user_id,age,signup_date\nu-1,30,2024/01/01\nu-2,old,2024/01/01\n,5,2024/01/01\n",
         )
         .await;
     let cases = [

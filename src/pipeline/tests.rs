@@ -80,7 +80,7 @@ fn table(p: &TestPipeline) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_user_file_becomes_lake_parts_and_table_rows() {
     let p = pipeline();
-    let csv = "user_id,age,signup_date\na,1,2024/01/01\nb,2,2024/01/02\na,3,2024/01/02\n";
+    let csv = "user_id,age,signup_date\nu-1,1,2024/01/01\nu-2,2,2024/01/02\nu-1,3,2024/01/02\n";
     p.store.insert(LANDING, "users/x y.csv", csv.as_bytes());
     let outcome = p
         .handle(&event(LANDING, "users/x+y.csv"), &job("m1"))
@@ -107,7 +107,7 @@ async fn a_user_file_becomes_lake_parts_and_table_rows() {
     assert!(lake_keys[0].starts_with("curated/users/signup_date=2024-01-01/part-"));
     assert_eq!(
         table(&p),
-        [("b".into(), "2".into()), ("a".into(), "3".into())]
+        [("u-2".into(), "2".into()), ("u-1".into(), "3".into())]
     );
 }
 
@@ -132,9 +132,9 @@ async fn bad_rows_are_quarantined_and_good_rows_flow() {
     let p = pipeline();
     let mut csv = String::from("user_id,age,signup_date\n");
     for i in 0..19 {
-        csv.push_str(&format!("u{i},{i},2024/01/01\n"));
+        csv.push_str(&format!("u-{i},{i},2024/01/01\n"));
     }
-    csv.push_str("u19,old,2024/01/01\n");
+    csv.push_str("u-19,old,2024/01/01\n");
     p.store
         .insert(LANDING, "users/some-bad.csv", csv.as_bytes());
     let ObjectOutcome::Written(summary) = one_object(&p, "users/some-bad.csv").await else {
@@ -157,7 +157,7 @@ async fn bad_rows_are_quarantined_and_good_rows_flow() {
     let lines = String::from_utf8(p.store.get(LAKE, &quarantine).unwrap()).unwrap();
     let bad: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
     assert_eq!(bad["line"], 21);
-    assert_eq!(bad["raw"], "u19,old,2024/01/01");
+    assert_eq!(bad["raw"], "u-19,old,2024/01/01");
     assert_eq!(bad["errors"][0]["column"], "age");
     assert_eq!(bad["errors"][0]["rule"], "type");
     assert_eq!(table(&p).len(), 19, "the bad row is not upserted");
@@ -175,7 +175,7 @@ async fn bad_rows_are_quarantined_and_good_rows_flow() {
 #[tokio::test]
 async fn too_many_bad_rows_reject_the_whole_file() {
     let p = pipeline();
-    let csv = "user_id,age,signup_date\na,1,2024/01/01\nb,x,2024/01/01\n";
+    let csv = "user_id,age,signup_date\nu-1,1,2024/01/01\nu-2,x,2024/01/01\n";
     p.store.insert(LANDING, "users/dir/bad.csv", csv.as_bytes());
     let ObjectOutcome::Rejected(rejection) = one_object(&p, "users/dir/bad.csv").await else {
         panic!()
@@ -254,7 +254,7 @@ async fn malformed_and_oversized_files_are_rejected() {
     limited.store.insert(
         LANDING,
         "users/big.csv",
-        b"user_id,signup_date\na,2024/01/01\n",
+        b"user_id,signup_date\nu-1,2024/01/01\n",
     );
     let body = event_sized(LANDING, "users/big.csv", Some(200 * 1024 * 1024 * 1024));
     let Outcome::Converted(objects) = limited.handle(&body, &job("m1")).await.unwrap() else {
@@ -287,7 +287,7 @@ async fn refusals_are_permanent_and_write_nothing() {
             "has no records_table",
         ),
         (
-            r#"{"dataset": "users", "records": [{"user_id": "a"}]}"#.to_owned(),
+            r#"{"dataset": "users", "records": [{"user_id": "u-1"}]}"#.to_owned(),
             "1 of 1 rows are invalid",
         ),
     ] {
@@ -327,8 +327,8 @@ async fn a_missing_object_is_transient_and_recorded() {
 async fn inline_records_are_upserted_last_wins_and_bad_ones_quarantined() {
     let p = pipeline();
     let mut records: Vec<serde_json::Value> =
-        (0..10).map(|i| serde_json::json!({"user_id": format!("u{i}"), "signup_date": "2024/01/01", "age": i})).collect();
-    records.push(serde_json::json!({"user_id": "u0", "signup_date": "2024/01/02", "age": 99}));
+        (0..10).map(|i| serde_json::json!({"user_id": format!("u-{i}"), "signup_date": "2024/01/01", "age": i})).collect();
+    records.push(serde_json::json!({"user_id": "u-0", "signup_date": "2024/01/02", "age": 99}));
     records.push(serde_json::json!({"signup_date": "2024/01/02"}));
     let body = serde_json::json!({"dataset": "users", "records": records});
     let outcome = p.handle(&body.to_string(), &job("m7")).await.unwrap();
@@ -340,7 +340,7 @@ async fn inline_records_are_upserted_last_wins_and_bad_ones_quarantined() {
             quarantined: 1
         }
     );
-    assert!(table(&p).contains(&("u0".into(), "99".into())), "last wins");
+    assert!(table(&p).contains(&("u-0".into(), "99".into())), "last wins");
     let keys = p.store.keys(LAKE);
     assert_eq!(keys.len(), 1);
     assert!(
@@ -355,7 +355,7 @@ async fn a_done_object_is_not_processed_again() {
     p.store.insert(
         LANDING,
         "users/a.csv",
-        b"user_id,signup_date\na,2024/01/01\n",
+        b"user_id,signup_date\nu-1,2024/01/01\n",
     );
     let body = event(LANDING, "users/a.csv");
     p.handle(&body, &job("m1")).await.unwrap();
@@ -383,7 +383,7 @@ async fn a_live_lease_makes_a_duplicate_wait() {
     p.store.insert(
         LANDING,
         "users/a.csv",
-        b"user_id,signup_date\na,2024/01/01\n",
+        b"user_id,signup_date\nu-1,2024/01/01\n",
     );
     let object = ObjectRef {
         bucket: LANDING.into(),
@@ -421,7 +421,7 @@ async fn a_stopped_job_releases_its_claim() {
     p.store.insert(
         LANDING,
         "users/a.csv",
-        b"user_id,signup_date\na,2024/01/01\n",
+        b"user_id,signup_date\nu-1,2024/01/01\n",
     );
     let stopped = job("m2");
     stopped.stop(StopReason::Shutdown);
