@@ -129,7 +129,11 @@ fn convert_writes_one_typed_parquet_file() {
 fn convert_refuses_a_file_with_bad_rows() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.csv");
-    std::fs::write(&input, "user_id,signup_date\nu-1,2024/01/01\nu-2,yesterday\n").unwrap();
+    std::fs::write(
+        &input,
+        "user_id,signup_date\nu-1,2024/01/01\nu-2,yesterday\n",
+    )
+    .unwrap();
     let output = dir.path().join("out.parquet");
     let out = lakeworker(
         &[

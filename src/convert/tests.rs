@@ -231,6 +231,40 @@ fn a_header_problem_rejects_the_file() {
         wide.to_string().contains("more than max_columns (3)"),
         "{wide}"
     );
+    narrow.csv.header = Header::Names(vec!["user_id".into(), "age".into()]);
+    let (report, _) = collect("a,1\nb,2,3,4,5\n", &narrow);
+    assert_eq!(errors(&report), ["line 2: the row has more than 3 fields"]);
+}
+
+#[test]
+fn too_many_partitions_reject_the_file() {
+    let d = dataset(FileFormat::Csv, Partition::DateColumn { index: 4 });
+    let mut input = String::from("user_id,signup_date\n");
+    for day in 0..=sinks::MAX_PARTITIONS_PER_FILE {
+        input.push_str(&format!(
+            "u{day},{}\n",
+            crate::schema::days_to_date(day as i32).unwrap()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut parts = LakeParts::new(
+        dir.path(),
+        &d,
+        &lineage(),
+        writer_properties(Compression::None),
+        None,
+    );
+    let err = convert(
+        input.as_bytes(),
+        "in",
+        &d,
+        &lineage(),
+        100_000,
+        &mut parts,
+        &mut (),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "the file spans more than 1000 partitions");
 }
 
 #[test]

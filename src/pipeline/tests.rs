@@ -21,9 +21,13 @@ fn pipeline() -> TestPipeline {
 }
 
 fn pipeline_with(env: &[(&str, &str)]) -> TestPipeline {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml");
+    pipeline_from("config/local.toml", env)
+}
+
+fn pipeline_from(config: &str, env: &[(&str, &str)]) -> TestPipeline {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(config);
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-    let settings = Settings::load_with_env(&path, env).expect("config/local.toml is valid");
+    let settings = Settings::load_with_env(&path, env).expect("the config is valid");
     Pipeline::new(
         Arc::new(settings),
         MemoryStore::default(),
@@ -272,6 +276,23 @@ async fn malformed_and_oversized_files_are_rejected() {
 }
 
 #[tokio::test]
+async fn the_size_limit_applies_to_the_object_when_the_event_has_no_size() {
+    let p = pipeline_from(
+        "tests/fixtures/hostile/config.toml",
+        &[("LAKEWORKER_PII_SALT", "s")],
+    );
+    let big = format!("id,value\n{}", "l1,1\n".repeat(20_001));
+    p.store.insert(LANDING, "limits/big.csv", big.as_bytes());
+    let ObjectOutcome::Rejected(r) = one_object(&p, "limits/big.csv").await else {
+        panic!()
+    };
+    assert_eq!(
+        r.reason,
+        "the object is 100014 bytes, above max_object_bytes (100000)"
+    );
+}
+
+#[tokio::test]
 async fn refusals_are_permanent_and_write_nothing() {
     let p = pipeline();
     p.store.insert(LANDING, "misc/a.csv", b"x\n");
@@ -340,7 +361,10 @@ async fn inline_records_are_upserted_last_wins_and_bad_ones_quarantined() {
             quarantined: 1
         }
     );
-    assert!(table(&p).contains(&("u-0".into(), "99".into())), "last wins");
+    assert!(
+        table(&p).contains(&("u-0".into(), "99".into())),
+        "last wins"
+    );
     let keys = p.store.keys(LAKE);
     assert_eq!(keys.len(), 1);
     assert!(
