@@ -62,7 +62,8 @@ impl S3Store {
     }
 
     /// Uploads the first `size` bytes of `path` as a multipart upload, at most
-    /// [`PART_CONCURRENCY`] parts at a time; aborts the upload if any step fails.
+    /// [`PART_CONCURRENCY`] parts at a time; aborts the upload if any step fails or
+    /// `cancel` fires.
     pub async fn put_multipart(
         &self,
         bucket: &str,
@@ -71,57 +72,10 @@ impl S3Store {
         size: u64,
         cancel: &CancellationToken,
     ) -> Result<(), AwsError> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("S3 CreateMultipartUpload", e))?;
-        let upload_id = created.upload_id.ok_or_else(|| {
-            AwsError::new(
-                "S3 CreateMultipartUpload",
-                AwsErrorKind::Transient,
-                "no upload id returned",
-            )
-        })?;
-        let uploaded = tokio::select! {
-            parts = self.upload_parts(bucket, key, path, size, &upload_id) => parts,
-            _ = cancel.cancelled() => Err(AwsError::cancelled("S3 UploadPart")),
+        let parts = |upload_id: String| async move {
+            self.upload_parts(bucket, key, path, size, &upload_id).await
         };
-        match uploaded {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("S3 CompleteMultipartUpload", e)),
-            Err(e) => {
-                // An upload that will not complete must be aborted, or its parts are billed.
-                if let Err(abort) = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await
-                {
-                    tracing::warn!(%key, error = %AwsError::from_sdk("S3 AbortMultipartUpload", abort), "could not abort multipart upload");
-                }
-                Err(e)
-            }
-        }
+        self.multipart(bucket, key, Some(cancel), parts).await
     }
 
     /// Copies an object above CopyObject's 5 GiB limit with UploadPartCopy.
@@ -132,21 +86,12 @@ impl S3Store {
         bucket: &str,
         key: &str,
     ) -> Result<(), AwsError> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("S3 CreateMultipartUpload", e))?;
-        let upload_id = created.upload_id.unwrap_or_default();
-        let mut parts = Vec::new();
-        let mut offset = 0;
-        let mut number = 1;
-        let result: Result<(), AwsError> = async {
+        let parts = |upload_id: String| async move {
+            let mut parts = Vec::new();
+            let mut offset = 0;
             while offset < size {
                 let end = (offset + COPY_PART).min(size) - 1;
+                let number = parts.len() as i32 + 1;
                 let copied = self
                     .client
                     .upload_part_copy()
@@ -167,9 +112,49 @@ impl S3Store {
                         .build(),
                 );
                 offset = end + 1;
-                number += 1;
             }
-            self.client
+            Ok(parts)
+        };
+        self.multipart(bucket, key, None, parts).await
+    }
+
+    /// The life of a multipart upload: create it, let `parts` fill it, complete it; abort
+    /// it when anything fails or `cancel` fires, so no unfinished upload is left billed.
+    async fn multipart<F, Fut>(
+        &self,
+        bucket: &str,
+        key: &str,
+        cancel: Option<&CancellationToken>,
+        parts: F,
+    ) -> Result<(), AwsError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<CompletedPart>, AwsError>>,
+    {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("S3 CreateMultipartUpload", e))?;
+        let upload_id = created.upload_id.ok_or_else(|| {
+            AwsError::new(
+                "S3 CreateMultipartUpload",
+                AwsErrorKind::Transient,
+                "no upload id returned",
+            )
+        })?;
+        let never = CancellationToken::new();
+        let cancel = cancel.unwrap_or(&never);
+        let uploaded = tokio::select! {
+            parts = parts(upload_id.clone()) => parts,
+            _ = cancel.cancelled() => Err(AwsError::cancelled("S3 UploadPart")),
+        };
+        let completed = match uploaded {
+            Ok(parts) => self
+                .client
                 .complete_multipart_upload()
                 .bucket(bucket)
                 .key(key)
@@ -181,12 +166,12 @@ impl S3Store {
                 )
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("S3 CompleteMultipartUpload", e))?;
-            Ok(())
-        }
-        .await;
-        if result.is_err() {
-            let _ = self
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("S3 CompleteMultipartUpload", e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            let aborted = self
                 .client
                 .abort_multipart_upload()
                 .bucket(bucket)
@@ -194,8 +179,12 @@ impl S3Store {
                 .upload_id(&upload_id)
                 .send()
                 .await;
+            if let Err(abort) = aborted {
+                let error = AwsError::from_sdk("S3 AbortMultipartUpload", abort);
+                tracing::warn!(%key, %error, "could not abort multipart upload");
+            }
         }
-        result
+        completed
     }
 
     async fn upload_parts(
