@@ -155,9 +155,7 @@ impl fmt::Display for LedgerRecord {
         {
             field(
                 "rows",
-                Some(format!(
-                    "{rows_in} in, {written} written, {rejected} rejected"
-                )),
+                Some(format!("{rows_in} in, {written} written, {rejected} bad")),
             )?;
         }
         for output in &self.outputs {

@@ -2,7 +2,9 @@
 // options come from the first input byte, and the invariants every run must keep.
 
 use lakeworker::convert::{convert, Collect, Lineage, Quarantine};
-use lakeworker::datasets::{compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, Partition, Policy};
+use lakeworker::datasets::{
+    compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, Partition, Policy,
+};
 use lakeworker::schema::{Column, ColumnType, LakeOutput, Limit, ValueFormat};
 
 pub fn dataset(format: FileFormat, knobs: u8) -> Dataset {
@@ -13,11 +15,17 @@ pub fn dataset(format: FileFormat, knobs: u8) -> Dataset {
     age.rules.min = Some(Limit::Int(0));
     age.rules.max = Some(Limit::Int(150));
     let mut at = Column::new("at", ColumnType::Timestamp, false);
-    at.format = if knobs & 1 == 0 { None } else { Some(ValueFormat::EpochMillis) };
+    at.format = if knobs & 1 == 0 {
+        None
+    } else {
+        Some(ValueFormat::EpochMillis)
+    };
     let mut day = Column::new("day", ColumnType::Date, false);
     day.format = Some(ValueFormat::Strftime("%Y/%m/%d".into()));
     let mut id = Column::new("id", ColumnType::String, knobs & 2 == 0);
-    id.lake = LakeOutput::Hash { name: "id_hash".into() };
+    id.lake = LakeOutput::Hash {
+        name: "id_hash".into(),
+    };
     let csv = CsvOptions {
         delimiter: if knobs & 4 == 0 { b',' } else { b';' },
         quote: if knobs & 8 == 0 { Some(b'"') } else { None },
@@ -25,7 +33,11 @@ pub fn dataset(format: FileFormat, knobs: u8) -> Dataset {
         header: if knobs & 32 == 0 {
             Header::FirstRow
         } else {
-            Header::Names(["id", "name", "age", "score", "ok", "day", "at"].map(String::from).to_vec())
+            Header::Names(
+                ["id", "name", "age", "score", "ok", "day", "at"]
+                    .map(String::from)
+                    .to_vec(),
+            )
         },
         skip_rows: u64::from(knobs >> 7),
         comment: Some(b'#'),
@@ -64,15 +76,24 @@ pub fn dataset(format: FileFormat, knobs: u8) -> Dataset {
 
 /// Converts `data` and checks the counts; any panic is a finding.
 pub fn check(format: FileFormat, data: &[u8]) {
-    let Some((&knobs, input)) = data.split_first() else { return };
+    let Some((&knobs, input)) = data.split_first() else {
+        return;
+    };
     let dataset = dataset(format, knobs);
-    let lineage = Lineage { source: "fuzz".into(), ingested_at: 0, ingest_date: 0 };
+    let lineage = Lineage {
+        source: "fuzz".into(),
+        ingested_at: 0,
+        ingest_date: 0,
+    };
     let mut batches = Collect::default();
     let mut bad = Quarantine::in_memory();
     let name = if knobs & 64 == 0 { "input" } else { "input.gz" };
     if let Ok(report) = convert(input, name, &dataset, &lineage, 7, &mut batches, &mut bad) {
         assert_eq!(report.rows_in, report.rows_written + report.rows_rejected);
-        assert_eq!(batches.0.iter().map(|b| b.num_rows() as u64).sum::<u64>(), report.rows_written);
+        assert_eq!(
+            batches.0.iter().map(|b| b.num_rows() as u64).sum::<u64>(),
+            report.rows_written
+        );
         assert_eq!(bad.rows(), report.rows_rejected);
     }
 }

@@ -117,12 +117,15 @@ impl<R: BufRead> CsvRows<R> {
                 self.max_columns
             )));
         }
-        let text = std::str::from_utf8(&self.fields[..self.used]).map_err(|e| {
-            ConvertError::Malformed(format!("line {line}: the header is not UTF-8: {e}"))
-        })?;
-        Ok((0..self.nends)
-            .map(|i| text[self.bounds(i)].trim().to_owned())
-            .collect())
+        (0..self.nends)
+            .map(|i| match self.field_text(i) {
+                Some(name) => Ok(name.trim().to_owned()),
+                None => Err(ConvertError::Malformed(format!(
+                    "line {line}: header column {} is not UTF-8",
+                    i + 1
+                ))),
+            })
+            .collect()
     }
 
     fn map_header(&mut self, names: &[String], dataset: &Dataset) -> Result<(), ConvertError> {
@@ -174,8 +177,14 @@ impl<R: BufRead> CsvRows<R> {
         start..self.ends[i]
     }
 
+    /// Field `i` as text, or `None` if its bytes are not UTF-8.
+    fn field_text(&self, i: usize) -> Option<&str> {
+        std::str::from_utf8(&self.fields[self.bounds(i)]).ok()
+    }
+
+    /// Field `i` of a row that passed the UTF-8 check.
     fn field(&self, i: usize) -> &str {
-        std::str::from_utf8(&self.fields[self.bounds(i)]).unwrap_or_default()
+        self.field_text(i).unwrap_or_default()
     }
 
     /// Reads the next record into `fields`/`ends`/`raw`; false at the end of the input.
@@ -309,15 +318,13 @@ impl<R: BufRead> RowSource for CsvRows<R> {
                 format!("the row has more than {} fields", self.max_columns),
             )));
         }
-        if let Err(e) = std::str::from_utf8(&self.fields[..self.used]) {
-            let field = (0..self.nends)
-                .position(|i| self.ends[i] > e.valid_up_to())
-                .unwrap_or(0)
-                + 1;
+        // Each field on its own: two invalid halves can make a valid whole.
+        if let Some(field) = (0..self.nends).find(|i| self.field_text(*i).is_none()) {
             return Ok(Some(RowCheck::bad(
                 "utf8",
                 format!(
-                    "field {field} is not valid UTF-8 (the row starts at byte {})",
+                    "field {} is not valid UTF-8 (the row starts at byte {})",
+                    field + 1,
                     self.byte
                 ),
             )));
