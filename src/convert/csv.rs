@@ -121,7 +121,7 @@ impl<R: BufRead> CsvRows<R> {
             .map(|i| match self.field_text(i) {
                 Some(name) => Ok(name.trim().to_owned()),
                 None => Err(ConvertError::Malformed(format!(
-                    "line {line}: header column {} is not UTF-8",
+                    "line {line}: the header is not UTF-8 (column {})",
                     i + 1
                 ))),
             })
