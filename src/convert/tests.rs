@@ -211,7 +211,10 @@ fn utf8_is_checked_per_field() {
         &mut (),
     )
     .unwrap_err();
-    assert_eq!(err.to_string(), "line 1: the header is not UTF-8 (column 1)");
+    assert_eq!(
+        err.to_string(),
+        "line 1: the header is not UTF-8 (column 1)"
+    );
 }
 
 fn collect_bytes(input: &[u8], dataset: &Dataset) -> (ConvertReport, Vec<RecordBatch>) {
