@@ -2,10 +2,29 @@
 
 mod common;
 
+use std::path::Path;
+
 use arrow::array::{Array, Date32Array};
 use arrow::datatypes::DataType;
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
+
+/// `lakeworker convert` with the users dataset of config/local.toml.
+fn convert_users(input: &Path, output: &Path) -> std::process::Output {
+    let (input, output) = (input.to_str().unwrap(), output.to_str().unwrap());
+    lakeworker(
+        &[
+            "convert",
+            "--config",
+            "config/local.toml",
+            "--dataset",
+            "users",
+            input,
+            output,
+        ],
+        &[],
+    )
+}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -87,18 +106,7 @@ fn run_refuses_an_invalid_config_before_touching_aws() {
 fn convert_writes_one_typed_parquet_file() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("users.parquet");
-    let out = lakeworker(
-        &[
-            "convert",
-            "--config",
-            "config/local.toml",
-            "--dataset",
-            "users",
-            "examples/users/late signups+fixes.csv",
-            output.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = convert_users(Path::new("examples/users/late signups+fixes.csv"), &output);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -135,18 +143,7 @@ fn convert_refuses_a_file_with_bad_rows() {
     )
     .unwrap();
     let output = dir.path().join("out.parquet");
-    let out = lakeworker(
-        &[
-            "convert",
-            "--config",
-            "config/local.toml",
-            "--dataset",
-            "users",
-            input.to_str().unwrap(),
-            output.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = convert_users(&input, &output);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
@@ -168,18 +165,7 @@ fn convert_refuses_a_file_with_bad_rows() {
     }
     many.push_str("u-99,someday\n");
     std::fs::write(&input, many).unwrap();
-    let out = lakeworker(
-        &[
-            "convert",
-            "--config",
-            "config/local.toml",
-            "--dataset",
-            "users",
-            input.to_str().unwrap(),
-            output.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = convert_users(&input, &output);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("20 rows written"), "{stdout}");
