@@ -293,6 +293,43 @@ async fn the_size_limit_applies_to_the_object_when_the_event_has_no_size() {
 }
 
 #[tokio::test]
+async fn pii_is_hashed_in_the_lake_and_clear_in_the_table() {
+    let p = pipeline_from(
+        "tests/fixtures/hostile/config.toml",
+        &[("LAKEWORKER_PII_SALT", "salt")],
+    );
+    let csv = "id,name,email,joined\nP1,Ann,ann@example.com,2024-05-01\n";
+    p.store.insert(LANDING, "people/a.csv", csv.as_bytes());
+    let ObjectOutcome::Written(summary) = one_object(&p, "people/a.csv").await else {
+        panic!()
+    };
+    let part = p.store.get(LAKE, &summary.parts[0]).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+        bytes::Bytes::from(part),
+        10,
+    )
+    .unwrap();
+    let batch = reader.collect::<Result<Vec<_>, _>>().unwrap().remove(0);
+    let emails = batch.column_by_name("email").unwrap();
+    let emails = emails
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    use sha2::{Digest, Sha256};
+    let expected: String = Sha256::digest(b"saltann@example.com")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(emails.value(0), expected, "the lake holds the salted hash");
+    let tables = p.records.tables.lock().unwrap();
+    assert_eq!(
+        tables["lakeworker-users"][0]["email"].as_s().unwrap(),
+        "ann@example.com",
+        "the table keeps the clear value"
+    );
+}
+
+#[tokio::test]
 async fn refusals_are_permanent_and_write_nothing() {
     let p = pipeline();
     p.store.insert(LANDING, "misc/a.csv", b"x\n");
