@@ -286,7 +286,10 @@ fn convert_file(
         &name,
         dataset,
         &lineage,
-        settings.worker.batch_rows.get(),
+        convert::ConvertOptions {
+            batch_rows: settings.worker.batch_rows.get(),
+            threads: settings.worker.conversion_threads.get(),
+        },
         &mut sink,
         &mut bad_rows,
     );

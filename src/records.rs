@@ -100,7 +100,7 @@ pub fn last_per_key(items: Vec<Item>, key: &str) -> Vec<Item> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::{convert, Collect, Lineage};
+    use crate::convert::{convert, Collect, ConvertOptions, Lineage};
     use crate::datasets::{testing, FileFormat, Partition};
     use crate::schema::Column;
 
@@ -132,7 +132,7 @@ mod tests {
             "t.csv",
             &dataset(),
             &lineage,
-            100,
+            ConvertOptions::sequential(100),
             &mut sink,
             &mut (),
         )

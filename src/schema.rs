@@ -246,9 +246,11 @@ impl Column {
         let probe = if self.kind == ColumnType::String {
             text
         } else {
-            text.trim()
+            trim(text)
         };
-        self.nulls.iter().any(|null| null == probe)
+        self.nulls
+            .iter()
+            .any(|null| null.len() == probe.len() && null == probe)
     }
 
     fn parse_text(&self, text: &str) -> Result<Parsed, CellError> {
@@ -259,7 +261,7 @@ impl Column {
             self.check_text_rules(text)?;
             return Ok(Parsed::Str);
         }
-        let text = text.trim();
+        let text = trim(text);
         let parsed = match self.kind {
             ColumnType::String => Some(Parsed::Str),
             ColumnType::Int => text.parse().ok().map(Parsed::Int),
@@ -434,6 +436,21 @@ impl Column {
     }
 }
 
+/// `str::trim`, with a shortcut for the common case of nothing to trim.
+fn trim(text: &str) -> &str {
+    match text.as_bytes() {
+        [first, .., last]
+            if !first.is_ascii_whitespace()
+                && !last.is_ascii_whitespace()
+                && first.is_ascii()
+                && last.is_ascii() =>
+        {
+            text
+        }
+        _ => text.trim(),
+    }
+}
+
 fn rule_error(rule: &'static str, value: &str, reason: String) -> CellError {
     CellError::Rule {
         rule,
@@ -478,11 +495,74 @@ pub fn micros_to_datetime(micros: i64) -> Option<DateTime<Utc>> {
 pub fn parse_date(text: &str, format: Option<&ValueFormat>) -> Option<i32> {
     let pattern = match format {
         Some(ValueFormat::Strftime(pattern)) => pattern.as_str(),
-        _ => "%Y-%m-%d",
+        _ => {
+            return iso_date(text.as_bytes())
+                .or_else(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+                .map(date_to_days)
+        }
     };
     NaiveDate::parse_from_str(text, pattern)
         .ok()
         .map(date_to_days)
+}
+
+/// `n` ASCII digits as a number.
+fn digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// The common case of ISO dates, `YYYY-MM-DD`, without chrono's format machinery.
+fn iso_date(b: &[u8]) -> Option<NaiveDate> {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(
+        digits(&b[..4])? as i32,
+        digits(&b[5..7])?,
+        digits(&b[8..10])?,
+    )
+}
+
+/// The common case of timestamps, `YYYY-MM-DD[T ]HH:MM:SS[.f…][Z|±HH:MM]`, without chrono's
+/// format machinery; a missing zone is UTC. Anything else returns `None` (the general
+/// parsers decide).
+fn iso_timestamp(b: &[u8]) -> Option<i64> {
+    if b.len() < 19 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let date = iso_date(&b[..10])?;
+    let time = chrono::NaiveTime::from_hms_opt(
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    )?;
+    let mut rest = &b[19..];
+    let mut micros = 0i64;
+    if let Some((b'.', fraction)) = rest.split_first() {
+        let len = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if len == 0 {
+            return None;
+        }
+        let kept = &fraction[..len.min(6)];
+        micros = i64::from(digits(kept)?) * 10i64.pow(6 - kept.len() as u32);
+        rest = &fraction[len..];
+    }
+    let offset_seconds = match rest {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let seconds = i64::from(digits(&[*h1, *h2])? * 3600 + digits(&[*m1, *m2])? * 60);
+            if *sign == b'+' {
+                seconds
+            } else {
+                -seconds
+            }
+        }
+        _ => return None,
+    };
+    let seconds = date.and_time(time).and_utc().timestamp() - offset_seconds;
+    seconds.checked_mul(1_000_000)?.checked_add(micros)
 }
 
 /// Parses a timestamp to UTC microseconds. Without a format: RFC 3339, or
@@ -502,17 +582,20 @@ pub fn parse_timestamp(text: &str, format: Option<&ValueFormat>) -> Option<i64> 
         Some(ValueFormat::Rfc3339) => rfc3339(text)?,
         Some(ValueFormat::EpochSeconds) => return text.parse::<f64>().ok().and_then(epoch_seconds),
         Some(ValueFormat::EpochMillis) => return text.parse::<i64>().ok().and_then(epoch_millis),
-        None => rfc3339(text)
-            .or_else(|| {
-                NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-                    .ok()
-                    .map(|t| t.and_utc())
-            })
-            .or_else(|| {
-                NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-                    .ok()
-                    .map(|t| t.and_utc())
-            })?,
+        None => match iso_timestamp(text.as_bytes()) {
+            Some(micros) => return Some(micros),
+            None => rfc3339(text),
+        }
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc())
+        })
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc())
+        })?,
     };
     Some(instant.timestamp_micros())
 }
@@ -776,6 +859,50 @@ mod tests {
         let long = "x".repeat(500);
         let message = int.parse(RawCell::Text(&long)).unwrap_err().to_string();
         assert!(message.len() < 150, "{message}");
+    }
+
+    #[test]
+    fn fast_paths_agree_with_chrono() {
+        for text in [
+            "2024-02-29T23:59:59Z",
+            "2024-02-29t23:59:59.5z",
+            "1969-12-31 23:59:59.123456789",
+            "2000-01-01T00:00:00+05:30",
+            "2000-01-01T00:00:00-01:00",
+            "2016-12-31T23:59:60Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00+0100",
+        ] {
+            let chrono = DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&Utc))
+                .or_else(|_| {
+                    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map(|t| t.and_utc())
+                })
+                .ok()
+                .map(|t| t.timestamp_micros());
+            assert_eq!(parse_timestamp(text, None), chrono, "{text}");
+        }
+        assert_eq!(parse_date("2024-02-29", None), Some(19782));
+        assert_eq!(parse_date("2023-02-29", None), None);
+        assert_eq!(
+            parse_date("2024-2-29", None),
+            Some(19782),
+            "chrono accepts unpadded fields"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn iso_timestamps_round_trip(micros in -2_000_000_000_000_000i64..7_000_000_000_000_000, digits in 0usize..=6) {
+            let t = DateTime::from_timestamp_micros(micros).unwrap();
+            let text = match digits {
+                0 => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                n => format!("{}{}", t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string().split_at(20 + n).0, "Z"),
+            };
+            let chrono = DateTime::parse_from_rfc3339(&text).unwrap().timestamp_micros();
+            proptest::prop_assert_eq!(parse_timestamp(&text, None), Some(chrono));
+        }
     }
 
     #[test]

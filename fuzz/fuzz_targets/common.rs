@@ -1,7 +1,7 @@
 // Shared by the converter targets: a dataset with every column type and rules, whose CSV
 // options come from the first input byte, and the invariants every run must keep.
 
-use lakeworker::convert::{convert, Collect, Lineage, Quarantine};
+use lakeworker::convert::{convert, Collect, ConvertOptions, Lineage, Quarantine};
 use lakeworker::datasets::{
     compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, Partition, Policy,
 };
@@ -88,7 +88,22 @@ pub fn check(format: FileFormat, data: &[u8]) {
     let mut batches = Collect::default();
     let mut bad = Quarantine::in_memory();
     let name = if knobs & 64 == 0 { "input" } else { "input.gz" };
-    if let Ok(report) = convert(input, name, &dataset, &lineage, 7, &mut batches, &mut bad) {
+    // Knobs with an odd number of set bits run the parallel path (splitter, two typing
+    // threads, writer), so it meets every other knob.
+    let threads = 1 + (knobs.count_ones() % 2) as usize;
+    let options = ConvertOptions {
+        batch_rows: 7,
+        threads,
+    };
+    if let Ok(report) = convert(
+        input,
+        name,
+        &dataset,
+        &lineage,
+        options,
+        &mut batches,
+        &mut bad,
+    ) {
         assert_eq!(report.rows_in, report.rows_written + report.rows_rejected);
         assert_eq!(
             batches.0.iter().map(|b| b.num_rows() as u64).sum::<u64>(),

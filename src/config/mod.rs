@@ -148,6 +148,8 @@ pub struct WorkerSettings {
     pub scratch_dir: Option<PathBuf>,
     /// Rows per Arrow batch handed to the Parquet writer.
     pub batch_rows: NonZeroUsize,
+    /// Threads typing the rows of one file (reading and writing are one more each).
+    pub conversion_threads: NonZeroUsize,
     /// After SIGTERM, how long in-flight messages may run before they are cancelled.
     pub shutdown_grace: Duration,
 }
@@ -288,6 +290,8 @@ struct RawWorker {
     scratch_dir: Option<PathBuf>,
     #[serde(default = "default_batch_rows")]
     batch_rows: u32,
+    #[serde(default)]
+    conversion_threads: u32,
     #[serde(default = "default_shutdown_grace_seconds")]
     shutdown_grace_seconds: u32,
 }
@@ -297,6 +301,7 @@ impl Default for RawWorker {
         RawWorker {
             scratch_dir: None,
             batch_rows: default_batch_rows(),
+            conversion_threads: 0,
             shutdown_grace_seconds: default_shutdown_grace_seconds(),
         }
     }
@@ -551,6 +556,11 @@ impl RawSettings {
             "must be between 1 and 1000000",
         );
         p.check(
+            self.worker.conversion_threads <= 256,
+            "worker.conversion_threads",
+            "must be between 0 (one per CPU) and 256",
+        );
+        p.check(
             self.worker.shutdown_grace_seconds <= 3600,
             "worker.shutdown_grace_seconds",
             "must be between 0 and 3600",
@@ -621,6 +631,10 @@ impl RawSettings {
             worker: WorkerSettings {
                 scratch_dir: self.worker.scratch_dir,
                 batch_rows: nonzero(self.worker.batch_rows),
+                conversion_threads: match self.worker.conversion_threads {
+                    0 => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+                    n => nonzero(n),
+                },
                 shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_seconds.into()),
             },
             log: LogSettings {

@@ -1,9 +1,15 @@
-//! CSV rows on `csv_core`: RFC 4180 quoting (or the dataset's delimiter, quote, escape and
-//! comment), a header row or configured names, and bounded memory per row. A record longer
-//! than `max_row_bytes` is read to its end without keeping it and reported as a bad row;
-//! the raw bytes of every record are kept (up to the limit) for the quarantine.
+//! CSV on `csv_core`, in two parts:
+//!
+//! - [`CsvSplitter`] reads records in file order (RFC 4180 quoting, or the dataset's
+//!   delimiter, quote, escape and comment; a header row or configured names) into
+//!   [`CsvChunk`]s of whole records, with line numbers, byte offsets and raw bytes. A
+//!   record longer than `max_row_bytes` is read to its end without being kept.
+//! - [`CsvChunkRows`] walks one chunk as a [`RowSource`], so chunks can be typed on any
+//!   thread.
 
 use std::io::BufRead;
+use std::ops::Range;
+use std::sync::Arc;
 
 use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 
@@ -12,31 +18,13 @@ use super::{ConvertError, RowCheck, RowSource};
 use crate::datasets::{Dataset, ExtraColumns, Header};
 use crate::schema::RawCell;
 
-/// Fields at first; grown as needed up to the dataset's limits.
+/// Fields per record at first; grown as needed up to `max_columns`.
 const START_FIELDS: usize = 64;
 const START_BYTES: usize = 4096;
 
-/// CSV records, their cells found by the header's column names.
-pub(super) struct CsvRows<R: BufRead> {
-    input: R,
-    core: Reader,
-    max_row_bytes: usize,
-    max_columns: usize,
-    comment: Option<u8>,
-    /// Field bytes of the current record and their end offsets.
-    fields: Vec<u8>,
-    used: usize,
-    ends: Vec<usize>,
-    nends: usize,
-    /// The record as it appeared in the input (up to `max_row_bytes`).
-    raw: Vec<u8>,
-    too_long: bool,
-    too_many_fields: bool,
-    /// Lines and bytes consumed so far, and where the current record starts.
-    lines_read: u64,
-    bytes_read: u64,
-    line: u64,
-    byte: u64,
+/// Where each dataset column is in a record, from the header.
+#[derive(Debug, Default)]
+pub(super) struct HeaderMap {
     /// Dataset column index → field index.
     map: Vec<Option<usize>>,
     /// Undeclared fields kept in `_extra`: (field index, header name).
@@ -44,7 +32,63 @@ pub(super) struct CsvRows<R: BufRead> {
     width: usize,
 }
 
-impl<R: BufRead> CsvRows<R> {
+/// How a record was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Whole,
+    TooLong,
+    TooManyFields,
+}
+
+/// One record of a chunk: where it starts, its fields and raw bytes in the chunk.
+#[derive(Debug)]
+struct Record {
+    line: u64,
+    byte: u64,
+    shape: Shape,
+    /// Range in `CsvChunk::ends`.
+    fields: Range<usize>,
+    /// Range in `CsvChunk::raw`.
+    raw: Range<usize>,
+}
+
+/// Whole records, in file order.
+#[derive(Debug, Default)]
+pub(super) struct CsvChunk {
+    records: Vec<Record>,
+    /// Field bytes of every record (the first `bytes_used` are filled); `ends` are offsets
+    /// into it (the first `ends_used` are filled).
+    bytes: Vec<u8>,
+    bytes_used: usize,
+    ends: Vec<usize>,
+    ends_used: usize,
+    raw: Vec<u8>,
+}
+
+impl CsvChunk {
+    pub(super) fn len(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// Reads CSV records in order and hands them out in chunks.
+pub(super) struct CsvSplitter<R: BufRead> {
+    input: R,
+    core: Reader,
+    max_row_bytes: usize,
+    max_columns: usize,
+    comment: Option<u8>,
+    /// Lines before the first record (`skip_rows`), which csv_core does not see.
+    skipped_lines: u64,
+    lines_read: u64,
+    bytes_read: u64,
+    /// Field bytes a chunk starts with room for (the last chunk's size).
+    bytes_hint: usize,
+    header: Arc<HeaderMap>,
+}
+
+impl<R: BufRead> CsvSplitter<R> {
+    /// Skips `skip_rows`, reads and maps the header. A header problem rejects the file.
     pub(super) fn new(mut input: R, dataset: &Dataset) -> Result<Self, ConvertError> {
         let options = &dataset.csv;
         let policy = &dataset.policy;
@@ -68,196 +112,189 @@ impl<R: BufRead> CsvRows<R> {
             lines_read += 1;
             bytes_read += n as u64;
         }
-        let mut rows = CsvRows {
+        let mut splitter = CsvSplitter {
             input,
             core: builder.build(),
             max_row_bytes: policy.max_row_bytes,
             max_columns: policy.max_columns,
             comment: options.comment,
-            fields: vec![0; START_BYTES.min(policy.max_row_bytes)],
-            used: 0,
-            ends: vec![0; START_FIELDS],
-            nends: 0,
-            raw: Vec::new(),
-            too_long: false,
-            too_many_fields: false,
+            skipped_lines: lines_read,
             lines_read,
             bytes_read,
-            line: lines_read,
-            byte: bytes_read,
-            map: vec![None; dataset.columns.len()],
-            extra: Vec::new(),
-            width: 0,
+            bytes_hint: START_BYTES,
+            header: Arc::default(),
         };
-        let names: Vec<String> = match &options.header {
-            Header::Names(names) => names.clone(),
+        let (names, line) = match &options.header {
+            Header::Names(names) => (names.clone(), 1),
             Header::FirstRow => {
-                if !rows.read_record()? {
-                    return Ok(rows); // an empty file needs no header
+                let mut first = CsvChunk::default();
+                if !splitter.read_record(&mut first)? {
+                    return Ok(splitter); // an empty file needs no header
                 }
-                rows.header_names()?
+                (splitter.header_names(&first)?, first.records[0].line)
             }
         };
-        rows.map_header(&names, dataset)?;
-        Ok(rows)
+        splitter.header = Arc::new(map_header(&names, dataset, line)?);
+        Ok(splitter)
     }
 
-    /// The current record as header names.
-    fn header_names(&self) -> Result<Vec<String>, ConvertError> {
-        let line = self.line;
-        if self.too_long {
-            return Err(ConvertError::Malformed(format!(
-                "line {line}: the header is longer than max_row_bytes ({})",
-                self.max_row_bytes
-            )));
+    pub(super) fn header(&self) -> Arc<HeaderMap> {
+        self.header.clone()
+    }
+
+    /// Up to `max_records` whole records; `None` at the end of the input.
+    pub(super) fn next_chunk(
+        &mut self,
+        max_records: usize,
+    ) -> Result<Option<CsvChunk>, ConvertError> {
+        let mut chunk = CsvChunk {
+            bytes: vec![0; self.bytes_hint],
+            ends: vec![0; START_FIELDS.max(max_records * 4)],
+            ..CsvChunk::default()
+        };
+        while chunk.records.len() < max_records && self.read_record(&mut chunk)? {}
+        self.bytes_hint = self.bytes_hint.max(chunk.bytes_used + chunk.bytes_used / 8);
+        Ok((!chunk.records.is_empty()).then_some(chunk))
+    }
+
+    /// The chunk's one record as header names.
+    fn header_names(&self, first: &CsvChunk) -> Result<Vec<String>, ConvertError> {
+        let record = &first.records[0];
+        let line = record.line;
+        match record.shape {
+            Shape::TooLong => {
+                return Err(ConvertError::Malformed(format!(
+                    "line {line}: the header is longer than max_row_bytes ({})",
+                    self.max_row_bytes
+                )))
+            }
+            Shape::TooManyFields => {
+                return Err(ConvertError::Malformed(format!(
+                    "line {line}: the header has more than max_columns ({}) columns",
+                    self.max_columns
+                )))
+            }
+            Shape::Whole => {}
         }
-        if self.too_many_fields {
-            return Err(ConvertError::Malformed(format!(
-                "line {line}: the header has more than max_columns ({}) columns",
-                self.max_columns
-            )));
-        }
-        (0..self.nends)
-            .map(|i| match self.field_text(i) {
-                Some(name) => Ok(name.trim().to_owned()),
-                None => Err(ConvertError::Malformed(format!(
-                    "line {line}: the header is not UTF-8 (column {})",
-                    i + 1
-                ))),
+        let mut start = 0;
+        first.ends[record.fields.clone()]
+            .iter()
+            .enumerate()
+            .map(|(i, &end)| {
+                let field = &first.bytes[start..end];
+                start = end;
+                match std::str::from_utf8(field) {
+                    Ok(name) => Ok(name.trim().to_owned()),
+                    Err(_) => Err(ConvertError::Malformed(format!(
+                        "line {line}: the header is not UTF-8 (column {})",
+                        i + 1
+                    ))),
+                }
             })
             .collect()
     }
 
-    fn map_header(&mut self, names: &[String], dataset: &Dataset) -> Result<(), ConvertError> {
-        let line = self.line.max(1);
-        let mut unknown = Vec::new();
-        for (field, name) in names.iter().enumerate() {
-            match dataset.column_index(name) {
-                Some(index) if self.map[index].is_some() => {
-                    return Err(ConvertError::Malformed(format!(
-                        "line {line}: the header names column {name:?} twice"
-                    )));
-                }
-                Some(index) => self.map[index] = Some(field),
-                None => unknown.push((field, name.clone())),
-            }
-        }
-        let missing: Vec<&str> = dataset
-            .columns
-            .iter()
-            .zip(&self.map)
-            .filter(|(c, f)| c.required && f.is_none())
-            .map(|(c, _)| c.name.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(ConvertError::Malformed(format!(
-                "line {line}: the header lacks required column(s) {}; found {}",
-                missing.join(", "),
-                names.join(",")
-            )));
-        }
-        match dataset.policy.extra_columns {
-            ExtraColumns::Reject if !unknown.is_empty() => {
-                let names: Vec<&str> = unknown.iter().map(|(_, n)| n.as_str()).collect();
-                return Err(ConvertError::Malformed(format!(
-                    "line {line}: the header has columns the dataset does not declare: {} (extra_columns = \"reject\")",
-                    names.join(", ")
-                )));
-            }
-            ExtraColumns::Keep => self.extra = unknown,
-            _ => {}
-        }
-        self.width = names.len();
-        Ok(())
-    }
-
-    /// The byte range of field `i` in `fields`.
-    fn bounds(&self, i: usize) -> std::ops::Range<usize> {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        start..self.ends[i]
-    }
-
-    /// Field `i` as text, or `None` if its bytes are not UTF-8.
-    fn field_text(&self, i: usize) -> Option<&str> {
-        std::str::from_utf8(&self.fields[self.bounds(i)]).ok()
-    }
-
-    /// Field `i` of a row that passed the UTF-8 check.
-    fn field(&self, i: usize) -> &str {
-        self.field_text(i).unwrap_or_default()
-    }
-
-    /// Reads the next record into `fields`/`ends`/`raw`; false at the end of the input.
-    fn read_record(&mut self) -> Result<bool, ConvertError> {
-        self.used = 0;
-        self.nends = 0;
-        self.raw.clear();
-        self.too_long = false;
-        self.too_many_fields = false;
+    /// Reads the next record straight into the chunk's buffers; false at the end of the
+    /// input.
+    fn read_record(&mut self, chunk: &mut CsvChunk) -> Result<bool, ConvertError> {
+        let (field_base, ends_base, raw_base) =
+            (chunk.bytes_used, chunk.ends_used, chunk.raw.len());
         let (start_lines, start_bytes) = (self.lines_read, self.bytes_read);
+        let mut shape = Shape::Whole;
         let mut scratch_bytes = [0u8; 4096];
         let mut scratch_ends = [0usize; 64];
         loop {
             let input = self.input.fill_buf().map_err(read_error)?;
-            let output: &mut [u8] = if self.too_long {
+            let output: &mut [u8] = if shape == Shape::TooLong {
                 &mut scratch_bytes
             } else {
-                &mut self.fields[self.used..]
+                &mut chunk.bytes[chunk.bytes_used..]
             };
-            let ends: &mut [usize] = if self.too_many_fields || self.too_long {
-                &mut scratch_ends
+            let ends: &mut [usize] = if shape == Shape::Whole {
+                &mut chunk.ends[chunk.ends_used..]
             } else {
-                &mut self.ends[self.nends..]
+                &mut scratch_ends
             };
             let (result, nin, nout, nend) = self.core.read_record(input, output, ends);
-            let consumed = &input[..nin];
-            let room = self.max_row_bytes.saturating_sub(self.raw.len());
-            self.raw.extend_from_slice(&consumed[..nin.min(room)]);
-            self.lines_read += memchr::memchr_iter(b'\n', consumed).count() as u64;
+            let room = self
+                .max_row_bytes
+                .saturating_sub(chunk.raw.len() - raw_base);
+            chunk.raw.extend_from_slice(&input[..nin.min(room)]);
             self.bytes_read += nin as u64;
             self.input.consume(nin);
-            if !self.too_long {
-                self.used += nout;
-                if !self.too_many_fields {
-                    self.nends += nend;
-                }
+            if shape != Shape::TooLong {
+                chunk.bytes_used += nout;
             }
+            if shape == Shape::Whole {
+                chunk.ends_used += nend;
+            }
+            let record_bytes = chunk.bytes_used - field_base;
             match result {
                 ReadRecordResult::InputEmpty => {}
+                // Past a limit, output goes to scratch buffers that are simply reused.
+                ReadRecordResult::OutputFull if shape == Shape::TooLong => {}
+                ReadRecordResult::OutputEndsFull if shape != Shape::Whole => {}
+                ReadRecordResult::OutputFull if record_bytes >= self.max_row_bytes => {
+                    shape = Shape::TooLong
+                }
                 ReadRecordResult::OutputFull => {
-                    if self.fields.len() >= self.max_row_bytes {
-                        self.too_long = true;
-                    } else {
-                        let grown = (self.fields.len() * 2).min(self.max_row_bytes);
-                        self.fields.resize(grown, 0);
-                    }
+                    let grown = (chunk.bytes.len() * 2).max(chunk.bytes_used + START_BYTES);
+                    chunk.bytes.resize(grown, 0);
+                }
+                ReadRecordResult::OutputEndsFull
+                    if chunk.ends_used - ends_base > self.max_columns =>
+                {
+                    shape = Shape::TooManyFields;
                 }
                 ReadRecordResult::OutputEndsFull => {
-                    if self.ends.len() > self.max_columns {
-                        self.too_many_fields = true;
-                    } else {
-                        let grown = self.ends.len() * 2;
-                        self.ends.resize(grown, 0);
-                    }
+                    let grown = (chunk.ends.len() * 2).max(START_FIELDS);
+                    chunk.ends.resize(grown, 0);
                 }
                 ReadRecordResult::Record => {
-                    self.too_many_fields |= self.nends > self.max_columns;
-                    self.too_long |= self.used > self.max_row_bytes;
-                    self.locate(start_lines, start_bytes);
+                    if record_bytes > self.max_row_bytes {
+                        shape = Shape::TooLong;
+                    } else if shape == Shape::Whole
+                        && chunk.ends_used - ends_base > self.max_columns
+                    {
+                        shape = Shape::TooManyFields;
+                    }
+                    if shape == Shape::Whole {
+                        // csv_core counts a record's field ends from its own first byte.
+                        for end in &mut chunk.ends[ends_base..chunk.ends_used] {
+                            *end += field_base;
+                        }
+                    } else {
+                        chunk.bytes_used = field_base;
+                        chunk.ends_used = ends_base;
+                    }
+                    // csv_core counts lines from 1, after the skipped preamble.
+                    self.lines_read = self.skipped_lines + self.core.line() - 1;
+                    let (skipped_lines, skipped_bytes) =
+                        self.skip_preamble(&mut chunk.raw, raw_base);
+                    chunk.records.push(Record {
+                        line: start_lines + skipped_lines + 1,
+                        byte: start_bytes + skipped_bytes,
+                        shape,
+                        fields: ends_base..chunk.ends_used,
+                        raw: raw_base..chunk.raw.len(),
+                    });
                     return Ok(true);
                 }
-                ReadRecordResult::End => return Ok(false),
+                ReadRecordResult::End => {
+                    chunk.raw.truncate(raw_base);
+                    return Ok(false);
+                }
             }
         }
     }
 
-    /// Sets `line`/`byte` to where the record's text starts, past the blank and comment
-    /// lines the parser skipped before it, and drops those lines from `raw`.
-    fn locate(&mut self, start_lines: u64, start_bytes: u64) {
-        let mut offset = 0;
+    /// Drops from `raw[start..]` the blank and comment lines the parser skipped before the
+    /// record; returns how many lines and bytes that was.
+    fn skip_preamble(&self, raw: &mut Vec<u8>, start: usize) -> (u64, u64) {
+        let mut offset = start;
         let mut lines = 0;
-        while offset < self.raw.len() {
-            let rest = &self.raw[offset..];
+        while offset < raw.len() {
+            let rest = &raw[offset..];
             let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
             let text = &rest[..end];
             let blank = text.iter().all(|b| *b == b'\n' || *b == b'\r');
@@ -268,10 +305,55 @@ impl<R: BufRead> CsvRows<R> {
             offset += end;
             lines += 1;
         }
-        self.raw.drain(..offset);
-        self.line = start_lines + lines + 1;
-        self.byte = start_bytes + offset as u64;
+        raw.drain(start..offset);
+        (lines, (offset - start) as u64)
     }
+}
+
+fn map_header(names: &[String], dataset: &Dataset, line: u64) -> Result<HeaderMap, ConvertError> {
+    let mut header = HeaderMap {
+        map: vec![None; dataset.columns.len()],
+        extra: Vec::new(),
+        width: names.len(),
+    };
+    let mut unknown = Vec::new();
+    for (field, name) in names.iter().enumerate() {
+        match dataset.column_index(name) {
+            Some(index) if header.map[index].is_some() => {
+                return Err(ConvertError::Malformed(format!(
+                    "line {line}: the header names column {name:?} twice"
+                )));
+            }
+            Some(index) => header.map[index] = Some(field),
+            None => unknown.push((field, name.clone())),
+        }
+    }
+    let missing: Vec<&str> = dataset
+        .columns
+        .iter()
+        .zip(&header.map)
+        .filter(|(c, f)| c.required && f.is_none())
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ConvertError::Malformed(format!(
+            "line {line}: the header lacks required column(s) {}; found {}",
+            missing.join(", "),
+            names.join(",")
+        )));
+    }
+    match dataset.policy.extra_columns {
+        ExtraColumns::Reject if !unknown.is_empty() => {
+            let names: Vec<&str> = unknown.iter().map(|(_, n)| n.as_str()).collect();
+            return Err(ConvertError::Malformed(format!(
+                "line {line}: the header has columns the dataset does not declare: {} (extra_columns = \"reject\")",
+                names.join(", ")
+            )));
+        }
+        ExtraColumns::Keep => header.extra = unknown,
+        _ => {}
+    }
+    Ok(header)
 }
 
 /// Reads one line (through `\n`) keeping at most `max` bytes of it; returns the bytes read.
@@ -301,70 +383,155 @@ pub(super) fn read_line_capped<R: BufRead>(
     }
 }
 
-impl<R: BufRead> RowSource for CsvRows<R> {
+/// One chunk's records as rows.
+pub(super) struct CsvChunkRows<'c> {
+    chunk: &'c CsvChunk,
+    header: &'c HeaderMap,
+    max_row_bytes: usize,
+    max_columns: usize,
+    /// The current record, once `next_row` has been called.
+    at: Option<usize>,
+    /// Whether every field of the current record is UTF-8 (checked in `next_row`).
+    checked: bool,
+}
+
+impl<'c> CsvChunkRows<'c> {
+    pub(super) fn new(chunk: &'c CsvChunk, header: &'c HeaderMap, dataset: &Dataset) -> Self {
+        CsvChunkRows {
+            chunk,
+            header,
+            max_row_bytes: dataset.policy.max_row_bytes,
+            max_columns: dataset.policy.max_columns,
+            at: None,
+            checked: false,
+        }
+    }
+
+    fn record(&self) -> &'c Record {
+        &self.chunk.records[self.at.unwrap_or_default()]
+    }
+
+    /// Where the current record's field bytes start in the chunk.
+    fn record_start(&self) -> usize {
+        match self.record().fields.start {
+            0 => 0,
+            first => self.chunk.ends[first - 1],
+        }
+    }
+
+    /// All field bytes of the current record.
+    fn record_bytes(&self) -> &'c [u8] {
+        let record = self.record();
+        if record.fields.is_empty() {
+            return &[];
+        }
+        &self.chunk.bytes[self.record_start()..self.chunk.ends[record.fields.end - 1]]
+    }
+
+    /// The bytes of field `i` of the current record.
+    fn field_bytes(&self, i: usize) -> &'c [u8] {
+        let ends = &self.chunk.ends[self.record().fields.clone()];
+        let start = if i == 0 {
+            self.record_start()
+        } else {
+            ends[i - 1]
+        };
+        &self.chunk.bytes[start..ends[i]]
+    }
+
+    /// Field `i` of the current record as text (empty if `next_row` refused the record).
+    fn field(&self, i: usize) -> &'c str {
+        let bytes = self.field_bytes(i);
+        if self.checked {
+            // SAFETY: `next_row` checked that every field of this record is UTF-8, and
+            // `checked` is reset whenever the current record changes.
+            unsafe { std::str::from_utf8_unchecked(bytes) }
+        } else {
+            std::str::from_utf8(bytes).unwrap_or_default()
+        }
+    }
+}
+
+impl RowSource for CsvChunkRows<'_> {
     fn next_row(&mut self) -> Result<Option<RowCheck>, ConvertError> {
-        if !self.read_record()? {
+        let next = self.at.map_or(0, |i| i + 1);
+        self.checked = false;
+        if next >= self.chunk.records.len() {
             return Ok(None);
         }
-        if self.too_long {
-            return Ok(Some(RowCheck::bad(
-                "max_row_bytes",
-                format!("the row is longer than {} bytes", self.max_row_bytes),
-            )));
+        self.at = Some(next);
+        let record = self.record();
+        match record.shape {
+            Shape::TooLong => {
+                return Ok(Some(RowCheck::bad(
+                    "max_row_bytes",
+                    format!("the row is longer than {} bytes", self.max_row_bytes),
+                )))
+            }
+            Shape::TooManyFields => {
+                return Ok(Some(RowCheck::bad(
+                    "fields",
+                    format!("the row has more than {} fields", self.max_columns),
+                )))
+            }
+            Shape::Whole => {}
         }
-        if self.too_many_fields {
+        let count = record.fields.len();
+        // Each field on its own: two invalid halves can make a valid whole. An all-ASCII
+        // record needs no more than one look.
+        if !self.record_bytes().is_ascii() {
+            if let Some(field) =
+                (0..count).find(|i| std::str::from_utf8(self.field_bytes(*i)).is_err())
+            {
+                return Ok(Some(RowCheck::bad(
+                    "utf8",
+                    format!(
+                        "field {} is not valid UTF-8 (the row starts at byte {})",
+                        field + 1,
+                        record.byte
+                    ),
+                )));
+            }
+        }
+        self.checked = true;
+        if count != self.header.width {
             return Ok(Some(RowCheck::bad(
                 "fields",
-                format!("the row has more than {} fields", self.max_columns),
-            )));
-        }
-        // Each field on its own: two invalid halves can make a valid whole.
-        if let Some(field) = (0..self.nends).find(|i| self.field_text(*i).is_none()) {
-            return Ok(Some(RowCheck::bad(
-                "utf8",
-                format!(
-                    "field {} is not valid UTF-8 (the row starts at byte {})",
-                    field + 1,
-                    self.byte
-                ),
-            )));
-        }
-        if self.nends != self.width {
-            return Ok(Some(RowCheck::bad(
-                "fields",
-                format!("expected {} fields, found {}", self.width, self.nends),
+                format!("expected {} fields, found {count}", self.header.width),
             )));
         }
         Ok(Some(RowCheck::Ok))
     }
 
     fn line(&self) -> u64 {
-        self.line
+        self.record().line
     }
 
     fn byte_offset(&self) -> Option<u64> {
-        Some(self.byte)
+        Some(self.record().byte)
     }
 
     fn raw(&self) -> &[u8] {
-        &self.raw
+        &self.chunk.raw[self.record().raw.clone()]
     }
 
     fn cell(&self, column: usize) -> RawCell<'_> {
-        match self.map[column] {
-            Some(field) if field < self.nends => RawCell::Text(self.field(field)),
+        match self.header.map[column] {
+            Some(field) if field < self.record().fields.len() => RawCell::Text(self.field(field)),
             _ => RawCell::Missing,
         }
     }
 
     fn extra(&self) -> Option<String> {
-        if self.extra.is_empty() {
+        if self.header.extra.is_empty() {
             return None;
         }
+        let count = self.record().fields.len();
         let object: serde_json::Map<String, serde_json::Value> = self
+            .header
             .extra
             .iter()
-            .filter(|(field, _)| *field < self.nends)
+            .filter(|(field, _)| *field < count)
             .map(|(field, name)| {
                 (
                     name.clone(),

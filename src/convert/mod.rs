@@ -15,10 +15,12 @@
 //! Each row: the source checks its shape (fields, UTF-8, JSON, length), every column
 //! parses its cell ([`crate::schema::Column::parse`]), then `unique_key` is checked. A row
 //! with any problem goes to the [`BadRowSink`] with all its problems; a good row goes to
-//! the batch. The [`ConvertReport`] counts both.
+//! the batch. The [`ConvertReport`] counts both. Rows are split, typed and written in
+//! three stages so one file uses several cores (see [`convert`]).
 
-use std::collections::HashMap;
-use std::io::{self, Read};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Read};
+use std::sync::{mpsc, Arc, Mutex};
 
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -204,42 +206,59 @@ impl<S: BatchSink> BatchSink for Option<S> {
     }
 }
 
+/// How a conversion runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// Rows per chunk, and so per Arrow batch.
+    pub batch_rows: usize,
+    /// Threads typing rows in parallel (reading the input and writing the output are one
+    /// thread each). 1 runs everything on the calling thread.
+    pub threads: usize,
+}
+
+impl ConvertOptions {
+    /// Everything on the calling thread.
+    pub fn sequential(batch_rows: usize) -> Self {
+        ConvertOptions {
+            batch_rows,
+            threads: 1,
+        }
+    }
+}
+
 /// Converts `input` (plain, gzip or zstd; `name` is its key or file name) in the dataset's
-/// format, sending batches of up to `batch_rows` good rows to `sink` and bad rows to
-/// `bad_rows`. The caller decides what a file with bad rows means.
-pub fn convert<R: Read, S: BatchSink, B: BadRowSink>(
+/// format, sending batches of good rows to `sink` and bad rows to `bad_rows`, in file
+/// order. The caller decides what a file with bad rows means.
+///
+/// The work is three stages: one thread splits the input into chunks of whole rows (with
+/// line numbers), `options.threads` threads type the chunks' rows, and one thread puts the
+/// typed chunks back in order and writes them. A dataset with a `unique_key` types on one
+/// thread, since keys must be checked in file order.
+pub fn convert<R, S, B>(
     input: R,
     name: &str,
     dataset: &Dataset,
     lineage: &Lineage,
-    batch_rows: usize,
+    options: ConvertOptions,
     sink: &mut S,
     bad_rows: &mut B,
-) -> Result<ConvertReport, ConvertError> {
+) -> Result<ConvertReport, ConvertError>
+where
+    R: Read,
+    S: BatchSink + Send,
+    B: BadRowSink + Send,
+{
     let (text, _) = input::open(input, name)?;
-    match dataset.format {
-        FileFormat::Csv => run(
-            csv::CsvRows::new(text, dataset)?,
-            dataset,
-            lineage,
-            batch_rows,
-            sink,
-            bad_rows,
-        ),
-        FileFormat::Jsonl => run(
-            jsonl::JsonRows::new(text, dataset),
-            dataset,
-            lineage,
-            batch_rows,
-            sink,
-            bad_rows,
-        ),
-    }
+    let splitter = match dataset.format {
+        FileFormat::Csv => Splitter::Csv(Box::new(csv::CsvSplitter::new(text, dataset)?)),
+        FileFormat::Jsonl => Splitter::Lines(jsonl::LineSplitter::new(text, dataset)),
+    };
+    drive(splitter, dataset, lineage, options, sink, bad_rows)
 }
 
 /// Converts inline records (JSON values) with the JSON lines path, so they are validated
 /// exactly like a file. Line numbers in errors are record numbers.
-pub fn convert_records<S: BatchSink, B: BadRowSink>(
+pub fn convert_records<S: BatchSink + Send, B: BadRowSink + Send>(
     records: &[Value],
     dataset: &Dataset,
     lineage: &Lineage,
@@ -253,8 +272,286 @@ pub fn convert_records<S: BatchSink, B: BadRowSink>(
             .map_err(|e| ConvertError::Malformed(e.to_string()))?;
         lines.push(b'\n');
     }
-    let rows = jsonl::JsonRows::new(lines.as_slice(), dataset);
-    run(rows, dataset, lineage, records.len().max(1), sink, bad_rows)
+    let splitter = Splitter::Lines(jsonl::LineSplitter::new(lines.as_slice(), dataset));
+    let options = ConvertOptions::sequential(records.len().max(1));
+    drive(splitter, dataset, lineage, options, sink, bad_rows)
+}
+
+/// The first stage: whole rows, in file order.
+enum Splitter<R: BufRead> {
+    Csv(Box<csv::CsvSplitter<R>>),
+    Lines(jsonl::LineSplitter<R>),
+}
+
+/// A chunk of whole rows.
+enum Chunk {
+    Csv(csv::CsvChunk),
+    Lines(jsonl::LineChunk),
+}
+
+impl<R: BufRead> Splitter<R> {
+    fn next_chunk(&mut self, rows: usize) -> Result<Option<Chunk>, ConvertError> {
+        Ok(match self {
+            Splitter::Csv(s) => s.next_chunk(rows)?.map(Chunk::Csv),
+            Splitter::Lines(s) => s.next_chunk(rows)?.map(Chunk::Lines),
+        })
+    }
+
+    fn header(&self) -> Option<Arc<csv::HeaderMap>> {
+        match self {
+            Splitter::Csv(s) => Some(s.header()),
+            Splitter::Lines(_) => None,
+        }
+    }
+}
+
+/// What the typing stage needs besides the chunk.
+struct Typing<'a> {
+    dataset: &'a Dataset,
+    lineage: &'a Lineage,
+    header: Option<Arc<csv::HeaderMap>>,
+}
+
+/// A bad row that can travel between threads.
+struct OwnedBadRow {
+    line: u64,
+    byte_offset: Option<u64>,
+    raw: Vec<u8>,
+    errors: Vec<RowError>,
+}
+
+/// One chunk typed: a batch of its good rows, its bad rows, and how many rows it had.
+struct Typed {
+    batch: Option<RecordBatch>,
+    bad: Vec<OwnedBadRow>,
+    rows_in: u64,
+}
+
+impl Typing<'_> {
+    /// The second stage, for one chunk. `seen_keys` is the file's `unique_key` state.
+    fn chunk(
+        &self,
+        chunk: &Chunk,
+        seen_keys: Option<&mut HashMap<String, u64>>,
+    ) -> Result<Typed, ConvertError> {
+        match (chunk, &self.header) {
+            (Chunk::Csv(c), Some(header)) => self.rows(
+                csv::CsvChunkRows::new(c, header, self.dataset),
+                c.len(),
+                seen_keys,
+            ),
+            (Chunk::Lines(l), _) => self.rows(
+                jsonl::JsonChunkRows::new(l, self.dataset),
+                l.len(),
+                seen_keys,
+            ),
+            (Chunk::Csv(_), None) => {
+                Err(ConvertError::Write("a CSV chunk without a header".into()))
+            }
+        }
+    }
+
+    fn rows<S: RowSource>(
+        &self,
+        mut rows: S,
+        capacity: usize,
+        mut seen_keys: Option<&mut HashMap<String, u64>>,
+    ) -> Result<Typed, ConvertError> {
+        let dataset = self.dataset;
+        let mut builder = batch::BatchBuilder::new(dataset, self.lineage, capacity);
+        let mut parsed = vec![Parsed::Null; dataset.columns.len()];
+        let mut typed = Typed {
+            batch: None,
+            bad: Vec::new(),
+            rows_in: 0,
+        };
+        let mut errors: Vec<RowError> = Vec::new();
+        while let Some(check) = rows.next_row()? {
+            typed.rows_in += 1;
+            let line = rows.line();
+            match check {
+                RowCheck::Bad { rule, reason } => errors.push(RowError {
+                    line,
+                    column: None,
+                    rule,
+                    reason,
+                }),
+                RowCheck::Ok => {
+                    for (i, column) in dataset.columns.iter().enumerate() {
+                        match column.parse(rows.cell(i)) {
+                            Ok(value) => parsed[i] = value,
+                            Err(e) => errors.push(RowError {
+                                line,
+                                column: Some(column.name.clone()),
+                                rule: e.rule(),
+                                reason: e.to_string(),
+                            }),
+                        }
+                    }
+                    if let (true, Some(seen)) = (errors.is_empty(), seen_keys.as_deref_mut()) {
+                        if let Some(first) = check_unique(&rows, dataset, seen, line) {
+                            errors.push(RowError {
+                                line,
+                                column: None,
+                                rule: "unique_key",
+                                reason: format!("duplicate key; first seen at line {first}"),
+                            });
+                        }
+                    }
+                }
+            }
+            if errors.is_empty() {
+                builder.append(&parsed, &rows);
+            } else {
+                typed.bad.push(OwnedBadRow {
+                    line,
+                    byte_offset: rows.byte_offset(),
+                    raw: rows.raw().to_vec(),
+                    errors: std::mem::take(&mut errors),
+                });
+            }
+        }
+        if builder.len() > 0 {
+            typed.batch = Some(builder.finish()?);
+        }
+        Ok(typed)
+    }
+}
+
+/// The third stage: typed chunks, written in file order.
+struct Writer<'s, S, B> {
+    sink: &'s mut S,
+    bad_rows: &'s mut B,
+    report: ConvertReport,
+    next: u64,
+    waiting: BTreeMap<u64, Typed>,
+}
+
+impl<'s, S: BatchSink, B: BadRowSink> Writer<'s, S, B> {
+    fn new(sink: &'s mut S, bad_rows: &'s mut B) -> Self {
+        Writer {
+            sink,
+            bad_rows,
+            report: ConvertReport::default(),
+            next: 0,
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// Takes chunk `seq`; writes every chunk that is next in order.
+    fn accept(&mut self, seq: u64, typed: Typed) -> Result<(), ConvertError> {
+        self.waiting.insert(seq, typed);
+        while let Some(typed) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            self.report.rows_in += typed.rows_in;
+            for bad in &typed.bad {
+                self.report.reject(&bad.errors);
+                self.bad_rows.bad_row(&BadRow {
+                    line: bad.line,
+                    byte_offset: bad.byte_offset,
+                    raw: &bad.raw,
+                    errors: &bad.errors,
+                })?;
+            }
+            if let Some(batch) = typed.batch {
+                self.report.rows_written += batch.num_rows() as u64;
+                self.sink.write(&batch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the three stages, on one thread or on several.
+fn drive<R, S, B>(
+    mut splitter: Splitter<R>,
+    dataset: &Dataset,
+    lineage: &Lineage,
+    options: ConvertOptions,
+    sink: &mut S,
+    bad_rows: &mut B,
+) -> Result<ConvertReport, ConvertError>
+where
+    R: BufRead,
+    S: BatchSink + Send,
+    B: BadRowSink + Send,
+{
+    let typing = Typing {
+        dataset,
+        lineage,
+        header: splitter.header(),
+    };
+    let rows = options.batch_rows.max(1);
+    let threads = if dataset.policy.unique_key.is_empty() {
+        options.threads.max(1)
+    } else {
+        1
+    };
+    if threads == 1 {
+        let mut seen = HashMap::new();
+        let mut writer = Writer::new(sink, bad_rows);
+        let mut seq = 0;
+        while let Some(chunk) = splitter.next_chunk(rows)? {
+            let keys = (!dataset.policy.unique_key.is_empty()).then_some(&mut seen);
+            writer.accept(seq, typing.chunk(&chunk, keys)?)?;
+            seq += 1;
+        }
+        return Ok(writer.report);
+    }
+
+    std::thread::scope(|scope| {
+        // Bounded channels bound memory: at most a few chunks per thread are in flight.
+        let (work, chunks) = mpsc::sync_channel::<(u64, Chunk)>(threads * 2);
+        let (done, results) = mpsc::sync_channel::<Result<(u64, Typed), ConvertError>>(threads * 2);
+        // Shared by the typing threads; it is dropped with the last of them, which makes
+        // the splitter's next send fail if they all stop early.
+        let chunks = Arc::new(Mutex::new(chunks));
+        for _ in 0..threads {
+            let (chunks, done, typing) = (chunks.clone(), done.clone(), &typing);
+            scope.spawn(move || loop {
+                let next = match chunks.lock() {
+                    Ok(receiver) => receiver.recv(),
+                    Err(_) => break,
+                };
+                let Ok((seq, chunk)) = next else { break };
+                let typed = typing.chunk(&chunk, None).map(|typed| (seq, typed));
+                if done.send(typed).is_err() {
+                    break;
+                }
+            });
+        }
+        drop((chunks, done));
+        let writer = scope.spawn(move || {
+            let mut writer = Writer::new(sink, bad_rows);
+            for result in results {
+                let (seq, typed) = result?;
+                writer.accept(seq, typed)?;
+            }
+            Ok::<_, ConvertError>(writer.report)
+        });
+        let mut split = Ok(());
+        let mut seq = 0;
+        loop {
+            match splitter.next_chunk(rows) {
+                Ok(Some(chunk)) => {
+                    if work.send((seq, chunk)).is_err() {
+                        break; // a later stage failed; its error is reported below
+                    }
+                    seq += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    split = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(work);
+        let written = writer
+            .join()
+            .map_err(|_| ConvertError::Write("the writing thread panicked".into()))?;
+        split.and(written)
+    })
 }
 
 /// Whether the source itself could read the row.
@@ -269,9 +566,9 @@ impl RowCheck {
     }
 }
 
-/// Rows of a file, one at a time, with their cells looked up by dataset column index.
+/// Rows of a chunk, one at a time, with their cells looked up by dataset column index.
 trait RowSource {
-    /// Advances to the next row. `Err` only for failures that make the rest unreadable.
+    /// Advances to the next row.
     fn next_row(&mut self) -> Result<Option<RowCheck>, ConvertError>;
     /// The current row's line number.
     fn line(&self) -> u64;
@@ -282,79 +579,6 @@ trait RowSource {
     fn cell(&self, column: usize) -> RawCell<'_>;
     /// Undeclared fields of the current row as a JSON object (`extra_columns = "keep"`).
     fn extra(&self) -> Option<String>;
-}
-
-fn run<S: RowSource, K: BatchSink, B: BadRowSink>(
-    mut rows: S,
-    dataset: &Dataset,
-    lineage: &Lineage,
-    batch_rows: usize,
-    sink: &mut K,
-    bad_rows: &mut B,
-) -> Result<ConvertReport, ConvertError> {
-    let mut report = ConvertReport::default();
-    let mut builder = batch::BatchBuilder::new(dataset, lineage, batch_rows);
-    let mut parsed = vec![Parsed::Null; dataset.columns.len()];
-    let mut errors: Vec<RowError> = Vec::new();
-    let mut seen_keys: HashMap<String, u64> = HashMap::new();
-    while let Some(check) = rows.next_row()? {
-        report.rows_in += 1;
-        errors.clear();
-        let line = rows.line();
-        match check {
-            RowCheck::Bad { rule, reason } => errors.push(RowError {
-                line,
-                column: None,
-                rule,
-                reason,
-            }),
-            RowCheck::Ok => {
-                for (i, column) in dataset.columns.iter().enumerate() {
-                    match column.parse(rows.cell(i)) {
-                        Ok(value) => parsed[i] = value,
-                        Err(e) => errors.push(RowError {
-                            line,
-                            column: Some(column.name.clone()),
-                            rule: e.rule(),
-                            reason: e.to_string(),
-                        }),
-                    }
-                }
-                if errors.is_empty() && !dataset.policy.unique_key.is_empty() {
-                    if let Some(first) = check_unique(&rows, dataset, &mut seen_keys, line) {
-                        errors.push(RowError {
-                            line,
-                            column: None,
-                            rule: "unique_key",
-                            reason: format!("duplicate key; first seen at line {first}"),
-                        });
-                    }
-                }
-            }
-        }
-        if !errors.is_empty() {
-            report.reject(&errors);
-            bad_rows.bad_row(&BadRow {
-                line,
-                byte_offset: rows.byte_offset(),
-                raw: rows.raw(),
-                errors: &errors,
-            })?;
-            continue;
-        }
-        builder.append(&parsed, &rows);
-        if builder.len() >= batch_rows {
-            let batch = builder.finish()?;
-            report.rows_written += batch.num_rows() as u64;
-            sink.write(&batch)?;
-        }
-    }
-    if builder.len() > 0 {
-        let batch = builder.finish()?;
-        report.rows_written += batch.num_rows() as u64;
-        sink.write(&batch)?;
-    }
-    Ok(report)
 }
 
 /// Records the row's key; returns the line of an earlier row with the same key.

@@ -140,7 +140,7 @@ fn round_trip(format: FileFormat, text: &str) -> (ConvertReport, Vec<RecordBatch
         "t",
         &dataset,
         &lineage,
-        64,
+        ConvertOptions::sequential(64),
         &mut sink,
         &mut bad,
     )
@@ -211,9 +211,29 @@ proptest! {
         dataset.policy.max_row_bytes = 128;
         let lineage = Lineage { source: "s".into(), ingested_at: 0, ingest_date: 0 };
         let mut sink = Collect::default();
-        if let Ok(report) = convert(bytes.as_slice(), "t", &dataset, &lineage, 16, &mut sink, &mut ()) {
+        if let Ok(report) = convert(bytes.as_slice(), "t", &dataset, &lineage, ConvertOptions::sequential(16), &mut sink, &mut ()) {
             prop_assert_eq!(report.rows_in, report.rows_written + report.rows_rejected);
             prop_assert_eq!(sink.0.iter().map(|b| b.num_rows() as u64).sum::<u64>(), report.rows_written);
         }
+    }
+
+    #[test]
+    fn threads_change_nothing_but_speed(rows in proptest::collection::vec(row(), 0..60), as_json in any::<bool>(), batch in 1usize..9) {
+        let format = if as_json { FileFormat::Jsonl } else { FileFormat::Csv };
+        let text = if as_json { jsonl(&rows) } else { csv(&rows) };
+        let dataset = testing::dataset(format, Partition::IngestDate, columns());
+        let lineage = Lineage { source: "s".into(), ingested_at: 0, ingest_date: 0 };
+        let run = |threads| {
+            let mut sink = Collect::default();
+            let mut bad = Quarantine::in_memory();
+            let options = ConvertOptions { batch_rows: batch, threads };
+            let report = convert(text.as_bytes(), "t", &dataset, &lineage, options, &mut sink, &mut bad).unwrap();
+            (report, sink.0, bad.finish().unwrap())
+        };
+        let (one, one_batches, one_bad) = run(1);
+        let (many, many_batches, many_bad) = run(3);
+        prop_assert_eq!(one, many);
+        prop_assert_eq!(one_batches, many_batches);
+        prop_assert_eq!(one_bad, many_bad);
     }
 }

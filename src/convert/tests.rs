@@ -57,7 +57,7 @@ fn run_on(
         "in.csv",
         dataset,
         &lineage(),
-        batch_rows,
+        ConvertOptions::sequential(batch_rows),
         &mut sink,
         &mut bad,
     )
@@ -206,7 +206,7 @@ fn utf8_is_checked_per_field() {
         "x",
         &d,
         &lineage(),
-        10,
+        ConvertOptions::sequential(10),
         &mut Collect::default(),
         &mut (),
     )
@@ -231,7 +231,7 @@ fn a_header_problem_rejects_the_file() {
             "x.csv",
             d,
             &lineage(),
-            10,
+            ConvertOptions::sequential(10),
             &mut Collect::default(),
             &mut (),
         )
@@ -290,7 +290,7 @@ fn too_many_partitions_reject_the_file() {
         "in",
         &d,
         &lineage(),
-        100_000,
+        ConvertOptions::sequential(100_000),
         &mut parts,
         &mut (),
     )
@@ -447,7 +447,7 @@ fn compressed_inputs_are_read_by_their_magic() {
             name,
             &d,
             &lineage(),
-            10,
+            ConvertOptions::sequential(10),
             &mut sink,
             &mut (),
         )
@@ -459,7 +459,7 @@ fn compressed_inputs_are_read_by_their_magic() {
         "a.csv.gz",
         &d,
         &lineage(),
-        10,
+        ConvertOptions::sequential(10),
         &mut Collect::default(),
         &mut (),
     )
@@ -509,7 +509,7 @@ fn lake_parts(d: &Dataset, input: &str, batch_rows: usize, salt: Option<&Secret>
         "in",
         d,
         &lineage(),
-        batch_rows,
+        ConvertOptions::sequential(batch_rows),
         &mut parts,
         &mut (),
     )
@@ -638,7 +638,7 @@ fn spool_round_trips() {
         "in",
         &d,
         &lineage(),
-        2,
+        ConvertOptions::sequential(2),
         &mut spool,
         &mut (),
     )
@@ -676,7 +676,7 @@ fn input_arriving_a_byte_at_a_time() {
         "in",
         &d,
         &lineage(),
-        10,
+        ConvertOptions::sequential(10),
         &mut sink,
         &mut (),
     )

@@ -15,7 +15,8 @@ use super::{
 use crate::aws::{AwsErrorKind, Ledger, ObjectStore, RecordStore};
 use crate::config::Secret;
 use crate::convert::{
-    self, ConvertError, ConvertReport, LakeParts, Lineage, PartFile, Quarantine, Spool,
+    self, ConvertError, ConvertOptions, ConvertReport, LakeParts, Lineage, PartFile, Quarantine,
+    Spool,
 };
 use crate::datasets::Dataset;
 use crate::envelope::ObjectRef;
@@ -88,14 +89,17 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 lineage.clone(),
                 self.settings.lake.pii_salt.clone(),
             );
-            let batch_rows = self.settings.worker.batch_rows.get();
+            let options = ConvertOptions {
+                batch_rows: self.settings.worker.batch_rows.get(),
+                threads: self.settings.worker.conversion_threads.get(),
+            };
             tokio::task::spawn_blocking(move || {
                 convert_to_parts(
                     input,
                     &key,
                     &dataset,
                     &lineage,
-                    batch_rows,
+                    options,
                     &dir,
                     props,
                     salt.as_ref(),
@@ -331,7 +335,7 @@ fn convert_to_parts(
     name: &str,
     dataset: &Dataset,
     lineage: &Lineage,
-    batch_rows: usize,
+    options: ConvertOptions,
     dir: &Path,
     props: WriterProperties,
     salt: Option<&Secret>,
@@ -352,7 +356,7 @@ fn convert_to_parts(
         name,
         dataset,
         lineage,
-        batch_rows,
+        options,
         &mut sinks,
         &mut quarantine,
     )?;
