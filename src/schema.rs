@@ -277,7 +277,8 @@ impl Column {
             }
         };
         let parsed = parsed.ok_or_else(|| self.unparsable(text))?;
-        self.check_value_rules(parsed, text)?;
+        self.check_value_rules(parsed)
+            .map_err(|(rule, why)| rule_error(rule, text, why))?;
         Ok(parsed)
     }
 
@@ -310,7 +311,8 @@ impl Column {
             _ => None,
         };
         let parsed = parsed.ok_or_else(|| self.unparsable(&value.to_string()))?;
-        self.check_value_rules(parsed, &value.to_string())?;
+        self.check_value_rules(parsed)
+            .map_err(|(rule, why)| rule_error(rule, &value.to_string(), why))?;
         Ok(parsed)
     }
 
@@ -378,33 +380,23 @@ impl Column {
     }
 
     /// `allowed` (integers), `min` and `max` of a typed value.
-    fn check_value_rules(&self, parsed: Parsed, text: &str) -> Result<(), CellError> {
+    /// The value rules (`allowed` integers, `min`, `max`); on failure the rule and why.
+    fn check_value_rules(&self, parsed: Parsed) -> Result<(), (&'static str, String)> {
         let rules = &self.rules;
         if let (Some(Allowed::Ints(allowed)), Parsed::Int(v)) = (&rules.allowed, parsed) {
             if !allowed.contains(&v) {
-                return Err(rule_error(
-                    "allowed",
-                    text,
-                    format!("is not one of the {} allowed values", allowed.len()),
-                ));
+                let why = format!("is not one of the {} allowed values", allowed.len());
+                return Err(("allowed", why));
             }
         }
         if let Some(min) = rules.min {
             if min.compare(parsed) == Some(std::cmp::Ordering::Less) {
-                return Err(rule_error(
-                    "min",
-                    text,
-                    format!("is below the minimum {}", limit_text(min)),
-                ));
+                return Err(("min", format!("is below the minimum {}", limit_text(min))));
             }
         }
         if let Some(max) = rules.max {
             if max.compare(parsed) == Some(std::cmp::Ordering::Greater) {
-                return Err(rule_error(
-                    "max",
-                    text,
-                    format!("is above the maximum {}", limit_text(max)),
-                ));
+                return Err(("max", format!("is above the maximum {}", limit_text(max))));
             }
         }
         Ok(())

@@ -1,11 +1,19 @@
 //! JSON lines, in two parts: [`LineSplitter`] reads lines in file order (blank lines
 //! skipped, at most `max_row_bytes` of a line kept) into [`LineChunk`]s, and
 //! [`JsonChunkRows`] parses one chunk's lines as rows, on any thread.
+//!
+//! A line is parsed straight into one slot per dataset column: strings without escapes
+//! are borrowed from the chunk, undeclared keys are skipped unless `extra_columns` wants
+//! them, and no map is built.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
 use std::io::BufRead;
 use std::ops::Range;
 
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::csv::read_line_capped;
@@ -97,25 +105,56 @@ impl<R: BufRead> LineSplitter<R> {
 /// One chunk's lines parsed as rows.
 pub(super) struct JsonChunkRows<'c, 'd> {
     chunk: &'c LineChunk,
-    names: Vec<&'d str>,
-    declared: HashSet<&'d str>,
+    /// Dataset column name → index.
+    columns: HashMap<&'d str, usize>,
     extra_columns: ExtraColumns,
     max_row_bytes: usize,
     at: Option<usize>,
-    current: serde_json::Map<String, Value>,
+    fields: Fields<'c>,
+}
+
+/// The current row's values.
+#[derive(Default)]
+struct Fields<'c> {
+    /// One per dataset column.
+    slots: Vec<Slot<'c>>,
+    /// Undeclared keys and values (`extra_columns = "keep"`), in line order.
+    extra: Vec<(String, Value)>,
+    /// Undeclared keys (`extra_columns = "reject"`).
+    unknown: Vec<String>,
+}
+
+/// One column's value in the current row.
+#[derive(Debug, Default)]
+enum Slot<'c> {
+    #[default]
+    Missing,
+    /// A JSON string, unescaped; borrowed from the chunk when it had no escapes.
+    Str(Cow<'c, str>),
+    /// Any other JSON value.
+    Value(Value),
 }
 
 impl<'c, 'd> JsonChunkRows<'c, 'd> {
     pub(super) fn new(chunk: &'c LineChunk, dataset: &'d Dataset) -> Self {
-        let names: Vec<&str> = dataset.columns.iter().map(|c| c.name.as_str()).collect();
+        let columns = dataset
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
         JsonChunkRows {
             chunk,
-            declared: names.iter().copied().collect(),
-            names,
+            columns,
             extra_columns: dataset.policy.extra_columns,
             max_row_bytes: dataset.policy.max_row_bytes,
             at: None,
-            current: serde_json::Map::new(),
+            fields: Fields {
+                slots: std::iter::repeat_with(Slot::default)
+                    .take(dataset.columns.len())
+                    .collect(),
+                ..Fields::default()
+            },
         }
     }
 
@@ -123,17 +162,26 @@ impl<'c, 'd> JsonChunkRows<'c, 'd> {
         &self.chunk.lines[self.at.unwrap_or_default()]
     }
 
-    fn undeclared(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.current
-            .iter()
-            .filter(|(key, _)| !self.declared.contains(key.as_str()))
+    /// Parses one line into the fields; whether it was a JSON object.
+    fn parse(&mut self, text: &'c [u8]) -> Result<bool, serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_slice(text);
+        let row = RowVisitor {
+            columns: &self.columns,
+            extra_columns: self.extra_columns,
+            fields: &mut self.fields,
+        };
+        let is_object = de::Deserializer::deserialize_any(&mut deserializer, row)?;
+        deserializer.end()?;
+        Ok(is_object)
     }
 }
 
 impl RowSource for JsonChunkRows<'_, '_> {
     fn next_row(&mut self) -> Result<Option<RowCheck>, ConvertError> {
         let next = self.at.map_or(0, |i| i + 1);
-        self.current.clear();
+        self.fields.slots.fill_with(Slot::default);
+        self.fields.extra.clear();
+        self.fields.unknown.clear();
         if next >= self.chunk.lines.len() {
             return Ok(None);
         }
@@ -145,24 +193,19 @@ impl RowSource for JsonChunkRows<'_, '_> {
                 format!("the line is longer than {} bytes", self.max_row_bytes),
             )));
         }
-        let check = match serde_json::from_slice::<Value>(&self.chunk.bytes[line.text.clone()]) {
-            Ok(Value::Object(map)) => {
-                self.current = map;
-                let unknown: Vec<&str> = self
-                    .undeclared()
-                    .map(|(k, _)| k.as_str())
-                    .take(10)
-                    .collect();
-                if self.extra_columns == ExtraColumns::Reject && !unknown.is_empty() {
-                    RowCheck::bad(
-                        "extra_columns",
-                        format!("keys the dataset does not declare: {}", unknown.join(", ")),
-                    )
-                } else {
-                    RowCheck::Ok
-                }
+        let check = match self.parse(&self.chunk.bytes[line.text.clone()]) {
+            Ok(true) if self.fields.unknown.is_empty() => RowCheck::Ok,
+            Ok(true) => {
+                let unknown = &mut self.fields.unknown;
+                unknown.sort_unstable();
+                unknown.dedup();
+                unknown.truncate(10);
+                RowCheck::bad(
+                    "extra_columns",
+                    format!("keys the dataset does not declare: {}", unknown.join(", ")),
+                )
             }
-            Ok(_) => RowCheck::bad("json", "the line is not a JSON object".into()),
+            Ok(false) => RowCheck::bad("json", "the line is not a JSON object".into()),
             Err(e) => RowCheck::bad("json", format!("the line is not valid JSON: {e}")),
         };
         Ok(Some(check))
@@ -181,17 +224,181 @@ impl RowSource for JsonChunkRows<'_, '_> {
     }
 
     fn cell(&self, column: usize) -> RawCell<'_> {
-        match self.current.get(self.names[column]) {
-            Some(value) => RawCell::Json(value),
-            None => RawCell::Missing,
+        match &self.fields.slots[column] {
+            Slot::Missing => RawCell::Missing,
+            Slot::Str(text) => RawCell::Text(text),
+            Slot::Value(value) => RawCell::Json(value),
         }
     }
 
     fn extra(&self) -> Option<String> {
-        let extra: serde_json::Map<String, Value> = self
-            .undeclared()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        (!extra.is_empty()).then(|| Value::Object(extra).to_string())
+        let extra = &self.fields.extra;
+        // Into a map: sorted by key, and the last of a repeated key wins.
+        (!extra.is_empty()).then(|| Value::Object(extra.iter().cloned().collect()).to_string())
+    }
+}
+
+/// Reads one line's top-level value into [`Fields`]; true when it is an object.
+struct RowVisitor<'a, 'c, 'd> {
+    columns: &'a HashMap<&'d str, usize>,
+    extra_columns: ExtraColumns,
+    fields: &'a mut Fields<'c>,
+}
+
+impl<'c> Visitor<'c> for RowVisitor<'_, 'c, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'c>>(self, mut map: A) -> Result<bool, A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match (self.columns.get(key.as_ref()), self.extra_columns) {
+                // A repeated key: the last value wins, as in a JSON object read as a map.
+                (Some(&column), _) => self.fields.slots[column] = map.next_value_seed(SlotSeed)?,
+                (None, ExtraColumns::Keep) => {
+                    let value = map.next_value::<Value>()?;
+                    self.fields.extra.push((key.into_owned(), value));
+                }
+                (None, ExtraColumns::Reject) => {
+                    map.next_value::<IgnoredAny>()?;
+                    self.fields.unknown.push(key.into_owned());
+                }
+                (None, ExtraColumns::Ignore) => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    // Anything else is read to its end and reported as "not an object".
+    fn visit_seq<A: SeqAccess<'c>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct KeySeed;
+
+impl<'c> DeserializeSeed<'c> for KeySeed {
+    type Value = Cow<'c, str>;
+
+    fn deserialize<D: de::Deserializer<'c>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(StrVisitor)
+    }
+}
+
+struct StrVisitor;
+
+impl<'c> Visitor<'c> for StrVisitor {
+    type Value = Cow<'c, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'c str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(text))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(text.to_owned()))
+    }
+}
+
+/// A column's value: strings as [`Slot::Str`], everything else as a [`Value`].
+struct SlotSeed;
+
+impl<'c> DeserializeSeed<'c> for SlotSeed {
+    type Value = Slot<'c>;
+
+    fn deserialize<D: de::Deserializer<'c>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(SlotVisitor)
+    }
+}
+
+struct SlotVisitor;
+
+impl<'c> Visitor<'c> for SlotVisitor {
+    type Value = Slot<'c>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'c str) -> Result<Self::Value, E> {
+        Ok(Slot::Str(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Slot::Str(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Slot::Str(Cow::Owned(text)))
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(Slot::Value(Value::Bool(value)))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(Slot::Value(Value::from(value)))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(Slot::Value(Value::from(value)))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        // As serde_json's own Value: a non-finite number (which JSON text cannot hold) is null.
+        Ok(Slot::Value(
+            serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Slot::Value(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'c>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Slot::Value)
+    }
+
+    fn visit_map<A: MapAccess<'c>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Slot::Value)
     }
 }

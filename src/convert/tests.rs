@@ -391,6 +391,25 @@ fn extra_columns_can_be_kept_as_json() {
 }
 
 #[test]
+fn jsonl_escapes_and_repeated_keys_read_like_a_json_object() {
+    // The last of a repeated key wins; escaped strings are unescaped; kept extra keys come
+    // out sorted, as a JSON object does.
+    let input = "{\"user_id\": \"a\\\"b\", \"z\": 1, \"user_id\": \"c\\u00e9\", \"y\": 2, \"z\": 3}\n";
+    let mut j = dataset(FileFormat::Jsonl, Partition::IngestDate);
+    j.policy.extra_columns = ExtraColumns::Keep;
+    let (report, batches) = collect(input, &j);
+    assert_eq!(report.rows_written, 1, "{:?}", errors(&report));
+    assert_eq!(strings(&batches, 0), [Some("c\u{e9}".into())]);
+    assert_eq!(strings(&batches, 6), [Some(r#"{"y":2,"z":3}"#.into())]);
+    j.policy.extra_columns = ExtraColumns::Reject;
+    let (report, _) = collect(input, &j);
+    assert_eq!(
+        errors(&report),
+        ["line 1: keys the dataset does not declare: y, z"]
+    );
+}
+
+#[test]
 fn duplicate_keys_are_bad_rows_when_a_unique_key_is_set() {
     let mut d = dataset(FileFormat::Csv, Partition::IngestDate);
     d.policy.unique_key = vec![0, 1];
