@@ -230,16 +230,27 @@ fn shorten(value: &str) -> String {
 
 impl Column {
     /// Types one cell and checks its rules.
-    pub fn parse(&self, cell: RawCell<'_>) -> Result<Parsed, CellError> {
-        let parsed = match cell {
-            RawCell::Missing => Parsed::Null,
-            RawCell::Text(text) => self.parse_text(text)?,
-            RawCell::Json(value) => self.parse_json(value)?,
-        };
-        if parsed == Parsed::Null && self.required {
-            return Err(CellError::Missing);
-        }
+    pub fn parse(&self, cell: RawCell<'_>) -> Result<Parsed, Box<CellError>> {
+        let mut parsed = Parsed::Null;
+        self.parse_into(cell, &mut parsed)?;
         Ok(parsed)
+    }
+
+    /// [`Column::parse`] writing the value into `slot` (left as it was on an error).
+    ///
+    /// This is the conversion's per-cell hot path. The value is written in place and the
+    /// (rare) error is boxed, so what a call returns fits a register: returning a
+    /// `Result<Parsed, _>` through memory cost a store-forwarding stall per cell.
+    pub fn parse_into(&self, cell: RawCell<'_>, slot: &mut Parsed) -> Result<(), Box<CellError>> {
+        match cell {
+            RawCell::Missing => *slot = Parsed::Null,
+            RawCell::Text(text) => self.parse_text(text, slot)?,
+            RawCell::Json(value) => self.parse_json(value, slot)?,
+        }
+        if *slot == Parsed::Null && self.required {
+            return Err(Box::new(CellError::Missing));
+        }
+        Ok(())
     }
 
     fn is_null_text(&self, text: &str) -> bool {
@@ -253,13 +264,15 @@ impl Column {
             .any(|null| null.len() == probe.len() && null == probe)
     }
 
-    fn parse_text(&self, text: &str) -> Result<Parsed, CellError> {
+    fn parse_text(&self, text: &str, slot: &mut Parsed) -> Result<(), Box<CellError>> {
         if self.is_null_text(text) {
-            return Ok(Parsed::Null);
+            *slot = Parsed::Null;
+            return Ok(());
         }
         if self.kind == ColumnType::String {
             self.check_text_rules(text)?;
-            return Ok(Parsed::Str);
+            *slot = Parsed::Str;
+            return Ok(());
         }
         let text = trim(text);
         let parsed = match self.kind {
@@ -279,20 +292,29 @@ impl Column {
         let parsed = parsed.ok_or_else(|| self.unparsable(text))?;
         self.check_value_rules(parsed)
             .map_err(|(rule, why)| rule_error(rule, text, why))?;
-        Ok(parsed)
+        *slot = parsed;
+        Ok(())
     }
 
-    fn parse_json(&self, value: &serde_json::Value) -> Result<Parsed, CellError> {
+    fn parse_json(
+        &self,
+        value: &serde_json::Value,
+        slot: &mut Parsed,
+    ) -> Result<(), Box<CellError>> {
         use serde_json::Value;
         let parsed = match (value, self.kind) {
-            (Value::Null, _) => return Ok(Parsed::Null),
-            (Value::String(text), _) => return self.parse_text(text),
+            (Value::Null, _) => {
+                *slot = Parsed::Null;
+                return Ok(());
+            }
+            (Value::String(text), _) => return self.parse_text(text, slot),
             // Numbers, booleans and nested values are kept as their JSON text.
             (other, ColumnType::String) => {
                 if self.has_text_rules() {
                     self.check_text_rules(&other.to_string())?;
                 }
-                return Ok(Parsed::Str);
+                *slot = Parsed::Str;
+                return Ok(());
             }
             (Value::Number(n), ColumnType::Int) => n.as_i64().map(Parsed::Int),
             (Value::Number(n), ColumnType::Float) => {
@@ -313,7 +335,8 @@ impl Column {
         let parsed = parsed.ok_or_else(|| self.unparsable(&value.to_string()))?;
         self.check_value_rules(parsed)
             .map_err(|(rule, why)| rule_error(rule, &value.to_string(), why))?;
-        Ok(parsed)
+        *slot = parsed;
+        Ok(())
     }
 
     fn parse_bool(&self, text: &str) -> Option<bool> {
@@ -342,7 +365,7 @@ impl Column {
     }
 
     /// `max_length`, `pattern` and `allowed` of a string value.
-    fn check_text_rules(&self, text: &str) -> Result<(), CellError> {
+    fn check_text_rules(&self, text: &str) -> Result<(), Box<CellError>> {
         let rules = &self.rules;
         if let Some(max) = rules.max_length {
             let length = text.chars().count();
@@ -402,7 +425,7 @@ impl Column {
         Ok(())
     }
 
-    fn unparsable(&self, value: &str) -> CellError {
+    fn unparsable(&self, value: &str) -> Box<CellError> {
         let expected = match (&self.format, self.kind) {
             (Some(ValueFormat::Strftime(format)), kind) => {
                 format!("a {} in format {format:?}", kind.name())
@@ -421,10 +444,10 @@ impl Column {
             (None, ColumnType::Timestamp) => "a timestamp (RFC 3339)".to_owned(),
             (None, ColumnType::String) => "a string".to_owned(),
         };
-        CellError::Unparsable {
+        Box::new(CellError::Unparsable {
             value: shorten(value),
             expected,
-        }
+        })
     }
 }
 
@@ -443,12 +466,12 @@ fn trim(text: &str) -> &str {
     }
 }
 
-fn rule_error(rule: &'static str, value: &str, reason: String) -> CellError {
-    CellError::Rule {
+fn rule_error(rule: &'static str, value: &str, reason: String) -> Box<CellError> {
+    Box::new(CellError::Rule {
         rule,
         value: shorten(value),
         reason,
-    }
+    })
 }
 
 fn limit_text(limit: Limit) -> String {
@@ -656,11 +679,17 @@ mod tests {
         }
         assert_eq!(optional.parse(RawCell::Missing), Ok(Parsed::Null));
         let required = column(ColumnType::String, true, None);
-        assert_eq!(required.parse(RawCell::Text("")), Err(CellError::Missing));
-        assert_eq!(required.parse(RawCell::Text("NA")), Err(CellError::Missing));
+        assert_eq!(
+            required.parse(RawCell::Text("")),
+            Err(Box::new(CellError::Missing))
+        );
+        assert_eq!(
+            required.parse(RawCell::Text("NA")),
+            Err(Box::new(CellError::Missing))
+        );
         assert_eq!(
             required.parse(RawCell::Json(&serde_json::Value::Null)),
-            Err(CellError::Missing)
+            Err(Box::new(CellError::Missing))
         );
         assert_eq!(required.parse(RawCell::Text(" x ")), Ok(Parsed::Str));
         assert_eq!(

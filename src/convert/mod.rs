@@ -378,14 +378,13 @@ impl Typing<'_> {
                 }),
                 RowCheck::Ok => {
                     for (i, column) in dataset.columns.iter().enumerate() {
-                        match column.parse(rows.cell(i)) {
-                            Ok(value) => parsed[i] = value,
-                            Err(e) => errors.push(RowError {
+                        if let Err(e) = column.parse_into(rows.cell(i), &mut parsed[i]) {
+                            errors.push(RowError {
                                 line,
                                 column: Some(column.name.clone()),
                                 rule: e.rule(),
                                 reason: e.to_string(),
-                            }),
+                            });
                         }
                     }
                     if let (true, Some(seen)) = (errors.is_empty(), seen_keys.as_deref_mut()) {

@@ -394,7 +394,8 @@ fn extra_columns_can_be_kept_as_json() {
 fn jsonl_escapes_and_repeated_keys_read_like_a_json_object() {
     // The last of a repeated key wins; escaped strings are unescaped; kept extra keys come
     // out sorted, as a JSON object does.
-    let input = "{\"user_id\": \"a\\\"b\", \"z\": 1, \"user_id\": \"c\\u00e9\", \"y\": 2, \"z\": 3}\n";
+    let input =
+        "{\"user_id\": \"a\\\"b\", \"z\": 1, \"user_id\": \"c\\u00e9\", \"y\": 2, \"z\": 3}\n";
     let mut j = dataset(FileFormat::Jsonl, Partition::IngestDate);
     j.policy.extra_columns = ExtraColumns::Keep;
     let (report, batches) = collect(input, &j);
