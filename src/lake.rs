@@ -2,7 +2,9 @@
 //! so a retry computes the same keys and overwrites its own earlier attempt instead of
 //! adding a duplicate.
 //!
-//! - parts: `{prefix}/{dataset}/{partition}={YYYY-MM-DD}/part-{id}.parquet`
+//! - parts: `{prefix}/{dataset}/{partition}={YYYY-MM-DD}/part-{id}.parquet`, and
+//!   `part-{id}-{n}.parquet` for the n-th further part of a partition that went past the
+//!   target file size
 //! - bad rows: `{quarantine_prefix}/{dataset}/dt={YYYY-MM-DD}/{id}.rows.jsonl`
 //! - a rejected file: `{quarantine_prefix}/{dataset}/dt={YYYY-MM-DD}/{id}/{file name}`, its
 //!   report beside it as `{file name}.error.json`
@@ -47,19 +49,21 @@ pub fn partition_text(value: PartitionValue) -> String {
     }
 }
 
-/// The lake key of one part.
+/// The lake key of one part: `seq` 0 is a partition's first part.
 pub fn part_key(
     prefix: &str,
     dataset: &str,
     partition_name: &str,
     value: PartitionValue,
     id: &str,
+    seq: u32,
 ) -> String {
     let dir = dataset_prefix(prefix, dataset);
-    format!(
-        "{dir}/{partition_name}={}/part-{id}.parquet",
-        partition_text(value)
-    )
+    let partition = partition_text(value);
+    match seq {
+        0 => format!("{dir}/{partition_name}={partition}/part-{id}.parquet"),
+        n => format!("{dir}/{partition_name}={partition}/part-{id}-{n}.parquet"),
+    }
 }
 
 /// Where a file's bad rows go.
@@ -129,11 +133,15 @@ mod tests {
     #[test]
     fn keys_follow_the_hive_layout() {
         assert_eq!(
-            part_key("curated", "users", "signup_date", Some(19724), "abc"),
+            part_key("curated", "users", "signup_date", Some(19724), "abc", 0),
             "curated/users/signup_date=2024-01-02/part-abc.parquet"
         );
         assert_eq!(
-            part_key("", "events", "ingest_date", None, "abc"),
+            part_key("curated", "users", "signup_date", Some(19724), "abc", 2),
+            "curated/users/signup_date=2024-01-02/part-abc-2.parquet"
+        );
+        assert_eq!(
+            part_key("", "events", "ingest_date", None, "abc", 0),
             "events/ingest_date=__HIVE_DEFAULT_PARTITION__/part-abc.parquet"
         );
         assert_eq!(

@@ -276,7 +276,7 @@ fn convert_file(
         ingested_at: now.timestamp_micros(),
         ingest_date: date_to_days(now.date_naive()),
     };
-    let props = convert::writer_properties(settings.lake.compression);
+    let props = convert::writer_properties(&settings.lake.parquet);
     let mut sink = ParquetFile::create(output, convert::full_schema(dataset), props)?;
     let bad_rows_path = PathBuf::from(format!("{}.bad-rows.jsonl", output.display()));
     let mut bad_rows = Quarantine::create(&bad_rows_path)?;

@@ -328,3 +328,66 @@ async fn an_overwritten_object_is_processed_by_its_newest_event_only() {
         worker.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_rolls_over_into_parts_of_the_target_size() {
+    let env = TestEnv::new(
+        "roll",
+        &[
+            ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1MiB"),
+            ("LAKEWORKER__LAKE__ROW_GROUP_SIZE", "20000"),
+        ],
+    )
+    .await;
+    let _worker = env.start_worker();
+    let rows = 100_000u64;
+    let mut csv = String::from("order_id,user_id,total,paid,ordered_at\n");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for n in 0..rows {
+        // Values that do not compress away, so the output passes 1 MiB a few times.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let total = (x % 1_000_000) as f64 / 100.0;
+        csv.push_str(&format!(
+            "o-{n},u-{x:016x},{total},{},2024-05-01T{:02}:{:02}:00Z\n",
+            n % 2 == 0,
+            n % 24,
+            n % 60
+        ));
+    }
+    let key = "orders/big.csv";
+    let etag = env.put(key, csv.as_bytes()).await;
+    env.wait_lake_keys(1).await;
+    env.wait_drained().await;
+
+    let id = part_id(&env.landing, key, &etag);
+    let keys = env.lake_keys().await;
+    assert!(keys.len() >= 2, "{keys:?}");
+    let dir = "curated/orders/ordered_at_date=2024-05-01";
+    let mut expected: Vec<String> = (1..keys.len())
+        .map(|n| format!("{dir}/part-{id}-{n}.parquet"))
+        .collect();
+    expected.push(format!("{dir}/part-{id}.parquet"));
+    expected.sort();
+    assert_eq!(keys, expected);
+    let mut total_rows = 0;
+    for key in &keys {
+        let bytes = env.lake_object(key).await;
+        let size = bytes.len();
+        let batches = read_parquet(bytes);
+        total_rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        assert!(size < 3 << 20, "{key}: {size} bytes");
+    }
+    assert_eq!(total_rows, rows);
+
+    // pyarrow sees every row once across the parts.
+    let seen = read_with_pyarrow(&env.download_lake("curated/orders").await);
+    let ids: std::collections::HashSet<&str> = seen["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len() as u64, rows);
+}

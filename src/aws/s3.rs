@@ -21,7 +21,7 @@ pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 pub const PART_SIZE: u64 = 16 * 1024 * 1024;
 /// S3's smallest part (all but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-/// Parts uploaded at once per file; with [`PART_SIZE`] this bounds upload buffers.
+/// Parts uploaded at once per file, by default.
 pub const PART_CONCURRENCY: usize = 4;
 /// CopyObject's limit; larger objects are copied in parts.
 const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
@@ -43,6 +43,7 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
     multipart_threshold: u64,
     part_size: u64,
+    part_concurrency: usize,
 }
 
 impl S3Store {
@@ -51,7 +52,19 @@ impl S3Store {
             client,
             multipart_threshold: MULTIPART_THRESHOLD,
             part_size: PART_SIZE,
+            part_concurrency: PART_CONCURRENCY,
         }
+    }
+
+    /// Sets the multipart part size (at least 5 MiB; files above the larger of it and
+    /// [`MULTIPART_THRESHOLD`] go in parts) and how many parts of a file go up at once.
+    /// Parts are streamed from the local file, so memory stays bounded by the SDK's body
+    /// buffers times `concurrency`, whatever the file size.
+    pub fn with_upload(mut self, part_size: u64, concurrency: usize) -> Self {
+        self.part_size = part_size.max(MIN_PART_SIZE);
+        self.multipart_threshold = self.part_size.max(MULTIPART_THRESHOLD);
+        self.part_concurrency = concurrency.max(1);
+        self
     }
 
     /// Overrides when uploads switch to multipart and the part size (at least 5 MiB).
@@ -61,8 +74,8 @@ impl S3Store {
         self
     }
 
-    /// Uploads the first `size` bytes of `path` as a multipart upload, at most
-    /// [`PART_CONCURRENCY`] parts at a time; aborts the upload if any step fails or
+    /// Uploads the first `size` bytes of `path` as a multipart upload, a bounded number of
+    /// parts at a time; aborts the upload if any step fails or
     /// `cancel` fires.
     pub async fn put_multipart(
         &self,
@@ -232,7 +245,7 @@ impl S3Store {
                         .build(),
                 )
             })
-            .buffer_unordered(PART_CONCURRENCY)
+            .buffer_unordered(self.part_concurrency)
             .try_collect()
             .await?;
         parts.sort_by_key(|p| p.part_number);

@@ -117,9 +117,15 @@ pub struct LakeSettings {
     pub bucket: String,
     pub prefix: String,
     pub quarantine_prefix: String,
-    pub compression: Compression,
+    /// How lake Parquet files are written: codec, row group size, target file size.
+    pub parquet: ParquetOptions,
     /// The salt of `pii = "hash"` columns, read from the variable `lake.pii_salt_env`.
     pub pii_salt: Option<Secret>,
+    /// Part size of multipart uploads of lake files (5 MiB to 5 GiB).
+    pub upload_part_size: u64,
+    /// Parts of one file uploaded at once; with `upload_part_size` this bounds upload
+    /// buffers.
+    pub upload_concurrency: NonZeroUsize,
 }
 
 /// A value that must not appear in logs or debug output.
@@ -167,6 +173,27 @@ pub enum Compression {
     Zstd,
     Snappy,
     None,
+}
+
+/// How Parquet files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParquetOptions {
+    pub compression: Compression,
+    /// Most rows in one row group.
+    pub row_group_size: usize,
+    /// A lake part is closed, and the next one begun, after the row group that takes it to
+    /// this many bytes; so parts are this size or up to one row group more (the last less).
+    pub target_file_size: u64,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            compression: Compression::Zstd,
+            row_group_size: 1024 * 1024,
+            target_file_size: 128 << 20,
+        }
+    }
 }
 
 /// Log output format. `auto` is JSON when stdout is not a terminal.
@@ -267,6 +294,14 @@ struct RawLake {
     quarantine_prefix: String,
     #[serde(default = "default_compression")]
     compression: String,
+    #[serde(default = "default_row_group_size")]
+    row_group_size: u32,
+    #[serde(default = "default_target_file_size")]
+    target_file_size: String,
+    #[serde(default = "default_upload_part_size")]
+    upload_part_size: String,
+    #[serde(default = "default_upload_concurrency")]
+    upload_concurrency: u32,
     #[serde(default = "default_pii_salt_env")]
     pii_salt_env: String,
 }
@@ -279,6 +314,18 @@ fn default_quarantine_prefix() -> String {
 }
 fn default_compression() -> String {
     "zstd".into()
+}
+fn default_row_group_size() -> u32 {
+    ParquetOptions::default().row_group_size as u32
+}
+fn default_target_file_size() -> String {
+    "128MiB".into()
+}
+fn default_upload_part_size() -> String {
+    "16MiB".into()
+}
+fn default_upload_concurrency() -> u32 {
+    4
 }
 fn default_pii_salt_env() -> String {
     "LAKEWORKER_PII_SALT".into()
@@ -395,7 +442,7 @@ impl Settings {
             self.queue.max_in_flight,
             self.lake.bucket,
             self.lake.prefix,
-            self.lake.compression,
+            self.lake.parquet.compression,
         );
         out.push_str(&format!("{} dataset(s):\n", self.datasets.datasets().len()));
         for dataset in self.datasets.datasets() {
@@ -440,6 +487,44 @@ fn choice<T: Copy>(
         format!("{word:?} is not one of: {}", names.join(", ")),
     );
     None
+}
+
+/// Reads a byte size: a plain number of bytes, or a number with a unit `KiB`, `MiB`, `GiB`
+/// (powers of 1024; `K`, `M`, `G`, `KB`, `MB`, `GB` mean the same, case-insensitive).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
+/// A size key within `range`, or a recorded problem.
+fn size_in(
+    p: &mut Problems,
+    path: &str,
+    text: &str,
+    range: std::ops::RangeInclusive<u64>,
+    range_text: &str,
+) -> u64 {
+    match parse_size(text) {
+        Some(size) if range.contains(&size) => return size,
+        Some(_) => p.add(path, format!("{text:?} must be between {range_text}")),
+        None => p.add(
+            path,
+            format!("{text:?} is not a size such as 134217728 or \"128MiB\""),
+        ),
+    }
+    *range.start()
 }
 
 const COMPRESSIONS: [(&str, Compression); 3] = [
@@ -543,6 +628,30 @@ impl RawSettings {
             &self.lake.compression,
             &COMPRESSIONS,
         );
+        p.check(
+            self.lake.row_group_size > 0,
+            "lake.row_group_size",
+            "must be at least 1 row",
+        );
+        let target_file_size = size_in(
+            &mut p,
+            "lake.target_file_size",
+            &self.lake.target_file_size,
+            1 << 20..=64 << 30,
+            "1MiB and 64GiB",
+        );
+        let upload_part_size = size_in(
+            &mut p,
+            "lake.upload_part_size",
+            &self.lake.upload_part_size,
+            5 << 20..=5 << 30,
+            "5MiB and 5GiB (S3's part size limits)",
+        );
+        p.check(
+            (1..=64).contains(&self.lake.upload_concurrency),
+            "lake.upload_concurrency",
+            "must be between 1 and 64",
+        );
         check_prefix(&mut p, "lake.prefix", &self.lake.prefix);
         check_prefix(
             &mut p,
@@ -622,8 +731,14 @@ impl RawSettings {
                 bucket: self.lake.bucket,
                 prefix: self.lake.prefix,
                 quarantine_prefix: self.lake.quarantine_prefix,
-                compression,
+                parquet: ParquetOptions {
+                    compression,
+                    row_group_size: self.lake.row_group_size as usize,
+                    target_file_size,
+                },
                 pii_salt,
+                upload_part_size,
+                upload_concurrency: nonzero(self.lake.upload_concurrency),
             },
             ledger: LedgerSettings {
                 table: self.ledger.table,
@@ -758,7 +873,7 @@ format = "%Y/%m/%d"
         assert_eq!(s.worker.shutdown_grace, Duration::from_secs(25));
         assert_eq!(s.ledger.table, "lakeworker-ledger");
         assert_eq!(s.lake.prefix, "curated");
-        assert_eq!(s.lake.compression, Compression::Zstd);
+        assert_eq!(s.lake.parquet.compression, Compression::Zstd);
         let users = s.datasets.by_name("users").unwrap();
         assert_eq!(
             users.partition,
@@ -783,7 +898,47 @@ format = "%Y/%m/%d"
         .unwrap();
         assert_eq!(s.queue.url, "http://elsewhere/1/q");
         assert_eq!(s.queue.pollers.get(), 7);
-        assert_eq!(s.lake.compression, Compression::Snappy);
+        assert_eq!(s.lake.parquet.compression, Compression::Snappy);
+    }
+
+    #[test]
+    fn lake_file_and_upload_sizes_take_units_and_have_limits() {
+        let s = load(GOOD, &[]).unwrap();
+        assert_eq!(s.lake.parquet, ParquetOptions::default());
+        assert_eq!(s.lake.upload_part_size, 16 << 20);
+        assert_eq!(s.lake.upload_concurrency.get(), 4);
+
+        let text = GOOD.replace(
+            "bucket = \"lakeworker-lake\"",
+            "bucket = \"lakeworker-lake\"\nrow_group_size = 5000\ntarget_file_size = 2097152\nupload_part_size = \"8 MiB\"",
+        );
+        let s = load(&text, &[("LAKEWORKER__LAKE__UPLOAD_CONCURRENCY", "2")]).unwrap();
+        assert_eq!(s.lake.parquet.row_group_size, 5000);
+        assert_eq!(s.lake.parquet.target_file_size, 2 << 20);
+        assert_eq!(s.lake.upload_part_size, 8 << 20);
+        assert_eq!(s.lake.upload_concurrency.get(), 2);
+        let s = load(GOOD, &[("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1gib")]).unwrap();
+        assert_eq!(s.lake.parquet.target_file_size, 1 << 30);
+
+        let text = GOOD.replace(
+            "bucket = \"lakeworker-lake\"",
+            "bucket = \"lakeworker-lake\"\nrow_group_size = 0\ntarget_file_size = \"lots\"\nupload_part_size = \"1MiB\"\nupload_concurrency = 0",
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "lake.row_group_size: must be at least 1 row",
+                "lake.target_file_size: \"lots\" is not a size such as 134217728 or \"128MiB\"",
+                "lake.upload_part_size: \"1MiB\" must be between 5MiB and 5GiB (S3's part size limits)",
+                "lake.upload_concurrency: must be between 1 and 64",
+            ]
+        );
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("3K"), Some(3072));
+        assert_eq!(parse_size("3 mb"), Some(3 << 20));
+        assert_eq!(parse_size("-3"), None);
+        assert_eq!(parse_size("3 TiB"), None);
+        assert_eq!(parse_size("99999999999999999999G"), None);
     }
 
     #[test]

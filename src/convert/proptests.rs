@@ -12,7 +12,7 @@ use chrono::SecondsFormat;
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::Compression;
+use crate::config::ParquetOptions;
 use crate::datasets::{testing, Partition};
 use crate::schema::{days_to_date, micros_to_datetime, Column, ColumnType, DEFAULT_NULLS};
 
@@ -131,7 +131,7 @@ fn round_trip(format: FileFormat, text: &str) -> (ConvertReport, Vec<RecordBatch
     let mut sink = ParquetFile::create(
         &path,
         full_schema(&dataset),
-        writer_properties(Compression::Zstd),
+        writer_properties(&ParquetOptions::default()),
     )
     .unwrap();
     let mut bad = Quarantine::in_memory();

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::batch::full_schema;
 use super::{BadRow, BadRowSink, BatchSink, ConvertError, Lineage};
-use crate::config::{Compression, Secret};
+use crate::config::{Compression, ParquetOptions, Secret};
 use crate::datasets::{Dataset, Partition};
 use crate::records::value_text;
 use crate::schema::{ColumnType, LakeOutput};
@@ -36,14 +36,15 @@ fn create(path: &Path) -> Result<File, ConvertError> {
 }
 
 /// Parquet writer settings for the lake.
-pub fn writer_properties(compression: Compression) -> WriterProperties {
-    let codec = match compression {
+pub fn writer_properties(options: &ParquetOptions) -> WriterProperties {
+    let codec = match options.compression {
         Compression::Zstd => parquet::basic::Compression::ZSTD(ZstdLevel::default()),
         Compression::Snappy => parquet::basic::Compression::SNAPPY,
         Compression::None => parquet::basic::Compression::UNCOMPRESSED,
     };
     WriterProperties::builder()
         .set_compression(codec)
+        .set_max_row_group_row_count(Some(options.row_group_size.max(1)))
         .set_created_by(concat!("lakeworker ", env!("CARGO_PKG_VERSION")).to_owned())
         .build()
 }
@@ -164,18 +165,38 @@ pub type PartitionValue = Option<i32>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartFile {
     pub partition: PartitionValue,
+    /// 0 for a partition's first part, then 1, 2, … as parts reach the target size.
+    pub seq: u32,
     pub path: PathBuf,
     pub rows: u64,
 }
 
-/// Lake output: one Parquet file per partition value, in a scratch directory.
+/// The part of one partition being written.
+struct OpenPart {
+    writer: ArrowWriter<BufWriter<File>>,
+    path: PathBuf,
+    rows: u64,
+}
+
+/// One partition's parts: the one being written (if any) and how many came before it.
+#[derive(Default)]
+struct PartitionParts {
+    open: Option<OpenPart>,
+    closed: u32,
+}
+
+/// Lake output: Parquet files per partition value, in a scratch directory; a partition
+/// rolls over to a new file once its current one reaches `target_file_size`.
 pub struct LakeParts {
     dir: PathBuf,
     partition: Partition,
     ingest_date: i32,
     projection: LakeProjection,
     props: WriterProperties,
-    parts: BTreeMap<PartitionValue, (ArrowWriter<BufWriter<File>>, PathBuf, u64)>,
+    target_file_size: u64,
+    partitions: BTreeMap<PartitionValue, PartitionParts>,
+    done: Vec<PartFile>,
+    files: usize,
 }
 
 impl LakeParts {
@@ -183,7 +204,7 @@ impl LakeParts {
         dir: &Path,
         dataset: &Dataset,
         lineage: &Lineage,
-        props: WriterProperties,
+        options: &ParquetOptions,
         salt: Option<&Secret>,
     ) -> Self {
         LakeParts {
@@ -191,23 +212,41 @@ impl LakeParts {
             partition: dataset.partition.clone(),
             ingest_date: lineage.ingest_date,
             projection: LakeProjection::new(dataset, salt),
-            props,
-            parts: BTreeMap::new(),
+            props: writer_properties(options),
+            target_file_size: options.target_file_size,
+            partitions: BTreeMap::new(),
+            done: Vec::new(),
+            files: 0,
         }
     }
 
-    /// Closes every part and returns them in partition order.
-    pub fn finish(self) -> Result<Vec<PartFile>, ConvertError> {
-        let mut done = Vec::with_capacity(self.parts.len());
-        for (partition, (writer, path, rows)) in self.parts {
-            writer.close()?;
-            done.push(PartFile {
-                partition,
-                path,
-                rows,
-            });
+    /// Closes every part and returns them in partition order, then part order.
+    pub fn finish(mut self) -> Result<Vec<PartFile>, ConvertError> {
+        let partitions = std::mem::take(&mut self.partitions);
+        for (partition, mut parts) in partitions {
+            self.close(partition, &mut parts)?;
         }
-        Ok(done)
+        self.done.sort_by_key(|p| (p.partition, p.seq));
+        Ok(self.done)
+    }
+
+    /// Closes the partition's open part, if any.
+    fn close(
+        &mut self,
+        partition: PartitionValue,
+        parts: &mut PartitionParts,
+    ) -> Result<(), ConvertError> {
+        if let Some(open) = parts.open.take() {
+            open.writer.close()?;
+            self.done.push(PartFile {
+                partition,
+                seq: parts.closed,
+                path: open.path,
+                rows: open.rows,
+            });
+            parts.closed += 1;
+        }
+        Ok(())
     }
 
     fn partition_of_rows(&self, batch: &RecordBatch) -> Vec<PartitionValue> {
@@ -238,26 +277,41 @@ impl LakeParts {
         batch: &RecordBatch,
     ) -> Result<(), ConvertError> {
         let lake = self.projection.apply(batch)?;
-        let next = self.parts.len();
-        let entry = match self.parts.entry(partition) {
-            btree_map::Entry::Occupied(e) => e.into_mut(),
-            btree_map::Entry::Vacant(e) => {
-                if next >= MAX_PARTITIONS_PER_FILE {
-                    return Err(ConvertError::Malformed(format!(
-                        "the file spans more than {MAX_PARTITIONS_PER_FILE} partitions"
-                    )));
-                }
-                let path = self.dir.join(format!("part-{next:05}.parquet"));
+        let known = self.partitions.len();
+        let mut parts = match self.partitions.entry(partition) {
+            btree_map::Entry::Occupied(e) => e.remove(),
+            btree_map::Entry::Vacant(_) if known >= MAX_PARTITIONS_PER_FILE => {
+                return Err(ConvertError::Malformed(format!(
+                    "the file spans more than {MAX_PARTITIONS_PER_FILE} partitions"
+                )));
+            }
+            btree_map::Entry::Vacant(_) => PartitionParts::default(),
+        };
+        let open = match &mut parts.open {
+            Some(open) => open,
+            None => {
+                let path = self.dir.join(format!("part-{:05}.parquet", self.files));
+                self.files += 1;
                 let writer = ArrowWriter::try_new(
                     BufWriter::new(create(&path)?),
                     self.projection.schema(),
                     Some(self.props.clone()),
                 )?;
-                e.insert((writer, path, 0))
+                parts.open.insert(OpenPart {
+                    writer,
+                    path,
+                    rows: 0,
+                })
             }
         };
-        entry.0.write(&lake)?;
-        entry.2 += lake.num_rows() as u64;
+        open.writer.write(&lake)?;
+        open.rows += lake.num_rows() as u64;
+        // Only finished row groups count: the open one's size before compression says
+        // little about its size on disk.
+        if open.writer.bytes_written() as u64 >= self.target_file_size {
+            self.close(partition, &mut parts)?;
+        }
+        self.partitions.insert(partition, parts);
         Ok(())
     }
 }

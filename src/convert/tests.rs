@@ -13,7 +13,9 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 
 use super::*;
-use crate::config::{Compression, Secret, EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN};
+use crate::config::{
+    Compression, ParquetOptions, Secret, EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN,
+};
 use crate::datasets::{testing, ExtraColumns, FileFormat, Header, Partition};
 use crate::schema::{timestamp_type, Column, ColumnType, LakeOutput, UTC};
 
@@ -282,7 +284,10 @@ fn too_many_partitions_reject_the_file() {
         dir.path(),
         &d,
         &lineage(),
-        writer_properties(Compression::None),
+        &ParquetOptions {
+            compression: Compression::None,
+            ..Default::default()
+        },
         None,
     );
     let err = convert(
@@ -516,14 +521,18 @@ fn read_parquet(path: &Path) -> Vec<RecordBatch> {
 }
 
 fn lake_parts(d: &Dataset, input: &str, batch_rows: usize, salt: Option<&Secret>) -> Vec<PartFile> {
+    lake_parts_with(d, input, batch_rows, salt, &ParquetOptions::default())
+}
+
+fn lake_parts_with(
+    d: &Dataset,
+    input: &str,
+    batch_rows: usize,
+    salt: Option<&Secret>,
+    options: &ParquetOptions,
+) -> Vec<PartFile> {
     let dir = tempfile::tempdir().unwrap().keep();
-    let mut parts = LakeParts::new(
-        &dir,
-        d,
-        &lineage(),
-        writer_properties(Compression::Zstd),
-        salt,
-    );
+    let mut parts = LakeParts::new(&dir, d, &lineage(), options, salt);
     convert(
         input.as_bytes(),
         "in",
@@ -579,6 +588,57 @@ fn timestamp_partitions_keep_the_column() {
         [Some(-1), Some(0)]
     );
     assert_eq!(read_parquet(&done[0].path)[0].num_columns(), 8);
+}
+
+#[test]
+fn parts_roll_over_at_the_target_size_with_bounded_row_groups() {
+    let d = dataset(FileFormat::Csv, Partition::DateColumn { index: 4 });
+    let mut input = String::from("user_id,signup_date,score\n");
+    for row in 0..30_000 {
+        // Two partitions, interleaved; scores that compress badly keep the files growing.
+        let day = if row % 3 == 0 {
+            "2024-01-01"
+        } else {
+            "2024-01-02"
+        };
+        input.push_str(&format!("u{row},{day},{}\n", (row as f64 * 0.7137).sin()));
+    }
+    let options = ParquetOptions {
+        compression: Compression::Zstd,
+        row_group_size: 1000,
+        target_file_size: 40_000,
+    };
+    let done = lake_parts_with(&d, &input, 700, None, &options);
+
+    for partition in [Some(19723), Some(19724)] {
+        let parts: Vec<&PartFile> = done.iter().filter(|p| p.partition == partition).collect();
+        assert!(parts.len() >= 3, "{partition:?}: {parts:?}");
+        let seqs: Vec<u32> = parts.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, (0..parts.len() as u32).collect::<Vec<_>>());
+        let mut ids = Vec::new();
+        for (n, part) in parts.iter().enumerate() {
+            let size = std::fs::metadata(&part.path).unwrap().len();
+            if n + 1 < parts.len() {
+                assert!(size >= options.target_file_size, "part {n}: {size} bytes");
+            }
+            let file = File::open(&part.path).unwrap();
+            let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+            let meta = parquet::file::reader::FileReader::metadata(&reader);
+            assert!(meta.row_groups().iter().all(|g| g.num_rows() <= 1000));
+            let batches = read_parquet(&part.path);
+            assert_eq!(
+                batches.iter().map(|b| b.num_rows() as u64).sum::<u64>(),
+                part.rows
+            );
+            ids.extend(strings(&batches, 0).into_iter().map(Option::unwrap));
+        }
+        // Every row of the partition, once, in file order.
+        let expected: Vec<String> = (0..30_000)
+            .filter(|row| (row % 3 == 0) == (partition == Some(19723)))
+            .map(|row| format!("u{row}"))
+            .collect();
+        assert_eq!(ids, expected);
+    }
 }
 
 #[test]

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use parquet::file::properties::WriterProperties;
 use tracing::Instrument;
 
 use crate::aws::{Ledger, ObjectStore, RecordStore};
@@ -100,7 +99,6 @@ pub struct Pipeline<S, R, L> {
     ledger: Arc<L>,
     /// Identifies this process in ledger claims.
     worker_id: String,
-    props: WriterProperties,
 }
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
@@ -111,14 +109,12 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         ledger: L,
         worker_id: String,
     ) -> Self {
-        let props = convert::writer_properties(settings.lake.compression);
         Pipeline {
             settings,
             store,
             records,
             ledger: Arc::new(ledger),
             worker_id,
-            props,
         }
     }
 

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use futures_util::{StreamExt, TryStreamExt};
-use parquet::file::properties::WriterProperties;
 use tokio::sync::mpsc;
 
 use super::{
@@ -13,7 +12,7 @@ use super::{
     Rejection,
 };
 use crate::aws::{AwsErrorKind, Ledger, ObjectStore, RecordStore};
-use crate::config::Secret;
+use crate::config::{ParquetOptions, Secret};
 use crate::convert::{
     self, ConvertError, ConvertOptions, ConvertReport, LakeParts, Lineage, PartFile, Quarantine,
     Spool,
@@ -79,10 +78,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         let lineage = lineage(&uri, object.event_time);
         let converted = {
             let input = StoppableReader::new(opened.reader, job);
-            let (dataset, dir, props) = (
+            let (dataset, dir, parquet) = (
                 dataset.clone(),
                 scratch.path().to_owned(),
-                self.props.clone(),
+                self.settings.lake.parquet,
             );
             let (key, lineage, salt) = (
                 object.key.clone(),
@@ -101,7 +100,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                     &lineage,
                     options,
                     &dir,
-                    props,
+                    &parquet,
                     salt.as_ref(),
                 )
             })
@@ -154,6 +153,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                     &partition_name,
                     p.partition,
                     &id,
+                    p.seq,
                 );
                 (p.path.clone(), key)
             })
@@ -337,10 +337,10 @@ fn convert_to_parts(
     lineage: &Lineage,
     options: ConvertOptions,
     dir: &Path,
-    props: WriterProperties,
+    parquet: &ParquetOptions,
     salt: Option<&Secret>,
 ) -> Result<Converted, ConvertError> {
-    let lake = LakeParts::new(dir, dataset, lineage, props, salt);
+    let lake = LakeParts::new(dir, dataset, lineage, parquet, salt);
     let spool = match dataset.records {
         Some(_) => Some(Spool::create(
             &dir.join("records.arrow"),

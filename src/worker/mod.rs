@@ -35,7 +35,10 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) {
     tracing::info!(%worker_id, "this worker's ledger owner id");
     let pipeline = Pipeline::new(
         settings.clone(),
-        S3Store::new(clients.s3.clone()),
+        S3Store::new(clients.s3.clone()).with_upload(
+            settings.lake.upload_part_size,
+            settings.lake.upload_concurrency.get(),
+        ),
         DynamoRecords::new(clients.dynamodb.clone()),
         DynamoLedger::new(clients.dynamodb.clone(), settings.ledger.table.clone()),
         worker_id,

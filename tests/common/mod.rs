@@ -52,21 +52,39 @@ pub fn unique(tag: &str) -> String {
     format!("lw-{tag}-{}-{n}-{nanos}", std::process::id())
 }
 
-/// Runs a command to completion, killing it if it outlives `timeout`.
+/// Runs a command to completion, killing it if it outlives `timeout`. Its output is
+/// drained while it runs, so a chatty command cannot stall on a full pipe.
 pub fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn command");
+    fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take().expect("stdout"));
+    let stderr = drain(child.stderr.take().expect("stderr"));
     let deadline = Instant::now() + timeout;
     loop {
-        if child.try_wait().expect("poll child").is_some() {
-            return child.wait_with_output().expect("collect output");
-        }
-        if Instant::now() > deadline {
+        let status = child.try_wait().expect("poll child");
+        let late = status.is_none() && Instant::now() > deadline;
+        if late {
             let _ = child.kill();
-            let output = child.wait_with_output().expect("collect output");
+        }
+        if status.is_some() || late {
+            let output = Output {
+                status: child.wait().expect("wait for child"),
+                stdout: stdout.join().expect("stdout reader"),
+                stderr: stderr.join().expect("stderr reader"),
+            };
+            if !late {
+                return output;
+            }
             panic!(
                 "{command:?} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
                 String::from_utf8_lossy(&output.stdout),
