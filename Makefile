@@ -5,7 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint fmt clean
+.PHONY: demo test venv lint fmt clean bench bench-compare bench-e2e
+BENCH_STAMP := $(VENV)/.bench-installed
+# The release binary the side-by-side benchmarks run (cargo's target dir may be elsewhere).
+RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release/lakeworker
 
 ## Run the worker against a local emulator on the files in examples/ and show the result.
 demo: $(VENV_STAMP)
@@ -22,6 +25,25 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+## Criterion benchmarks of the conversion path (input MB/s, one thread and every core).
+bench:
+	cargo bench --bench convert
+
+## lakeworker, pyarrow and DuckDB converting the same ~1 GB CSV and JSON lines (BENCH_MB).
+BENCH_MB ?= 1000
+bench-compare: $(BENCH_STAMP)
+	cargo build --release --quiet
+	$(VENV)/bin/python bench/compare.py --bin $(RELEASE_BIN) --mb $(BENCH_MB)
+
+## The worker draining files dropped into the emulator, for 1, 2 and 4 pollers.
+bench-e2e: $(BENCH_STAMP)
+	cargo build --release --quiet
+	scripts/with-moto $(VENV)/bin/python bench/e2e.py --bin $(RELEASE_BIN)
+
+$(BENCH_STAMP): bench/requirements.txt $(VENV_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
 
 venv: $(VENV_STAMP)
 

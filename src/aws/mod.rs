@@ -178,6 +178,8 @@ pub struct Received {
     pub receive_count: u32,
     /// When this worker received it; SQS's 12-hour visibility limit counts from here.
     pub received_at: Instant,
+    /// `SentTimestamp`: when the message entered the queue, in milliseconds since the epoch.
+    pub sent_at_ms: Option<u64>,
 }
 
 /// Why a message goes to the dead-letter queue; sent as its message attributes.

@@ -71,6 +71,7 @@ impl Queue for SqsQueue {
             .max_number_of_messages(max.clamp(1, 10))
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("SQS ReceiveMessage", e))?;
@@ -87,18 +88,23 @@ impl Queue for SqsQueue {
                 );
                 continue;
             };
-            let receive_count = message
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1);
+            let attribute = |name| {
+                message
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&name))
+                    .and_then(|n| n.parse().ok())
+            };
+            let receive_count =
+                attribute(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1);
+            let sent_at_ms = attribute(MessageSystemAttributeName::SentTimestamp);
             received.push(Received {
                 message_id,
                 receipt_handle,
                 body: message.body.unwrap_or_default(),
-                receive_count,
+                receive_count: receive_count as u32,
                 received_at: Instant::now(),
+                sent_at_ms,
             });
         }
         Ok(received)

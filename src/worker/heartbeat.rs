@@ -206,6 +206,7 @@ mod tests {
             body: String::new(),
             receive_count: 1,
             received_at: Instant::now().into_std(),
+            sent_at_ms: None,
         }
     }
 

@@ -241,16 +241,31 @@ async fn run_job<Q: Queue, H: Handler>(
             job.stopped(),
         );
         heartbeat.stop().await;
-        log_result(&result, &disposition);
+        log_result(&message, &result, &disposition);
         carry_out(&shared, message, disposition, &deletes).await;
     }
     .instrument(span)
     .await
 }
 
-fn log_result(result: &Result<Outcome, JobError>, disposition: &Disposition) {
+fn log_result(message: &Received, result: &Result<Outcome, JobError>, disposition: &Disposition) {
     match (result, disposition) {
-        (Ok(outcome), _) => tracing::info!(outcome = %describe(outcome), "message handled"),
+        (Ok(outcome), _) => {
+            // Time since receipt, and since the message entered the queue (queue wait
+            // included), for latency measurements.
+            let since_sent_ms = message.sent_at_ms.map(|sent| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                now.saturating_sub(sent)
+            });
+            tracing::info!(
+                outcome = %describe(outcome),
+                handled_in_ms = message.received_at.elapsed().as_millis() as u64,
+                since_sent_ms,
+                "message handled"
+            )
+        }
         (Err(e), Disposition::Retry(after)) => tracing::warn!(
             error = %e,
             error_class = e.class().as_str(),
@@ -457,6 +472,7 @@ mod tests {
                     body,
                     receive_count: 1,
                     received_at: std::time::Instant::now(),
+                    sent_at_ms: None,
                 });
             }
             if out.is_empty() {
