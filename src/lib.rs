@@ -28,6 +28,7 @@
 //!   batched deletes, graceful shutdown.
 //! - [`redrive`]: move dead-lettered messages back to the work queue.
 //! - [`aws`]: thin SDK adapters behind `Queue`, `ObjectStore`, `RecordStore`.
+//! - [`health`]: `/healthz` and `/readyz` for orchestrators, and the healthcheck client.
 //! - [`provision`]: create buckets, queues, notification and tables for dev setups.
 //! - [`error`]: the job error type and its class (transient or permanent).
 
@@ -37,6 +38,7 @@ pub mod convert;
 pub mod datasets;
 pub mod envelope;
 pub mod error;
+pub mod health;
 pub mod job;
 pub mod lake;
 pub mod ledger;

@@ -67,6 +67,16 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Ask a running worker's health endpoint; exit 0 when healthy, 1 otherwise (for
+    /// container health checks: the image has no curl).
+    Healthcheck {
+        /// The endpoint to ask.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Move dead-lettered messages back to the work queue.
     Redrive {
         #[arg(long)]
@@ -84,7 +94,11 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Healthcheck { url, timeout } = &cli.command {
+        return healthcheck(url, *timeout);
+    }
     let config_path = match &cli.command {
+        Command::Healthcheck { .. } => unreachable!("handled above"),
         Command::Run { config }
         | Command::CheckConfig { config }
         | Command::Convert { config, .. }
@@ -126,11 +140,31 @@ fn main() -> ExitCode {
             uri, failed, limit, ..
         } => block_on(status(settings, uri, failed, limit)),
         Command::Redrive { dry_run, max, .. } => block_on(redrive(settings, dry_run, max)),
+        Command::Healthcheck { .. } => unreachable!("handled before loading a config"),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+/// `lakeworker healthcheck`: prints the endpoint's answer; 0 for a 200, else 1.
+fn healthcheck(url: &str, timeout: u64) -> ExitCode {
+    let timeout = std::time::Duration::from_secs(timeout.max(1));
+    match lakeworker::health::check(url, timeout) {
+        Ok((200, body)) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprintln!("unhealthy ({code}): {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
@@ -149,8 +183,9 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
 async fn run(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(stop_on_signal(shutdown.clone()));
-    lakeworker::worker::run(settings, shutdown).await;
+    let ran = lakeworker::worker::run(settings, shutdown).await;
     signals.abort();
+    ran?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -77,7 +77,14 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     pub worker: WorkerSettings,
     pub log: LogSettings,
+    pub health: HealthSettings,
     pub datasets: Router,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// Where `/healthz` and `/readyz` are served; `None` turns the endpoint off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,7 +226,17 @@ struct RawSettings {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
+    health: RawHealth,
+    /// A TOML file with more `[[datasets]]`, relative to this config file.
+    datasets_file: Option<PathBuf>,
+    #[serde(default)]
     datasets: Vec<dataset::RawDataset>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,8 +405,45 @@ fn default_log_level() -> String {
 
 // ----- loading ---------------------------------------------------------------------------
 
+/// An environment variable holding TOML with more `[[datasets]]`, for containers.
+pub const DATASETS_ENV: &str = "LAKEWORKER_DATASETS";
+
+/// A deserialization error as a problem at its key path, prefixed with `source`.
+fn deserialize_error(
+    source: &str,
+    e: serde_path_to_error::Error<config::ConfigError>,
+) -> ConfigError {
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    let mut reason = e.into_inner().to_string();
+    // The config crate repeats the key in its own notation; the path says it better.
+    if let Some(at) = reason.rfind(" for key `") {
+        reason.truncate(at);
+    }
+    ConfigError::single(format!("{source}{path}"), reason)
+}
+
+/// `[[datasets]]` (and nothing else) from another TOML text: `datasets_file` or
+/// [`DATASETS_ENV`]. `source` names it in errors.
+fn more_datasets(source: &str, text: &str) -> Result<Vec<dataset::RawDataset>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct OnlyDatasets {
+        #[serde(default)]
+        datasets: Vec<dataset::RawDataset>,
+    }
+    let parsed = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| ConfigError::single(source.trim_end_matches([':', ' ']), e.to_string()))?;
+    let only: OnlyDatasets =
+        serde_path_to_error::deserialize(parsed).map_err(|e| deserialize_error(source, e))?;
+    Ok(only.datasets)
+}
+
 impl Settings {
-    /// Reads `path`, applies `LAKEWORKER__…` environment overrides, validates.
+    /// Reads `path`, applies `LAKEWORKER__…` environment overrides, adds the datasets of
+    /// `datasets_file` and of [`DATASETS_ENV`], validates.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         Self::load_with_env(path, std::env::vars())
     }
@@ -419,16 +473,20 @@ impl Settings {
             )
             .build()
             .map_err(|e| ConfigError::single("", format!("{}: {e}", path.display())))?;
-        let raw: RawSettings = serde_path_to_error::deserialize(layered).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            let mut reason = e.into_inner().to_string();
-            // The config crate repeats the key in its own notation; the path says it better.
-            if let Some(at) = reason.rfind(" for key `") {
-                reason.truncate(at);
-            }
-            ConfigError::single(path, reason)
-        })?;
+        let mut raw: RawSettings =
+            serde_path_to_error::deserialize(layered).map_err(|e| deserialize_error("", e))?;
+        if let Some(file) = raw.datasets_file.take() {
+            let file = path.parent().unwrap_or(Path::new(".")).join(file);
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                ConfigError::single("datasets_file", format!("{}: {e}", file.display()))
+            })?;
+            let source = format!("{}: ", file.display());
+            raw.datasets.extend(more_datasets(&source, &text)?);
+        }
+        if let Some(text) = env.get(DATASETS_ENV).filter(|t| !t.trim().is_empty()) {
+            raw.datasets
+                .extend(more_datasets(&format!("{DATASETS_ENV}: "), text)?);
+        }
         raw.validate(&env)
     }
 
@@ -675,6 +733,15 @@ impl RawSettings {
             "must be between 0 and 3600",
         );
         let log_format = choice(&mut p, "log.format", &self.log.format, &LOG_FORMATS);
+        let listen = self.health.listen.as_deref().and_then(|text| {
+            let parsed = text.parse().ok();
+            p.check(
+                parsed.is_some(),
+                "health.listen",
+                format!("{text:?} is not an address such as \"0.0.0.0:8080\""),
+            );
+            parsed
+        });
         p.check(
             tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
             "log.level",
@@ -756,6 +823,7 @@ impl RawSettings {
                 format: log_format,
                 level: self.log.level,
             },
+            health: HealthSettings { listen },
             datasets: Router::new(datasets),
         })
     }
@@ -939,6 +1007,68 @@ format = "%Y/%m/%d"
         assert_eq!(parse_size("-3"), None);
         assert_eq!(parse_size("3 TiB"), None);
         assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+
+    #[test]
+    fn health_endpoint_is_off_unless_an_address_is_given() {
+        assert_eq!(load(GOOD, &[]).unwrap().health.listen, None);
+        let s = load(GOOD, &[("LAKEWORKER__HEALTH__LISTEN", "0.0.0.0:8080")]).unwrap();
+        assert_eq!(s.health.listen, Some("0.0.0.0:8080".parse().unwrap()));
+        let err = load(GOOD, &[("LAKEWORKER__HEALTH__LISTEN", "localhost")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("health.listen: \"localhost\" is not an address"),
+            "{err}"
+        );
+    }
+
+    /// The `events` dataset of GOOD, renamed, as its own TOML text.
+    fn another_dataset(name: &str) -> String {
+        format!(
+            "[[datasets]]\nname = \"{name}\"\nmatch = \"{name}/**\"\nformat = \"jsonl\"\n[[datasets.columns]]\nname = \"id\"\ntype = \"string\"\n"
+        )
+    }
+
+    #[test]
+    fn datasets_also_come_from_a_file_and_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("more.toml"), another_dataset("clicks")).unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, format!("datasets_file = \"more.toml\"\n{GOOD}")).unwrap();
+        let env = [(DATASETS_ENV.to_string(), another_dataset("views"))];
+        let s = Settings::load_with_env(&config, env).unwrap();
+        let names: Vec<&str> = s
+            .datasets
+            .datasets()
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(&names[names.len() - 2..], ["clicks", "views"]);
+        assert!(names.len() > 2);
+
+        // A missing file, a bad text and a clash are errors that say where.
+        let err = load(
+            GOOD,
+            &[("LAKEWORKER__DATASETS_FILE", "/nonexistent/d.toml")],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("datasets_file: /nonexistent/d.toml"),
+            "{err}"
+        );
+        let bad = another_dataset("x").replace("format", "fromat");
+        let err = load(GOOD, &[(DATASETS_ENV, bad.as_str())]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("LAKEWORKER_DATASETS: datasets[0].fromat"),
+            "{err}"
+        );
+        let err = load(GOOD, &[(DATASETS_ENV, "[lake]\nbucket = \"b\"")]).unwrap_err();
+        assert!(err.to_string().contains("unknown field `lake`"), "{err}");
+        let twice = another_dataset("users");
+        let err = load(GOOD, &[(DATASETS_ENV, twice.as_str())]).unwrap_err();
+        assert!(err.to_string().contains("\"users\" is used twice"), "{err}");
     }
 
     #[test]

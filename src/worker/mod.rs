@@ -16,6 +16,7 @@ use crate::aws::s3::S3Store;
 use crate::aws::sqs::SqsQueue;
 use crate::aws::Clients;
 use crate::config::Settings;
+use crate::health::{self, Health};
 use crate::pipeline::Pipeline;
 
 pub mod disposition;
@@ -23,8 +24,18 @@ pub mod heartbeat;
 pub mod pool;
 
 /// Connects to AWS and runs the pool until `shutdown` is cancelled, then lets in-flight
-/// jobs finish (within the grace period) and flushes pending deletes.
-pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) {
+/// jobs finish (within the grace period) and flushes pending deletes. With
+/// `[health] listen` set, serves the health endpoint meanwhile; failing to bind it is the
+/// only error.
+pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let health = Health::new(settings.queue.pollers.get());
+    if let Some(address) = settings.health.listen {
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("health endpoint on {address}: {e}"))
+        })?;
+        tracing::info!(%address, "health endpoint listening (/healthz, /readyz)");
+        tokio::spawn(health::serve(listener, health.clone(), shutdown.clone()));
+    }
     let clients = Clients::connect(&settings.aws).await;
     let queue = SqsQueue::new(
         clients.sqs.clone(),
@@ -49,8 +60,10 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) {
         settings.queue.clone(),
         settings.worker.shutdown_grace,
     )
+    .with_health(health)
     .run(shutdown)
     .await;
+    Ok(())
 }
 
 /// This process in ledger claims: host name, process id and start time, so a restarted

@@ -25,6 +25,7 @@ use super::heartbeat::Heartbeat;
 use crate::aws::{DeadLetter, Ledger, ObjectStore, Queue, Received, RecordStore};
 use crate::config::QueueSettings;
 use crate::error::JobError;
+use crate::health::Health;
 use crate::job::Job;
 use crate::pipeline::{ObjectOutcome, Outcome, Pipeline};
 
@@ -73,6 +74,7 @@ struct Shared<Q, H> {
     handler: Arc<H>,
     policy: RetryPolicy,
     visibility: Duration,
+    health: Arc<Health>,
 }
 
 impl<Q: Queue, H: Handler> Pool<Q, H> {
@@ -86,6 +88,7 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
                 max: settings.retry_max,
             },
             visibility: settings.visibility_timeout,
+            health: Health::new(settings.pollers.get()),
         };
         Pool {
             shared: Arc::new(shared),
@@ -94,8 +97,22 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
         }
     }
 
+    /// Reports liveness and readiness to `health` (sized for this pool's pollers).
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.health = health;
+        }
+        self
+    }
+
     /// Runs until `shutdown` is cancelled and every in-flight job is done or stopped.
     pub async fn run(self, shutdown: CancellationToken) {
+        let health = self.shared.health.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            health.stopping();
+        });
         let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.get()));
         let jobs = TaskTracker::new();
         let stop_jobs = CancellationToken::new();
@@ -168,6 +185,7 @@ struct Poller<Q, H> {
 
 impl<Q: Queue, H: Handler> Poller<Q, H> {
     async fn run(self, shutdown: CancellationToken) {
+        let _alive = self.shared.health.poller();
         let mut backoff = RECEIVE_BACKOFF;
         loop {
             let mut held = tokio::select! {
@@ -189,6 +207,7 @@ impl<Q: Queue, H: Handler> Poller<Q, H> {
             };
             match received {
                 Ok(messages) => {
+                    self.shared.health.received();
                     backoff = RECEIVE_BACKOFF;
                     // Permits beyond the messages received are released when `held` drops.
                     for (message, permit) in messages.into_iter().zip(held.drain(..)) {
@@ -226,6 +245,7 @@ async fn run_job<Q: Queue, H: Handler>(
 ) {
     let span = tracing::info_span!("message", message_id = %message.message_id, attempt = message.receive_count);
     async {
+        let _in_flight = shared.health.job();
         let job = Job::new(message.message_id.clone(), &stop_jobs);
         let heartbeat = Heartbeat::start(
             shared.queue.clone(),

@@ -289,6 +289,11 @@ impl TestEnv {
         Worker::start(self, &[])
     }
 
+    /// A worker with more `LAKEWORKER__…` variables than this environment's.
+    pub fn start_worker_with(&self, extra: &[(&str, &str)]) -> Worker {
+        Worker::start(self, extra)
+    }
+
     /// The ledger records of one object (newest version first).
     pub async fn ledger(&self, key: &str) -> Vec<lakeworker::ledger::LedgerRecord> {
         lakeworker::aws::ledger::DynamoLedger::new(
@@ -510,6 +515,11 @@ impl Worker {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll worker")
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,99 @@
+//! The health endpoint of a running worker and `lakeworker healthcheck`: healthy while
+//! the pollers run, ready only after a receive succeeded (an emulator outage keeps it
+//! unready), unreachable once the worker stopped; a port already taken stops start-up.
+
+mod common;
+
+use common::*;
+
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+/// `lakeworker healthcheck --url URL`: (exit 0?, stdout + stderr).
+fn healthcheck(url: &str) -> (bool, String) {
+    let out = lakeworker(&["healthcheck", "--url", url, "--timeout", "2"], &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_while_polling_ready_after_a_receive_gone_after_stop() {
+    let env = TestEnv::quiet("health", &[]).await;
+    let proxy = proxy::Proxy::start(&endpoint()).await;
+    proxy.refuse().await;
+    let address = free_address();
+    let worker = env.start_worker_with(&[
+        ("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url()),
+        ("LAKEWORKER__HEALTH__LISTEN", &address),
+    ]);
+    let healthz = format!("http://{address}/healthz");
+    let readyz = format!("http://{address}/readyz");
+
+    // The emulator is unreachable: alive, but not ready.
+    wait_for("healthz to answer 200", WAIT, || async {
+        healthcheck(&healthz).0
+    })
+    .await;
+    let (ready, text) = healthcheck(&readyz);
+    assert!(!ready, "{text}");
+    assert!(text.contains("unhealthy (503)"), "{text}");
+    assert!(text.contains("\"ready\":false"), "{text}");
+
+    proxy.restore().await;
+    wait_for("readyz to answer 200", WAIT, || async {
+        healthcheck(&readyz).0
+    })
+    .await;
+    let (healthy, text) = healthcheck(&healthz);
+    assert!(healthy, "{text}");
+    let body: serde_json::Value = serde_json::from_str(text.trim()).expect("JSON body");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["pollers"], 2);
+    assert_eq!(body["pollers_alive"], 2);
+    assert_eq!(body["in_flight"], 0);
+    assert!(body["last_receive"].is_string(), "{body}");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+
+    assert!(worker.terminate(WAIT).success());
+    let (healthy, text) = healthcheck(&healthz);
+    assert!(!healthy, "{text}");
+    assert!(text.contains("unhealthy:"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_health_port_stops_the_worker_with_a_clear_error() {
+    let env = TestEnv::quiet("healthport", &[]).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let mut worker = env.start_worker_with(&[("LAKEWORKER__HEALTH__LISTEN", &address)]);
+    wait_for("the worker to exit", WAIT, || {
+        let exited = worker.exited().is_some();
+        async move { exited }
+    })
+    .await;
+    assert_eq!(worker.exited().and_then(|s| s.code()), Some(1));
+    let log = worker.log();
+    assert!(
+        log.contains(&format!("health endpoint on {address}")),
+        "{log}"
+    );
+}
+
+#[test]
+fn healthcheck_fails_without_a_worker_or_with_a_bad_url() {
+    let (healthy, text) = healthcheck(&format!("http://{}/healthz", free_address()));
+    assert!(!healthy);
+    assert!(text.contains("unhealthy:"), "{text}");
+    let (healthy, text) = healthcheck("https://example.com/healthz");
+    assert!(!healthy);
+    assert!(
+        text.contains("is not an http://host:port/path URL"),
+        "{text}"
+    );
+}
