@@ -1,7 +1,7 @@
 //! `lakeworker provision`: creates, idempotently, what the config points at. For local
 //! emulators and dev accounts; production stacks come from `deploy/`.
 //!
-//! Landing and lake buckets; the dead-letter queue (14-day retention) and the queue (the
+//! Landing, lake (and a separate quarantine) buckets; the dead-letter queue (14-day retention) and the queue (the
 //! config's visibility timeout, a redrive policy with maxReceiveCount = `max_attempts` + 1,
 //! and a policy letting the landing bucket send to it); the landing bucket's
 //! `s3:ObjectCreated:*` notification to the queue; one on-demand DynamoDB table per
@@ -31,7 +31,11 @@ const TABLE_WAIT: Duration = Duration::from_secs(120);
 /// Creates or updates every resource; returns one line per resource for the user.
 pub async fn provision(settings: &Settings, clients: &Clients) -> Result<Vec<String>, AwsError> {
     let mut report = Vec::new();
-    for bucket in [&settings.landing.bucket, &settings.lake.bucket] {
+    let mut buckets = vec![&settings.landing.bucket, &settings.lake.bucket];
+    if settings.lake.quarantine_bucket != settings.lake.bucket {
+        buckets.push(&settings.lake.quarantine_bucket);
+    }
+    for bucket in buckets {
         report.push(ensure_bucket(clients, &settings.aws.region, bucket).await?);
     }
 

@@ -53,6 +53,44 @@ fn check_config_summarises_a_good_config() {
     assert!(stdout.ends_with("config OK\n"), "{stdout}");
 }
 
+/// The image's config with what a task definition gives it (as `deploy/` does).
+#[test]
+fn the_container_config_takes_everything_site_specific_from_the_environment() {
+    let datasets = "[[datasets]]\nname = \"events\"\nmatch = \"events/**\"\nformat = \"jsonl\"\n[[datasets.columns]]\nname = \"id\"\ntype = \"string\"\n";
+    let env = [
+        ("LAKEWORKER__AWS__REGION", "eu-west-1"),
+        ("LAKEWORKER__LANDING__BUCKET", "acme-landing"),
+        (
+            "LAKEWORKER__QUEUE__URL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/landing",
+        ),
+        (
+            "LAKEWORKER__QUEUE__DEAD_LETTER_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/landing-dlq",
+        ),
+        ("LAKEWORKER__LAKE__BUCKET", "acme-lake"),
+        ("LAKEWORKER__LEDGER__TABLE", "acme-ledger"),
+        ("LAKEWORKER_DATASETS", datasets),
+    ];
+    let out = lakeworker(&["check-config", "--config", "config/container.toml"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("landing s3://acme-landing"), "{stdout}");
+    assert!(
+        stdout.contains("events: Jsonl files matching \"events/**\""),
+        "{stdout}"
+    );
+
+    // Without the environment, what is missing is named.
+    let out = lakeworker(&["check-config", "--config", "config/container.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("missing configuration field \"aws\""),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_config_reports_every_problem_with_its_key_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();

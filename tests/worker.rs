@@ -391,3 +391,53 @@ async fn a_large_file_rolls_over_into_parts_of_the_target_size() {
         .collect();
     assert_eq!(ids.len() as u64, rows);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_quarantine_bucket_gets_bad_rows_and_rejected_files() {
+    let quarantine = format!("{}-q", unique("qb"));
+    let env = TestEnv::new(
+        "qbucket",
+        &[("LAKEWORKER__LAKE__QUARANTINE_BUCKET", quarantine.as_str())],
+    )
+    .await;
+    let _worker = env.start_worker();
+    env.put("users/typos.csv", &example("users/signups-with-typos.csv"))
+        .await;
+    env.put(
+        "orders/wrong-export.csv",
+        &example("orders/orders-wrong-export.csv"),
+    )
+    .await;
+
+    wait_for("bad rows and the rejected file", WAIT, || async {
+        env.keys_in(&quarantine).await.len() >= 3
+    })
+    .await;
+    env.wait_drained().await;
+    let quarantined = env.keys_in(&quarantine).await;
+    assert!(
+        quarantined
+            .iter()
+            .any(|k| k.starts_with("quarantine/users/dt=") && k.ends_with(".rows.jsonl")),
+        "{quarantined:?}"
+    );
+    assert!(
+        quarantined
+            .iter()
+            .any(|k| k.starts_with("quarantine/orders/") && k.ends_with("/wrong-export.csv")),
+        "{quarantined:?}"
+    );
+    assert!(
+        quarantined
+            .iter()
+            .any(|k| k.ends_with("/wrong-export.csv.error.json")),
+        "{quarantined:?}"
+    );
+    // The lake bucket holds only converted data.
+    let lake = env.lake_keys().await;
+    assert!(!lake.is_empty());
+    assert!(
+        lake.iter().all(|k| k.starts_with("curated/users/")),
+        "{lake:?}"
+    );
+}

@@ -123,6 +123,8 @@ pub struct LedgerSettings {
 pub struct LakeSettings {
     pub bucket: String,
     pub prefix: String,
+    /// Where bad rows and rejected files go: `lake.quarantine_bucket`, else the lake bucket.
+    pub quarantine_bucket: String,
     pub quarantine_prefix: String,
     /// How lake Parquet files are written: codec, row group size, target file size.
     pub parquet: ParquetOptions,
@@ -307,6 +309,7 @@ struct RawLake {
     bucket: String,
     #[serde(default = "default_prefix")]
     prefix: String,
+    quarantine_bucket: Option<String>,
     #[serde(default = "default_quarantine_prefix")]
     quarantine_prefix: String,
     #[serde(default = "default_compression")]
@@ -680,6 +683,9 @@ impl RawSettings {
         );
 
         check_bucket(&mut p, "lake.bucket", &self.lake.bucket);
+        if let Some(bucket) = &self.lake.quarantine_bucket {
+            check_bucket(&mut p, "lake.quarantine_bucket", bucket);
+        }
         let compression = choice(
             &mut p,
             "lake.compression",
@@ -795,6 +801,10 @@ impl RawSettings {
                 dead_letter_url: self.queue.dead_letter_url,
             },
             lake: LakeSettings {
+                quarantine_bucket: self
+                    .lake
+                    .quarantine_bucket
+                    .unwrap_or_else(|| self.lake.bucket.clone()),
                 bucket: self.lake.bucket,
                 prefix: self.lake.prefix,
                 quarantine_prefix: self.lake.quarantine_prefix,

@@ -59,7 +59,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 job.message_id(),
             );
             self.store
-                .put_bytes(&self.settings.lake.bucket, &key, bad_rows)
+                .put_bytes(&self.settings.lake.quarantine_bucket, &key, bad_rows)
                 .await?;
             tracing::warn!(quarantined = report.rows_rejected, %key, "bad inline records quarantined");
         }

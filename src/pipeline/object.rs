@@ -144,7 +144,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         let lake_settings = &self.settings.lake;
         let id = lake::object_id(object);
         let partition_name = dataset.partition_name();
-        let mut uploads: Vec<(PathBuf, String)> = parts
+        let mut uploads: Vec<(PathBuf, &str, String)> = parts
             .iter()
             .map(|p| {
                 let key = lake::part_key(
@@ -155,7 +155,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                     &id,
                     p.seq,
                 );
-                (p.path.clone(), key)
+                (p.path.clone(), lake_settings.bucket.as_str(), key)
             })
             .collect();
         let quarantine = bad_rows.map(|path| {
@@ -165,7 +165,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 lineage.ingest_date,
                 &id,
             );
-            uploads.push((path, key.clone()));
+            uploads.push((path, lake_settings.quarantine_bucket.as_str(), key.clone()));
             key
         });
         self.upload(&uploads, job).await?;
@@ -185,7 +185,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             parts: uploads
                 .iter()
                 .take(parts.len())
-                .map(|(_, key)| key.clone())
+                .map(|(_, _, key)| key.clone())
                 .collect(),
             quarantine,
             records_upserted,
@@ -201,16 +201,13 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         Ok(ObjectOutcome::Written(summary))
     }
 
-    /// Uploads local files to the lake bucket, a few at a time.
-    async fn upload(&self, files: &[(PathBuf, String)], job: &Job) -> Result<(), JobError> {
+    /// Uploads local files (path, bucket, key), a few at a time.
+    async fn upload(&self, files: &[(PathBuf, &str, String)], job: &Job) -> Result<(), JobError> {
         // Futures are built first: a closure over borrowed pairs inside the stream would
         // make the job future fail the `Send` check of `tokio::spawn`.
         let uploads: Vec<_> = files
             .iter()
-            .map(|(path, key)| {
-                self.store
-                    .put_file(&self.settings.lake.bucket, key, path, job.token())
-            })
+            .map(|(path, bucket, key)| self.store.put_file(bucket, key, path, job.token()))
             .collect();
         futures_util::stream::iter(uploads)
             .buffer_unordered(UPLOAD_CONCURRENCY)
@@ -237,7 +234,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             &id,
             &object.key,
         );
-        let bucket = &self.settings.lake.bucket;
+        let bucket = &self.settings.lake.quarantine_bucket;
         match self.store.copy(object, bucket, &key).await {
             Ok(()) => {}
             Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {

@@ -409,12 +409,17 @@ impl TestEnv {
     }
 
     pub async fn lake_keys(&self) -> Vec<String> {
+        self.keys_in(&self.lake).await
+    }
+
+    /// Every key of `bucket`, sorted.
+    pub async fn keys_in(&self, bucket: &str) -> Vec<String> {
         let mut keys = Vec::new();
         let mut pages = self
             .clients
             .s3
             .list_objects_v2()
-            .bucket(&self.lake)
+            .bucket(bucket)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
