@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint fmt clean bench bench-compare bench-e2e
+.PHONY: demo test venv lint lint-deploy fmt clean bench bench-compare bench-e2e
 BENCH_STAMP := $(VENV)/.bench-installed
 # The release binary the side-by-side benchmarks run (cargo's target dir may be elsewhere).
 RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release/lakeworker
@@ -22,6 +22,19 @@ test: $(VENV_STAMP)
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+
+## The container and the CloudFormation stack, with the linters AWS users rely on (pinned).
+LINT_VENV := .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed
+lint-deploy: $(LINT_STAMP)
+	$(LINT_VENV)/bin/hadolint Dockerfile
+	$(LINT_VENV)/bin/cfn-lint deploy/lakeworker.yaml
+	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download -f deploy/lakeworker.yaml -f Dockerfile
+
+$(LINT_STAMP): deploy/requirements.txt
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+	touch $@
 
 fmt:
 	cargo fmt --all
@@ -53,5 +66,5 @@ $(VENV_STAMP): tests/requirements.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) $(LINT_VENV) .demo
 	cargo clean
