@@ -14,6 +14,16 @@ pub enum Output {
     Stderr,
 }
 
+/// Whether lines are JSON: as configured, or for `auto` whenever the output is not a
+/// terminal (CloudWatch, files, pipes).
+pub fn is_json(format: LogFormat, terminal: bool) -> bool {
+    match format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !terminal,
+    }
+}
+
 /// Installs the global subscriber. Call once, before any work.
 pub fn init(log: &LogSettings, output: Output) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
@@ -21,11 +31,7 @@ pub fn init(log: &LogSettings, output: Output) {
         Output::Stdout => std::io::stdout().is_terminal(),
         Output::Stderr => std::io::stderr().is_terminal(),
     };
-    let json = match log.format {
-        LogFormat::Json => true,
-        LogFormat::Pretty => false,
-        LogFormat::Auto => !terminal,
-    };
+    let json = is_json(log.format, terminal);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(terminal && !json);
@@ -45,4 +51,17 @@ pub fn init(log: &LogSettings, output: Output) {
         (false, Output::Stdout) => builder.try_init(),
         (false, Output::Stderr) => builder.with_writer(std::io::stderr).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_json_off_a_terminal_and_pretty_on_one() {
+        assert!(is_json(LogFormat::Auto, false));
+        assert!(!is_json(LogFormat::Auto, true));
+        assert!(is_json(LogFormat::Json, true));
+        assert!(!is_json(LogFormat::Pretty, false));
+    }
 }

@@ -1,6 +1,7 @@
 //! The health endpoint of a running worker and `lakeworker healthcheck`: healthy while
 //! the pollers run, ready only after a receive succeeded (an emulator outage keeps it
 //! unready), unreachable once the worker stopped; a port already taken stops start-up.
+//! Also: logs off a terminal are JSON by default (CloudWatch reads them line by line).
 
 mod common;
 
@@ -31,7 +32,9 @@ async fn healthy_while_polling_ready_after_a_receive_gone_after_stop() {
     let worker = env.start_worker_with(&[
         ("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url()),
         ("LAKEWORKER__HEALTH__LISTEN", &address),
+        ("LAKEWORKER__LOG__FORMAT", "auto"),
     ]);
+    let log_path = worker.log_path();
     let healthz = format!("http://{address}/healthz");
     let readyz = format!("http://{address}/readyz");
 
@@ -61,6 +64,14 @@ async fn healthy_while_polling_ready_after_a_receive_gone_after_stop() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 
     assert!(worker.terminate(WAIT).success());
+    // Logs to a file (not a terminal) with the default `auto` format: JSON, line by line.
+    let log = std::fs::read_to_string(&log_path).expect("worker log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() > 3, "{log}");
+    for line in &lines {
+        let event: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(event["fields"]["message"].is_string(), "{line}");
+    }
     let (healthy, text) = healthcheck(&healthz);
     assert!(!healthy, "{text}");
     assert!(text.contains("unhealthy:"), "{text}");

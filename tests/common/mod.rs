@@ -527,6 +527,10 @@ impl Worker {
         self.child.try_wait().expect("poll worker")
     }
 
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
