@@ -441,3 +441,36 @@ async fn a_separate_quarantine_bucket_gets_bad_rows_and_rejected_files() {
         "{lake:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_zone_copies_the_original_and_delete_after_removes_it_from_landing() {
+    let env = TestEnv::new(
+        "raw",
+        &[
+            ("LAKEWORKER__LAKE__RAW_PREFIX", "raw"),
+            ("LAKEWORKER__LANDING__DELETE_AFTER", "true"),
+        ],
+    )
+    .await;
+    let _worker = env.start_worker();
+    let body = example("users/signups-2024-05.csv");
+    let key = "users/2024/signups.csv";
+    env.put(key, &body).await;
+
+    wait_for("the landing object to be deleted", WAIT, || async {
+        !env.keys_in(&env.landing).await.iter().any(|k| k == key)
+    })
+    .await;
+    env.wait_drained().await;
+    let lake = env.lake_keys().await;
+    let raw: Vec<&String> = lake.iter().filter(|k| k.starts_with("raw/")).collect();
+    assert_eq!(raw.len(), 1, "{lake:?}");
+    assert!(
+        raw[0].starts_with("raw/users/ingest_date=") && raw[0].ends_with("/users/2024/signups.csv"),
+        "{raw:?}"
+    );
+    assert_eq!(env.lake_object(raw[0]).await.as_ref(), body.as_slice());
+    assert!(lake.iter().any(|k| k.starts_with("curated/users/")));
+    let ledger = env.ledger(key).await;
+    assert!(ledger[0].outputs.contains(raw[0]), "{ledger:?}");
+}

@@ -71,6 +71,14 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
+    async fn delete(&self, object: &ObjectRef) -> Result<(), AwsError> {
+        self.objects
+            .lock()
+            .unwrap()
+            .remove(&(object.bucket.clone(), object.key.clone()));
+        Ok(())
+    }
+
     async fn put_bytes(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
         self.insert(bucket, key, &body);
         Ok(())

@@ -245,6 +245,10 @@ pub trait ObjectStore: Send + Sync + 'static {
         key: &str,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 
+    /// Deletes the exact version the event names from the landing bucket (with no version
+    /// id: only while the key still holds the event's ETag).
+    fn delete(&self, object: &ObjectRef) -> impl Future<Output = Result<(), AwsError>> + Send;
+
     /// Writes a small object (a report) from memory.
     fn put_bytes(
         &self,

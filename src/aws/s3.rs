@@ -327,6 +327,24 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn delete(&self, object: &ObjectRef) -> Result<(), AwsError> {
+        let mut request = self
+            .client
+            .delete_object()
+            .bucket(&object.bucket)
+            .key(&object.key);
+        request = match (&object.version_id, &object.etag) {
+            (Some(version), _) => request.version_id(version),
+            (None, Some(etag)) => request.if_match(format!("\"{etag}\"")),
+            (None, None) => request,
+        };
+        request
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("S3 DeleteObject", e))?;
+        Ok(())
+    }
+
     async fn put_bytes(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
         self.client
             .put_object()

@@ -97,6 +97,8 @@ pub struct AwsSettings {
 #[derive(Debug, Clone)]
 pub struct LandingSettings {
     pub bucket: String,
+    /// Delete a landing object once converted and copied to the raw zone.
+    pub delete_after: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +127,8 @@ pub struct LakeSettings {
     pub prefix: String,
     /// Where bad rows and rejected files go: `lake.quarantine_bucket`, else the lake bucket.
     pub quarantine_bucket: String,
+    /// The raw zone in the lake bucket: originals of converted files are copied here.
+    pub raw_prefix: Option<String>,
     pub quarantine_prefix: String,
     /// How lake Parquet files are written: codec, row group size, target file size.
     pub parquet: ParquetOptions,
@@ -252,6 +256,8 @@ struct RawAws {
 #[serde(deny_unknown_fields)]
 struct RawLanding {
     bucket: String,
+    #[serde(default)]
+    delete_after: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,6 +316,7 @@ struct RawLake {
     #[serde(default = "default_prefix")]
     prefix: String,
     quarantine_bucket: Option<String>,
+    raw_prefix: Option<String>,
     #[serde(default = "default_quarantine_prefix")]
     quarantine_prefix: String,
     #[serde(default = "default_compression")]
@@ -717,6 +724,19 @@ impl RawSettings {
             "must be between 1 and 64",
         );
         check_prefix(&mut p, "lake.prefix", &self.lake.prefix);
+        if let Some(raw) = &self.lake.raw_prefix {
+            check_prefix(&mut p, "lake.raw_prefix", raw);
+            p.check(
+                raw != &self.lake.prefix && raw != &self.lake.quarantine_prefix,
+                "lake.raw_prefix",
+                "must differ from lake.prefix and lake.quarantine_prefix",
+            );
+        }
+        p.check(
+            !self.landing.delete_after || self.lake.raw_prefix.is_some(),
+            "landing.delete_after",
+            "needs lake.raw_prefix: a landing object is deleted only once its original is kept in the raw zone",
+        );
         check_prefix(
             &mut p,
             "lake.quarantine_prefix",
@@ -786,6 +806,7 @@ impl RawSettings {
             },
             landing: LandingSettings {
                 bucket: self.landing.bucket,
+                delete_after: self.landing.delete_after,
             },
             queue: QueueSettings {
                 pollers: nonzero(self.queue.pollers),
@@ -806,6 +827,7 @@ impl RawSettings {
                     .quarantine_bucket
                     .unwrap_or_else(|| self.lake.bucket.clone()),
                 bucket: self.lake.bucket,
+                raw_prefix: self.lake.raw_prefix,
                 prefix: self.lake.prefix,
                 quarantine_prefix: self.lake.quarantine_prefix,
                 parquet: ParquetOptions {
@@ -1017,6 +1039,31 @@ format = "%Y/%m/%d"
         assert_eq!(parse_size("-3"), None);
         assert_eq!(parse_size("3 TiB"), None);
         assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+
+    #[test]
+    fn delete_after_needs_the_raw_zone() {
+        let err = load(GOOD, &[("LAKEWORKER__LANDING__DELETE_AFTER", "true")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("landing.delete_after: needs lake.raw_prefix"),
+            "{err}"
+        );
+        let err = load(GOOD, &[("LAKEWORKER__LAKE__RAW_PREFIX", "curated")]).unwrap_err();
+        assert!(
+            err.to_string().contains("lake.raw_prefix: must differ"),
+            "{err}"
+        );
+        let s = load(
+            GOOD,
+            &[
+                ("LAKEWORKER__LANDING__DELETE_AFTER", "true"),
+                ("LAKEWORKER__LAKE__RAW_PREFIX", "raw"),
+            ],
+        )
+        .unwrap();
+        assert!(s.landing.delete_after);
+        assert_eq!(s.lake.raw_prefix.as_deref(), Some("raw"));
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct ObjectSummary {
     /// Lake keys written, in partition order.
     pub parts: Vec<String>,
     pub quarantine: Option<String>,
+    /// The original's copy in the raw zone, when `lake.raw_prefix` is set.
+    pub raw: Option<String>,
     /// Rows upserted into the dataset's table (after last-wins per key).
     pub records_upserted: u64,
 }
@@ -214,6 +216,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                             .parts
                             .iter()
                             .chain(&summary.quarantine)
+                            .chain(&summary.raw)
                             .cloned()
                             .collect(),
                     },
@@ -221,6 +224,9 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                     _ => Completion::default(),
                 };
                 self.ledger.finish(&claim, &completion).await?;
+                if let ObjectOutcome::Written(summary) = outcome {
+                    self.delete_landing(object, summary).await;
+                }
             }
             // Shutdown or lost: let the next owner claim at once (a no-op if the claim
             // is someone else's by now).
@@ -236,6 +242,21 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             }
         }
         result
+    }
+
+    /// With `landing.delete_after`, removes a converted object from the landing bucket.
+    /// Runs after the ledger says `done`, so a redelivery finds the answer there instead of
+    /// a missing object. A failure only leaves the object where it was.
+    async fn delete_landing(&self, object: &ObjectRef, summary: &ObjectSummary) {
+        if !self.settings.landing.delete_after || summary.raw.is_none() {
+            return;
+        }
+        match self.store.delete(object).await {
+            Ok(()) => tracing::info!(uri = %summary.uri, "landing object deleted"),
+            Err(e) => {
+                tracing::warn!(uri = %summary.uri, error = %e, "could not delete the landing object; it stays")
+            }
+        }
     }
 
     /// A per-job directory for parts, spool and quarantine, removed when dropped.

@@ -176,6 +176,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 .upsert_spool(dataset, &target.table, spool, job)
                 .await?;
         }
+        let raw = self.copy_to_raw(object, dataset, lineage).await?;
         let summary = ObjectSummary {
             uri: object.uri(),
             dataset: dataset.name.clone(),
@@ -188,6 +189,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 .map(|(_, _, key)| key.clone())
                 .collect(),
             quarantine,
+            raw,
             records_upserted,
         };
         tracing::info!(
@@ -199,6 +201,38 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             "object converted"
         );
         Ok(ObjectOutcome::Written(summary))
+    }
+
+    /// With `lake.raw_prefix`, copies the original server-side into the raw zone and
+    /// returns its key. If the original changed or vanished since its event, there is
+    /// nothing to keep for this version (its successor has its own event): logged, skipped.
+    async fn copy_to_raw(
+        &self,
+        object: &ObjectRef,
+        dataset: &Dataset,
+        lineage: &Lineage,
+    ) -> Result<Option<String>, JobError> {
+        let Some(raw_prefix) = &self.settings.lake.raw_prefix else {
+            return Ok(None);
+        };
+        let key = lake::raw_key(raw_prefix, &dataset.name, lineage.ingest_date, &object.key);
+        match self
+            .store
+            .copy(object, &self.settings.lake.bucket, &key)
+            .await
+        {
+            Ok(()) => Ok(Some(key)),
+            Err(e)
+                if matches!(
+                    e.kind,
+                    AwsErrorKind::PreconditionFailed | AwsErrorKind::NotFound
+                ) =>
+            {
+                tracing::warn!(error = %e, "the original changed or vanished after conversion; no raw copy");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Uploads local files (path, bucket, key), a few at a time.

@@ -501,3 +501,46 @@ async fn a_stopped_job_releases_its_claim() {
     );
     assert!(p.store.keys(LAKE).is_empty());
 }
+
+#[tokio::test]
+async fn raw_zone_keeps_the_original_and_delete_after_empties_the_landing_bucket() {
+    let p = pipeline_with(&[
+        ("LAKEWORKER__LAKE__RAW_PREFIX", "raw"),
+        ("LAKEWORKER__LANDING__DELETE_AFTER", "true"),
+    ]);
+    let csv = b"user_id,email,age,plan,newsletter,signup_date\nu-1,a@x.io,30,pro,true,2024/05/01\n";
+    p.store.insert(LANDING, "users/in/a.csv", csv);
+    let ObjectOutcome::Written(summary) = one_object(&p, "users/in/a.csv").await else {
+        panic!()
+    };
+    let raw = "raw/users/ingest_date=2024-03-04/users/in/a.csv";
+    assert_eq!(summary.raw.as_deref(), Some(raw));
+    assert_eq!(p.store.get(LAKE, raw).unwrap(), csv);
+    assert_eq!(
+        p.store.get(LANDING, "users/in/a.csv"),
+        None,
+        "deleted after"
+    );
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/in/a.csv")
+        .unwrap();
+    assert!(record.outputs.iter().any(|o| o == raw), "{record:?}");
+
+    // Without delete_after the original stays; a rejected file is neither copied nor
+    // deleted.
+    let p = pipeline_with(&[("LAKEWORKER__LAKE__RAW_PREFIX", "raw")]);
+    p.store.insert(LANDING, "users/in/a.csv", csv);
+    one_object(&p, "users/in/a.csv").await;
+    assert!(p.store.get(LANDING, "users/in/a.csv").is_some());
+    let p = pipeline_with(&[
+        ("LAKEWORKER__LAKE__RAW_PREFIX", "raw"),
+        ("LAKEWORKER__LANDING__DELETE_AFTER", "true"),
+    ]);
+    p.store
+        .insert(LANDING, "users/bad.csv", b"nothing,known\n1,2\n");
+    let outcome = one_object(&p, "users/bad.csv").await;
+    assert!(matches!(outcome, ObjectOutcome::Rejected(_)), "{outcome:?}");
+    assert!(p.store.get(LANDING, "users/bad.csv").is_some());
+    assert!(p.store.keys(LAKE).iter().all(|k| !k.starts_with("raw/")));
+}
