@@ -27,12 +27,14 @@
 //! - [`worker`]: pollers, heartbeats, dispositions (delete, retry, dead-letter, release),
 //!   batched deletes, graceful shutdown.
 //! - [`redrive`]: move dead-lettered messages back to the work queue.
+//! - [`backfill`]: enqueue synthetic events for objects already in the landing bucket.
 //! - [`aws`]: thin SDK adapters behind `Queue`, `ObjectStore`, `RecordStore`.
 //! - [`health`]: `/healthz` and `/readyz` for orchestrators, and the healthcheck client.
 //! - [`provision`]: create buckets, queues, notification and tables for dev setups.
 //! - [`error`]: the job error type and its class (transient or permanent).
 
 pub mod aws;
+pub mod backfill;
 pub mod config;
 pub mod convert;
 pub mod datasets;

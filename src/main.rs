@@ -67,6 +67,20 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Enqueue S3 events for objects already in the landing bucket (the ledger skips
+    /// those already done).
+    Backfill {
+        #[arg(long)]
+        config: PathBuf,
+        /// s3://bucket/prefix in the landing bucket.
+        target: String,
+        /// Only objects of this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// List what would be enqueued; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Ask a running worker's health endpoint; exit 0 when healthy, 1 otherwise (for
     /// container health checks: the image has no curl).
     Healthcheck {
@@ -104,7 +118,8 @@ fn main() -> ExitCode {
         | Command::Convert { config, .. }
         | Command::Provision { config }
         | Command::Status { config, .. }
-        | Command::Redrive { config, .. } => config.clone(),
+        | Command::Redrive { config, .. }
+        | Command::Backfill { config, .. } => config.clone(),
     };
     let settings = match Settings::load(&config_path) {
         Ok(settings) => Arc::new(settings),
@@ -140,6 +155,12 @@ fn main() -> ExitCode {
             uri, failed, limit, ..
         } => block_on(status(settings, uri, failed, limit)),
         Command::Redrive { dry_run, max, .. } => block_on(redrive(settings, dry_run, max)),
+        Command::Backfill {
+            target,
+            dataset,
+            dry_run,
+            ..
+        } => block_on(backfill(settings, target, dataset, dry_run)),
         Command::Healthcheck { .. } => unreachable!("handled before loading a config"),
     };
     result.unwrap_or_else(|e| {
@@ -252,6 +273,58 @@ async fn status(
     for record in records {
         print!("{record}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backfill(
+    settings: Arc<Settings>,
+    target: String,
+    dataset: Option<String>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    use lakeworker::backfill::BackfillError;
+    let clients = lakeworker::aws::Clients::connect(&settings.aws).await;
+    let report = match lakeworker::backfill::backfill(
+        &settings,
+        &clients,
+        &target,
+        dataset.as_deref(),
+        dry_run,
+    )
+    .await
+    {
+        Ok(report) => report,
+        Err(
+            e @ (BackfillError::Target(_)
+            | BackfillError::NotLanding { .. }
+            | BackfillError::UnknownDataset(_)),
+        ) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for (key, dataset) in &report.planned {
+        println!("{dataset}\t{key}");
+    }
+    let total: usize = report.enqueued.values().sum();
+    let per_dataset: Vec<String> = report
+        .enqueued
+        .iter()
+        .map(|(name, n)| format!("{name}: {n}"))
+        .collect();
+    println!(
+        "listed {} object(s); {} {} ({}); {} skipped (no matching dataset)",
+        report.listed,
+        total,
+        if dry_run {
+            "would be enqueued (dry run)"
+        } else {
+            "enqueued"
+        },
+        per_dataset.join(", "),
+        report.skipped
+    );
     Ok(ExitCode::SUCCESS)
 }
 
