@@ -20,6 +20,7 @@
 //! - [`envelope`]: pure parsing of S3, SNS, EventBridge and inline-records bodies.
 //! - [`datasets`], [`schema`]: datasets, key routing, column types, cell parsing.
 //! - [`convert`]: streaming CSV / JSON lines → Arrow batches → Parquet / spool sinks.
+//! - [`catalog`]: Athena / Glue tables, partitions and views for the lake.
 //! - [`lake`]: deterministic lake keys; [`records`]: Arrow rows → DynamoDB items.
 //! - [`ledger`]: one record per object version: claims, leases, status.
 //! - [`pipeline`]: one message end to end, against the [`aws`] traits; [`job`]: its
@@ -35,6 +36,7 @@
 
 pub mod aws;
 pub mod backfill;
+pub mod catalog;
 pub mod config;
 pub mod convert;
 pub mod datasets;

@@ -21,6 +21,7 @@ use crate::envelope::ObjectRef;
 use crate::ledger::{Claim, ClaimOutcome, Completion};
 use crate::records::Item;
 
+pub mod athena;
 pub mod dynamodb;
 pub mod ledger;
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub athena: aws_sdk_athena::Client,
 }
 
 impl Clients {
@@ -53,6 +55,7 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(&shared),
             s3: aws_sdk_s3::Client::from_conf(s3),
             dynamodb: aws_sdk_dynamodb::Client::new(&shared),
+            athena: aws_sdk_athena::Client::new(&shared),
         }
     }
 }

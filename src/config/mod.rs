@@ -78,7 +78,19 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub log: LogSettings,
     pub health: HealthSettings,
+    /// The Athena / Glue catalog; `None` leaves it alone.
+    pub catalog: Option<CatalogSettings>,
     pub datasets: Router,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogSettings {
+    pub database: String,
+    pub workgroup: String,
+    /// Where Athena writes query results (`s3://…`); the workgroup's setting if `None`.
+    pub output_location: Option<String>,
+    /// `CREATE OR REPLACE VIEW` name and query, in order.
+    pub views: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -233,10 +245,33 @@ struct RawSettings {
     log: RawLog,
     #[serde(default)]
     health: RawHealth,
+    catalog: Option<RawCatalog>,
     /// A TOML file with more `[[datasets]]`, relative to this config file.
     datasets_file: Option<PathBuf>,
     #[serde(default)]
     datasets: Vec<dataset::RawDataset>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    database: String,
+    #[serde(default = "default_workgroup")]
+    workgroup: String,
+    output_location: Option<String>,
+    #[serde(default)]
+    views: Vec<RawView>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    name: String,
+    sql: String,
+}
+
+fn default_workgroup() -> String {
+    "primary".into()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -759,6 +794,53 @@ impl RawSettings {
             "must be between 0 and 3600",
         );
         let log_format = choice(&mut p, "log.format", &self.log.format, &LOG_FORMATS);
+        let catalog = self.catalog.map(|raw| {
+            let name_ok = |name: &str| {
+                !name.is_empty()
+                    && name.len() <= 255
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            };
+            p.check(
+                name_ok(&raw.database),
+                "catalog.database",
+                format!(
+                    "{:?} is not a Glue database name (a-z, 0-9, _)",
+                    raw.database
+                ),
+            );
+            p.check(
+                !raw.workgroup.trim().is_empty(),
+                "catalog.workgroup",
+                "must not be empty",
+            );
+            if let Some(location) = &raw.output_location {
+                p.check(
+                    location.starts_with("s3://") && location.len() > 5,
+                    "catalog.output_location",
+                    format!("{location:?} is not an s3:// URI"),
+                );
+            }
+            for (i, view) in raw.views.iter().enumerate() {
+                p.check(
+                    name_ok(&view.name),
+                    format!("catalog.views[{i}].name"),
+                    format!("{:?} is not a view name (a-z, 0-9, _)", view.name),
+                );
+                p.check(
+                    !view.sql.trim().is_empty(),
+                    format!("catalog.views[{i}].sql"),
+                    "must not be empty",
+                );
+            }
+            CatalogSettings {
+                database: raw.database,
+                workgroup: raw.workgroup,
+                output_location: raw.output_location,
+                views: raw.views.into_iter().map(|v| (v.name, v.sql)).collect(),
+            }
+        });
         let listen = self.health.listen.as_deref().and_then(|text| {
             let parsed = text.parse().ok();
             p.check(
@@ -856,6 +938,7 @@ impl RawSettings {
                 level: self.log.level,
             },
             health: HealthSettings { listen },
+            catalog,
             datasets: Router::new(datasets),
         })
     }
@@ -1039,6 +1122,28 @@ format = "%Y/%m/%d"
         assert_eq!(parse_size("-3"), None);
         assert_eq!(parse_size("3 TiB"), None);
         assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+
+    #[test]
+    fn the_catalog_is_optional_and_checked() {
+        assert_eq!(load(GOOD, &[]).unwrap().catalog, None);
+        let text = format!(
+            "{GOOD}\n[catalog]\ndatabase = \"lake\"\noutput_location = \"s3://results/athena/\"\n[[catalog.views]]\nname = \"pro_users\"\nsql = \"SELECT * FROM users WHERE plan = 'pro'\"\n"
+        );
+        let catalog = load(&text, &[]).unwrap().catalog.unwrap();
+        assert_eq!(catalog.database, "lake");
+        assert_eq!(catalog.workgroup, "primary");
+        assert_eq!(catalog.views[0].0, "pro_users");
+        let bad = text
+            .replace("database = \"lake\"", "database = \"Lake-DB\"")
+            .replace("s3://results/athena/", "results");
+        assert_eq!(
+            problems(&bad),
+            [
+                "catalog.database: \"Lake-DB\" is not a Glue database name (a-z, 0-9, _)",
+                "catalog.output_location: \"results\" is not an s3:// URI"
+            ]
+        );
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct Pipeline<S, R, L> {
     ledger: Arc<L>,
     /// Identifies this process in ledger claims.
     worker_id: String,
+    /// Where new partitions are announced for the catalog, when it is on.
+    partitions: Option<crate::catalog::Partitions>,
 }
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
@@ -117,7 +119,14 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             records,
             ledger: Arc::new(ledger),
             worker_id,
+            partitions: None,
         }
+    }
+
+    /// Announces every partition written to the catalog registrar.
+    pub fn with_catalog(mut self, partitions: crate::catalog::Partitions) -> Self {
+        self.partitions = Some(partitions);
+        self
     }
 
     /// Handles one message body. Deletion is the caller's business: `Ok` means every

@@ -12,6 +12,7 @@ use super::{
     Rejection,
 };
 use crate::aws::{AwsErrorKind, Ledger, ObjectStore, RecordStore};
+use crate::catalog::NewPartition;
 use crate::config::{ParquetOptions, Secret};
 use crate::convert::{
     self, ConvertError, ConvertOptions, ConvertReport, LakeParts, Lineage, PartFile, Quarantine,
@@ -169,6 +170,21 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             key
         });
         self.upload(&uploads, job).await?;
+        if let Some(catalog) = &self.partitions {
+            for part in &parts {
+                let value = lake::partition_text(part.partition);
+                catalog.send(NewPartition {
+                    dataset: dataset.name.clone(),
+                    location: format!(
+                        "s3://{}/{}/{partition_name}={value}/",
+                        lake_settings.bucket,
+                        lake::dataset_prefix(&lake_settings.prefix, &dataset.name)
+                    ),
+                    partition_name: partition_name.clone(),
+                    value,
+                });
+            }
+        }
 
         let mut records_upserted = 0;
         if let (Some(target), Some(spool)) = (&dataset.records, spool) {

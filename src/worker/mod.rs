@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::athena::Athena;
 use crate::aws::dynamodb::DynamoRecords;
 use crate::aws::ledger::DynamoLedger;
 use crate::aws::s3::S3Store;
@@ -18,6 +19,9 @@ use crate::aws::Clients;
 use crate::config::Settings;
 use crate::health::{self, Health};
 use crate::pipeline::Pipeline;
+
+/// How long the catalog may take to register the last partitions at shutdown.
+const CATALOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub mod disposition;
 pub mod heartbeat;
@@ -44,7 +48,7 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
     );
     let worker_id = worker_id();
     tracing::info!(%worker_id, "this worker's ledger owner id");
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         settings.clone(),
         S3Store::new(clients.s3.clone()).with_upload(
             settings.lake.upload_part_size,
@@ -54,6 +58,26 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
         DynamoLedger::new(clients.dynamodb.clone(), settings.ledger.table.clone()),
         worker_id,
     );
+    // The catalog runs beside the pool and outlives it briefly to register what the last
+    // jobs wrote.
+    let catalog_stop = CancellationToken::new();
+    let mut catalog_task = None;
+    if let Some(catalog) = &settings.catalog {
+        let runner = Athena::new(
+            clients.athena.clone(),
+            catalog.workgroup.clone(),
+            catalog.output_location.clone(),
+        );
+        let (partitions, _stats, task) = crate::catalog::start(
+            runner,
+            catalog.clone(),
+            settings.lake.clone(),
+            settings.datasets.datasets().to_vec(),
+            catalog_stop.clone(),
+        );
+        pipeline = pipeline.with_catalog(partitions);
+        catalog_task = Some(task);
+    }
     pool::Pool::new(
         Arc::new(queue),
         Arc::new(pipeline),
@@ -63,6 +87,14 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
     .with_health(health)
     .run(shutdown)
     .await;
+    catalog_stop.cancel();
+    if let Some(task) = catalog_task {
+        if tokio::time::timeout(CATALOG_FLUSH, task).await.is_err() {
+            tracing::warn!(
+                "catalog registrar still busy at exit; later writes or a restart register the rest"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,292 @@
+//! The Athena / Glue catalog: makes the lake queryable without Glue crawlers. At start-up
+//! the database, one external Parquet table per dataset and the configured views are
+//! created; after a job writes to a partition, the partition is added, batched and cached
+//! so each is registered once per process. Catalog work runs beside the jobs: a failure is
+//! retried, logged and counted, and never blocks or fails the message that wrote the data.
+//!
+//! The DDL text is built by pure functions; [`QueryRunner`] runs it (Athena in production).
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, TimeUnit};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::AwsError;
+use crate::config::{CatalogSettings, LakeSettings};
+use crate::convert::LakeProjection;
+use crate::datasets::Dataset;
+use crate::lake;
+
+/// Partitions added by one ALTER TABLE at most.
+const BATCH: usize = 100;
+/// How long the registrar waits for more partitions before a batch goes.
+const LINGER: Duration = Duration::from_millis(500);
+/// Tries per statement; waits between them double from [`RETRY`].
+const TRIES: u32 = 4;
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Runs one SQL statement to completion.
+pub trait QueryRunner: Send + Sync + 'static {
+    /// `database` is the default database of the statement, if any.
+    fn run(
+        &self,
+        sql: &str,
+        database: Option<&str>,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Athena's name for an Arrow type of a lake column.
+pub fn hive_type(data_type: &DataType) -> &'static str {
+    match data_type {
+        DataType::Int64 => "bigint",
+        DataType::Float64 => "double",
+        DataType::Boolean => "boolean",
+        DataType::Date32 => "date",
+        DataType::Timestamp(TimeUnit::Microsecond, _) => "timestamp",
+        _ => "string",
+    }
+}
+
+fn quoted(identifier: &str) -> String {
+    format!("`{}`", identifier.replace('`', ""))
+}
+
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+pub fn create_database(database: &str) -> String {
+    format!("CREATE DATABASE IF NOT EXISTS {}", quoted(database))
+}
+
+/// Where a dataset's data lives: `s3://{bucket}/{prefix}/{dataset}/`.
+pub fn dataset_location(lake: &LakeSettings, dataset: &str) -> String {
+    format!(
+        "s3://{}/{}/",
+        lake.bucket,
+        lake::dataset_prefix(&lake.prefix, dataset)
+    )
+}
+
+/// The external table of a dataset: the lake columns (after renames, hashing and drops),
+/// the partition column as a string (so Hive's null partition fits), Parquet at the
+/// dataset's location.
+pub fn create_table(database: &str, dataset: &Dataset, lake: &LakeSettings) -> String {
+    let schema = LakeProjection::new(dataset, None).schema();
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("  {} {}", quoted(f.name()), hive_type(f.data_type())))
+        .collect();
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS {}.{} (\n{}\n)\nPARTITIONED BY ({} string)\nSTORED AS PARQUET\nLOCATION {}",
+        quoted(database),
+        quoted(&dataset.name),
+        columns.join(",\n"),
+        quoted(&dataset.partition_name()),
+        literal(&dataset_location(lake, &dataset.name)),
+    )
+}
+
+/// One ALTER TABLE adding every `(value, location)` partition that is not there yet.
+pub fn add_partitions(
+    database: &str,
+    table: &str,
+    partition_name: &str,
+    partitions: &[(String, String)],
+) -> String {
+    let clauses: Vec<String> = partitions
+        .iter()
+        .map(|(value, location)| {
+            format!(
+                "  PARTITION ({} = {}) LOCATION {}",
+                quoted(partition_name),
+                literal(value),
+                literal(location)
+            )
+        })
+        .collect();
+    format!(
+        "ALTER TABLE {}.{} ADD IF NOT EXISTS\n{}",
+        quoted(database),
+        quoted(table),
+        clauses.join("\n")
+    )
+}
+
+/// A view (Presto syntax, as Athena runs views).
+pub fn create_view(database: &str, name: &str, sql: &str) -> String {
+    format!(
+        "CREATE OR REPLACE VIEW \"{}\".\"{}\" AS {}",
+        database.replace('"', ""),
+        name.replace('"', ""),
+        sql.trim().trim_end_matches(';')
+    )
+}
+
+/// A partition a job wrote to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NewPartition {
+    pub dataset: String,
+    pub partition_name: String,
+    /// `YYYY-MM-DD` or Hive's null partition.
+    pub value: String,
+    pub location: String,
+}
+
+/// Counts of catalog work, for logs and telemetry.
+#[derive(Debug, Default)]
+pub struct CatalogStats {
+    pub partitions_added: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// Hands new partitions to the registrar without waiting.
+#[derive(Clone, Debug)]
+pub struct Partitions(mpsc::UnboundedSender<NewPartition>);
+
+impl Partitions {
+    pub fn send(&self, partition: NewPartition) {
+        // Only fails when the registrar has stopped (shutdown): nothing to do then.
+        let _ = self.0.send(partition);
+    }
+}
+
+/// Starts the registrar: the start-up DDL, then partitions as they come, until `shutdown`
+/// (after which what is queued is still registered, briefly).
+pub fn start<Q: QueryRunner>(
+    runner: Q,
+    catalog: CatalogSettings,
+    lake: LakeSettings,
+    datasets: Vec<Dataset>,
+    shutdown: CancellationToken,
+) -> (Partitions, Arc<CatalogStats>, tokio::task::JoinHandle<()>) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let stats = Arc::new(CatalogStats::default());
+    let registrar = Registrar {
+        runner,
+        catalog,
+        stats: stats.clone(),
+        registered: HashSet::new(),
+    };
+    let task = tokio::spawn(registrar.run(lake, datasets, receiver, shutdown));
+    (Partitions(sender), stats, task)
+}
+
+struct Registrar<Q> {
+    runner: Q,
+    catalog: CatalogSettings,
+    stats: Arc<CatalogStats>,
+    registered: HashSet<(String, String)>,
+}
+
+impl<Q: QueryRunner> Registrar<Q> {
+    async fn run(
+        mut self,
+        lake: LakeSettings,
+        datasets: Vec<Dataset>,
+        mut receiver: mpsc::UnboundedReceiver<NewPartition>,
+        shutdown: CancellationToken,
+    ) {
+        let database = self.catalog.database.clone();
+        self.statement(&create_database(&database), None).await;
+        for dataset in &datasets {
+            self.statement(&create_table(&database, dataset, &lake), Some(&database))
+                .await;
+        }
+        for (name, sql) in self.catalog.views.clone() {
+            self.statement(&create_view(&database, &name, &sql), Some(&database))
+                .await;
+        }
+        tracing::info!(%database, tables = datasets.len(), "catalog ready");
+
+        loop {
+            let first = tokio::select! {
+                first = receiver.recv() => first,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            let linger = tokio::time::sleep(LINGER);
+            tokio::pin!(linger);
+            while batch.len() < BATCH {
+                tokio::select! {
+                    more = receiver.recv() => match more {
+                        Some(more) => batch.push(more),
+                        None => break,
+                    },
+                    _ = &mut linger => break,
+                }
+            }
+            self.register(batch).await;
+        }
+        // Shutting down: register what is already queued.
+        let mut rest = Vec::new();
+        while let Ok(more) = receiver.try_recv() {
+            rest.push(more);
+        }
+        if !rest.is_empty() {
+            self.register(rest).await;
+        }
+    }
+
+    /// Adds the partitions not registered yet, one ALTER TABLE per table.
+    async fn register(&mut self, batch: Vec<NewPartition>) {
+        let mut by_table: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+        for p in batch {
+            if self
+                .registered
+                .contains(&(p.dataset.clone(), p.value.clone()))
+            {
+                continue;
+            }
+            let partitions = by_table.entry((p.dataset, p.partition_name)).or_default();
+            if !partitions.iter().any(|(value, _)| *value == p.value) {
+                partitions.push((p.value, p.location));
+            }
+        }
+        let database = self.catalog.database.clone();
+        for ((table, partition_name), partitions) in by_table {
+            let sql = add_partitions(&database, &table, &partition_name, &partitions);
+            if self.statement(&sql, Some(&database)).await {
+                self.stats
+                    .partitions_added
+                    .fetch_add(partitions.len() as u64, Ordering::Relaxed);
+                for (value, _) in partitions {
+                    self.registered.insert((table.clone(), value));
+                }
+            }
+        }
+    }
+
+    /// Runs a statement with retries; `false` (logged and counted) if it never succeeds.
+    async fn statement(&self, sql: &str, database: Option<&str>) -> bool {
+        let mut wait = RETRY;
+        for attempt in 1..=TRIES {
+            match self.runner.run(sql, database).await {
+                Ok(()) => {
+                    tracing::debug!(%sql, "catalog statement done");
+                    return true;
+                }
+                Err(e) if attempt < TRIES => {
+                    tracing::warn!(error = %e, attempt, "catalog statement failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, %sql, "catalog statement failed; the data is in the lake, the catalog misses it until a later write or a restart");
+                }
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests;

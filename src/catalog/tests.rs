@@ -1,0 +1,201 @@
+//! Catalog DDL text and the registrar's batching, caching and retries, with a fake runner.
+
+use std::sync::Mutex;
+
+use super::*;
+use crate::config::Settings;
+
+fn settings() -> Settings {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml");
+    Settings::load_with_env(&path, Vec::<(String, String)>::new()).unwrap()
+}
+
+#[test]
+fn tables_have_the_lake_columns_and_a_string_partition() {
+    let s = settings();
+    let users = s.datasets.by_name("users").unwrap();
+    let sql = create_table("lake", users, &s.lake);
+    assert!(
+        sql.starts_with(
+            "CREATE EXTERNAL TABLE IF NOT EXISTS `lake`.`users` (\n  `user_id` string,"
+        ),
+        "{sql}"
+    );
+    assert!(sql.contains("  `age` bigint,"), "{sql}");
+    assert!(sql.contains("  `newsletter` boolean,"), "{sql}");
+    assert!(sql.contains("  `_ingested_at` timestamp\n)"), "{sql}");
+    assert!(
+        !sql.contains("`signup_date` date"),
+        "the date partition lives in the path: {sql}"
+    );
+    assert!(
+        sql.ends_with(
+            "PARTITIONED BY (`signup_date` string)\nSTORED AS PARQUET\nLOCATION 's3://lakeworker-lake/curated/users/'"
+        ),
+        "{sql}"
+    );
+    let orders = create_table("lake", s.datasets.by_name("orders").unwrap(), &s.lake);
+    assert!(orders.contains("  `ordered_at` timestamp,"), "{orders}");
+    assert!(
+        orders.contains("PARTITIONED BY (`ordered_at_date` string)"),
+        "{orders}"
+    );
+}
+
+#[test]
+fn partitions_views_and_quoting() {
+    let sql = add_partitions(
+        "lake",
+        "users",
+        "signup_date",
+        &[
+            (
+                "2024-05-01".into(),
+                "s3://l/curated/users/signup_date=2024-05-01/".into(),
+            ),
+            ("it's".into(), "s3://l/x/".into()),
+        ],
+    );
+    assert_eq!(
+        sql,
+        "ALTER TABLE `lake`.`users` ADD IF NOT EXISTS\n  PARTITION (`signup_date` = '2024-05-01') LOCATION 's3://l/curated/users/signup_date=2024-05-01/'\n  PARTITION (`signup_date` = 'it''s') LOCATION 's3://l/x/'"
+    );
+    assert_eq!(
+        create_view("lake", "pro", "SELECT * FROM users WHERE plan = 'pro';\n"),
+        "CREATE OR REPLACE VIEW \"lake\".\"pro\" AS SELECT * FROM users WHERE plan = 'pro'"
+    );
+    assert_eq!(
+        create_database("lake"),
+        "CREATE DATABASE IF NOT EXISTS `lake`"
+    );
+}
+
+/// Records statements; fails the first `fail` runs.
+#[derive(Clone, Default)]
+struct Fake {
+    statements: Arc<Mutex<Vec<String>>>,
+    fail: Arc<Mutex<u32>>,
+}
+
+impl QueryRunner for Fake {
+    async fn run(&self, sql: &str, _: Option<&str>) -> Result<(), AwsError> {
+        self.statements.lock().unwrap().push(sql.to_owned());
+        let mut fail = self.fail.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(AwsError::new(
+                "Athena",
+                crate::aws::AwsErrorKind::Transient,
+                "throttled",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn partition(dataset: &str, value: &str) -> NewPartition {
+    NewPartition {
+        dataset: dataset.into(),
+        partition_name: "signup_date".into(),
+        value: value.into(),
+        location: format!("s3://l/{dataset}/signup_date={value}/"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn partitions_are_batched_registered_once_and_retried() {
+    let s = settings();
+    let fake = Fake::default();
+    *fake.fail.lock().unwrap() = 1; // CREATE DATABASE fails once, then works
+    let catalog = CatalogSettings {
+        database: "lake".into(),
+        workgroup: "primary".into(),
+        output_location: None,
+        views: vec![("v".into(), "SELECT 1".into())],
+    };
+    let shutdown = CancellationToken::new();
+    let (partitions, stats, task) = start(
+        fake.clone(),
+        catalog,
+        s.lake.clone(),
+        s.datasets.datasets().to_vec(),
+        shutdown.clone(),
+    );
+    for value in ["2024-05-01", "2024-05-02", "2024-05-01"] {
+        partitions.send(partition("users", value));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    partitions.send(partition("users", "2024-05-01")); // cached: no statement
+    partitions.send(partition("users", "2024-05-03"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    shutdown.cancel();
+    task.await.unwrap();
+
+    let statements = fake.statements.lock().unwrap().clone();
+    let kinds: Vec<&str> = statements
+        .iter()
+        .map(|s| s.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .map(|k| match k.as_str() {
+            "CREATE DATABASE" => "database",
+            "CREATE EXTERNAL" => "table",
+            "CREATE OR" => "view",
+            _ => "partitions",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "database",
+            "database",
+            "table",
+            "table",
+            "table",
+            "view",
+            "partitions",
+            "partitions"
+        ]
+    );
+    assert_eq!(
+        statements[6].matches("PARTITION (").count(),
+        2,
+        "{}",
+        statements[6]
+    );
+    assert!(statements[7].contains("'2024-05-03'") && !statements[7].contains("'2024-05-01'"));
+    assert_eq!(stats.partitions_added.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.failures.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_catalog_gives_up_counts_and_tries_the_partition_again_later() {
+    let s = settings();
+    let fake = Fake::default();
+    let catalog = CatalogSettings {
+        database: "lake".into(),
+        workgroup: "primary".into(),
+        output_location: None,
+        views: vec![],
+    };
+    let shutdown = CancellationToken::new();
+    let (partitions, stats, task) = start(
+        fake.clone(),
+        catalog,
+        s.lake.clone(),
+        vec![],
+        shutdown.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    *fake.fail.lock().unwrap() = TRIES;
+    partitions.send(partition("users", "2024-05-01"));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(stats.failures.load(Ordering::Relaxed), 1);
+    partitions.send(partition("users", "2024-05-01"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        stats.partitions_added.load(Ordering::Relaxed),
+        1,
+        "registered on the next write"
+    );
+}

@@ -1,0 +1,122 @@
+//! The Athena catalog against the emulator: at start-up the database and a table per
+//! dataset; after a file lands, its partitions, once. The DDL text sent is read back from
+//! Athena's query history.
+
+mod common;
+
+use common::*;
+
+/// Every statement Athena received in `workgroup`, oldest first.
+async fn statements(env: &TestEnv, workgroup: &str) -> Vec<String> {
+    let ids = env
+        .clients
+        .athena
+        .list_query_executions()
+        .work_group(workgroup)
+        .send()
+        .await
+        .expect("list query executions")
+        .query_execution_ids
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for id in ids {
+        let execution = env
+            .clients
+            .athena
+            .get_query_execution()
+            .query_execution_id(&id)
+            .send()
+            .await
+            .expect("get query execution")
+            .query_execution
+            .expect("execution");
+        let submitted = execution
+            .status
+            .and_then(|s| s.submission_date_time)
+            .map(|t| t.as_nanos())
+            .unwrap_or_default();
+        found.push((submitted, execution.query.unwrap_or_default()));
+    }
+    found.sort();
+    found.into_iter().map(|(_, q)| q).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_at_start_and_each_new_partition_once() {
+    let database = unique("db").replace('-', "_");
+    let workgroup = unique("wg");
+    let env = TestEnv::new(
+        "catalog",
+        &[
+            ("LAKEWORKER__CATALOG__DATABASE", database.as_str()),
+            ("LAKEWORKER__CATALOG__WORKGROUP", workgroup.as_str()),
+            (
+                "LAKEWORKER__CATALOG__OUTPUT_LOCATION",
+                "s3://athena-results/q/",
+            ),
+        ],
+    )
+    .await;
+    env.clients
+        .athena
+        .create_work_group()
+        .name(&workgroup)
+        .send()
+        .await
+        .expect("create workgroup");
+    let _worker = env.start_worker();
+    wait_for("the start-up DDL", WAIT, || async {
+        statements(&env, &workgroup).await.len() >= 4
+    })
+    .await;
+
+    env.put("users/a.csv", &example("users/signups-2024-05.csv"))
+        .await;
+    wait_for("the partitions", WAIT, || async {
+        statements(&env, &workgroup)
+            .await
+            .iter()
+            .any(|s| s.starts_with("ALTER TABLE"))
+    })
+    .await;
+    // The same partitions again: cached, no new statement.
+    env.put("users/b.csv", &example("users/signups-2024-05.csv"))
+        .await;
+    env.wait_drained().await;
+    env.wait_lake_keys(6).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    let sent = statements(&env, &workgroup).await;
+    assert_eq!(
+        sent[0],
+        format!("CREATE DATABASE IF NOT EXISTS `{database}`")
+    );
+    let tables: Vec<&String> = sent
+        .iter()
+        .filter(|s| s.starts_with("CREATE EXTERNAL TABLE"))
+        .collect();
+    assert_eq!(tables.len(), 3, "{sent:#?}");
+    let users = tables
+        .iter()
+        .find(|s| s.contains(&format!("`{database}`.`users`")))
+        .expect("users table");
+    assert!(
+        users.contains(&format!("LOCATION 's3://{}/curated/users/'", env.lake)),
+        "{users}"
+    );
+    let alters: Vec<&String> = sent
+        .iter()
+        .filter(|s| s.starts_with("ALTER TABLE"))
+        .collect();
+    assert_eq!(alters.len(), 1, "each partition once: {sent:#?}");
+    for day in ["2024-05-01", "2024-05-02", "2024-05-03"] {
+        assert!(
+            alters[0].contains(&format!(
+                "PARTITION (`signup_date` = '{day}') LOCATION 's3://{}/curated/users/signup_date={day}/'",
+                env.lake
+            )),
+            "{}",
+            alters[0]
+        );
+    }
+}
