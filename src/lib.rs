@@ -16,7 +16,8 @@
 //!
 //! Modules, one line each:
 //! - [`config`]: TOML + `LAKEWORKER__…` env overrides → validated [`config::Settings`].
-//! - [`telemetry`]: tracing subscriber (JSON or pretty).
+//! - [`telemetry`]: tracing subscriber (JSON or pretty), OpenTelemetry export;
+//!   [`metrics`]: the OpenTelemetry instruments.
 //! - [`envelope`]: pure parsing of S3, SNS, EventBridge and inline-records bodies.
 //! - [`datasets`], [`schema`]: datasets, key routing, column types, cell parsing.
 //! - [`convert`]: streaming CSV / JSON lines → Arrow batches → Parquet / spool sinks.
@@ -46,6 +47,7 @@ pub mod health;
 pub mod job;
 pub mod lake;
 pub mod ledger;
+pub mod metrics;
 pub mod pipeline;
 pub mod provision;
 pub mod records;

@@ -136,7 +136,7 @@ fn main() -> ExitCode {
     } else {
         Output::Stderr
     };
-    telemetry::init(&settings.log, output);
+    let telemetry = telemetry::init(&settings.log, output);
     let result = match cli.command {
         Command::CheckConfig { .. } => {
             print!("{}", settings.summary());
@@ -163,6 +163,8 @@ fn main() -> ExitCode {
         } => block_on(backfill(settings, target, dataset, dry_run)),
         Command::Healthcheck { .. } => unreachable!("handled before loading a config"),
     };
+    // Outside the runtime: the exporters flush on their own threads.
+    telemetry.shutdown();
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         ExitCode::FAILURE

@@ -190,6 +190,10 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A tracing filter directive such as `info` or `lakeworker=debug,info`.
     pub level: String,
+    /// `[telemetry] otlp_endpoint`: the OTLP/HTTP base URL (`…/v1/traces` and
+    /// `…/v1/metrics` are appended). Unset: the standard `OTEL_EXPORTER_OTLP_*` variables
+    /// decide, and without them telemetry is off.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Parquet compression codec of lake files.
@@ -246,10 +250,18 @@ struct RawSettings {
     #[serde(default)]
     health: RawHealth,
     catalog: Option<RawCatalog>,
+    #[serde(default)]
+    telemetry: RawTelemetry,
     /// A TOML file with more `[[datasets]]`, relative to this config file.
     datasets_file: Option<PathBuf>,
     #[serde(default)]
     datasets: Vec<dataset::RawDataset>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -794,6 +806,13 @@ impl RawSettings {
             "must be between 0 and 3600",
         );
         let log_format = choice(&mut p, "log.format", &self.log.format, &LOG_FORMATS);
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            p.check(
+                endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+                "telemetry.otlp_endpoint",
+                format!("{endpoint:?} is not an http(s):// URL such as \"http://collector:4318\""),
+            );
+        }
         let catalog = self.catalog.map(|raw| {
             let name_ok = |name: &str| {
                 !name.is_empty()
@@ -936,6 +955,7 @@ impl RawSettings {
             log: LogSettings {
                 format: log_format,
                 level: self.log.level,
+                otlp_endpoint: self.telemetry.otlp_endpoint,
             },
             health: HealthSettings { listen },
             catalog,

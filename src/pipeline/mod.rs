@@ -64,6 +64,18 @@ pub enum ObjectOutcome {
     },
 }
 
+impl ObjectOutcome {
+    /// A word for spans: written, rejected, already_done, superseded.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ObjectOutcome::Written(_) => "written",
+            ObjectOutcome::Rejected(_) => "rejected",
+            ObjectOutcome::AlreadyDone { .. } => "already_done",
+            ObjectOutcome::Superseded { .. } => "superseded",
+        }
+    }
+}
+
 /// Counts and outputs of one converted object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectSummary {
@@ -142,13 +154,25 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                     .map(|o| Ok((o, self.route(o)?)))
                     .collect::<Result<_, JobError>>()?;
                 let mut outcomes = Vec::with_capacity(routed.len());
+                let message = tracing::Span::current();
                 for (object, dataset) in routed {
-                    let span = tracing::info_span!("object", dataset = %dataset.name, bucket = %object.bucket, key = %object.key);
-                    outcomes.push(
-                        self.claim_and_process(object, dataset, job)
-                            .instrument(span)
-                            .await?,
+                    // The message span names its (last) object; each object has its own.
+                    message.record("dataset", dataset.name.as_str());
+                    message.record("bucket", object.bucket.as_str());
+                    message.record("key", object.key.as_str());
+                    let span = tracing::info_span!(
+                        "object",
+                        dataset = %dataset.name,
+                        bucket = %object.bucket,
+                        key = %object.key,
+                        outcome = tracing::field::Empty,
                     );
+                    let outcome = self
+                        .claim_and_process(object, dataset, job)
+                        .instrument(span.clone())
+                        .await?;
+                    span.record("outcome", outcome.kind());
+                    outcomes.push(outcome);
                 }
                 Ok(Outcome::Converted(outcomes))
             }
@@ -188,7 +212,12 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             dataset: dataset.name.clone(),
             message_id: job.message_id().to_owned(),
         };
-        match self.ledger.claim(&claim).await? {
+        let claimed = self
+            .ledger
+            .claim(&claim)
+            .instrument(tracing::info_span!("ledger", operation = "claim"))
+            .await?;
+        match claimed {
             ClaimOutcome::Claimed { attempt } => tracing::debug!(attempt, "claimed"),
             ClaimOutcome::Finished { status } => {
                 tracing::info!(%uri, status = status.as_str(), "already processed; nothing to do");
@@ -202,8 +231,21 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         let renewal = LeaseRenewal::start(self.ledger.clone(), claim.clone(), job.clone());
         let result = self.process_object(object, dataset, job).await;
         renewal.stop().await;
+        self.settle(&claim, object, &result)
+            .instrument(tracing::info_span!("ledger", operation = "settle"))
+            .await?;
+        result
+    }
 
-        match &result {
+    /// Records the result in the ledger (and, once `done`, deletes the landing object when
+    /// configured).
+    async fn settle(
+        &self,
+        claim: &Claim,
+        object: &ObjectRef,
+        result: &Result<ObjectOutcome, JobError>,
+    ) -> Result<(), JobError> {
+        match result {
             Ok(ObjectOutcome::Rejected(rejection)) => {
                 let counts = Completion {
                     rows_in: rejection.rows_in,
@@ -212,7 +254,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                     outputs: vec![rejection.quarantined_as.clone()],
                 };
                 self.ledger
-                    .reject(&claim, &counts, &rejection.reason)
+                    .reject(claim, &counts, &rejection.reason)
                     .await?;
             }
             Ok(outcome) => {
@@ -232,7 +274,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                     // A superseded version is an answered question too: nothing to write.
                     _ => Completion::default(),
                 };
-                self.ledger.finish(&claim, &completion).await?;
+                self.ledger.finish(claim, &completion).await?;
                 if let ObjectOutcome::Written(summary) = outcome {
                     self.delete_landing(object, summary).await;
                 }
@@ -240,17 +282,17 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             // Shutdown or lost: let the next owner claim at once (a no-op if the claim
             // is someone else's by now).
             Err(JobError::Stopped) => {
-                if let Err(e) = self.ledger.release(&claim).await {
+                if let Err(e) = self.ledger.release(claim).await {
                     tracing::warn!(error = %e, "could not release the ledger claim; it expires with its lease");
                 }
             }
             Err(error) => {
-                if let Err(e) = self.ledger.fail(&claim, &error.to_string()).await {
+                if let Err(e) = self.ledger.fail(claim, &error.to_string()).await {
                     tracing::warn!(error = %e, "could not record the failure in the ledger");
                 }
             }
         }
-        result
+        Ok(())
     }
 
     /// With `landing.delete_after`, removes a converted object from the landing bucket.

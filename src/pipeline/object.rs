@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{
     ingest_date, lineage, rejection_reason, stopped_or, ObjectOutcome, ObjectSummary, Pipeline,
@@ -54,7 +55,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 .await;
         }
         let opened = tokio::select! {
-            opened = self.store.open(object) => opened,
+            opened = self.store.open(object).instrument(tracing::info_span!("download")) => opened,
             _ = job.token().cancelled() => return Err(JobError::Stopped),
         };
         let opened = match opened {
@@ -93,7 +94,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 batch_rows: self.settings.worker.batch_rows.get(),
                 threads: self.settings.worker.conversion_threads.get(),
             };
+            let span = tracing::info_span!("convert");
+            let inner = span.clone();
             tokio::task::spawn_blocking(move || {
+                let _convert = inner.enter();
                 convert_to_parts(
                     input,
                     &key,
@@ -169,7 +173,19 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             uploads.push((path, lake_settings.quarantine_bucket.as_str(), key.clone()));
             key
         });
-        self.upload(&uploads, job).await?;
+        let bytes_written: u64 = uploads
+            .iter()
+            .filter_map(|(path, _, _)| std::fs::metadata(path).ok())
+            .map(|m| m.len())
+            .sum();
+        self.upload(&uploads, job)
+            .instrument(tracing::info_span!(
+                "lake_write",
+                files = uploads.len(),
+                bytes = bytes_written
+            ))
+            .await?;
+
         if let Some(catalog) = &self.partitions {
             for part in &parts {
                 let value = lake::partition_text(part.partition);
@@ -190,6 +206,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         if let (Some(target), Some(spool)) = (&dataset.records, spool) {
             records_upserted = self
                 .upsert_spool(dataset, &target.table, spool, job)
+                .instrument(tracing::info_span!("table_write", table = %target.table))
                 .await?;
         }
         let raw = self.copy_to_raw(object, dataset, lineage).await?;
@@ -208,6 +225,15 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             raw,
             records_upserted,
         };
+        let metrics = crate::metrics::get();
+        metrics.rows(
+            &dataset.name,
+            summary.rows_in,
+            summary.rows_written,
+            summary.rows_quarantined,
+        );
+        metrics.bytes(&dataset.name, "read", object.size.unwrap_or_default());
+        metrics.bytes(&dataset.name, "written", bytes_written);
         tracing::info!(
             rows_in = summary.rows_in,
             rows_written = summary.rows_written,

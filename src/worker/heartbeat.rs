@@ -120,6 +120,7 @@ impl<Q: Queue> Beat<Q> {
             let call = self.queue.change_visibility(&self.message, extend_by);
             match tokio::time::timeout(margin, call).await {
                 Ok(Ok(())) => {
+                    crate::metrics::get().extension();
                     self.deadline = now + extend_by;
                     next = self.deadline - margin;
                     tracing::debug!(

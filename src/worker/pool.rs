@@ -201,13 +201,16 @@ impl<Q: Queue, H: Handler> Poller<Q, H> {
                     Err(_) => break,
                 }
             }
+            let polled = std::time::Instant::now();
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 received = self.shared.queue.receive(held.len() as i32, self.wait) => received,
             };
+            crate::metrics::get().poll(polled.elapsed().as_secs_f64());
             match received {
                 Ok(messages) => {
                     self.shared.health.received();
+                    crate::metrics::get().received(messages.len());
                     backoff = RECEIVE_BACKOFF;
                     // Permits beyond the messages received are released when `held` drops.
                     for (message, permit) in messages.into_iter().zip(held.drain(..)) {
@@ -243,9 +246,23 @@ async fn run_job<Q: Queue, H: Handler>(
     stop_jobs: CancellationToken,
     deletes: mpsc::Sender<Received>,
 ) {
-    let span = tracing::info_span!("message", message_id = %message.message_id, attempt = message.receive_count);
+    let span = tracing::info_span!(
+        "message",
+        message_id = %message.message_id,
+        attempt = message.receive_count,
+        dataset = tracing::field::Empty,
+        bucket = tracing::field::Empty,
+        key = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(id) = crate::telemetry::trace_id(&span) {
+        span.record("trace_id", id);
+    }
     async {
         let _in_flight = shared.health.job();
+        let metrics = crate::metrics::get();
+        metrics.in_flight(1);
         let job = Job::new(message.message_id.clone(), &stop_jobs);
         let heartbeat = Heartbeat::start(
             shared.queue.clone(),
@@ -262,10 +279,28 @@ async fn run_job<Q: Queue, H: Handler>(
         );
         heartbeat.stop().await;
         log_result(&message, &result, &disposition);
+        let outcome = outcome_name(&result, &disposition);
+        tracing::Span::current().record("outcome", outcome);
+        metrics.message(outcome);
+        metrics.duration(message.received_at.elapsed().as_secs_f64(), outcome);
+        metrics.in_flight(-1);
         carry_out(&shared, message, disposition, &deletes).await;
     }
     .instrument(span)
     .await
+}
+
+/// What became of a message, as the `outcome` of its span and metrics.
+fn outcome_name(result: &Result<Outcome, JobError>, disposition: &Disposition) -> &'static str {
+    match (result, disposition) {
+        (Ok(Outcome::Discarded(_)), _) => "discarded",
+        (Ok(_), _) => "succeeded",
+        (Err(_), Disposition::Retry(_)) => "retried",
+        (Err(_), Disposition::DeadLetter { .. }) => "dead_lettered",
+        (Err(_), Disposition::Release) => "released",
+        (Err(_), Disposition::Abandon) => "abandoned",
+        (Err(_), Disposition::Delete) => "deleted",
+    }
 }
 
 fn log_result(message: &Received, result: &Result<Outcome, JobError>, disposition: &Disposition) {

@@ -1,0 +1,128 @@
+//! The worker's metrics, as OpenTelemetry instruments on the global meter. Exported over
+//! OTLP when telemetry is on (see [`crate::telemetry`]); no-ops otherwise.
+//!
+//! | name | kind | unit | attributes |
+//! |---|---|---|---|
+//! | `lakeworker.messages` | counter | message | `outcome`: received, succeeded, discarded, retried, dead_lettered, released |
+//! | `lakeworker.rows` | counter | row | `kind`: read, written, quarantined; `dataset` |
+//! | `lakeworker.bytes` | counter | By | `direction`: read, written; `dataset` |
+//! | `lakeworker.message.duration` | histogram | s | `outcome` |
+//! | `lakeworker.visibility.extensions` | counter | extension | |
+//! | `lakeworker.in_flight` | up-down counter | message | |
+//! | `lakeworker.poll.duration` | histogram | s | |
+
+use std::sync::OnceLock;
+
+use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use opentelemetry::KeyValue;
+
+/// The instruments, created once from the global meter.
+pub struct Metrics {
+    messages: Counter<u64>,
+    rows: Counter<u64>,
+    bytes: Counter<u64>,
+    duration: Histogram<f64>,
+    extensions: Counter<u64>,
+    in_flight: UpDownCounter<i64>,
+    poll: Histogram<f64>,
+}
+
+/// The process's instruments. The first call binds them to the global meter provider, so
+/// [`crate::telemetry::init`] must run before.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let meter = opentelemetry::global::meter("lakeworker");
+        Metrics {
+            messages: meter
+                .u64_counter("lakeworker.messages")
+                .with_unit("{message}")
+                .with_description("Messages by what became of them")
+                .build(),
+            rows: meter
+                .u64_counter("lakeworker.rows")
+                .with_unit("{row}")
+                .with_description("Rows read, written to the lake, quarantined")
+                .build(),
+            bytes: meter
+                .u64_counter("lakeworker.bytes")
+                .with_unit("By")
+                .with_description("Bytes read from landing objects and written to the lake")
+                .build(),
+            duration: meter
+                .f64_histogram("lakeworker.message.duration")
+                .with_unit("s")
+                .with_description("Receipt to done, per message")
+                .build(),
+            extensions: meter
+                .u64_counter("lakeworker.visibility.extensions")
+                .with_unit("{extension}")
+                .with_description("Successful visibility heartbeats")
+                .build(),
+            in_flight: meter
+                .i64_up_down_counter("lakeworker.in_flight")
+                .with_unit("{message}")
+                .with_description("Messages being processed")
+                .build(),
+            poll: meter
+                .f64_histogram("lakeworker.poll.duration")
+                .with_unit("s")
+                .with_description("ReceiveMessage call latency (long polls included)")
+                .build(),
+        }
+    })
+}
+
+impl Metrics {
+    pub fn message(&self, outcome: &'static str) {
+        self.messages.add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    pub fn received(&self, count: usize) {
+        self.messages
+            .add(count as u64, &[KeyValue::new("outcome", "received")]);
+    }
+
+    pub fn duration(&self, seconds: f64, outcome: &'static str) {
+        self.duration
+            .record(seconds, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    pub fn rows(&self, dataset: &str, read: u64, written: u64, quarantined: u64) {
+        for (kind, n) in [
+            ("read", read),
+            ("written", written),
+            ("quarantined", quarantined),
+        ] {
+            self.rows.add(
+                n,
+                &[
+                    KeyValue::new("kind", kind),
+                    KeyValue::new("dataset", dataset.to_owned()),
+                ],
+            );
+        }
+    }
+
+    pub fn bytes(&self, dataset: &str, direction: &'static str, n: u64) {
+        self.bytes.add(
+            n,
+            &[
+                KeyValue::new("direction", direction),
+                KeyValue::new("dataset", dataset.to_owned()),
+            ],
+        );
+    }
+
+    pub fn extension(&self) {
+        self.extensions.add(1, &[]);
+    }
+
+    pub fn in_flight(&self, delta: i64) {
+        self.in_flight.add(delta, &[]);
+    }
+
+    pub fn poll(&self, seconds: f64) {
+        self.poll.record(seconds, &[]);
+    }
+}
