@@ -101,7 +101,8 @@ pub struct Policy {
     pub max_object_bytes: u64,
     /// A longer row (CSV record or JSON line) is a bad row; it is never held in memory.
     pub max_row_bytes: usize,
-    /// A CSV header with more columns rejects the file.
+    /// A CSV header with more columns rejects the file; a CSV row with more fields, or a
+    /// JSON object with more keys, is a bad row.
     pub max_columns: usize,
 }
 

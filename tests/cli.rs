@@ -309,3 +309,98 @@ async fn provision_is_idempotent_and_sets_the_redrive_policy() {
     assert_eq!(queues.len(), 1);
     assert_eq!(queues[0].events()[0].as_str(), "s3:ObjectCreated:*");
 }
+
+/// Each kind of config mistake on its own: `check-config` exits 2 and names the key.
+#[test]
+fn check_config_names_the_key_and_reason_of_each_kind_of_mistake() {
+    const BASE: &str = r#"
+[aws]
+region = "us-east-1"
+[landing]
+bucket = "lakeworker-landing"
+[queue]
+url = "http://127.0.0.1:4566/123456789012/lakeworker-landing"
+dead_letter_url = "http://127.0.0.1:4566/123456789012/lakeworker-dlq"
+[lake]
+bucket = "lakeworker-lake"
+[ledger]
+table = "lakeworker-ledger"
+[[datasets]]
+name = "users"
+match = "users/**"
+format = "csv"
+partition_by = "signup_date"
+records_table = "lakeworker-users"
+records_key = "user_id"
+[[datasets.columns]]
+name = "user_id"
+type = "string"
+required = true
+[[datasets.columns]]
+name = "signup_date"
+type = "date"
+"#;
+    let dataset = &BASE[BASE.find("[[datasets]]").unwrap()..];
+    let cases: [(&str, String, &str); 8] = [
+        (
+            "unknown key",
+            BASE.replace("[queue]\n", "[queue]\npolers = 3\n"),
+            "queue.polers: unknown field `polers`",
+        ),
+        (
+            "bad glob",
+            BASE.replace("match = \"users/**\"", "match = \"users/[\""),
+            "datasets[0].match: \"users/[\" is not a valid glob",
+        ),
+        (
+            "unknown type",
+            BASE.replace("type = \"date\"", "type = \"datetime\""),
+            "datasets[0].columns[1].type: \"datetime\" is not one of: string, int, float, bool, date, timestamp",
+        ),
+        (
+            "pattern that does not compile",
+            format!("{BASE}[[datasets.columns]]\nname = \"code\"\ntype = \"string\"\npattern = \"(\"\n"),
+            "datasets[0].columns[2].pattern: \"(\" does not compile",
+        ),
+        (
+            "min above max",
+            format!("{BASE}[[datasets.columns]]\nname = \"age\"\ntype = \"int\"\nmin = 5\nmax = 1\n"),
+            "datasets[0].columns[2].min: 5 is above max 1",
+        ),
+        (
+            "partition column not a date or timestamp",
+            BASE.replace("partition_by = \"signup_date\"", "partition_by = \"user_id\""),
+            "datasets[0].partition_by: column \"user_id\" has type string; partition columns must be date or timestamp",
+        ),
+        (
+            "duplicate dataset names",
+            format!("{BASE}{dataset}"),
+            "datasets[1].name: dataset name \"users\" is used twice",
+        ),
+        (
+            "records_key not a column",
+            BASE.replace("records_key = \"user_id\"", "records_key = \"nobody\""),
+            "datasets[0].records_key: \"nobody\" is not a column of this dataset",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, BASE).unwrap();
+    let out = lakeworker(&["check-config", "--config", good.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "the base is good: {}",
+        text(&out.stderr)
+    );
+    for (n, (mistake, config, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{n}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let out = lakeworker(&["check-config", "--config", path.to_str().unwrap()], &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{mistake}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{mistake}: {expected:?} not in:\n{stderr}"
+        );
+    }
+}

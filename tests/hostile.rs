@@ -6,7 +6,8 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use lakeworker::ledger::Status;
+use lakeworker::envelope::ObjectRef;
+use lakeworker::ledger::{LedgerRecord, Status};
 use serde::Deserialize;
 
 const CONFIG: &str = "tests/fixtures/hostile/config.toml";
@@ -22,6 +23,9 @@ struct ExpectedFile {
     rows_quarantined: Option<u64>,
     rule: Option<String>,
     reason: Option<String>,
+    /// Counts of a rejected file's report.
+    rows_in: Option<u64>,
+    rows_invalid: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +47,8 @@ async fn every_hostile_file_gets_its_expected_outcome() {
     assert!(expected.len() >= 30, "the corpus holds at least 30 files");
     let env = TestEnv::quiet_from("hostile-files", CONFIG, &[SALT]).await;
     let worker = env.start_worker();
+    // Each file's object id, which names everything it puts in the lake.
+    let mut ids = HashMap::new();
     for file in &expected {
         let body =
             std::fs::read(root().join("tests/fixtures/hostile/files").join(&file.file)).unwrap();
@@ -50,6 +56,15 @@ async fn every_hostile_file_gets_its_expected_outcome() {
         let mut event = s3_event(&env.landing, &file.key, &etag, EVENT_TIME);
         event["Records"][0]["s3"]["object"]["size"] = body.len().into();
         env.send(&event.to_string()).await;
+        let object = ObjectRef {
+            bucket: env.landing.clone(),
+            key: file.key.clone(),
+            size: None,
+            etag: Some(etag),
+            version_id: None,
+            event_time: None,
+        };
+        ids.insert(file.key.clone(), lakeworker::lake::object_id(&object));
     }
     env.wait_drained().await;
     assert_eq!(
@@ -58,6 +73,7 @@ async fn every_hostile_file_gets_its_expected_outcome() {
         "no file is a poison message"
     );
 
+    let lake_keys = env.lake_keys().await;
     let mut failures = Vec::new();
     for file in &expected {
         let records = env.ledger(&file.key).await;
@@ -66,7 +82,11 @@ async fn every_hostile_file_gets_its_expected_outcome() {
             continue;
         };
         let problem = match file.outcome.as_str() {
-            "done" => check_done(&env, file, record).await,
+            "done" => {
+                let id = &ids[&file.key];
+                let own: Vec<&String> = lake_keys.iter().filter(|k| k.contains(id)).collect();
+                check_done(&env, file, record, &own).await
+            }
             "rejected" => check_rejected(&env, file, record).await,
             other => Some(format!("unknown outcome {other}")),
         };
@@ -84,10 +104,12 @@ async fn every_hostile_file_gets_its_expected_outcome() {
     );
 }
 
+/// `own` are the lake objects named by the file's object id.
 async fn check_done(
     env: &TestEnv,
     file: &ExpectedFile,
-    record: &lakeworker::ledger::LedgerRecord,
+    record: &LedgerRecord,
+    own: &[&String],
 ) -> Option<String> {
     if record.status != Some(Status::Done) {
         return Some(format!("status {:?}, expected done", record.status));
@@ -99,15 +121,33 @@ async fn check_done(
             "rows written/quarantined {counts:?}, expected {wanted:?}"
         ));
     }
+    let parts: Vec<&String> = record
+        .outputs
+        .iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .collect();
+    if record.rows_written == Some(0) {
+        if !parts.is_empty() || !own.is_empty() {
+            return Some(format!(
+                "no rows, yet Parquet outputs {parts:?} and lake objects {own:?}"
+            ));
+        }
+    } else if parts.is_empty() || !parts.iter().all(|part| own.contains(part)) {
+        return Some(format!(
+            "Parquet outputs {parts:?} are not all among the file's lake objects {own:?}"
+        ));
+    }
     let quarantine = record.outputs.iter().find(|k| k.ends_with(".rows.jsonl"));
     match (quarantine, &file.rule) {
         (None, None) => None,
         (Some(key), Some(rule)) => {
             let body = env.lake_object(key).await;
-            let first: serde_json::Value =
-                serde_json::from_slice(body.split(|b| *b == b'\n').next()?).ok()?;
-            (first["errors"][0]["rule"] != rule.as_str())
-                .then(|| format!("first quarantined row {first}, expected rule {rule}"))
+            let line = body.split(|b| *b == b'\n').next().unwrap_or_default();
+            match serde_json::from_slice::<serde_json::Value>(line) {
+                Ok(first) => (first["errors"][0]["rule"] != rule.as_str())
+                    .then(|| format!("first quarantined row {first}, expected rule {rule}")),
+                Err(e) => Some(format!("{key} does not start with a JSON line: {e}")),
+            }
         }
         (found, rule) => Some(format!(
             "quarantine {found:?}, expected a row with rule {rule:?}"
@@ -118,7 +158,7 @@ async fn check_done(
 async fn check_rejected(
     env: &TestEnv,
     file: &ExpectedFile,
-    record: &lakeworker::ledger::LedgerRecord,
+    record: &LedgerRecord,
 ) -> Option<String> {
     if record.status != Some(Status::Rejected) {
         return Some(format!("status {:?}, expected rejected", record.status));
@@ -128,15 +168,40 @@ async fn check_rejected(
     if !error.contains(reason) {
         return Some(format!("reason {error:?} lacks {reason:?}"));
     }
-    let copy = record.outputs.first()?;
+    let Some(copy) = record.outputs.first() else {
+        return Some("no quarantined copy in the outputs".to_owned());
+    };
     let original =
-        std::fs::read(root().join("tests/fixtures/hostile/files").join(&file.file)).ok()?;
+        std::fs::read(root().join("tests/fixtures/hostile/files").join(&file.file)).unwrap();
     if env.lake_object(copy).await.as_ref() != original.as_slice() {
         return Some(format!("{copy} is not the unchanged file"));
     }
     let report: serde_json::Value =
-        serde_json::from_slice(&env.lake_object(&format!("{copy}.error.json")).await).ok()?;
-    (report["reason"] != error).then(|| format!("report {report} does not carry the reason"))
+        match serde_json::from_slice(&env.lake_object(&format!("{copy}.error.json")).await) {
+            Ok(report) => report,
+            Err(e) => return Some(format!("{copy}.error.json is not JSON: {e}")),
+        };
+    if report["reason"] != error {
+        return Some(format!("report {report} does not carry the reason"));
+    }
+    let (rows_in, valid, invalid) = (
+        report["rows_in"].as_u64(),
+        report["rows_valid"].as_u64(),
+        report["rows_invalid"].as_u64(),
+    );
+    let errors = report["errors"].as_array().map_or(0, Vec::len);
+    let consistent = match (rows_in, valid, invalid) {
+        (Some(rows_in), Some(valid), Some(invalid)) => {
+            valid + invalid == rows_in && errors <= 100 && (errors == 0) == (invalid == 0)
+        }
+        _ => false,
+    };
+    let wanted = (file.rows_in.or(rows_in), file.rows_invalid.or(invalid));
+    (!consistent || (rows_in, invalid) != wanted).then(|| {
+        format!(
+            "report counts in/valid/invalid {rows_in:?}/{valid:?}/{invalid:?} with {errors} errors, expected in/invalid {wanted:?}"
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,6 +256,10 @@ impl RawDataset {
             );
             policy.max_columns = count as usize;
         }
+        if let Header::Names(names) = &csv.header {
+            let extra = policy.extra_columns;
+            validate_header_names(names, &columns, &untyped, extra, path, p);
+        }
 
         if p.0.len() != before {
             return None;
@@ -683,6 +687,55 @@ fn validate_records(
     }
 }
 
+/// The column names of a header-less CSV file must be able to make a good header: each
+/// name once, every required column present (and, with `extra_columns = "reject"`, no
+/// undeclared name), or every file of the dataset would be rejected.
+fn validate_header_names(
+    names: &[String],
+    columns: &[Column],
+    untyped: &[String],
+    extra_columns: ExtraColumns,
+    path: &str,
+    p: &mut Problems,
+) {
+    let key = format!("{path}.csv.header");
+    let mut seen = HashSet::new();
+    for name in names {
+        if !seen.insert(name.as_str()) {
+            p.add(&key, format!("names column {name:?} twice"));
+        }
+    }
+    let missing: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.required && !seen.contains(c.name.as_str()))
+        .map(|c| c.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        p.add(
+            &key,
+            format!("lacks required column(s) {}", missing.join(", ")),
+        );
+    }
+    if extra_columns == ExtraColumns::Reject {
+        let undeclared: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|name| {
+                !columns.iter().any(|c| c.name == *name) && !untyped.iter().any(|u| u == name)
+            })
+            .collect();
+        if !undeclared.is_empty() {
+            p.add(
+                &key,
+                format!(
+                    "names columns the dataset does not declare, which extra_columns = \"reject\" refuses: {}",
+                    undeclared.join(", ")
+                ),
+            );
+        }
+    }
+}
+
 impl RawCsv {
     fn validate(self, path: &str, p: &mut Problems) -> CsvOptions {
         let mut options = CsvOptions::default();
@@ -756,7 +809,7 @@ fn first_line(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{load, problems, GOOD};
-    use crate::datasets::{ExtraColumns, Header, OnInvalid};
+    use crate::datasets::{CsvOptions, ExtraColumns, Header, OnInvalid, Policy};
     use crate::schema::{Allowed, LakeOutput, Limit, ValueFormat};
 
     /// GOOD with `extra` appended to the users dataset and `column` to its columns.
@@ -772,7 +825,7 @@ mod tests {
     fn every_rule_and_option_is_read() {
         let text = with(
             "on_invalid = \"reject_file\"\nmax_invalid_fraction = 0.25\nextra_columns = \"keep\"\nunique_key = [\"user_id\", \"signup_date\"]\nnulls = [\"-\"]\nmax_row_bytes = 4096\nmax_columns = 50\nmax_object_bytes = 1000\n[datasets.csv]\ndelimiter = \"\\\\t\"\nquote = \"'\"\nescape = \"\\\\\"\nheader = [\"user_id\", \"signup_date\", \"email\", \"age\", \"at\"]\nskip_rows = 2\ncomment = \"#\"",
-            "[[datasets.columns]]\nname = \"email\"\ntype = \"string\"\npattern = \"[^@]+@[^@]+\"\nmax_length = 100\npii = \"hash\"\nrename = \"email_hash\"\n[[datasets.columns]]\nname = \"age\"\ntype = \"int\"\nmin = 0\nmax = \"150\"\nallowed = [1, \"2\"]\ndrop_from_lake = true\n[[datasets.columns]]\nname = \"at\"\ntype = \"timestamp\"\nformat = \"epoch_millis\"\nmin = \"2000-01-01T00:00:00Z\"\n[[datasets.columns]]\nname = \"ok\"\ntype = \"bool\"\ntrue_values = [\"si\"]\nfalse_values = [\"no\"]\nnulls = [\"?\"]",
+            "[[datasets.columns]]\nname = \"email\"\ntype = \"string\"\npattern = \"[^@]+@[^@]+\"\nmax_length = 100\npii = \"hash\"\nrename = \"email_hash\"\n[[datasets.columns]]\nname = \"age\"\ntype = \"int\"\nmin = 0\nmax = \"150\"\nallowed = [1, \"2\"]\ndrop_from_lake = true\n[[datasets.columns]]\nname = \"at\"\ntype = \"timestamp\"\nformat = \"epoch_millis\"\nmin = \"2000-01-01T00:00:00Z\"\n[[datasets.columns]]\nname = \"ok\"\ntype = \"bool\"\ntrue_values = [\"si\"]\nfalse_values = [\"no\"]\nnulls = [\"?\"]\n[[datasets.columns]]\nname = \"phone\"\ntype = \"string\"\npii = \"drop\"",
         );
         let s = load(&text, &[("LAKEWORKER_PII_SALT", "pepper")]).unwrap();
         assert_eq!(s.lake.pii_salt.as_ref().unwrap().expose(), "pepper");
@@ -833,6 +886,82 @@ mod tests {
             ),
             (vec!["si".into()], vec!["no".into()], vec!["?".into()])
         );
+        let phone = &d.columns[6];
+        assert_eq!(
+            (phone.name.as_str(), &phone.lake),
+            ("phone", &LakeOutput::Drop)
+        );
+    }
+
+    /// The defaults the README and config/local.toml document.
+    #[test]
+    fn dataset_defaults_are_pinned() {
+        let s = load(GOOD, &[]).unwrap();
+        let d = s.datasets.by_name("users").unwrap();
+        assert_eq!(
+            d.policy,
+            Policy {
+                on_invalid: OnInvalid::QuarantineRows,
+                max_invalid_fraction: 0.1,
+                extra_columns: ExtraColumns::Ignore,
+                unique_key: vec![],
+                max_object_bytes: 100 * 1024 * 1024 * 1024,
+                max_row_bytes: 1024 * 1024,
+                max_columns: 1000,
+            }
+        );
+        assert_eq!(
+            d.csv,
+            CsvOptions {
+                delimiter: b',',
+                quote: Some(b'"'),
+                escape: None,
+                header: Header::FirstRow,
+                skip_rows: 0,
+                comment: None,
+            }
+        );
+        for column in &d.columns {
+            assert_eq!(column.nulls, ["", "NULL", "null", "NA"], "{}", column.name);
+        }
+    }
+
+    #[test]
+    fn csv_header_names_must_fit_the_columns() {
+        let header = |list: &str| format!("[datasets.csv]\nheader = [{list}]");
+        let cases = [
+            (
+                header("\"signup_date\", \"note\""),
+                "datasets[0].csv.header: lacks required column(s) user_id",
+            ),
+            (
+                header("\"user_id\", \"signup_date\", \"user_id\""),
+                "datasets[0].csv.header: names column \"user_id\" twice",
+            ),
+            (
+                header("\"user_id\", \"note\", \"note\""),
+                "datasets[0].csv.header: names column \"note\" twice",
+            ),
+            (
+                format!(
+                    "extra_columns = \"reject\"\n{}",
+                    header("\"user_id\", \"signup_date\", \"note\"")
+                ),
+                "datasets[0].csv.header: names columns the dataset does not declare, which extra_columns = \"reject\" refuses: note",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let found = problems(&with(&extra, ""));
+            assert_eq!(found, [expected], "{extra}");
+        }
+        // Any order, optional columns left out and undeclared names kept by default.
+        let s = load(
+            &with(&header("\"note\", \"signup_date\", \"user_id\""), ""),
+            &[],
+        )
+        .unwrap();
+        let d = s.datasets.by_name("users").unwrap();
+        assert!(matches!(&d.csv.header, Header::Names(names) if names.len() == 3));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! refuse unknown keys; [`RawSettings::validate`] then checks every value and collects
 //! every problem, each with its key path, so one run of `check-config` shows them all.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::datasets::{Dataset, Router};
+use crate::datasets::Router;
 
 /// The prefix of environment overrides; sections and keys are separated by `__`.
 pub const ENV_PREFIX: &str = "LAKEWORKER";
@@ -882,9 +883,11 @@ impl RawSettings {
             p.add("datasets", "at least one [[datasets]] entry is needed");
         }
         let mut datasets = Vec::new();
+        // Every name, whether or not its dataset was valid: a clash is a problem either way.
+        let mut names = HashSet::new();
         for (i, raw) in self.datasets.into_iter().enumerate() {
             let path = format!("datasets[{i}]");
-            if datasets.iter().any(|d: &Dataset| d.name == raw.name) {
+            if !names.insert(raw.name.clone()) {
                 p.add(
                     format!("{path}.name"),
                     format!("dataset name {:?} is used twice", raw.name),
@@ -1320,6 +1323,17 @@ format = "%Y/%m/%d"
         assert!(problems(&dup)
             .iter()
             .any(|p| p.contains("dataset name \"users\" is used twice")));
+        // The first of the two is invalid: the clash is reported all the same.
+        let broken_first = format!(
+            "{}\n{}",
+            GOOD.replace("match = \"users/**\"", "match = \"users/[\""),
+            &GOOD[GOOD.find("[[datasets]]").unwrap()..]
+        );
+        let found = problems(&broken_first);
+        assert!(
+            found.contains(&"datasets[1].name: dataset name \"users\" is used twice".to_owned()),
+            "{found:#?}"
+        );
         let reserved = GOOD.replace("name = \"user_id\"", "name = \"_source\"");
         assert!(problems(&reserved)
             .iter()

@@ -109,6 +109,7 @@ pub(super) struct JsonChunkRows<'c, 'd> {
     columns: HashMap<&'d str, usize>,
     extra_columns: ExtraColumns,
     max_row_bytes: usize,
+    max_columns: usize,
     at: Option<usize>,
     fields: Fields<'c>,
 }
@@ -122,6 +123,8 @@ struct Fields<'c> {
     extra: Vec<(String, Value)>,
     /// Undeclared keys (`extra_columns = "reject"`).
     unknown: Vec<String>,
+    /// Keys of the object, repeats included.
+    keys: usize,
 }
 
 /// One column's value in the current row.
@@ -148,6 +151,7 @@ impl<'c, 'd> JsonChunkRows<'c, 'd> {
             columns,
             extra_columns: dataset.policy.extra_columns,
             max_row_bytes: dataset.policy.max_row_bytes,
+            max_columns: dataset.policy.max_columns,
             at: None,
             fields: Fields {
                 slots: std::iter::repeat_with(Slot::default)
@@ -168,6 +172,7 @@ impl<'c, 'd> JsonChunkRows<'c, 'd> {
         let row = RowVisitor {
             columns: &self.columns,
             extra_columns: self.extra_columns,
+            max_columns: self.max_columns,
             fields: &mut self.fields,
         };
         let is_object = de::Deserializer::deserialize_any(&mut deserializer, row)?;
@@ -182,6 +187,7 @@ impl RowSource for JsonChunkRows<'_, '_> {
         self.fields.slots.fill_with(Slot::default);
         self.fields.extra.clear();
         self.fields.unknown.clear();
+        self.fields.keys = 0;
         if next >= self.chunk.lines.len() {
             return Ok(None);
         }
@@ -194,6 +200,13 @@ impl RowSource for JsonChunkRows<'_, '_> {
             )));
         }
         let check = match self.parse(&self.chunk.bytes[line.text.clone()]) {
+            Ok(true) if self.fields.keys > self.max_columns => RowCheck::bad(
+                "max_columns",
+                format!(
+                    "the object has more than {} keys (max_columns)",
+                    self.max_columns
+                ),
+            ),
             Ok(true) if self.fields.unknown.is_empty() => RowCheck::Ok,
             Ok(true) => {
                 let unknown = &mut self.fields.unknown;
@@ -242,6 +255,8 @@ impl RowSource for JsonChunkRows<'_, '_> {
 struct RowVisitor<'a, 'c, 'd> {
     columns: &'a HashMap<&'d str, usize>,
     extra_columns: ExtraColumns,
+    /// Past this many keys the row is bad: the rest are read through, not kept.
+    max_columns: usize,
     fields: &'a mut Fields<'c>,
 }
 
@@ -254,6 +269,11 @@ impl<'c> Visitor<'c> for RowVisitor<'_, 'c, '_> {
 
     fn visit_map<A: MapAccess<'c>>(self, mut map: A) -> Result<bool, A::Error> {
         while let Some(key) = map.next_key_seed(KeySeed)? {
+            self.fields.keys += 1;
+            if self.fields.keys > self.max_columns {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
             match (self.columns.get(key.as_ref()), self.extra_columns) {
                 // A repeated key: the last value wins, as in a JSON object read as a map.
                 (Some(&column), _) => self.fields.slots[column] = map.next_value_seed(SlotSeed)?,

@@ -68,7 +68,7 @@ pub struct RowError {
     pub column: Option<String>,
     /// The rule that refused it: `required`, `type`, `pattern`, `allowed`, `min`, `max`,
     /// `max_length`, `unique_key`, `fields`, `utf8`, `json`, `extra_columns`,
-    /// `max_row_bytes`.
+    /// `max_row_bytes`, `max_columns` (a JSON object with too many keys).
     pub rule: &'static str,
     pub reason: String,
 }

@@ -416,6 +416,38 @@ fn jsonl_escapes_and_repeated_keys_read_like_a_json_object() {
 }
 
 #[test]
+fn jsonl_objects_with_more_keys_than_max_columns_are_bad_rows() {
+    let mut j = dataset(FileFormat::Jsonl, Partition::IngestDate);
+    j.policy.max_columns = 3;
+    j.policy.extra_columns = ExtraColumns::Keep;
+    let input = "{\"user_id\": \"a\", \"age\": 1, \"x\": 2}\n\
+                 {\"user_id\": \"b\", \"age\": 1, \"x\": 2, \"y\": {\"deep\": [1]}, \"z\": 4}\n\
+                 {\"user_id\": \"c\", \"user_id\": \"d\", \"age\": 1, \"age\": 2}\n";
+    let (report, batches, bad) = run_on(input.as_bytes(), &j, 10);
+    assert_eq!((report.rows_in, report.rows_written), (3, 1));
+    assert_eq!(
+        errors(&report),
+        [
+            "line 2: the object has more than 3 keys (max_columns)",
+            "line 3: the object has more than 3 keys (max_columns)"
+        ],
+        "repeated keys count too"
+    );
+    assert_eq!(report.errors[0].rule, "max_columns");
+    assert_eq!(bad[0]["errors"][0]["rule"], "max_columns");
+    assert_eq!(strings(&batches, 0), [Some("a".into())]);
+    assert_eq!(strings(&batches, 6), [Some(r#"{"x":2}"#.into())]);
+    // Inline records take the same path.
+    let records = vec![serde_json::json!({"user_id": "a", "p": 1, "q": 2, "r": 3})];
+    let report =
+        convert_records(&records, &j, &lineage(), &mut Collect::default(), &mut ()).unwrap();
+    assert_eq!(
+        errors(&report),
+        ["line 1: the object has more than 3 keys (max_columns)"]
+    );
+}
+
+#[test]
 fn duplicate_keys_are_bad_rows_when_a_unique_key_is_set() {
     let mut d = dataset(FileFormat::Csv, Partition::IngestDate);
     d.policy.unique_key = vec![0, 1];

@@ -330,6 +330,74 @@ async fn pii_is_hashed_in_the_lake_and_clear_in_the_table() {
 }
 
 #[tokio::test]
+async fn pii_drop_leaves_the_column_out_of_the_lake_but_in_the_table() {
+    let contacts = "[[datasets]]\nname = \"contacts\"\nmatch = \"contacts/**\"\nformat = \"csv\"\nrecords_table = \"lakeworker-contacts\"\nrecords_key = \"id\"\n[[datasets.columns]]\nname = \"id\"\ntype = \"string\"\nrequired = true\n[[datasets.columns]]\nname = \"phone\"\ntype = \"string\"\npii = \"drop\"\n";
+    let p = pipeline_with(&[("LAKEWORKER_DATASETS", contacts)]);
+    let csv = "id,phone\nc-1,+44 20 7946 0000\n";
+    p.store.insert(LANDING, "contacts/a.csv", csv.as_bytes());
+    let ObjectOutcome::Written(summary) = one_object(&p, "contacts/a.csv").await else {
+        panic!()
+    };
+    assert_eq!(summary.parts.len(), 1);
+    let part = p.store.get(LAKE, &summary.parts[0]).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+        bytes::Bytes::from(part),
+        10,
+    )
+    .unwrap();
+    let batch = reader.collect::<Result<Vec<_>, _>>().unwrap().remove(0);
+    let schema = batch.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        ["id", "_source", "_ingested_at"],
+        "no phone in the lake"
+    );
+    let tables = p.records.tables.lock().unwrap();
+    let item = &tables["lakeworker-contacts"][0];
+    assert_eq!(item["id"].as_s().unwrap(), "c-1");
+    assert_eq!(
+        item["phone"].as_s().unwrap(),
+        "+44 20 7946 0000",
+        "the table keeps the value"
+    );
+}
+
+#[tokio::test]
+async fn the_rejection_report_keeps_the_first_100_errors_and_counts_them_all() {
+    let p = pipeline();
+    let mut csv = String::from("user_id,age,signup_date\n");
+    for i in 0..150 {
+        csv.push_str(&format!("u-{i},age-{i},2024/01/01\n"));
+    }
+    p.store
+        .insert(LANDING, "users/many-bad.csv", csv.as_bytes());
+    let ObjectOutcome::Rejected(rejection) = one_object(&p, "users/many-bad.csv").await else {
+        panic!()
+    };
+    assert_eq!((rejection.rows_in, rejection.rows_rejected), (150, 150));
+    let report_key = format!("{}.error.json", rejection.quarantined_as);
+    let report: serde_json::Value =
+        serde_json::from_slice(&p.store.get(LAKE, &report_key).unwrap()).unwrap();
+    assert_eq!(
+        (
+            report["rows_in"].as_u64(),
+            report["rows_valid"].as_u64(),
+            report["rows_invalid"].as_u64()
+        ),
+        (Some(150), Some(0), Some(150))
+    );
+    let errors = report["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 100, "only the first 100 errors are described");
+    assert_eq!(errors.len(), crate::convert::MAX_ERRORS_KEPT);
+    assert_eq!(
+        (&errors[0]["line"], &errors[99]["line"]),
+        (&2.into(), &101.into())
+    );
+    assert_eq!(errors[99]["reason"], "\"age-99\" is not a 64-bit integer");
+}
+
+#[tokio::test]
 async fn refusals_are_permanent_and_write_nothing() {
     let p = pipeline();
     p.store.insert(LANDING, "misc/a.csv", b"x\n");
