@@ -98,14 +98,19 @@ where
     ))
 }
 
+/// Splits items into BatchWriteItem-sized chunks, in order.
+fn chunks(items: Vec<Item>) -> Vec<Vec<Item>> {
+    let mut chunks = Vec::with_capacity(items.len().div_ceil(BATCH_SIZE));
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(BATCH_SIZE).collect());
+    }
+    chunks
+}
+
 impl RecordStore for DynamoRecords {
     async fn upsert(&self, table: &str, items: Vec<Item>) -> Result<(), AwsError> {
-        let mut chunks = Vec::with_capacity(items.len().div_ceil(BATCH_SIZE));
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            chunks.push(items.by_ref().take(BATCH_SIZE).collect::<Vec<_>>());
-        }
-        futures_util::stream::iter(chunks)
+        futures_util::stream::iter(chunks(items))
             .map(|chunk| self.write_chunk(table, chunk))
             .buffer_unordered(CONCURRENCY)
             .try_collect::<()>()
@@ -116,19 +121,29 @@ impl RecordStore for DynamoRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
     use std::sync::Mutex;
 
     fn requests(n: usize) -> Vec<WriteRequest> {
         (0..n)
             .map(|i| {
-                let item = Item::from([(
-                    "k".to_owned(),
-                    aws_sdk_dynamodb::types::AttributeValue::S(i.to_string()),
-                )]);
+                let item = Item::from([("k".to_owned(), AttributeValue::S(i.to_string()))]);
                 let put = PutRequest::builder().set_item(Some(item)).build().unwrap();
                 WriteRequest::builder().put_request(put).build()
             })
             .collect()
+    }
+
+    #[test]
+    fn items_go_in_chunks_of_at_most_25_in_order() {
+        let items: Vec<Item> = (0..60)
+            .map(|i| Item::from([("k".to_owned(), AttributeValue::N(i.to_string()))]))
+            .collect();
+        let chunks = chunks(items.clone());
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [25, 25, 10]);
+        assert_eq!(chunks.concat(), items, "nothing lost or reordered");
+        assert!(super::chunks(Vec::new()).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,7 +40,10 @@ const RECEIVE_BACKOFF_CAP: Duration = Duration::from_secs(20);
 /// idempotent and the ledger says they are done).
 const DELETE_TRIES: u32 = 3;
 /// After the grace period, how long stopped jobs get to clean up.
-const CLEANUP: Duration = Duration::from_secs(4);
+pub const CLEANUP: Duration = Duration::from_millis(2500);
+/// Then how long the last deletes may take. [`Pool::run`] returns at most
+/// `grace + CLEANUP + DELETE_FLUSH` after shutdown began, even if a job never stops.
+pub const DELETE_FLUSH: Duration = Duration::from_secs(1);
 
 /// What the pool runs for each message: the pipeline, or a fake in tests.
 pub trait Handler: Send + Sync + 'static {
@@ -150,6 +153,7 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
             }
         }
 
+        let stopped = Instant::now();
         jobs.close();
         tracing::info!(
             in_flight = jobs.len(),
@@ -166,8 +170,16 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
                 tracing::error!(in_flight = jobs.len(), "jobs did not stop in time; their messages come back after their visibility timeout");
             }
         }
-        if let Err(e) = deleter.await {
-            tracing::error!(error = %e, "delete task failed");
+        // A job that never stopped still holds a sender, so the deleter is bounded too;
+        // what it did not delete comes back and is discarded as done by the ledger.
+        let mut deleter = deleter;
+        match timeout_at(stopped + self.grace + CLEANUP + DELETE_FLUSH, &mut deleter).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "delete task failed"),
+            Ok(Ok(())) => {}
+            Err(_) => {
+                deleter.abort();
+                tracing::error!("pending deletes abandoned at the shutdown deadline; those messages come back and are discarded as done");
+            }
         }
         tracing::info!("worker stopped");
     }
@@ -567,7 +579,8 @@ mod tests {
         }
     }
 
-    /// Acts on the body: "ok", "permanent", "transient", "hang" (until stopped); counts
+    /// Acts on the body: "ok", "permanent", "transient", "hang" (until stopped), "stuck"
+    /// (ignores its stop); counts
     /// how many run at once.
     #[derive(Default)]
     struct FakeHandler {
@@ -589,6 +602,7 @@ mod tests {
                     AwsErrorKind::Transient,
                     "SlowDown",
                 ))),
+                "stuck" => std::future::pending().await,
                 _ => {
                     job.token().cancelled().await;
                     Err(JobError::Stopped)
@@ -716,5 +730,61 @@ mod tests {
             ],
             "the hung message is released at once"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_is_bounded_even_when_a_job_never_stops() {
+        let queue = FakeQueue::new(vec!["stuck", "ok"]);
+        let grace = Duration::from_secs(2);
+        let pool = Pool::new(
+            queue.clone(),
+            Arc::new(FakeHandler::default()),
+            settings(1, 2),
+            grace,
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(pool.run(shutdown.clone()));
+        until("the quick message", || queue.deleted() == ["m1"]).await;
+        let started = Instant::now();
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(60), running)
+            .await
+            .expect("the pool returned")
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            took <= grace + CLEANUP + DELETE_FLUSH + Duration::from_millis(100),
+            "took {took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finished_messages_are_deleted_ten_at_a_time() {
+        let queue = FakeQueue::new(Vec::new());
+        let (send, pending) = mpsc::channel(16);
+        for n in 0..12 {
+            send.send(Received {
+                message_id: format!("m{n}"),
+                receipt_handle: format!("r{n}"),
+                body: String::new(),
+                receive_count: 1,
+                received_at: std::time::Instant::now(),
+                sent_at_ms: None,
+            })
+            .await
+            .unwrap();
+        }
+        drop(send);
+        delete_loop(queue.clone(), pending).await;
+        let sizes: Vec<usize> = queue
+            .calls()
+            .iter()
+            .map(|call| match call {
+                Call::Delete(ids) => ids.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, [10, 2]);
+        assert_eq!(queue.deleted().len(), 12);
     }
 }
