@@ -98,7 +98,7 @@ enum Command {
         /// Only print each message's error attributes; move nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Handle at most this many messages.
+        /// Handle at most this many messages (default: as many as the queue holds now).
         #[arg(long)]
         max: Option<usize>,
     },
@@ -131,7 +131,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let output = if matches!(cli.command, Command::Run { .. }) {
+    let is_run = matches!(cli.command, Command::Run { .. });
+    let output = if is_run {
         Output::Stdout
     } else {
         Output::Stderr
@@ -163,8 +164,14 @@ fn main() -> ExitCode {
         } => block_on(backfill(settings, target, dataset, dry_run)),
         Command::Healthcheck { .. } => unreachable!("handled before loading a config"),
     };
-    // Outside the runtime: the exporters flush on their own threads.
-    telemetry.shutdown();
+    // Outside the runtime: the exporters flush on their own threads. A stopping worker has
+    // little time left (see `run`); a one-off command can wait longer.
+    let flush = if is_run {
+        std::time::Duration::from_millis(400)
+    } else {
+        std::time::Duration::from_secs(5)
+    };
+    telemetry.shutdown_within(flush);
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         ExitCode::FAILURE
@@ -203,9 +210,26 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
     result
 }
 
+/// Seconds after the grace period by which a stopping worker has exited, whatever hangs.
+const EXIT_BOUND: std::time::Duration = std::time::Duration::from_millis(4900);
+
 async fn run(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(stop_on_signal(shutdown.clone()));
+    // Every shutdown step is bounded (the pool, the catalog flush, the runtime, the
+    // telemetry flush); this watchdog makes the bound hold even for a bug in one of them.
+    let grace = settings.worker.shutdown_grace;
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            std::thread::spawn(move || {
+                std::thread::sleep(grace + EXIT_BOUND);
+                tracing::error!("still stopping at the shutdown bound; exiting now");
+                std::process::exit(1);
+            });
+        }
+    });
     let ran = lakeworker::worker::run(settings, shutdown).await;
     signals.abort();
     ran?;

@@ -62,6 +62,24 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// [`Telemetry::shutdown`], waiting at most `limit` for it (an unreachable collector
+    /// must not hold up the exit); returns whether it finished.
+    pub fn shutdown_within(self, limit: std::time::Duration) -> bool {
+        if self.tracer.is_none() && self.meter.is_none() {
+            return true;
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            self.shutdown();
+            let _ = done.send(());
+        });
+        let flushed = finished.recv_timeout(limit).is_ok();
+        if !flushed {
+            eprintln!("telemetry: flush still running after {limit:?}; exiting without it");
+        }
+        flushed
+    }
+
     /// Exports what is buffered and stops the exporters.
     pub fn shutdown(self) {
         if let Some(tracer) = self.tracer {

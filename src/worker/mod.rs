@@ -7,7 +7,9 @@
 //! - [`disposition`]: what a job's result means for its message.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::athena::Athena;
@@ -20,8 +22,12 @@ use crate::config::Settings;
 use crate::health::{self, Health};
 use crate::pipeline::Pipeline;
 
-/// How long the catalog may take to register the last partitions at shutdown.
-const CATALOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the catalog may take to register the last partitions at shutdown, at most.
+const CATALOG_FLUSH: Duration = Duration::from_secs(10);
+/// After the grace period, [`run`] returns within this (the pool's cleanup and last
+/// deletes, then the catalog's last registrations), leaving the process a second to exit:
+/// SIGTERM to exit is at most `shutdown_grace_seconds` + 5 s.
+pub const AFTER_GRACE: Duration = Duration::from_secs(4);
 
 pub mod disposition;
 pub mod heartbeat;
@@ -78,6 +84,13 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
         pipeline = pipeline.with_catalog(partitions);
         catalog_task = Some(task);
     }
+    let signalled = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            Instant::now()
+        }
+    });
     pool::Pool::new(
         Arc::new(queue),
         Arc::new(pipeline),
@@ -87,9 +100,13 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
     .with_health(health)
     .run(shutdown)
     .await;
+    let exit_by = signalled.await.unwrap_or_else(|_| Instant::now())
+        + settings.worker.shutdown_grace
+        + AFTER_GRACE;
     catalog_stop.cancel();
     if let Some(task) = catalog_task {
-        if tokio::time::timeout(CATALOG_FLUSH, task).await.is_err() {
+        let flush_by = exit_by.min(Instant::now() + CATALOG_FLUSH);
+        if tokio::time::timeout_at(flush_by, task).await.is_err() {
             tracing::warn!(
                 "catalog registrar still busy at exit; later writes or a restart register the rest"
             );
