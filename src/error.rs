@@ -9,7 +9,8 @@ use crate::envelope::EnvelopeError;
 /// Whether a failed message can succeed later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Throttling, outages, timeouts, a missing object: try again later.
+    /// Throttling, outages, timeouts, a missing object, denied access or a missing lake
+    /// bucket or table: try again later.
     Transient,
     /// The message or its file is wrong and will be wrong on every delivery.
     Permanent,
@@ -88,7 +89,10 @@ impl JobError {
             | JobError::NoRecordsTable(_)
             | JobError::Rejected { .. } => ErrorClass::Permanent,
             JobError::Convert { source, .. } if !source.is_transient() => ErrorClass::Permanent,
-            JobError::Aws(e) if !e.is_transient() => ErrorClass::Permanent,
+            // Only a request AWS refuses as malformed (an item over DynamoDB's size limit)
+            // fails again every time; a missing bucket or table is the environment's
+            // fault, retried until the attempts run out.
+            JobError::Aws(e) if e.kind == AwsErrorKind::Rejected => ErrorClass::Permanent,
             JobError::Convert { .. }
             | JobError::ObjectMissing { .. }
             | JobError::Busy { .. }
@@ -105,5 +109,35 @@ impl JobError {
             JobError::ObjectMissing { .. } => ErrorClass::Permanent,
             other => other.class(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws(kind: AwsErrorKind) -> JobError {
+        JobError::Aws(AwsError::new("S3 PutObject", kind, "x"))
+    }
+
+    #[test]
+    fn the_environment_is_retried_and_a_malformed_request_is_not() {
+        assert_eq!(aws(AwsErrorKind::Transient).class(), ErrorClass::Transient);
+        // The lake bucket or a table is missing: fixed by the operator, then it works.
+        assert_eq!(aws(AwsErrorKind::NotFound).class(), ErrorClass::Transient);
+        assert_eq!(aws(AwsErrorKind::Rejected).class(), ErrorClass::Permanent);
+        let missing = JobError::ObjectMissing {
+            uri: "s3://b/k".into(),
+        };
+        assert_eq!(missing.class(), ErrorClass::Transient);
+        assert_eq!(missing.final_class(), ErrorClass::Permanent);
+        assert_eq!(
+            JobError::NoDataset {
+                bucket: "b".into(),
+                key: "k".into()
+            }
+            .class(),
+            ErrorClass::Permanent
+        );
     }
 }

@@ -35,7 +35,9 @@ impl std::fmt::Display for DeadLettered {
     }
 }
 
-/// Moves (or, dry, lists) up to `max` messages from the dead-letter queue. Returns them.
+/// Moves (or, dry, lists) up to `max` messages from the dead-letter queue; without `max`,
+/// as many as it held when the run began, so a message that fails again and comes back
+/// during the run is not moved round in a loop. Returns them.
 pub async fn redrive(
     settings: &Settings,
     clients: &Clients,
@@ -43,7 +45,10 @@ pub async fn redrive(
     max: Option<usize>,
 ) -> Result<Vec<DeadLettered>, AwsError> {
     let dlq = &settings.queue.dead_letter_url;
-    let limit = max.unwrap_or(usize::MAX);
+    let limit = match max {
+        Some(max) => max,
+        None => depth(clients, dlq).await?,
+    };
     let mut seen = Vec::new();
     let mut held = Vec::new();
     while seen.len() < limit {
@@ -107,6 +112,29 @@ pub async fn redrive(
             })?;
     }
     Ok(seen)
+}
+
+/// Messages in the queue, visible or not (SQS's approximate counts).
+async fn depth(clients: &Clients, url: &str) -> Result<usize, AwsError> {
+    use aws_sdk_sqs::types::QueueAttributeName as Name;
+    let attributes = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(Name::ApproximateNumberOfMessages)
+        .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("SQS GetQueueAttributes (dead-letter queue)", e))?
+        .attributes
+        .unwrap_or_default();
+    Ok([
+        Name::ApproximateNumberOfMessages,
+        Name::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .filter_map(|name| attributes.get(name)?.parse::<usize>().ok())
+    .sum())
 }
 
 fn describe(message: &Message) -> DeadLettered {

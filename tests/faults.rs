@@ -459,14 +459,16 @@ async fn redrive_brings_dead_letters_back_once_fixed() {
     )
     .await;
     let _worker = env.start_worker();
-    // The event arrives before its object (say, a replica lagging behind).
+    // The events arrive before their objects (say, a replica lagging behind).
     let body = users_csv(20, 20);
-    let key = "users/late.csv";
+    let keys = ["users/late-0.csv", "users/late-1.csv", "users/late-2.csv"];
     let probe = env.put("users/probe.csv", &body).await;
-    env.send(&s3_event(&env.landing, key, &probe, NOW).to_string())
-        .await;
-    wait_for("the dead letter", WAIT, || async {
-        env.depth(&env.dlq_url).await == 1
+    for key in keys {
+        env.send(&s3_event(&env.landing, key, &probe, NOW).to_string())
+            .await;
+    }
+    wait_for("the dead letters", WAIT, || async {
+        env.depth(&env.dlq_url).await == 3
     })
     .await;
 
@@ -484,27 +486,42 @@ async fn redrive_brings_dead_letters_back_once_fixed() {
         String::from_utf8_lossy(&dry.stderr)
     );
     let listed = String::from_utf8_lossy(&dry.stdout);
-    assert!(listed.contains("error_class: permanent"), "{listed}");
-    assert!(listed.contains("does not exist"), "{listed}");
-    assert!(
-        listed.contains("1 message(s) in the dead-letter queue (dry run: nothing moved)"),
+    assert_eq!(
+        listed.matches("error_class: permanent").count(),
+        3,
         "{listed}"
     );
-    assert_eq!(env.depth(&env.dlq_url).await, 1, "a dry run moves nothing");
-
-    // The cause is fixed: the object lands (same content, so the same ETag).
-    assert_eq!(env.put(key, &body).await, probe);
-    let moved = env.cli(&["redrive", "--config", env.config_str()]);
+    assert!(listed.contains("does not exist"), "{listed}");
     assert!(
-        moved.status.success(),
-        "{}",
-        String::from_utf8_lossy(&moved.stderr)
+        listed.contains("3 message(s) in the dead-letter queue (dry run: nothing moved)"),
+        "{listed}"
     );
-    assert!(String::from_utf8_lossy(&moved.stdout).starts_with("moved 1 message(s)"));
-    wait_for("the ledger to say done", WAIT, || async {
-        env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
-    })
-    .await;
+    assert_eq!(env.depth(&env.dlq_url).await, 3, "a dry run moves nothing");
+
+    // The cause is fixed: the objects land (same content, so the same ETag).
+    for key in keys {
+        assert_eq!(env.put(key, &body).await, probe);
+    }
+    let redrive = |max: Option<&str>| {
+        let mut args = vec!["redrive", "--config", env.config_str()];
+        args.extend(max.map(|max| ["--max", max]).into_iter().flatten());
+        let out = env.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(redrive(Some("2")).starts_with("moved 2 message(s)"));
+    assert_eq!(env.depth(&env.dlq_url).await, 1, "--max 2 left one behind");
+    assert!(redrive(None).starts_with("moved 1 message(s)"));
+    for key in keys {
+        wait_for("the ledger to say done", WAIT, || async {
+            env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
+        })
+        .await;
+    }
     env.wait_drained().await;
     assert_eq!(env.depth(&env.dlq_url).await, 0);
     assert_eq!(env.users().await.len(), 20);
@@ -513,9 +530,45 @@ async fn redrive_brings_dead_letters_back_once_fixed() {
         "status",
         "--config",
         env.config_str(),
-        &format!("s3://{}/{key}", env.landing),
+        &format!("s3://{}/{}", env.landing, keys[0]),
     ]);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains(": done, 2 attempt(s)"), "{shown}");
     assert!(shown.contains("rows: 20 in, 20 written, 0 bad"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_lake_bucket_is_retried_before_it_is_dead_lettered() {
+    let env = TestEnv::quiet(
+        "nolake",
+        &[
+            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "3"),
+            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
+        ],
+    )
+    .await;
+    // A deployment mistake, not the message's fault: every attempt fails the same way,
+    // but only the attempts decide when it stops.
+    let missing = format!("{}-gone", env.lake);
+    let worker = env.start_worker_with(&[("LAKEWORKER__LAKE__BUCKET", missing.as_str())]);
+    env.put_and_announce("orders/a.csv", &orders_csv(10)).await;
+    wait_for("the dead letter", WAIT, || async {
+        env.depth(&env.dlq_url).await == 1
+    })
+    .await;
+    let letters = env.dead_letters_with_attributes().await;
+    let attributes = &letters[0].1;
+    assert_eq!(attributes["lakeworker.error_class"], "transient");
+    assert_eq!(attributes["lakeworker.attempts"], "3");
+    assert!(
+        attributes["lakeworker.error"].contains("NoSuchBucket")
+            || attributes["lakeworker.error"].contains("does not exist"),
+        "{attributes:?}"
+    );
+    assert_eq!(
+        worker.events("message failed; retrying later").len(),
+        2,
+        "retried after the first and second attempts"
+    );
+    assert_eq!(worker.events("message failed; dead-lettering it").len(), 1);
 }

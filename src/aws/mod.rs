@@ -158,9 +158,24 @@ fn classify(code: Option<&str>, status: u16) -> AwsErrorKind {
         "ServiceUnavailable",
         "TransactionInProgressException",
     ];
+    // Credentials and permissions: the operator fixes these, not the message, and an
+    // expiring token or a policy being deployed heals on its own; so they are retried.
+    const ACCESS: [&str; 9] = [
+        "AccessDenied",
+        "AccessDeniedException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "RequestExpired",
+        "KMS.DisabledException",
+    ];
     match code {
         Some(code) if NOT_FOUND.contains(&code) => AwsErrorKind::NotFound,
-        Some(code) if TRANSIENT.contains(&code) => AwsErrorKind::Transient,
+        Some(code) if TRANSIENT.contains(&code) || ACCESS.contains(&code) => {
+            AwsErrorKind::Transient
+        }
         Some("PreconditionFailed") => AwsErrorKind::PreconditionFailed,
         _ => match status {
             404 => AwsErrorKind::NotFound,
@@ -330,7 +345,9 @@ mod tests {
             AwsErrorKind::PreconditionFailed
         );
         assert_eq!(classify(None, 412), AwsErrorKind::PreconditionFailed);
-        assert_eq!(classify(Some("AccessDenied"), 403), AwsErrorKind::Rejected);
+        assert_eq!(classify(Some("AccessDenied"), 403), AwsErrorKind::Transient);
+        assert_eq!(classify(Some("ExpiredToken"), 400), AwsErrorKind::Transient);
+        assert_eq!(classify(None, 403), AwsErrorKind::Rejected);
         assert_eq!(
             classify(Some("ValidationException"), 400),
             AwsErrorKind::Rejected
