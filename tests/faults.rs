@@ -276,7 +276,7 @@ async fn an_endpoint_outage_loses_nothing() {
         &[
             ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5"),
             ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
-            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "20"),
+            // max_attempts stays at its default (5).
         ],
     )
     .await;
@@ -571,4 +571,88 @@ async fn a_missing_lake_bucket_is_retried_before_it_is_dead_lettered() {
         "retried after the first and second attempts"
     );
     assert_eq!(worker.events("message failed; dead-lettering it").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_time_while_every_core_converts() {
+    let env = TestEnv::quiet(
+        "busy",
+        &[
+            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2"),
+            // One row per Arrow batch: a small file that keeps every core converting for
+            // several visibility windows (about 9 s on the 2-core development machine).
+            ("LAKEWORKER__WORKER__BATCH_ROWS", "1"),
+        ],
+    )
+    .await;
+    let worker = env.start_worker();
+    let key = "orders/busy.csv";
+    env.put_and_announce(key, &orders_csv(200_000)).await;
+    env.wait_lake_keys(2).await;
+    env.wait_drained().await;
+
+    let record = &env.ledger(key).await[0];
+    assert_eq!((record.status, record.attempts), (Some(Status::Done), 1));
+    let took = seconds_between(&record.started_at, &record.finished_at);
+    assert!(
+        took >= 6.0,
+        "the scenario needs a conversion of 3 visibility windows; it took {took:.1} s"
+    );
+    assert!(
+        !worker.log().contains("\"attempt\":2"),
+        "the message was never received twice"
+    );
+    let extensions = worker.events("visibility extended");
+    assert!(extensions.len() >= 3, "{extensions:?}");
+    // Each extension is due a margin (half the 2 s window) before the deadline; later
+    // than that, the message would have become visible to another consumer.
+    for extension in &extensions {
+        let late = extension["fields"]["lateness_ms"].as_u64().unwrap();
+        assert!(late < 1000, "an extension {late} ms late: {extensions:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_lake_and_table_is_finished_by_the_next_worker() {
+    let env = TestEnv::quiet(
+        "crash2",
+        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")],
+    )
+    .await;
+    let proxy = Proxy::start(&endpoint()).await;
+    // Slow requests: the lake parts go up in a few seconds, then the DynamoDB writes
+    // (1200 items, about 4 kB a call) crawl.
+    proxy.throttle_upstream(8_000);
+    let first = env.start_worker_via(&proxy);
+    let key = "users/crash-late.csv";
+    let etag = env.put_and_announce(key, &users_csv(3000, 1200)).await;
+    let days = ["2024-05-01", "2024-05-02", "2024-05-03"];
+    env.wait_lake_keys(3).await;
+    wait_for("the first rows in DynamoDB", WAIT, || async {
+        !env.users().await.is_empty()
+    })
+    .await;
+    first.kill();
+    let partial = env.users().await.len();
+    assert!(partial < 1200, "killed mid-upsert, {partial} rows in");
+    assert_eq!(
+        env.ledger(key).await[0].status,
+        Some(Status::Processing),
+        "killed before the ledger said done"
+    );
+
+    let second = env.start_worker();
+    wait_for("the ledger to say done", WAIT, || async {
+        env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
+    })
+    .await;
+    env.wait_drained().await;
+    assert_eq!(
+        env.lake_keys().await,
+        part_keys(&env, key, &etag, "signup_date", &days),
+        "the same keys rewritten, not a second set"
+    );
+    assert_eq!(env.users().await.len(), 1200, "one row per distinct key");
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+    assert_eq!(second.events("message handled").len(), 1);
 }

@@ -1,6 +1,6 @@
 //! The fault-injection proxy of `common::proxy` against small upstream servers started
 //! here (no emulator needed): pass-through, outage and recovery on the same port, and
-//! downstream throttling.
+//! throttling in both directions.
 
 mod common;
 
@@ -184,4 +184,15 @@ async fn throttled_transfer_is_intact_and_the_throttle_can_be_lifted() {
         "received {} bytes, not the 300000 sent",
         received.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_can_be_throttled_too() {
+    let proxy = Proxy::start(&echo_server().await.to_string()).await;
+    proxy.throttle_upstream(100_000);
+    let mut stream = connect(&proxy).await.unwrap();
+    let data = pattern(50_000);
+    round_trip(&mut stream, &data).await;
+    proxy.throttle_upstream(0);
+    round_trip(&mut stream, b"unthrottled").await;
 }

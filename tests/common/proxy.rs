@@ -1,8 +1,8 @@
 //! A small TCP proxy on loopback for fault injection between the `lakeworker` binary and
 //! the emulator: point the worker at [`Proxy::url`] instead of the emulator, then cause an
 //! outage ([`Proxy::refuse`]: connections refused, open ones cut), end it
-//! ([`Proxy::restore`]: same port again) or slow responses down
-//! ([`Proxy::throttle_downstream`]).
+//! ([`Proxy::restore`]: same port again) or slow responses
+//! ([`Proxy::throttle_downstream`]) or requests ([`Proxy::throttle_upstream`]) down.
 //!
 //! Tasks are spawned on the current tokio runtime, so a [`Proxy`] must be started from
 //! inside one (e.g. a `#[tokio::test(flavor = "multi_thread")]`). I/O errors end the
@@ -33,6 +33,8 @@ struct Shared {
     upstream: Vec<SocketAddr>,
     /// Upstream→client limit in bytes per second per connection; 0 = unlimited.
     downstream_rate: AtomicU64,
+    /// Client→upstream limit, likewise.
+    upstream_rate: AtomicU64,
     /// Connection tasks not yet reaped; aborting one drops both of its sockets.
     connections: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -72,6 +74,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             upstream: resolved,
             downstream_rate: AtomicU64::new(0),
+            upstream_rate: AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -134,10 +137,17 @@ impl Proxy {
 
     /// Limits the bytes per second flowing from upstream to client, per connection
     /// (0 = unlimited). Applies to new and existing connections from their next chunk.
-    /// The client→upstream direction is never throttled.
     pub fn throttle_downstream(&self, bytes_per_second: u64) {
         self.shared
             .downstream_rate
+            .store(bytes_per_second, Ordering::Relaxed);
+    }
+
+    /// Limits the bytes per second flowing from client to upstream (requests: uploads,
+    /// DynamoDB writes), per connection, like [`Proxy::throttle_downstream`].
+    pub fn throttle_upstream(&self, bytes_per_second: u64) {
+        self.shared
+            .upstream_rate
             .store(bytes_per_second, Ordering::Relaxed);
     }
 }
@@ -187,7 +197,11 @@ async fn forward(mut client: TcpStream, shared: Arc<Shared>) {
     let (mut client_read, mut client_write) = client.split();
     let (mut upstream_read, mut upstream_write) = upstream.split();
     let _ = tokio::try_join!(
-        copy(&mut client_read, &mut upstream_write, None),
+        copy(
+            &mut client_read,
+            &mut upstream_write,
+            Some(&shared.upstream_rate)
+        ),
         copy(
             &mut upstream_read,
             &mut client_write,
