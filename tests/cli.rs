@@ -404,3 +404,142 @@ type = "date"
         );
     }
 }
+
+/// Describes `table` and returns its billing mode and its key schema as
+/// `(attribute, key type, attribute type)`, hash key first.
+async fn table_keys(
+    env: &TestEnv,
+    table: &str,
+) -> (
+    Option<aws_sdk_dynamodb::types::BillingMode>,
+    Vec<(String, String, String)>,
+) {
+    let described = env
+        .clients
+        .dynamodb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("describe {table}: {e:?}"))
+        .table
+        .expect("table description");
+    let billing = described
+        .billing_mode_summary()
+        .and_then(|s| s.billing_mode())
+        .cloned();
+    let types = described.attribute_definitions();
+    let keys = described
+        .key_schema()
+        .iter()
+        .map(|k| {
+            let kind = types
+                .iter()
+                .find(|d| d.attribute_name() == k.attribute_name())
+                .map(|d| d.attribute_type().as_str().to_owned())
+                .unwrap_or_else(|| panic!("{table}: no attribute definition for {k:?}"));
+            (
+                k.attribute_name().to_owned(),
+                k.key_type().as_str().to_owned(),
+                kind,
+            )
+        })
+        .collect();
+    (billing, keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_creates_on_demand_tables_keyed_by_strings() {
+    use aws_sdk_dynamodb::types::BillingMode;
+    let env = TestEnv::new("tables", &[]).await;
+
+    let (billing, keys) = table_keys(&env, &env.users_table).await;
+    assert_eq!(billing, Some(BillingMode::PayPerRequest), "users table");
+    assert_eq!(
+        keys,
+        [("user_id".into(), "HASH".into(), "S".into())],
+        "users table"
+    );
+
+    let (billing, keys) = table_keys(&env, &env.ledger_table).await;
+    assert_eq!(billing, Some(BillingMode::PayPerRequest), "ledger table");
+    assert_eq!(
+        keys,
+        [
+            ("object_uri".into(), "HASH".into(), "S".into()),
+            ("object_version".into(), "RANGE".into(), "S".into()),
+        ],
+        "ledger table"
+    );
+}
+
+/// The codec of every column chunk of a Parquet file.
+fn codecs(path: &Path) -> Vec<parquet::basic::Compression> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let metadata = reader.metadata();
+    assert!(metadata.num_row_groups() > 0, "{}", path.display());
+    metadata
+        .row_groups()
+        .iter()
+        .flat_map(|group| group.columns().iter().map(|column| column.compression()))
+        .collect()
+}
+
+#[test]
+fn convert_compresses_with_the_configured_codec() {
+    use parquet::basic::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    // The local config names zstd; without the line, the default applies.
+    let template = std::fs::read_to_string(root().join("config/local.toml")).unwrap();
+    let config: String = template
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("compression"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_ne!(config.len(), template.len(), "the compression line is gone");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config).unwrap();
+
+    let convert = |setting: Option<&str>| {
+        let output = dir
+            .path()
+            .join(format!("users-{}.parquet", setting.unwrap_or("default")));
+        let env: Vec<(&str, &str)> = setting
+            .map(|s| ("LAKEWORKER__LAKE__COMPRESSION", s))
+            .into_iter()
+            .collect();
+        let out = lakeworker(
+            &[
+                "convert",
+                "--config",
+                config_path.to_str().unwrap(),
+                "--dataset",
+                "users",
+                "examples/users/signups-2024-05.csv",
+                output.to_str().unwrap(),
+            ],
+            &env,
+        );
+        assert!(out.status.success(), "{setting:?}: {}", text(&out.stderr));
+        let codecs = codecs(&output);
+        assert!(!codecs.is_empty());
+        codecs
+    };
+
+    let zstd = convert(None);
+    assert!(
+        zstd.iter().all(|c| matches!(c, Compression::ZSTD(_))),
+        "default: {zstd:?}"
+    );
+    let snappy = convert(Some("snappy"));
+    assert!(
+        snappy.iter().all(|c| *c == Compression::SNAPPY),
+        "snappy: {snappy:?}"
+    );
+    let none = convert(Some("none"));
+    assert!(
+        none.iter().all(|c| *c == Compression::UNCOMPRESSED),
+        "none: {none:?}"
+    );
+}

@@ -474,3 +474,37 @@ async fn raw_zone_copies_the_original_and_delete_after_removes_it_from_landing()
     let ledger = env.ledger(key).await;
     assert!(ledger[0].outputs.contains(raw[0]), "{ledger:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_the_worker_cleanly() {
+    let env = TestEnv::quiet("sigint", &[]).await;
+    let mut worker = env.start_worker();
+    env.put_and_announce("users/sigint.csv", &example("users/signups-2024-05.csv"))
+        .await;
+    env.wait_lake_keys(3).await;
+    env.wait_drained().await;
+    assert!(worker.is_running(), "log:\n{}", worker.log());
+
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &worker.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -INT failed");
+    let timeout = Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = worker.exited() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker did not exit within {timeout:?} of SIGINT; log:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "log:\n{}", worker.log());
+    let stopping = worker.events("shutting down");
+    assert_eq!(stopping.len(), 1, "log:\n{}", worker.log());
+    assert_eq!(stopping[0]["fields"]["signal"], "SIGINT", "{stopping:?}");
+}
