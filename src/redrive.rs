@@ -47,7 +47,7 @@ pub async fn redrive(
     let dlq = &settings.queue.dead_letter_url;
     let limit = match max {
         Some(max) => max,
-        None => depth(clients, dlq).await?,
+        None => crate::aws::sqs::depth(&clients.sqs, dlq).await? as usize,
     };
     let mut seen = Vec::new();
     let mut held = Vec::new();
@@ -112,29 +112,6 @@ pub async fn redrive(
             })?;
     }
     Ok(seen)
-}
-
-/// Messages in the queue, visible or not (SQS's approximate counts).
-async fn depth(clients: &Clients, url: &str) -> Result<usize, AwsError> {
-    use aws_sdk_sqs::types::QueueAttributeName as Name;
-    let attributes = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(Name::ApproximateNumberOfMessages)
-        .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("SQS GetQueueAttributes (dead-letter queue)", e))?
-        .attributes
-        .unwrap_or_default();
-    Ok([
-        Name::ApproximateNumberOfMessages,
-        Name::ApproximateNumberOfMessagesNotVisible,
-    ]
-    .iter()
-    .filter_map(|name| attributes.get(name)?.parse::<usize>().ok())
-    .sum())
 }
 
 fn describe(message: &Message) -> DeadLettered {

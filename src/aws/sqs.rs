@@ -20,6 +20,28 @@ const GONE: [&str; 3] = [
     "AWS.SimpleQueueService.MessageNotInflight",
 ];
 
+/// Messages in the queue, visible or not (SQS's approximate counts).
+pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> Result<u64, AwsError> {
+    use aws_sdk_sqs::types::QueueAttributeName as Name;
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(Name::ApproximateNumberOfMessages)
+        .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("SQS GetQueueAttributes", e))?
+        .attributes
+        .unwrap_or_default();
+    Ok([
+        Name::ApproximateNumberOfMessages,
+        Name::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .filter_map(|name| attributes.get(name)?.parse::<u64>().ok())
+    .sum())
+}
+
 /// One SQS queue and its dead-letter queue, addressed by URL.
 #[derive(Clone, Debug)]
 pub struct SqsQueue {

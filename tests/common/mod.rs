@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_sqs::types::QueueAttributeName;
 use lakeworker::aws::Clients;
 use lakeworker::config::AwsSettings;
 
@@ -364,30 +363,9 @@ impl TestEnv {
 
     /// Visible plus in-flight messages.
     pub async fn depth(&self, url: &str) -> u64 {
-        let attributes = self
-            .clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
+        lakeworker::aws::sqs::depth(&self.clients.sqs, url)
             .await
             .expect("queue attributes")
-            .attributes
-            .unwrap_or_default();
-        [
-            QueueAttributeName::ApproximateNumberOfMessages,
-            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-        ]
-        .iter()
-        .map(|a| {
-            attributes
-                .get(a)
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
     }
 
     /// Waits until the work queue has been empty for three checks in a row.
