@@ -210,7 +210,7 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
     result
 }
 
-/// Seconds after the grace period by which a stopping worker has exited, whatever hangs.
+/// How long after the grace period a stopping worker has exited, whatever hangs.
 const EXIT_BOUND: std::time::Duration = std::time::Duration::from_millis(4900);
 
 async fn run(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {

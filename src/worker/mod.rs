@@ -27,7 +27,7 @@ const CATALOG_FLUSH: Duration = Duration::from_secs(10);
 /// After the grace period, [`run`] returns within this (the pool's cleanup and last
 /// deletes, then the catalog's last registrations), leaving the process a second to exit:
 /// SIGTERM to exit is at most `shutdown_grace_seconds` + 5 s.
-pub const AFTER_GRACE: Duration = Duration::from_secs(4);
+const AFTER_GRACE: Duration = Duration::from_secs(4);
 
 pub mod disposition;
 pub mod heartbeat;
@@ -84,14 +84,7 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
         pipeline = pipeline.with_catalog(partitions);
         catalog_task = Some(task);
     }
-    let signalled = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.cancelled().await;
-            Instant::now()
-        }
-    });
-    pool::Pool::new(
+    let stopped = pool::Pool::new(
         Arc::new(queue),
         Arc::new(pipeline),
         settings.queue.clone(),
@@ -100,9 +93,7 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
     .with_health(health)
     .run(shutdown)
     .await;
-    let exit_by = signalled.await.unwrap_or_else(|_| Instant::now())
-        + settings.worker.shutdown_grace
-        + AFTER_GRACE;
+    let exit_by = stopped + settings.worker.shutdown_grace + AFTER_GRACE;
     catalog_stop.cancel();
     if let Some(task) = catalog_task {
         let flush_by = exit_by.min(Instant::now() + CATALOG_FLUSH);

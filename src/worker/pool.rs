@@ -40,10 +40,10 @@ const RECEIVE_BACKOFF_CAP: Duration = Duration::from_secs(20);
 /// idempotent and the ledger says they are done).
 const DELETE_TRIES: u32 = 3;
 /// After the grace period, how long stopped jobs get to clean up.
-pub const CLEANUP: Duration = Duration::from_millis(2500);
+const CLEANUP: Duration = Duration::from_millis(2500);
 /// Then how long the last deletes may take. [`Pool::run`] returns at most
 /// `grace + CLEANUP + DELETE_FLUSH` after shutdown began, even if a job never stops.
-pub const DELETE_FLUSH: Duration = Duration::from_secs(1);
+const DELETE_FLUSH: Duration = Duration::from_secs(1);
 
 /// What the pool runs for each message: the pipeline, or a fake in tests.
 pub trait Handler: Send + Sync + 'static {
@@ -108,8 +108,9 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
         self
     }
 
-    /// Runs until `shutdown` is cancelled and every in-flight job is done or stopped.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown` is cancelled and every in-flight job is done or stopped;
+    /// returns when it stopped receiving (shutdown's start, for the caller's own bounds).
+    pub async fn run(self, shutdown: CancellationToken) -> Instant {
         let health = self.shared.health.clone();
         let stopping = shutdown.clone();
         tokio::spawn(async move {
@@ -182,6 +183,7 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
             }
         }
         tracing::info!("worker stopped");
+        stopped
     }
 }
 
@@ -491,6 +493,18 @@ mod tests {
         DeadLetter(String, &'static str, String),
     }
 
+    /// The `n`th message handed out: id `m{n}`, first delivery.
+    fn received(n: usize, body: String) -> Received {
+        Received {
+            message_id: format!("m{n}"),
+            receipt_handle: format!("r{n}"),
+            body,
+            receive_count: 1,
+            received_at: std::time::Instant::now(),
+            sent_at_ms: None,
+        }
+    }
+
     /// Hands out messages whose bodies come from `bodies`, then nothing.
     struct FakeQueue {
         bodies: Mutex<Vec<String>>,
@@ -533,14 +547,7 @@ mod tests {
                     break;
                 };
                 let n = self.handed.fetch_add(1, Ordering::SeqCst);
-                out.push(Received {
-                    message_id: format!("m{n}"),
-                    receipt_handle: format!("r{n}"),
-                    body,
-                    receive_count: 1,
-                    received_at: std::time::Instant::now(),
-                    sent_at_ms: None,
-                });
+                out.push(received(n, body));
             }
             if out.is_empty() {
                 tokio::time::sleep(wait).await;
@@ -580,8 +587,7 @@ mod tests {
     }
 
     /// Acts on the body: "ok", "permanent", "transient", "hang" (until stopped), "stuck"
-    /// (ignores its stop); counts
-    /// how many run at once.
+    /// (ignores its stop); counts how many run at once.
     #[derive(Default)]
     struct FakeHandler {
         now: AtomicUsize,
@@ -763,16 +769,7 @@ mod tests {
         let queue = FakeQueue::new(Vec::new());
         let (send, pending) = mpsc::channel(16);
         for n in 0..12 {
-            send.send(Received {
-                message_id: format!("m{n}"),
-                receipt_handle: format!("r{n}"),
-                body: String::new(),
-                receive_count: 1,
-                received_at: std::time::Instant::now(),
-                sent_at_ms: None,
-            })
-            .await
-            .unwrap();
+            send.send(received(n, String::new())).await.unwrap();
         }
         drop(send);
         delete_loop(queue.clone(), pending).await;
