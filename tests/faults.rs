@@ -42,14 +42,7 @@ fn users_csv(rows: usize, distinct: usize) -> Vec<u8> {
 }
 
 fn part_keys(env: &TestEnv, key: &str, etag: &str, partition: &str, days: &[&str]) -> Vec<String> {
-    let id = lakeworker::lake::object_id(&lakeworker::envelope::ObjectRef {
-        bucket: env.landing.clone(),
-        key: key.into(),
-        size: None,
-        etag: Some(etag.into()),
-        version_id: None,
-        event_time: None,
-    });
+    let id = part_id(&env.landing, key, etag);
     let dataset = key.split('/').next().unwrap();
     days.iter()
         .map(|d| format!("curated/{dataset}/{partition}={d}/part-{id}.parquet"))
@@ -61,6 +54,29 @@ async fn wait_claimed(env: &TestEnv, key: &str) {
         env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Processing)
     })
     .await;
+}
+
+async fn wait_done(env: &TestEnv, key: &str) {
+    wait_for("the ledger to say done", WAIT, || async {
+        env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
+    })
+    .await;
+}
+
+/// After a crash, `second` finished the users file `key` (3000 rows, 1200 keys): one
+/// set of outputs, one row per key, nothing dead-lettered, handled once.
+async fn assert_finished_once(env: &TestEnv, key: &str, etag: &str, second: &Worker) {
+    wait_done(env, key).await;
+    env.wait_drained().await;
+    let days = ["2024-05-01", "2024-05-02", "2024-05-03"];
+    assert_eq!(
+        env.lake_keys().await,
+        part_keys(env, key, etag, "signup_date", &days),
+        "one set of outputs: the same keys rewritten, not a second set"
+    );
+    assert_eq!(env.users().await.len(), 1200, "one row per distinct key");
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+    assert_eq!(second.events("message handled").len(), 1);
 }
 
 fn seconds_between(start: &Option<String>, end: &Option<String>) -> f64 {
@@ -148,25 +164,12 @@ async fn a_crash_mid_job_is_finished_by_the_next_worker() {
     first.kill();
 
     let second = env.start_worker();
-    wait_for("the ledger to say done", WAIT, || async {
-        env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
-    })
-    .await;
-    env.wait_drained().await;
-    let days = ["2024-05-01", "2024-05-02", "2024-05-03"];
-    assert_eq!(
-        env.lake_keys().await,
-        part_keys(&env, key, &etag, "signup_date", &days),
-        "one set of outputs"
-    );
-    assert_eq!(env.users().await.len(), 1200, "one row per distinct key");
-    assert_eq!(env.depth(&env.dlq_url).await, 0);
+    assert_finished_once(&env, key, &etag, &second).await;
     assert_eq!(
         env.ledger(key).await[0].attempts,
         2,
         "the crashed claim expired and was taken over"
     );
-    assert_eq!(second.events("message handled").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,10 +520,7 @@ async fn redrive_brings_dead_letters_back_once_fixed() {
     assert_eq!(env.depth(&env.dlq_url).await, 1, "--max 2 left one behind");
     assert!(redrive(None).starts_with("moved 1 message(s)"));
     for key in keys {
-        wait_for("the ledger to say done", WAIT, || async {
-            env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
-        })
-        .await;
+        wait_done(&env, key).await;
     }
     env.wait_drained().await;
     assert_eq!(env.depth(&env.dlq_url).await, 0);
@@ -626,7 +626,6 @@ async fn a_crash_between_lake_and_table_is_finished_by_the_next_worker() {
     let first = env.start_worker_via(&proxy);
     let key = "users/crash-late.csv";
     let etag = env.put_and_announce(key, &users_csv(3000, 1200)).await;
-    let days = ["2024-05-01", "2024-05-02", "2024-05-03"];
     env.wait_lake_keys(3).await;
     wait_for("the first rows in DynamoDB", WAIT, || async {
         !env.users().await.is_empty()
@@ -642,17 +641,5 @@ async fn a_crash_between_lake_and_table_is_finished_by_the_next_worker() {
     );
 
     let second = env.start_worker();
-    wait_for("the ledger to say done", WAIT, || async {
-        env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
-    })
-    .await;
-    env.wait_drained().await;
-    assert_eq!(
-        env.lake_keys().await,
-        part_keys(&env, key, &etag, "signup_date", &days),
-        "the same keys rewritten, not a second set"
-    );
-    assert_eq!(env.users().await.len(), 1200, "one row per distinct key");
-    assert_eq!(env.depth(&env.dlq_url).await, 0);
-    assert_eq!(second.events("message handled").len(), 1);
+    assert_finished_once(&env, key, &etag, &second).await;
 }

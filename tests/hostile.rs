@@ -6,7 +6,6 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use lakeworker::envelope::ObjectRef;
 use lakeworker::ledger::{LedgerRecord, Status};
 use serde::Deserialize;
 
@@ -56,15 +55,7 @@ async fn every_hostile_file_gets_its_expected_outcome() {
         let mut event = s3_event(&env.landing, &file.key, &etag, EVENT_TIME);
         event["Records"][0]["s3"]["object"]["size"] = body.len().into();
         env.send(&event.to_string()).await;
-        let object = ObjectRef {
-            bucket: env.landing.clone(),
-            key: file.key.clone(),
-            size: None,
-            etag: Some(etag),
-            version_id: None,
-            event_time: None,
-        };
-        ids.insert(file.key.clone(), lakeworker::lake::object_id(&object));
+        ids.insert(file.key.clone(), part_id(&env.landing, &file.key, &etag));
     }
     env.wait_drained().await;
     assert_eq!(

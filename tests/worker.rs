@@ -11,19 +11,7 @@ use arrow::array::{Array, StringArray};
 use arrow::datatypes::{DataType, TimeUnit};
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
-use lakeworker::envelope::ObjectRef;
 use serde_json::json;
-
-fn part_id(bucket: &str, key: &str, etag: &str) -> String {
-    lakeworker::lake::object_id(&ObjectRef {
-        bucket: bucket.into(),
-        key: key.into(),
-        size: None,
-        etag: Some(etag.into()),
-        version_id: None,
-        event_time: None,
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_csv_lands_in_date_partitions_and_dynamodb() {

@@ -585,6 +585,19 @@ pub fn read_with_pyarrow(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("pyarrow JSON")
 }
 
+/// The object id (which names a file's lake parts and quarantine objects) of
+/// `s3://bucket/key` at `etag`.
+pub fn part_id(bucket: &str, key: &str, etag: &str) -> String {
+    lakeworker::lake::object_id(&lakeworker::envelope::ObjectRef {
+        bucket: bucket.into(),
+        key: key.into(),
+        size: None,
+        etag: Some(etag.into()),
+        version_id: None,
+        event_time: None,
+    })
+}
+
 /// An S3 `ObjectCreated:Put` notification body, with the key form-encoded as S3 does.
 pub fn s3_event(bucket: &str, key: &str, etag: &str, event_time: &str) -> serde_json::Value {
     serde_json::json!({"Records": [s3_record("ObjectCreated:Put", bucket, key, etag, event_time)]})
