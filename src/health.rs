@@ -2,8 +2,10 @@
 //! counters, a tiny HTTP endpoint serving them (`GET /healthz`, `GET /readyz`), and the
 //! client behind `lakeworker healthcheck`, so the image needs no curl.
 //!
-//! - `/healthz`: 200 while every poller loop is alive and the process is not shutting
-//!   down, else 503.
+//! - `/healthz`: 200 while every poller loop is alive, none has gone longer than the
+//!   stall bound ([`stall_bound`]) without completing a ReceiveMessage while it had room
+//!   for messages, and the process is not shutting down; else 503, so the orchestrator
+//!   replaces a task that is stuck for any reason.
 //! - `/readyz`: 200 once a ReceiveMessage call has succeeded, else 503.
 //!
 //! Both answer a small JSON body: status, pollers alive of expected, messages in flight,
@@ -24,6 +26,14 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a poller may go without completing a ReceiveMessage, while it has room for
+/// messages, before the process reports itself unhealthy: three long polls, each with its
+/// full per-attempt deadline (`wait_seconds` + `aws.call_timeout_seconds`), which is what
+/// the SDK's three attempts of one stalled receive take. 75 s with the defaults.
+pub fn stall_bound(wait: Duration, call_timeout: Duration) -> Duration {
+    (wait + call_timeout) * 3
+}
+
 /// The pool's state, updated by pollers and jobs, read by the endpoint.
 #[derive(Debug)]
 pub struct Health {
@@ -33,6 +43,10 @@ pub struct Health {
     /// Milliseconds since the epoch of the last successful receive; 0 = none yet.
     last_receive_ms: AtomicU64,
     stopping: AtomicBool,
+    /// Per poller: since when (ms since the epoch) it has tried to receive without success;
+    /// 0 while it is not trying (it just received, or waits for a free slot).
+    trying_since_ms: Vec<AtomicU64>,
+    stall_bound: Duration,
 }
 
 /// What the endpoint reports.
@@ -44,14 +58,17 @@ pub struct Report {
 }
 
 impl Health {
-    /// State for a pool of `pollers` loops, none started yet.
-    pub fn new(pollers: usize) -> Arc<Health> {
+    /// State for a pool of `pollers` loops, none started yet; a poller that tries to
+    /// receive for longer than `stall_bound` without success makes the process unhealthy.
+    pub fn new(pollers: usize, stall_bound: Duration) -> Arc<Health> {
         Arc::new(Health {
             pollers,
             alive: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             last_receive_ms: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            trying_since_ms: (0..pollers).map(|_| AtomicU64::new(0)).collect(),
+            stall_bound,
         })
     }
 
@@ -68,10 +85,25 @@ impl Health {
         Alive(Guard::Job(self.clone()))
     }
 
-    /// Records a successful ReceiveMessage.
-    pub fn received(&self) {
-        let now = chrono::Utc::now().timestamp_millis().max(1) as u64;
-        self.last_receive_ms.store(now, Ordering::SeqCst);
+    /// Poller `poller` is about to call ReceiveMessage (or call it again after a
+    /// failure): its stall clock starts unless it is already running.
+    pub fn receiving(&self, poller: usize) {
+        if let Some(since) = self.trying_since_ms.get(poller) {
+            let _ = since.compare_exchange(0, now_ms(), Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    /// Poller `poller` waits for a free slot: waiting for capacity is not a stall.
+    pub fn waiting(&self, poller: usize) {
+        if let Some(since) = self.trying_since_ms.get(poller) {
+            since.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Records a successful ReceiveMessage of poller `poller`.
+    pub fn received(&self, poller: usize) {
+        self.last_receive_ms.store(now_ms(), Ordering::SeqCst);
+        self.waiting(poller);
     }
 
     /// The process is shutting down: no longer healthy.
@@ -80,25 +112,43 @@ impl Health {
     }
 
     pub fn report(&self) -> Report {
+        self.report_at(now_ms())
+    }
+
+    /// The report as of `now` (ms since the epoch).
+    fn report_at(&self, now: u64) -> Report {
         let alive = self.alive.load(Ordering::SeqCst);
         let stopping = self.stopping.load(Ordering::SeqCst);
         let last = self.last_receive_ms.load(Ordering::SeqCst);
-        let healthy = alive == self.pollers && !stopping;
+        let bound = self.stall_bound.as_millis() as u64;
+        let stalled = self
+            .trying_since_ms
+            .iter()
+            .map(|since| since.load(Ordering::SeqCst))
+            .filter(|&since| since > 0 && now.saturating_sub(since) > bound)
+            .count();
+        let healthy = alive == self.pollers && stalled == 0 && !stopping;
         let ready = last > 0;
         let last_receive = (last > 0)
             .then(|| chrono::DateTime::from_timestamp_millis(last as i64))
             .flatten()
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-        let status = match (healthy, stopping) {
-            (true, _) => "ok",
-            (false, true) => "stopping",
-            (false, false) => "poller down",
+        let status = if stopping {
+            "stopping"
+        } else if alive < self.pollers {
+            "poller down"
+        } else if stalled > 0 {
+            "receive stalled"
+        } else {
+            "ok"
         };
         let body = serde_json::json!({
             "status": status,
             "ready": ready,
             "pollers": self.pollers,
             "pollers_alive": alive,
+            "pollers_stalled": stalled,
+            "stall_bound_s": self.stall_bound.as_secs(),
             "in_flight": self.in_flight.load(Ordering::SeqCst),
             "last_receive": last_receive,
             "version": env!("CARGO_PKG_VERSION"),
@@ -110,6 +160,10 @@ impl Health {
             body,
         }
     }
+}
+
+fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(1) as u64
 }
 
 enum Guard {
@@ -260,7 +314,7 @@ mod tests {
 
     #[test]
     fn healthy_needs_every_poller_and_ready_needs_a_receive() {
-        let health = Health::new(2);
+        let health = Health::new(2, Duration::from_secs(60));
         let first = health.poller();
         assert!(!health.report().healthy, "one of two pollers");
         let second = health.poller();
@@ -269,7 +323,7 @@ mod tests {
         assert_eq!(respond(&health, "GET", "/healthz").0, 200);
         assert_eq!(respond(&health, "GET", "/readyz").0, 503);
 
-        health.received();
+        health.received(0);
         let job = health.job();
         let (code, body) = respond(&health, "GET", "/readyz?verbose");
         assert_eq!(code, 200);
@@ -286,7 +340,7 @@ mod tests {
         assert!(body.contains("poller down"), "{body}");
         drop(first);
 
-        let health = Health::new(1);
+        let health = Health::new(1, Duration::from_secs(60));
         let _poller = health.poller();
         health.stopping();
         let (code, body) = respond(&health, "GET", "/healthz");
@@ -295,9 +349,37 @@ mod tests {
         assert_eq!(respond(&health, "POST", "/healthz").0, 405);
     }
 
+    #[test]
+    fn a_poller_trying_past_the_bound_is_unhealthy_until_it_receives() {
+        let health = Health::new(2, Duration::from_secs(10));
+        let _pollers = (health.poller(), health.poller());
+        let start = now_ms();
+        health.receiving(0);
+        health.receiving(1);
+        assert!(health.report_at(start + 10_000).healthy, "at the bound");
+        // Failed receives do not restart the clock.
+        health.receiving(0);
+        let late = health.report_at(start + 10_500);
+        assert!(!late.healthy);
+        let body: serde_json::Value = serde_json::from_str(&late.body).unwrap();
+        assert_eq!(body["status"], "receive stalled");
+        assert_eq!(body["pollers_stalled"], 2);
+        assert_eq!(body["stall_bound_s"], 10);
+        // Poller 0 received; poller 1 now waits for a free slot: neither is stalled.
+        health.received(0);
+        health.waiting(1);
+        assert!(health.report_at(start + 60_000).healthy);
+        health.receiving(1);
+        assert!(health.report_at(now_ms() + 9_000).healthy);
+        assert!(!health.report_at(now_ms() + 11_000).healthy);
+        assert!(
+            stall_bound(Duration::from_secs(20), Duration::from_secs(5)) == Duration::from_secs(75)
+        );
+    }
+
     #[tokio::test]
     async fn the_endpoint_answers_the_healthcheck_client() {
-        let health = Health::new(1);
+        let health = Health::new(1, Duration::from_secs(60));
         let _poller = health.poller();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

@@ -237,6 +237,49 @@ async fn sigterm_releases_the_message_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_default_visibility_below_the_workers_does_not_redeliver() {
+    let env = TestEnv::quiet(
+        "qvis",
+        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "20")],
+    )
+    .await;
+    // The queue was made by someone else, with a default far below the worker's window:
+    // a receive that does not ask for the worker's own would be redelivered after 1 s.
+    env.clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&env.queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "1",
+        )
+        .send()
+        .await
+        .expect("set the queue's default visibility");
+    let proxy = Proxy::start(&endpoint()).await;
+    // About 220 kB at 40 kB/s: a job of 5 s or more, long before its first heartbeat (10 s).
+    proxy.throttle_downstream(40_000);
+    let worker = env.start_worker_via(&proxy);
+    let key = "orders/qvis.csv";
+    env.put_and_announce(key, &orders_csv(4_400)).await;
+    env.wait_lake_keys(2).await;
+    env.wait_drained().await;
+    let record = &env.ledger(key).await[0];
+    assert_eq!((record.status, record.attempts), (Some(Status::Done), 1));
+    let took = seconds_between(&record.started_at, &record.finished_at);
+    assert!(
+        took >= 3.0,
+        "the scenario needs a job of several seconds: {took:.1} s"
+    );
+    assert!(
+        !worker.log().contains("\"attempt\":2"),
+        "received once: {:?}",
+        worker.events("message handled")
+    );
+    assert_eq!(worker.events("message handled").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicated_event_is_processed_once() {
     let env = TestEnv::quiet(
         "dup",
@@ -316,6 +359,89 @@ async fn an_endpoint_outage_loses_nothing() {
     assert!(
         worker.log().contains("receive failed"),
         "the outage was seen"
+    );
+}
+
+/// The log events with `message` that happened in the span of landing key `key`.
+fn events_for(worker: &Worker, message: &str, key: &str) -> usize {
+    worker
+        .events(message)
+        .iter()
+        .filter(|event| {
+            event["spans"]
+                .as_array()
+                .is_some_and(|spans| spans.iter().any(|span| span["key"] == key))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_endpoint_times_out_and_loses_nothing() {
+    // Default AWS deadlines: connect 3 s, first byte 10 s, small calls 5 s; long polls of
+    // 1 s get 6 s.
+    let env = TestEnv::new(
+        "stall",
+        &[
+            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5"),
+            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let proxy = Proxy::start(&endpoint()).await;
+    let mut worker = env.start_worker_via(&proxy);
+    for i in 0..3 {
+        env.put(&format!("orders/before-{i}.csv"), &orders_csv(100))
+            .await;
+    }
+    env.wait_lake_keys(6).await;
+
+    // A slow object is mid-download when the endpoint goes silent for 25 s: connections
+    // are accepted and never answered, and those open now stay silent afterwards.
+    proxy.throttle_downstream(20_000);
+    env.put("orders/during.csv", &orders_csv(4_000)).await;
+    wait_claimed(&env, "orders/during.csv").await;
+    proxy.stall();
+    for i in 0..3 {
+        env.put(&format!("orders/after-{i}.csv"), &orders_csv(100))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(worker.is_running(), "the worker survives the stall");
+    proxy.throttle_downstream(0);
+    proxy.end_stall();
+
+    let keys = env.wait_lake_keys(14).await;
+    env.wait_drained().await;
+    assert_eq!(keys.len(), 14, "7 objects × 2 partitions: {keys:#?}");
+    assert_eq!(env.depth(&env.dlq_url).await, 0, "nothing dead-lettered");
+    let objects = [
+        "before-0", "before-1", "before-2", "during", "after-0", "after-1", "after-2",
+    ];
+    for name in objects {
+        let key = format!("orders/{name}.csv");
+        let ledger = env.ledger(&key).await;
+        assert_eq!(ledger.len(), 1, "{key}: one version");
+        assert_eq!(ledger[0].status, Some(Status::Done), "{key}: {ledger:?}");
+        assert_eq!(
+            events_for(&worker, "object converted", &key),
+            1,
+            "{key} converted and written exactly once"
+        );
+    }
+    assert!(worker.is_running(), "the worker is still up");
+    // The timed-out calls are named in the log.
+    let timed_out: Vec<String> = worker
+        .events("AWS call timed out; the SDK retries on a new connection while attempts remain")
+        .iter()
+        .filter_map(|event| event["fields"]["call"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        timed_out.iter().any(|call| call == "SQS ReceiveMessage"),
+        "{timed_out:?}"
+    );
+    assert!(
+        timed_out.iter().any(|call| !call.starts_with("SQS ")),
+        "S3 or DynamoDB calls timed out too: {timed_out:?}"
     );
 }
 

@@ -78,6 +78,55 @@ async fn healthy_while_polling_ready_after_a_receive_gone_after_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_turns_503_while_receives_stall_past_the_bound() {
+    let env = TestEnv::quiet("stallhealth", &[]).await;
+    let proxy = proxy::Proxy::start(&endpoint()).await;
+    let address = free_address();
+    let mut worker = env.start_worker_with(&[
+        ("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url()),
+        ("LAKEWORKER__HEALTH__LISTEN", &address),
+    ]);
+    let healthz = format!("http://{address}/healthz");
+    let readyz = format!("http://{address}/readyz");
+    wait_for("readyz to answer 200", WAIT, || async {
+        healthcheck(&readyz).0
+    })
+    .await;
+    assert!(healthcheck(&healthz).0);
+
+    // Long polls of 1 s with the default 5 s call deadline: the documented bound is
+    // 3 × (1 s + 5 s) = 18 s without a completed receive.
+    proxy.stall();
+    let stalled = std::time::Instant::now();
+    wait_for("healthz to answer 503 during the stall", WAIT, || async {
+        !healthcheck(&healthz).0
+    })
+    .await;
+    let unhealthy_after = stalled.elapsed();
+    let (_, text) = healthcheck(&healthz);
+    let json = text.find('{').map_or("", |at| text[at..].trim());
+    let body: serde_json::Value = serde_json::from_str(json).expect("JSON body");
+    assert_eq!(body["status"], "receive stalled", "{text}");
+    assert_eq!(body["stall_bound_s"], 18, "{text}");
+    assert_eq!(
+        body["pollers_alive"], 2,
+        "the pollers are alive, only stuck"
+    );
+    // The clock of a poll starts when it is sent, at most a 1 s poll before the stall.
+    assert!(
+        unhealthy_after >= std::time::Duration::from_secs(17),
+        "not before the bound: {unhealthy_after:?}"
+    );
+
+    proxy.end_stall();
+    wait_for("healthz to answer 200 after the stall", WAIT, || async {
+        healthcheck(&healthz).0
+    })
+    .await;
+    assert!(worker.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_health_port_stops_the_worker_with_a_clear_error() {
     let env = TestEnv::quiet("healthport", &[]).await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -1,6 +1,6 @@
 //! The fault-injection proxy of `common::proxy` against small upstream servers started
-//! here (no emulator needed): pass-through, outage and recovery on the same port, and
-//! throttling in both directions.
+//! here (no emulator needed): pass-through, outage and recovery on the same port,
+//! throttling in both directions, stalls (black holes) and silenced requests.
 
 mod common;
 
@@ -195,4 +195,67 @@ async fn requests_can_be_throttled_too() {
     round_trip(&mut stream, &data).await;
     proxy.throttle_upstream(0);
     round_trip(&mut stream, b"unthrottled").await;
+}
+
+/// Sends `message` and expects silence: no byte back and no close within `quiet`.
+async fn silent(stream: &mut TcpStream, message: &[u8], quiet: Duration) {
+    bounded("write to a silent connection", stream.write_all(message))
+        .await
+        .expect("a silent connection still takes the request");
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+        Err(_) => {}
+        Ok(Ok(0)) => panic!("the silent connection was closed"),
+        Ok(Ok(n)) => panic!("the silent connection answered {n} bytes"),
+        Ok(Err(e)) => panic!("the silent connection failed: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_silences_open_and_new_connections_and_only_new_ones_recover() {
+    let upstream = echo_server().await;
+    let proxy = Proxy::start(&upstream.to_string()).await;
+    let quiet = Duration::from_millis(500);
+    let mut open = connect(&proxy).await.unwrap();
+    round_trip(&mut open, b"before").await;
+
+    proxy.stall();
+    proxy.stall(); // idempotent
+    silent(&mut open, b"during", quiet).await;
+    // Accepted, read, never answered.
+    let mut during = connect(&proxy).await.expect("connect during a stall");
+    silent(&mut during, &pattern(100_000), quiet).await;
+
+    proxy.end_stall();
+    let mut after = connect(&proxy).await.expect("connect after the stall");
+    round_trip(&mut after, b"after").await;
+    silent(&mut open, b"still", quiet).await;
+    silent(&mut during, b"still", quiet).await;
+    // A client giving up on a silent connection closes it; the proxy lets it go.
+    drop(open);
+    round_trip(&mut after, b"again").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_a_pattern_are_silenced_and_others_pass() {
+    let upstream = echo_server().await;
+    let proxy = Proxy::start(&upstream.to_string()).await;
+    let quiet = Duration::from_millis(500);
+    let mut before = connect(&proxy).await.unwrap();
+    proxy.silence_requests_containing(Some(b"X-Amz-Target: AmazonAthena"));
+    round_trip(&mut before, b"X-Amz-Target: DynamoDB_20120810.GetItem").await;
+    silent(
+        &mut before,
+        b"POST / HTTP/1.1\r\nX-Amz-Target: AmazonAthena.StartQueryExecution\r\n\r\n",
+        quiet,
+    )
+    .await;
+    // That connection stays silent, whatever comes next; others are unaffected.
+    silent(&mut before, b"X-Amz-Target: DynamoDB", quiet).await;
+    let mut other = connect(&proxy).await.unwrap();
+    round_trip(&mut other, b"X-Amz-Target: AmazonSQS.ReceiveMessage").await;
+
+    proxy.silence_requests_containing(None);
+    let mut later = connect(&proxy).await.unwrap();
+    round_trip(&mut later, b"X-Amz-Target: AmazonAthena.GetQueryExecution").await;
 }

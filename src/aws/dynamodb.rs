@@ -7,7 +7,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{AwsError, AwsErrorKind, RecordStore};
+use super::{timeouts, AwsError, AwsErrorKind, RecordStore};
+use crate::config::AwsTimeouts;
 use crate::records::Item;
 
 /// BatchWriteItem's limit on requests per call.
@@ -23,11 +24,22 @@ const OPERATION: &str = "DynamoDB BatchWriteItem";
 #[derive(Clone, Debug)]
 pub struct DynamoRecords {
     client: aws_sdk_dynamodb::Client,
+    /// A batch of large items may take longer than a small call.
+    timeouts: AwsTimeouts,
 }
 
 impl DynamoRecords {
     pub fn new(client: aws_sdk_dynamodb::Client) -> Self {
-        DynamoRecords { client }
+        DynamoRecords {
+            client,
+            timeouts: AwsTimeouts::default(),
+        }
+    }
+
+    /// The deadlines the client was built with, to size batches from.
+    pub fn with_timeouts(mut self, timeouts: AwsTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     async fn write_chunk(&self, table: &str, chunk: Vec<Item>) -> Result<(), AwsError> {
@@ -48,10 +60,19 @@ impl DynamoRecords {
         table: &str,
         requests: Vec<WriteRequest>,
     ) -> Result<Vec<WriteRequest>, AwsError> {
+        let bytes = requests
+            .iter()
+            .filter_map(|r| r.put_request.as_ref())
+            .map(|put| approximate_size(&put.item))
+            .sum();
+        let transfer = aws_sdk_dynamodb::config::Builder::default()
+            .timeout_config(timeouts::transfer(&self.timeouts, bytes));
         let output = self
             .client
             .batch_write_item()
             .set_request_items(Some(HashMap::from([(table.to_owned(), requests)])))
+            .customize()
+            .config_override(transfer)
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
@@ -106,6 +127,21 @@ fn chunks(items: Vec<Item>) -> Vec<Vec<Item>> {
         chunks.push(items.by_ref().take(BATCH_SIZE).collect());
     }
     chunks
+}
+
+/// About the bytes an item takes on the wire (names and values as text), to size a
+/// batch's deadline.
+fn approximate_size(item: &Item) -> u64 {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    item.iter()
+        .map(|(name, value)| {
+            let value = match value {
+                AttributeValue::S(text) | AttributeValue::N(text) => text.len(),
+                _ => 8,
+            };
+            (name.len() + value + 8) as u64
+        })
+        .sum()
 }
 
 impl RecordStore for DynamoRecords {

@@ -28,6 +28,7 @@ pub mod ledger;
 pub mod memory;
 pub mod s3;
 pub mod sqs;
+pub mod timeouts;
 
 /// The SDK clients, configured once per process.
 #[derive(Clone, Debug)]
@@ -41,21 +42,35 @@ pub struct Clients {
 impl Clients {
     /// Builds clients for the region and, for a local emulator, its endpoint (S3 then uses
     /// path-style addressing). Credentials come from the standard AWS provider chain.
+    /// Every client has the deadlines of [`timeouts`] for small calls (the adapters set
+    /// longer ones per call for long polls and transfers) and logs timed-out attempts.
     pub async fn connect(aws: &AwsSettings) -> Clients {
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(aws.region.clone()));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(aws.region.clone()))
+            .timeout_config(timeouts::small_calls(&aws.timeouts))
+            .stalled_stream_protection(timeouts::stalled_streams(&aws.timeouts));
         if let Some(endpoint) = &aws.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }
         let shared: SdkConfig = loader.load().await;
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(aws.endpoint_url.is_some())
+            .interceptor(timeouts::TimeoutLog)
+            .build();
+        let sqs = aws_sdk_sqs::config::Builder::from(&shared)
+            .interceptor(timeouts::TimeoutLog)
+            .build();
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared)
+            .interceptor(timeouts::TimeoutLog)
+            .build();
+        let athena = aws_sdk_athena::config::Builder::from(&shared)
+            .interceptor(timeouts::TimeoutLog)
             .build();
         Clients {
-            sqs: aws_sdk_sqs::Client::new(&shared),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
             s3: aws_sdk_s3::Client::from_conf(s3),
-            dynamodb: aws_sdk_dynamodb::Client::new(&shared),
-            athena: aws_sdk_athena::Client::new(&shared),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            athena: aws_sdk_athena::Client::from_conf(athena),
         }
     }
 }
@@ -63,7 +78,7 @@ impl Clients {
 /// What kind of failure an AWS call had, which decides what the worker does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AwsErrorKind {
-    /// Throttling, 5xx, timeouts, connection errors: retry later.
+    /// Throttling, 5xx, timeouts (see [`timeouts`]), connection errors: retry later.
     Transient,
     /// The resource does not exist (object, bucket, table, queue).
     NotFound,
@@ -211,11 +226,13 @@ pub struct DeadLetter {
 
 /// The work queue (and its dead-letter queue).
 pub trait Queue: Send + Sync + 'static {
-    /// Long-polls for up to `max` (1-10) messages.
+    /// Long-polls for up to `max` (1-10) messages, each hidden from other consumers for
+    /// `visibility` (whatever the queue's default visibility timeout is).
     fn receive(
         &self,
         max: i32,
         wait: Duration,
+        visibility: Duration,
     ) -> impl Future<Output = Result<Vec<Received>, AwsError>> + Send;
 
     /// Deletes up to 10 messages; returns the message ids that could not be deleted.

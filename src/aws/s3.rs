@@ -11,7 +11,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AwsError, AwsErrorKind, ObjectStore, Opened};
+use super::{timeouts, AwsError, AwsErrorKind, ObjectStore, Opened};
+use crate::config::AwsTimeouts;
 use crate::convert::SourceFailed;
 use crate::envelope::ObjectRef;
 
@@ -44,6 +45,8 @@ pub struct S3Store {
     multipart_threshold: u64,
     part_size: u64,
     part_concurrency: usize,
+    /// Uploads and copies get a deadline that grows with their size.
+    timeouts: AwsTimeouts,
 }
 
 impl S3Store {
@@ -53,7 +56,20 @@ impl S3Store {
             multipart_threshold: MULTIPART_THRESHOLD,
             part_size: PART_SIZE,
             part_concurrency: PART_CONCURRENCY,
+            timeouts: AwsTimeouts::default(),
         }
+    }
+
+    /// The deadlines the client was built with, to size transfers from.
+    pub fn with_timeouts(mut self, timeouts: AwsTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// A per-call override for a request that sends or copies `bytes`.
+    fn transfer(&self, bytes: u64) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default()
+            .timeout_config(timeouts::transfer(&self.timeouts, bytes))
     }
 
     /// Sets the multipart part size (at least 5 MiB; files above the larger of it and
@@ -114,6 +130,8 @@ impl S3Store {
                     .part_number(number)
                     .copy_source(source)
                     .copy_source_range(format!("bytes={offset}-{end}"))
+                    .customize()
+                    .config_override(self.transfer(end + 1 - offset))
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("S3 UploadPartCopy", e))?;
@@ -235,6 +253,8 @@ impl S3Store {
                     .upload_id(upload_id)
                     .part_number(number)
                     .body(body)
+                    .customize()
+                    .config_override(self.transfer(part_size.min(size - offset)))
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("S3 UploadPart", e))?;
@@ -320,7 +340,10 @@ impl ObjectStore for S3Store {
         if let (None, Some(etag)) = (&object.version_id, &object.etag) {
             request = request.copy_source_if_match(format!("\"{etag}\""));
         }
+        // Server-side, but S3 answers only when the copy is done.
         request
+            .customize()
+            .config_override(self.transfer(object.size.unwrap_or(MAX_COPY)))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("S3 CopyObject", e))?;
@@ -346,11 +369,14 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_bytes(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+        let transfer = self.transfer(body.len() as u64);
         self.client
             .put_object()
             .bucket(bucket)
             .key(key)
             .body(ByteStream::from(body))
+            .customize()
+            .config_override(transfer)
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("S3 PutObject", e))?;
@@ -390,6 +416,8 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(key)
             .body(body)
+            .customize()
+            .config_override(self.transfer(size))
             .send();
         tokio::select! {
             result = put => result.map(|_| ()).map_err(|e| AwsError::from_sdk("S3 PutObject", e)),

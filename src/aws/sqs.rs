@@ -8,7 +8,8 @@ use aws_sdk_sqs::types::{
 };
 use chrono::{SecondsFormat, Utc};
 
-use super::{AwsError, AwsErrorKind, DeadLetter, Queue, Received};
+use super::{timeouts, AwsError, AwsErrorKind, DeadLetter, Queue, Received};
+use crate::config::AwsTimeouts;
 
 /// Longest `lakeworker.error` attribute; the full error is in the worker's log.
 pub const MAX_ERROR_ATTRIBUTE: usize = 1024;
@@ -48,6 +49,8 @@ pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
     dead_letter_url: String,
+    /// Long polls get `wait_seconds` plus the small-call deadline per attempt.
+    timeouts: AwsTimeouts,
 }
 
 impl SqsQueue {
@@ -60,7 +63,14 @@ impl SqsQueue {
             client,
             url: url.into(),
             dead_letter_url: dead_letter_url.into(),
+            timeouts: AwsTimeouts::default(),
         }
+    }
+
+    /// The deadlines the client was built with, to size long polls from.
+    pub fn with_timeouts(mut self, timeouts: AwsTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 }
 
@@ -85,15 +95,28 @@ pub fn truncate(text: &str, max: usize) -> String {
 }
 
 impl Queue for SqsQueue {
-    async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<Received>, AwsError> {
+    async fn receive(
+        &self,
+        max: i32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Received>, AwsError> {
+        let wait = wait.min(Duration::from_secs(20));
+        let long_poll = aws_sdk_sqs::config::Builder::default()
+            .timeout_config(timeouts::long_poll(&self.timeouts, wait));
         let output = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, 10))
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
+            // The worker's own window, not the queue's default (which may be shorter
+            // than the first heartbeat).
+            .visibility_timeout(i32::try_from(visibility.as_secs()).unwrap_or(i32::MAX))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .customize()
+            .config_override(long_poll)
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("SQS ReceiveMessage", e))?;

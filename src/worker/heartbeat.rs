@@ -166,7 +166,12 @@ mod tests {
     }
 
     impl Queue for Extensions {
-        async fn receive(&self, _: i32, _: Duration) -> Result<Vec<Received>, AwsError> {
+        async fn receive(
+            &self,
+            _: i32,
+            _: Duration,
+            _: Duration,
+        ) -> Result<Vec<Received>, AwsError> {
             Ok(Vec::new())
         }
         async fn delete_batch(&self, _: &[Received]) -> Result<Vec<String>, AwsError> {

@@ -38,7 +38,10 @@ pub mod pool;
 /// `[health] listen` set, serves the health endpoint meanwhile; failing to bind it is the
 /// only error.
 pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let health = Health::new(settings.queue.pollers.get());
+    let health = Health::new(
+        settings.queue.pollers.get(),
+        health::stall_bound(settings.queue.wait, settings.aws.timeouts.call),
+    );
     if let Some(address) = settings.health.listen {
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("health endpoint on {address}: {e}"))
@@ -47,20 +50,24 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
         tokio::spawn(health::serve(listener, health.clone(), shutdown.clone()));
     }
     let clients = Clients::connect(&settings.aws).await;
+    let timeouts = settings.aws.timeouts;
     let queue = SqsQueue::new(
         clients.sqs.clone(),
         settings.queue.url.clone(),
         settings.queue.dead_letter_url.clone(),
-    );
+    )
+    .with_timeouts(timeouts);
     let worker_id = worker_id();
     tracing::info!(%worker_id, "this worker's ledger owner id");
     let mut pipeline = Pipeline::new(
         settings.clone(),
-        S3Store::new(clients.s3.clone()).with_upload(
-            settings.lake.upload_part_size,
-            settings.lake.upload_concurrency.get(),
-        ),
-        DynamoRecords::new(clients.dynamodb.clone()),
+        S3Store::new(clients.s3.clone())
+            .with_upload(
+                settings.lake.upload_part_size,
+                settings.lake.upload_concurrency.get(),
+            )
+            .with_timeouts(timeouts),
+        DynamoRecords::new(clients.dynamodb.clone()).with_timeouts(timeouts),
         DynamoLedger::new(clients.dynamodb.clone(), settings.ledger.table.clone()),
         worker_id,
     );

@@ -91,7 +91,10 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
                 max: settings.retry_max,
             },
             visibility: settings.visibility_timeout,
-            health: Health::new(settings.pollers.get()),
+            health: Health::new(
+                settings.pollers.get(),
+                crate::health::stall_bound(settings.wait, Duration::from_secs(5)),
+            ),
         };
         Pool {
             shared: Arc::new(shared),
@@ -134,6 +137,7 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
         let pollers: Vec<_> = (0..self.settings.pollers.get())
             .map(|poller| {
                 let poll = Poller {
+                    index: poller,
                     shared: self.shared.clone(),
                     permits: permits.clone(),
                     jobs: jobs.clone(),
@@ -189,6 +193,8 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
 
 /// One long-poll loop.
 struct Poller<Q, H> {
+    /// Which poller this is, for its health.
+    index: usize,
     shared: Arc<Shared<Q, H>>,
     permits: Arc<Semaphore>,
     jobs: TaskTracker,
@@ -201,14 +207,23 @@ impl<Q: Queue, H: Handler> Poller<Q, H> {
     async fn run(self, shutdown: CancellationToken) {
         let _alive = self.shared.health.poller();
         let mut backoff = RECEIVE_BACKOFF;
+        let health = &self.shared.health;
         loop {
-            let mut held = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                first = self.permits.clone().acquire_owned() => match first {
-                    Ok(permit) => vec![permit],
-                    Err(_) => return,
-                },
+            let first = match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // Every slot is busy: waiting for capacity is not a stalled receive.
+                    health.waiting(self.index);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        first = self.permits.clone().acquire_owned() => match first {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        },
+                    }
+                }
             };
+            let mut held = vec![first];
             while held.len() < SQS_BATCH {
                 match self.permits.clone().try_acquire_owned() {
                     Ok(permit) => held.push(permit),
@@ -216,14 +231,19 @@ impl<Q: Queue, H: Handler> Poller<Q, H> {
                 }
             }
             let polled = std::time::Instant::now();
+            health.receiving(self.index);
+            let receive =
+                self.shared
+                    .queue
+                    .receive(held.len() as i32, self.wait, self.shared.visibility);
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                received = self.shared.queue.receive(held.len() as i32, self.wait) => received,
+                received = receive => received,
             };
             crate::metrics::get().poll(polled.elapsed().as_secs_f64());
             match received {
                 Ok(messages) => {
-                    self.shared.health.received();
+                    health.received(self.index);
                     crate::metrics::get().received(messages.len());
                     backoff = RECEIVE_BACKOFF;
                     // Permits beyond the messages received are released when `held` drops.
@@ -509,7 +529,8 @@ mod tests {
     struct FakeQueue {
         bodies: Mutex<Vec<String>>,
         handed: AtomicUsize,
-        asked: Mutex<Vec<i32>>,
+        /// (max messages, visibility seconds) of each receive.
+        asked: Mutex<Vec<(i32, u64)>>,
         calls: Mutex<Vec<Call>>,
     }
 
@@ -539,8 +560,13 @@ mod tests {
     }
 
     impl Queue for FakeQueue {
-        async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<Received>, AwsError> {
-            self.asked.lock().unwrap().push(max);
+        async fn receive(
+            &self,
+            max: i32,
+            wait: Duration,
+            visibility: Duration,
+        ) -> Result<Vec<Received>, AwsError> {
+            self.asked.lock().unwrap().push((max, visibility.as_secs()));
             let mut out = Vec::new();
             while out.len() < max as usize {
                 let Some(body) = self.bodies.lock().unwrap().pop() else {
@@ -665,7 +691,7 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .all(|&max| (1..=3).contains(&max)));
+            .all(|&(max, visibility)| (1..=3).contains(&max) && visibility == 60));
         for call in queue.calls() {
             assert!(
                 matches!(&call, Call::Delete(ids) if (1..=SQS_BATCH).contains(&ids.len())),

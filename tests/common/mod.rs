@@ -178,6 +178,7 @@ impl TestEnv {
         let clients = Clients::connect(&AwsSettings {
             region: REGION.into(),
             endpoint_url: Some(endpoint.clone()),
+            timeouts: Default::default(),
         })
         .await;
         let mut env = TestEnv {

@@ -4,6 +4,14 @@
 //! ([`Proxy::restore`]: same port again) or slow responses
 //! ([`Proxy::throttle_downstream`]) or requests ([`Proxy::throttle_upstream`]) down.
 //!
+//! Silent faults, the kind no error reveals: [`Proxy::stall`] black-holes the endpoint (a
+//! hung load balancer, a half-open connection): connections are accepted and read, and
+//! never answered; the open ones go silent too. [`Proxy::end_stall`] lets new connections
+//! through again, while those silenced stay silent until the client gives up on them.
+//! [`Proxy::silence_requests_containing`] black-holes only the connections that carry a
+//! request with some bytes (an `X-Amz-Target` header, say: one AWS service hangs, the
+//! others answer).
+//!
 //! Tasks are spawned on the current tokio runtime, so a [`Proxy`] must be started from
 //! inside one (e.g. a `#[tokio::test(flavor = "multi_thread")]`). I/O errors end the
 //! affected connection only; they never panic.
@@ -16,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Largest chunk copied at once in either direction.
@@ -37,6 +46,10 @@ struct Shared {
     upstream_rate: AtomicU64,
     /// Connection tasks not yet reaped; aborting one drops both of its sockets.
     connections: Mutex<Vec<JoinHandle<()>>>,
+    /// True during a stall: open connections go silent, new ones are silent from the start.
+    stalled: watch::Sender<bool>,
+    /// A connection whose request bytes contain this goes silent (from that request on).
+    silence_pattern: Mutex<Option<Vec<u8>>>,
 }
 
 /// A TCP proxy listening on `127.0.0.1` and forwarding to one upstream address.
@@ -76,6 +89,8 @@ impl Proxy {
             downstream_rate: AtomicU64::new(0),
             upstream_rate: AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
+            stalled: watch::Sender::new(false),
+            silence_pattern: Mutex::new(None),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Proxy {
@@ -135,6 +150,27 @@ impl Proxy {
         }
     }
 
+    /// Black hole: from now on every connection, open or new, is accepted and read but
+    /// never answered (nothing is forwarded either way, nothing is closed). Idempotent.
+    pub fn stall(&self) {
+        self.shared.stalled.send_replace(true);
+    }
+
+    /// New connections are forwarded again; those silenced by the stall stay silent (as a
+    /// half-open connection would) until their client closes them.
+    pub fn end_stall(&self) {
+        self.shared.stalled.send_replace(false);
+    }
+
+    /// From now on, a connection whose request bytes contain `pattern` goes silent like a
+    /// stalled one (the request carrying it is not forwarded), while other connections
+    /// pass. The pattern is looked for within each chunk read from the client (up to
+    /// 16 KiB), which holds the head of any request that fits. `None` ends it (already
+    /// silenced connections stay silent).
+    pub fn silence_requests_containing(&self, pattern: Option<&[u8]>) {
+        *lock(&self.shared.silence_pattern) = pattern.map(<[u8]>::to_vec);
+    }
+
     /// Limits the bytes per second flowing from upstream to client, per connection
     /// (0 = unlimited). Applies to new and existing connections from their next chunk.
     pub fn throttle_downstream(&self, bytes_per_second: u64) {
@@ -187,33 +223,66 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Forwards one client connection to the upstream until both directions are finished or
-/// either fails; a failed upstream connect just closes the client connection.
+/// either fails; a failed upstream connect just closes the client connection. A stall (or
+/// a silenced request) turns it into a black hole for good.
 async fn forward(mut client: TcpStream, shared: Arc<Shared>) {
+    let mut stalled = shared.stalled.subscribe();
+    if *stalled.borrow_and_update() {
+        return swallow(client).await;
+    }
     let Ok(mut upstream) = TcpStream::connect(&shared.upstream[..]).await else {
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let (mut client_read, mut client_write) = client.split();
-    let (mut upstream_read, mut upstream_write) = upstream.split();
-    let _ = tokio::try_join!(
-        copy(
-            &mut client_read,
-            &mut upstream_write,
-            Some(&shared.upstream_rate)
-        ),
-        copy(
-            &mut upstream_read,
-            &mut client_write,
-            Some(&shared.downstream_rate)
-        ),
-    );
+    let silenced = {
+        let (mut client_read, mut client_write) = client.split();
+        let (mut upstream_read, mut upstream_write) = upstream.split();
+        let copies = async {
+            tokio::try_join!(
+                copy(
+                    &mut client_read,
+                    &mut upstream_write,
+                    Some(&shared.upstream_rate),
+                    Some(&shared.silence_pattern),
+                ),
+                copy(
+                    &mut upstream_read,
+                    &mut client_write,
+                    Some(&shared.downstream_rate),
+                    None,
+                ),
+            )
+        };
+        tokio::select! {
+            copied = copies => matches!(copied, Err(e) if e.kind() == io::ErrorKind::Interrupted),
+            _ = stalled.wait_for(|stalled| *stalled) => true,
+        }
+    };
+    if silenced {
+        drop(upstream);
+        swallow(client).await;
+    }
+}
+
+/// A black hole: reads and discards whatever the client sends, answers nothing, and keeps
+/// the connection open until the client closes it.
+async fn swallow(mut client: TcpStream) {
+    let mut buf = vec![0u8; MAX_CHUNK];
+    while matches!(client.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 /// Copies `from` to `to` until end of stream, then shuts `to` down (half-close). With a
 /// `rate`, paces the copy to at most that many bytes per second (0 = unlimited), reading
-/// the rate again for every chunk and while waiting.
-async fn copy<R, W>(from: &mut R, to: &mut W, rate: Option<&AtomicU64>) -> io::Result<()>
+/// the rate again for every chunk and while waiting. A chunk containing the `silence`
+/// pattern is not forwarded: the copy fails with `Interrupted`, which silences the
+/// connection.
+async fn copy<R, W>(
+    from: &mut R,
+    to: &mut W,
+    rate: Option<&AtomicU64>,
+    silence: Option<&Mutex<Option<Vec<u8>>>>,
+) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -230,6 +299,11 @@ where
         let n = from.read(&mut buf[..limit]).await?;
         if n == 0 {
             return to.shutdown().await;
+        }
+        if let Some(pattern) = silence.and_then(|p| lock(p).clone()) {
+            if !pattern.is_empty() && buf[..n].windows(pattern.len()).any(|w| w == pattern) {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "silenced"));
+            }
         }
         to.write_all(&buf[..n]).await?;
         // Pay for the chunk: sleep n / rate seconds, in short slices at the current rate.
