@@ -8,7 +8,7 @@
 //! - bad rows: `{quarantine_prefix}/{dataset}/dt={YYYY-MM-DD}/{id}.rows.jsonl`
 //! - a rejected file: `{quarantine_prefix}/{dataset}/dt={YYYY-MM-DD}/{id}/{file name}`, its
 //!   report beside it as `{file name}.error.json`
-//! - the raw zone: `{raw_prefix}/{dataset}/ingest_date={YYYY-MM-DD}/{source key}`
+//! - the raw zone: `{raw_prefix}/{dataset}/ingest_date={YYYY-MM-DD}/{id}/{source key}`
 //!
 //! `id` is derived from the source bucket, key and version (version id, else ETag); `dt`
 //! is the ingest date (the S3 event's date).
@@ -98,13 +98,20 @@ pub fn quarantine_file_key(
 }
 
 /// Where the raw zone keeps a converted file's original:
-/// `{raw_prefix}/{dataset}/ingest_date={YYYY-MM-DD}/{source key}`. The whole source key is
-/// kept (not only the file name), so two files of the same name in different folders do
-/// not overwrite each other.
-pub fn raw_key(raw_prefix: &str, dataset: &str, ingest_date: i32, source_key: &str) -> String {
+/// `{raw_prefix}/{dataset}/ingest_date={YYYY-MM-DD}/{id}/{source key}`. The object id names
+/// the version, so two versions of one key on one day do not overwrite each other; the
+/// whole source key is kept (not only the file name), so files of the same name in
+/// different folders do not either.
+pub fn raw_key(
+    raw_prefix: &str,
+    dataset: &str,
+    ingest_date: i32,
+    id: &str,
+    source_key: &str,
+) -> String {
     let dir = dataset_prefix(raw_prefix, dataset);
     format!(
-        "{dir}/ingest_date={}/{}",
+        "{dir}/ingest_date={}/{id}/{}",
         partition_text(Some(ingest_date)),
         source_key.trim_start_matches('/')
     )
@@ -167,8 +174,8 @@ mod tests {
             "q/users/dt=2024-01-02/abc/bad file.csv"
         );
         assert_eq!(
-            raw_key("raw", "users", 19724, "users/2024/a b.csv"),
-            "raw/users/ingest_date=2024-01-02/users/2024/a b.csv"
+            raw_key("raw", "users", 19724, "abc", "users/2024/a b.csv"),
+            "raw/users/ingest_date=2024-01-02/abc/users/2024/a b.csv"
         );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AwsError, AwsErrorKind, Ledger, ObjectStore, Opened, RecordStore};
+use super::{AwsError, AwsErrorKind, Ledger, ObjectInfo, ObjectStore, Opened, RecordStore};
 use crate::envelope::ObjectRef;
 use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, LedgerRecord, Status};
 use crate::records::Item;
@@ -17,6 +17,8 @@ use crate::records::Item;
 #[derive(Default)]
 pub struct MemoryStore {
     pub objects: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    /// What HeadObject says of every object's LastModified.
+    pub last_modified: chrono::DateTime<Utc>,
 }
 
 impl MemoryStore {
@@ -52,6 +54,23 @@ impl ObjectStore for MemoryStore {
             }),
             None => Err(AwsError::new(
                 "GetObject",
+                AwsErrorKind::NotFound,
+                "NoSuchKey",
+            )),
+        }
+    }
+
+    async fn head(&self, object: &ObjectRef) -> Result<ObjectInfo, AwsError> {
+        let objects = self.objects.lock().unwrap();
+        match objects.get(&(object.bucket.clone(), object.key.clone())) {
+            Some(body) => Ok(ObjectInfo {
+                version_id: object.version_id.clone(),
+                etag: object.etag.clone(),
+                size: Some(body.len() as u64),
+                last_modified: Some(self.last_modified),
+            }),
+            None => Err(AwsError::new(
+                "HeadObject",
                 AwsErrorKind::NotFound,
                 "NoSuchKey",
             )),

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AwsSettings;
@@ -267,10 +268,26 @@ pub struct Opened {
     pub size: Option<u64>,
 }
 
+/// What S3 says of one object version (HeadObject).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The version id; `None` in a bucket without versioning (S3's `null` version too).
+    pub version_id: Option<String>,
+    /// The ETag without quotes.
+    pub etag: Option<String>,
+    pub size: Option<u64>,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
 /// Landing objects in, lake objects out.
 pub trait ObjectStore: Send + Sync + 'static {
     /// Opens the exact version the event names, streamed (never held whole in memory).
     fn open(&self, object: &ObjectRef) -> impl Future<Output = Result<Opened, AwsError>> + Send;
+
+    /// Describes the exact version the object names (by version id, else only while the
+    /// key still holds its ETag, else whatever is there), without reading it.
+    fn head(&self, object: &ObjectRef)
+        -> impl Future<Output = Result<ObjectInfo, AwsError>> + Send;
 
     /// Copies the exact version the event names to `bucket/key`, server-side.
     fn copy(

@@ -11,7 +11,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{timeouts, AwsError, AwsErrorKind, ObjectStore, Opened};
+use super::{timeouts, AwsError, AwsErrorKind, ObjectInfo, ObjectStore, Opened};
 use crate::config::AwsTimeouts;
 use crate::convert::SourceFailed;
 use crate::envelope::ObjectRef;
@@ -312,6 +312,32 @@ impl ObjectStore for S3Store {
             ended: false,
         });
         Ok(Opened { reader, size })
+    }
+
+    async fn head(&self, object: &ObjectRef) -> Result<ObjectInfo, AwsError> {
+        let mut request = self
+            .client
+            .head_object()
+            .bucket(&object.bucket)
+            .key(&object.key);
+        request = match (&object.version_id, &object.etag) {
+            (Some(version), _) => request.version_id(version),
+            (None, Some(etag)) => request.if_match(format!("\"{etag}\"")),
+            (None, None) => request,
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("S3 HeadObject", e))?;
+        Ok(ObjectInfo {
+            // Objects written while versioning was off have the version "null".
+            version_id: output.version_id.filter(|v| !v.is_empty() && v != "null"),
+            etag: output.e_tag.map(|e| e.trim_matches('"').to_owned()),
+            size: output.content_length.and_then(|n| u64::try_from(n).ok()),
+            last_modified: output
+                .last_modified
+                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+        })
     }
 
     async fn copy(&self, object: &ObjectRef, bucket: &str, key: &str) -> Result<(), AwsError> {

@@ -27,7 +27,8 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .as_ref()
             .ok_or_else(|| JobError::NoRecordsTable(dataset.name.clone()))?;
         let what = format!("inline records for dataset {}", dataset.name);
-        let lineage = lineage(&what, None);
+        // A message has no object time; its records arrive when they are handled.
+        let lineage = lineage(&what, chrono::Utc::now());
         let owned = dataset.clone();
         let batch_lineage = lineage.clone();
         let converted = tokio::task::spawn_blocking(move || {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-use crate::aws::{Ledger, ObjectStore, RecordStore};
+use crate::aws::{AwsErrorKind, Ledger, ObjectStore, RecordStore};
 use crate::config::Settings;
 use crate::convert::{self, ConvertReport, Lineage};
 use crate::datasets::{Dataset, OnInvalid, Policy};
@@ -196,6 +196,38 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             })
     }
 
+    /// Gives the object version its one identity, however its event arrived: an event
+    /// without a version id (a backfill, a plain re-send) is resolved to the version that
+    /// holds its ETag, so it maps to the same ledger key and lake keys as the version-id
+    /// event of a versioned bucket; an event without a usable time gets the object's
+    /// LastModified (the `ingest_date` never comes from the clock). `None`: the key holds
+    /// another version by now (superseded). A version that is gone is left as the event
+    /// says: the ledger may know it as done; if not, the download reports it missing.
+    async fn pin(&self, object: &ObjectRef) -> Result<Option<ObjectRef>, JobError> {
+        let mut pinned = object.clone();
+        if object.version_id.is_some() && object.event_time.is_some() {
+            return Ok(Some(pinned));
+        }
+        let info = match self
+            .store
+            .head(object)
+            .instrument(tracing::info_span!("resolve"))
+            .await
+        {
+            Ok(info) => info,
+            Err(e) if e.kind == AwsErrorKind::PreconditionFailed => return Ok(None),
+            Err(e) if e.kind == AwsErrorKind::NotFound => return Ok(Some(pinned)),
+            Err(e) => return Err(e.into()),
+        };
+        if pinned.version_id.is_none() {
+            pinned.version_id = info.version_id;
+        }
+        pinned.event_time = pinned.event_time.or(info.last_modified);
+        pinned.size = pinned.size.or(info.size);
+        pinned.etag = pinned.etag.or(info.etag);
+        Ok(Some(pinned))
+    }
+
     /// Claims the object in the ledger, processes it while renewing the lease, and records
     /// the result.
     async fn claim_and_process(
@@ -204,6 +236,11 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         dataset: &Dataset,
         job: &Job,
     ) -> Result<ObjectOutcome, JobError> {
+        let Some(object) = self.pin(object).await? else {
+            tracing::info!(uri = %object.uri(), "object changed since this event; skipping this version");
+            return Ok(ObjectOutcome::Superseded { uri: object.uri() });
+        };
+        let object = &object;
         let uri = object.uri();
         let claim = Claim {
             key: LedgerKey::of(object),
@@ -297,10 +334,37 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
 
     /// With `landing.delete_after`, removes a converted object from the landing bucket.
     /// Runs after the ledger says `done`, so a redelivery finds the answer there instead of
-    /// a missing object. A failure only leaves the object where it was.
+    /// a missing object, and only once the raw copy is there with the original's size (the
+    /// copy itself is pinned to the version). A failure only leaves the object where it was.
     async fn delete_landing(&self, object: &ObjectRef, summary: &ObjectSummary) {
-        if !self.settings.landing.delete_after || summary.raw.is_none() {
+        let Some(raw) = summary
+            .raw
+            .as_ref()
+            .filter(|_| self.settings.landing.delete_after)
+        else {
             return;
+        };
+        let copy = ObjectRef {
+            bucket: self.settings.lake.bucket.clone(),
+            key: raw.clone(),
+            size: None,
+            etag: None,
+            version_id: None,
+            event_time: None,
+        };
+        let (original, kept) = tokio::join!(self.store.head(object), self.store.head(&copy));
+        match (original, kept) {
+            (Ok(original), Ok(kept)) if original.size.is_some() && original.size == kept.size => {}
+            (original, kept) => {
+                tracing::warn!(
+                    uri = %summary.uri,
+                    raw = %raw,
+                    ?original,
+                    ?kept,
+                    "the raw copy could not be checked against the original; the landing object stays"
+                );
+                return;
+            }
         }
         match self.store.delete(object).await {
             Ok(()) => tracing::info!(uri = %summary.uri, "landing object deleted"),
@@ -403,17 +467,26 @@ impl LeaseRenewal {
     }
 }
 
-/// Lineage of a job.
-fn lineage(source: &str, event_time: Option<DateTime<Utc>>) -> Lineage {
+/// Lineage of a job whose input arrived at `arrived`.
+fn lineage(source: &str, arrived: DateTime<Utc>) -> Lineage {
     Lineage {
         source: source.to_owned(),
         ingested_at: Utc::now().timestamp_micros(),
-        ingest_date: ingest_date(event_time),
+        ingest_date: ingest_date(arrived),
     }
 }
 
-/// The `ingest_date` (and quarantine `dt`) of an object: the UTC date of its S3 event, so
-/// retries on later days agree; today when the event has no time.
-fn ingest_date(event_time: Option<DateTime<Utc>>) -> i32 {
-    date_to_days(event_time.unwrap_or_else(Utc::now).date_naive())
+/// The `ingest_date` (and quarantine `dt`): the UTC date the input arrived, so retries on
+/// later days agree.
+fn ingest_date(arrived: DateTime<Utc>) -> i32 {
+    date_to_days(arrived.date_naive())
+}
+
+/// When an object arrived: its event's time, else its LastModified ([`Pipeline::pin`]
+/// fills it in). Only an object that vanished before it could be described has neither,
+/// and then there is nothing to convert.
+fn arrival(object: &ObjectRef) -> Result<DateTime<Utc>, JobError> {
+    object
+        .event_time
+        .ok_or_else(|| JobError::ObjectMissing { uri: object.uri() })
 }

@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::{
-    ingest_date, lineage, rejection_reason, stopped_or, ObjectOutcome, ObjectSummary, Pipeline,
-    Rejection,
+    arrival, ingest_date, lineage, rejection_reason, stopped_or, ObjectOutcome, ObjectSummary,
+    Pipeline, Rejection,
 };
 use crate::aws::{AwsErrorKind, Ledger, ObjectStore, RecordStore};
 use crate::catalog::NewPartition;
@@ -77,7 +77,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         }
 
         let scratch = self.scratch_dir(&uri)?;
-        let lineage = lineage(&uri, object.event_time);
+        let lineage = lineage(&uri, arrival(object)?);
         let converted = {
             let input = StoppableReader::new(opened.reader, job);
             let (dataset, dir, parquet) = (
@@ -257,7 +257,14 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         let Some(raw_prefix) = &self.settings.lake.raw_prefix else {
             return Ok(None);
         };
-        let key = lake::raw_key(raw_prefix, &dataset.name, lineage.ingest_date, &object.key);
+        let id = lake::object_id(object);
+        let key = lake::raw_key(
+            raw_prefix,
+            &dataset.name,
+            lineage.ingest_date,
+            &id,
+            &object.key,
+        );
         match self
             .store
             .copy(object, &self.settings.lake.bucket, &key)
@@ -301,7 +308,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         reason: String,
         report: Option<&ConvertReport>,
     ) -> Result<ObjectOutcome, JobError> {
-        let ingest_date = ingest_date(object.event_time);
+        let ingest_date = ingest_date(arrival(object)?);
         let id = lake::object_id(object);
         let key = lake::quarantine_file_key(
             &self.settings.lake.quarantine_prefix,

@@ -581,7 +581,16 @@ async fn raw_zone_keeps_the_original_and_delete_after_empties_the_landing_bucket
     let ObjectOutcome::Written(summary) = one_object(&p, "users/in/a.csv").await else {
         panic!()
     };
-    let raw = "raw/users/ingest_date=2024-03-04/users/in/a.csv";
+    let id = crate::lake::object_id(&ObjectRef {
+        bucket: LANDING.into(),
+        key: "users/in/a.csv".into(),
+        size: None,
+        etag: Some("e1".into()),
+        version_id: None,
+        event_time: None,
+    });
+    let raw = format!("raw/users/ingest_date=2024-03-04/{id}/users/in/a.csv");
+    let raw = raw.as_str();
     assert_eq!(summary.raw.as_deref(), Some(raw));
     assert_eq!(p.store.get(LAKE, raw).unwrap(), csv);
     assert_eq!(
