@@ -3,6 +3,11 @@
 //! existed (or was fixed in place) is processed exactly as new data is. The ledger makes
 //! re-runs harmless: an object version already `done` is deleted from the queue unread.
 //!
+//! With `--reprocess`, the events carry a reprocess request id (`lakeworker.reprocess` in
+//! the record): a version already `done` or `rejected` is claimed and processed once more
+//! for that request (and only once, however often its event is delivered), and the
+//! outputs the earlier run recorded that the new one does not rewrite are removed.
+//!
 //! Pure parts (parsing the target, building an event body) are apart from the AWS calls.
 
 use std::collections::BTreeMap;
@@ -55,9 +60,10 @@ pub struct Listed {
 }
 
 /// The body of a synthetic S3 notification for one object, shaped like S3's own (the key
-/// form-encoded as S3 does), with `eventName` `ObjectCreated:Backfill`.
-pub fn event_body(bucket: &str, object: &Listed) -> String {
-    serde_json::json!({"Records": [{
+/// form-encoded as S3 does), with `eventName` `ObjectCreated:Backfill`, and with
+/// `lakeworker.reprocess` when it is a reprocess request.
+pub fn event_body(bucket: &str, object: &Listed, reprocess: Option<&str>) -> String {
+    let mut record = serde_json::json!({
         "eventVersion": "2.1",
         "eventSource": "aws:s3",
         "eventName": "ObjectCreated:Backfill",
@@ -70,8 +76,22 @@ pub fn event_body(bucket: &str, object: &Listed) -> String {
                 "eTag": object.etag,
             }
         }
-    }]})
-    .to_string()
+    });
+    if let Some(request) = reprocess {
+        record["lakeworker"] = serde_json::json!({ "reprocess": request });
+    }
+    serde_json::json!({ "Records": [record] }).to_string()
+}
+
+/// What to backfill and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Only objects of this dataset.
+    pub dataset: Option<String>,
+    /// List and route, send nothing.
+    pub dry_run: bool,
+    /// Process versions already done again, for this request id.
+    pub reprocess: Option<String>,
 }
 
 /// S3's key encoding in notifications: form style, a space becomes `+`.
@@ -101,14 +121,14 @@ pub struct Report {
 }
 
 /// Lists `target` (in the landing bucket) and enqueues an event per object that routes to
-/// a dataset (only `dataset`, when given). Dry: lists and routes, sends nothing.
+/// a dataset (only `options.dataset`, when given). Dry: lists and routes, sends nothing.
 pub async fn backfill(
     settings: &Settings,
     clients: &Clients,
     target: &str,
-    dataset: Option<&str>,
-    dry_run: bool,
+    options: &Options,
 ) -> Result<Report, BackfillError> {
+    let (dataset, dry_run) = (options.dataset.as_deref(), options.dry_run);
     let (bucket, prefix) = parse_target(target)?;
     if bucket != settings.landing.bucket {
         return Err(BackfillError::NotLanding {
@@ -162,7 +182,7 @@ pub async fn backfill(
                 report.planned.push((listed.key, found.name.clone()));
                 continue;
             }
-            pending.push(event_body(&bucket, &listed));
+            pending.push(event_body(&bucket, &listed, options.reprocess.as_deref()));
             if pending.len() == BATCH {
                 send(clients, &settings.queue.url, std::mem::take(&mut pending)).await?;
             }
@@ -258,7 +278,7 @@ mod tests {
             etag: "abc".into(),
             last_modified: "2024-05-06T07:08:09Z".into(),
         };
-        let body = event_body("landing", &listed);
+        let body = event_body("landing", &listed, None);
         assert!(body.contains("a+b%2Bc+%C3%BC%25.csv"), "{body}");
         let Envelope::Objects(objects) = envelope::parse(&body).unwrap() else {
             panic!("{body}")
@@ -272,5 +292,13 @@ mod tests {
             objects[0].event_time.map(|t| t.to_rfc3339()),
             Some("2024-05-06T07:08:09+00:00".into())
         );
+        assert_eq!(objects[0].reprocess, None);
+
+        let body = event_body("landing", &listed, Some("r-1"));
+        let Envelope::Objects(objects) = envelope::parse(&body).unwrap() else {
+            panic!("{body}")
+        };
+        assert_eq!(objects[0].reprocess.as_deref(), Some("r-1"));
+        assert_eq!(objects[0].key, listed.key);
     }
 }

@@ -26,7 +26,7 @@ pub enum Envelope {
 }
 
 /// One created S3 object version.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObjectRef {
     pub bucket: String,
     /// The decoded key, as S3 stores it.
@@ -37,6 +37,9 @@ pub struct ObjectRef {
     pub version_id: Option<String>,
     /// When S3 saw the object; the arrival time for `ingest_date` partitions.
     pub event_time: Option<DateTime<Utc>>,
+    /// A request to process this version again even if it is done (the id of a
+    /// `lakeworker backfill --reprocess` run, from the record's `lakeworker.reprocess`).
+    pub reprocess: Option<String>,
 }
 
 impl ObjectRef {
@@ -188,6 +191,16 @@ struct S3Record {
     event_name: String,
     event_time: Option<String>,
     s3: S3Entity,
+    /// lakeworker's own addition to the events it sends (backfill).
+    #[serde(default)]
+    lakeworker: Option<Extension>,
+}
+
+/// What lakeworker adds to the S3 events it makes itself.
+#[derive(Deserialize)]
+struct Extension {
+    /// A reprocess request id.
+    reprocess: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +261,10 @@ fn parse_s3_notification(notification: S3Notification) -> Result<Envelope, Envel
                 .version_id
                 .filter(|v| !v.is_empty() && v != "null"),
             event_time: parse_time(record.event_time.as_deref()),
+            reprocess: record
+                .lakeworker
+                .and_then(|extension| extension.reprocess)
+                .filter(|request| !request.is_empty()),
         });
     }
     if objects.is_empty() {
@@ -307,6 +324,7 @@ fn parse_eventbridge(event: EventBridgeEvent) -> Result<Envelope, EnvelopeError>
         etag: object.etag.map(|t| unquote(&t)),
         version_id: object.version_id.filter(|v| !v.is_empty() && v != "null"),
         event_time: parse_time(event.time.as_deref()),
+        reprocess: None,
     }]))
 }
 

@@ -62,6 +62,11 @@ pub enum JobError {
     },
     #[error("stopped before finishing")]
     Stopped,
+    #[error(
+        "the ledger claim on {uri} is no longer this job's (its lease ran out or another worker \
+         took it over); nothing more was recorded"
+    )]
+    LeaseLost { uri: String },
     #[error(transparent)]
     Aws(AwsError),
     #[error("worker: {0}")]
@@ -96,6 +101,7 @@ impl JobError {
             JobError::Convert { .. }
             | JobError::ObjectMissing { .. }
             | JobError::Busy { .. }
+            | JobError::LeaseLost { .. }
             | JobError::Stopped
             | JobError::Aws(_)
             | JobError::Internal(_) => ErrorClass::Transient,

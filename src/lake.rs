@@ -138,6 +138,7 @@ mod tests {
             etag: etag.map(str::to_owned),
             version_id: version.map(str::to_owned),
             event_time: None,
+            reprocess: None,
         }
     }
 

@@ -2,10 +2,19 @@
 //! recognised and two deliveries of the same object never work at once.
 //!
 //! A job claims an object with a conditional write that only one owner wins: the record is
-//! new, or it is not finished and its lease has run out. The owner renews the lease while
-//! it works and records `done` (with counts and outputs) or `failed` (with the error) at
-//! the end. A delivery of a `done` object is deleted without work; a delivery that finds a
-//! live lease backs off until the lease ends. A crashed worker's lease simply expires.
+//! new, or it is not finished and its lease has run out (or a reprocess request asks for a
+//! finished one again). The owner renews the lease while it works; before it uploads
+//! anything it records the outputs it will publish; at the end it records `done` (with
+//! counts and outputs) or `failed` (with the error). Every one of these writes is
+//! conditioned on the owner still holding a live lease, so a job that lost its lease can
+//! never settle. A delivery of a `done` object is deleted without work; a delivery that
+//! finds a live lease backs off until the lease ends. A crashed worker's lease simply
+//! expires.
+//!
+//! Outputs are `s3://bucket/key` URIs. A claim returns the outputs earlier attempts
+//! recorded (published or done), so the attempt that finishes can remove those it did not
+//! rewrite (after a change of `target_file_size`, say): every recorded output of a version
+//! is either part of its final outputs or deleted.
 //!
 //! This module holds the types; [`crate::aws::ledger::DynamoLedger`] stores them.
 
@@ -82,19 +91,26 @@ impl LedgerKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub key: LedgerKey,
-    /// `{worker id}/{message id}`: unique per job, so two deliveries handled by the same
-    /// process still exclude each other.
+    /// `{worker id}/{message id}/{claim number}`: unique per claim, so two deliveries of
+    /// one message handled by the same process still exclude each other.
     pub owner: String,
     pub lease: Duration,
     pub dataset: String,
     pub message_id: String,
+    /// A reprocess request (`lakeworker backfill --reprocess`): a finished version may be
+    /// claimed again, once per request id.
+    pub reprocess: Option<String>,
 }
 
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// This job owns the object now; `attempt` counts claims of this version.
-    Claimed { attempt: u32 },
+    /// This job owns the object now; `attempt` counts claims of this version;
+    /// `earlier_outputs` are the outputs earlier attempts recorded.
+    Claimed {
+        attempt: u32,
+        earlier_outputs: Vec<String>,
+    },
     /// Already finished by someone: nothing to do.
     Finished { status: Status },
     /// Someone else holds a live lease until `until`.
@@ -107,7 +123,13 @@ pub struct Completion {
     pub rows_in: u64,
     pub rows_written: u64,
     pub rows_rejected: u64,
+    /// `s3://bucket/key` of every output.
     pub outputs: Vec<String>,
+}
+
+/// `s3://{bucket}/{key}`, as the ledger names outputs.
+pub fn output_uri(bucket: &str, key: &str) -> String {
+    format!("s3://{bucket}/{key}")
 }
 
 /// A ledger record as stored, for `lakeworker status`.
@@ -128,7 +150,11 @@ pub struct LedgerRecord {
     pub rows_written: Option<u64>,
     pub rows_rejected: Option<u64>,
     pub outputs: Vec<String>,
+    /// Outputs an unfinished attempt recorded before publishing them: they may exist.
+    pub pending_outputs: Vec<String>,
     pub last_error: Option<String>,
+    /// The last reprocess request this version was claimed for.
+    pub reprocess: Option<String>,
 }
 
 impl fmt::Display for LedgerRecord {
@@ -161,6 +187,10 @@ impl fmt::Display for LedgerRecord {
         for output in &self.outputs {
             field("output", Some(output.clone()))?;
         }
+        for output in &self.pending_outputs {
+            field("published by an unfinished attempt", Some(output.clone()))?;
+        }
+        field("reprocess request", self.reprocess.clone())?;
         field("last error", self.last_error.clone())
     }
 }
@@ -183,6 +213,7 @@ mod tests {
             etag: Some("e1".into()),
             version_id: None,
             event_time: None,
+            reprocess: None,
         };
         assert_eq!(LedgerKey::of(&object).version, "e:e1");
         object.version_id = Some("v7".into());

@@ -80,6 +80,10 @@ enum Command {
         /// List what would be enqueued; send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Process object versions already done (or rejected) again, once; outputs of the
+        /// earlier run that the new one does not rewrite are removed.
+        #[arg(long)]
+        reprocess: bool,
     },
     /// Ask a running worker's health endpoint; exit 0 when healthy, 1 otherwise (for
     /// container health checks: the image has no curl).
@@ -160,8 +164,23 @@ fn main() -> ExitCode {
             target,
             dataset,
             dry_run,
+            reprocess,
             ..
-        } => block_on(backfill(settings, target, dataset, dry_run)),
+        } => {
+            let options = lakeworker::backfill::Options {
+                dataset,
+                dry_run,
+                // One id per run: each version is processed once more for it.
+                reprocess: reprocess.then(|| {
+                    format!(
+                        "{}-{}",
+                        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+                        std::process::id()
+                    )
+                }),
+            };
+            block_on(backfill(settings, target, options))
+        }
         Command::Healthcheck { .. } => unreachable!("handled before loading a config"),
     };
     // Outside the runtime: the exporters flush on their own threads. A stopping worker has
@@ -305,19 +324,12 @@ async fn status(
 async fn backfill(
     settings: Arc<Settings>,
     target: String,
-    dataset: Option<String>,
-    dry_run: bool,
+    options: lakeworker::backfill::Options,
 ) -> anyhow::Result<ExitCode> {
     use lakeworker::backfill::BackfillError;
     let clients = lakeworker::aws::Clients::connect(&settings.aws).await;
-    let report = match lakeworker::backfill::backfill(
-        &settings,
-        &clients,
-        &target,
-        dataset.as_deref(),
-        dry_run,
-    )
-    .await
+    let dry_run = options.dry_run;
+    let report = match lakeworker::backfill::backfill(&settings, &clients, &target, &options).await
     {
         Ok(report) => report,
         Err(
@@ -351,6 +363,9 @@ async fn backfill(
         per_dataset.join(", "),
         report.skipped
     );
+    if let Some(request) = &options.reprocess {
+        println!("reprocess request {request}: versions already done are processed once more");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -118,3 +118,73 @@ async fn backfill_refuses_other_buckets_and_unknown_datasets() {
     let bad = env.cli(&["backfill", "--config", env.config_str(), "landing/x"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocess_after_a_settings_change_leaves_no_stale_parts() {
+    // The first worker's last long poll may still take a message after it exited (SQS
+    // hands messages to a poll whose client is gone); they come back after 5 s.
+    let env = TestEnv::quiet(
+        "reprocess",
+        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5")],
+    )
+    .await;
+    let key = "orders/2024-05.csv";
+    let rows = 100_000;
+    let etag = env.put(key, &incompressible_orders(rows)).await;
+    let target = format!("s3://{}/orders/", env.landing);
+    let first = env.start_worker_with(&[
+        ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1MiB"),
+        ("LAKEWORKER__LAKE__ROW_GROUP_SIZE", "20000"),
+    ]);
+    assert!(env
+        .cli(&["backfill", "--config", env.config_str(), &target])
+        .status
+        .success());
+    env.wait_lake_keys(2).await;
+    env.wait_drained().await;
+    let small_parts = env.lake_keys().await;
+    assert!(small_parts.len() >= 2, "{small_parts:?}");
+    assert!(first.terminate(WAIT).success());
+
+    // After a deploy with the default target_file_size (128 MiB), reprocess on purpose.
+    let second = env.start_worker();
+    let plain = env.cli(&["backfill", "--config", env.config_str(), &target]);
+    assert!(plain.status.success());
+    env.wait_drained().await;
+    assert_eq!(
+        env.lake_keys().await,
+        small_parts,
+        "a plain backfill is a no-op"
+    );
+    let again = env.cli(&[
+        "backfill",
+        "--config",
+        env.config_str(),
+        &target,
+        "--reprocess",
+    ]);
+    assert!(again.status.success());
+    assert!(
+        stdout(&again).contains("reprocess request"),
+        "{}",
+        stdout(&again)
+    );
+    wait_for("the reprocessed version", WAIT, || async {
+        env.ledger(key).await[0].attempts == 2
+            && env.ledger(key).await[0].status == Some(lakeworker::ledger::Status::Done)
+    })
+    .await;
+    env.wait_drained().await;
+    let id = part_id(&env.landing, key, &etag);
+    assert_eq!(
+        env.lake_keys().await,
+        [format!(
+            "curated/orders/ordered_at_date=2024-05-01/part-{id}.parquet"
+        )],
+        "the earlier run's extra parts are gone"
+    );
+    let seen = read_with_pyarrow(&env.download_lake("curated/orders").await);
+    assert_eq!(seen["rows"].as_array().unwrap().len() as u64, rows);
+    assert_eq!(second.events("object converted").len(), 1);
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+}

@@ -769,3 +769,82 @@ async fn a_crash_between_lake_and_table_is_finished_by_the_next_worker() {
     let second = env.start_worker();
     assert_finished_once(&env, key, &etag, &second).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_settings_change_leaves_no_stale_parts() {
+    let env = TestEnv::quiet(
+        "stale",
+        &[
+            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "3"),
+            ("LAKEWORKER__LAKE__RAW_PREFIX", "raw"),
+        ],
+    )
+    .await;
+    let proxy = Proxy::start(&endpoint()).await;
+    // The first worker's raw-zone copy (the step after the lake upload) never returns,
+    // so it is killed with its parts uploaded and the ledger still `processing`.
+    proxy.silence_requests_containing(Some(b"x-amz-copy-source"));
+    let first = env.start_worker_with(&[
+        ("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url()),
+        ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1MiB"),
+        ("LAKEWORKER__LAKE__ROW_GROUP_SIZE", "20000"),
+    ]);
+    let key = "orders/settings.csv";
+    let rows = 100_000;
+    let etag = env
+        .put_and_announce(key, &incompressible_orders(rows))
+        .await;
+    // Uploaded when at least two parts are there and a second later nothing changed.
+    let deadline = Instant::now() + WAIT;
+    let mut parts = Vec::new();
+    loop {
+        let now = env.lake_keys().await;
+        if now.len() >= 2 && now == parts {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first worker uploaded {now:?}"
+        );
+        parts = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(env.ledger(key).await[0].status, Some(Status::Processing));
+    first.kill();
+
+    // A deploy with the default target_file_size (128 MiB): the retry makes one part.
+    let second = env.start_worker();
+    wait_done(&env, key).await;
+    env.wait_drained().await;
+    let id = part_id(&env.landing, key, &etag);
+    let curated: Vec<String> = env
+        .lake_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("curated/"))
+        .collect();
+    assert_eq!(
+        curated,
+        [format!(
+            "curated/orders/ordered_at_date=2024-05-01/part-{id}.parquet"
+        )],
+        "the first attempt's extra parts {parts:?} are gone"
+    );
+    let seen = read_with_pyarrow(&env.download_lake("curated/orders").await);
+    assert_eq!(
+        seen["rows"].as_array().unwrap().len() as u64,
+        rows,
+        "every row once"
+    );
+    assert!(!second
+        .events("removed an output of an earlier attempt that this one did not rewrite")
+        .is_empty());
+    let record = &env.ledger(key).await[0];
+    assert_eq!(record.status, Some(Status::Done));
+    assert!(record.pending_outputs.is_empty());
+    assert_eq!(
+        record.outputs.len(),
+        2,
+        "the part and the raw copy: {record:?}"
+    );
+}

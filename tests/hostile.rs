@@ -112,11 +112,8 @@ async fn check_done(
             "rows written/quarantined {counts:?}, expected {wanted:?}"
         ));
     }
-    let parts: Vec<&String> = record
-        .outputs
-        .iter()
-        .filter(|k| k.ends_with(".parquet"))
-        .collect();
+    let outputs: Vec<String> = record.outputs.iter().map(|o| key_of(o)).collect();
+    let parts: Vec<&String> = outputs.iter().filter(|k| k.ends_with(".parquet")).collect();
     if record.rows_written == Some(0) {
         if !parts.is_empty() || !own.is_empty() {
             return Some(format!(
@@ -128,7 +125,7 @@ async fn check_done(
             "Parquet outputs {parts:?} are not all among the file's lake objects {own:?}"
         ));
     }
-    let quarantine = record.outputs.iter().find(|k| k.ends_with(".rows.jsonl"));
+    let quarantine = outputs.iter().find(|k| k.ends_with(".rows.jsonl"));
     match (quarantine, &file.rule) {
         (None, None) => None,
         (Some(key), Some(rule)) => {
@@ -159,12 +156,12 @@ async fn check_rejected(
     if !error.contains(reason) {
         return Some(format!("reason {error:?} lacks {reason:?}"));
     }
-    let Some(copy) = record.outputs.first() else {
+    let Some(copy) = record.outputs.first().map(|o| key_of(o)) else {
         return Some("no quarantined copy in the outputs".to_owned());
     };
     let original =
         std::fs::read(root().join("tests/fixtures/hostile/files").join(&file.file)).unwrap();
-    if env.lake_object(copy).await.as_ref() != original.as_slice() {
+    if env.lake_object(&copy).await.as_ref() != original.as_slice() {
         return Some(format!("{copy} is not the unchanged file"));
     }
     let report: serde_json::Value =

@@ -101,6 +101,7 @@ async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
         etag: put.e_tag().map(|e| e.trim_matches('"').to_owned()),
         version_id: None,
         event_time: None,
+        reprocess: None,
     };
     let mut reader = store.open(&object).await.unwrap().reader;
     let text = tokio::task::spawn_blocking(move || {

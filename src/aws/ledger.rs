@@ -1,6 +1,10 @@
 //! The ledger in DynamoDB: hash key `object_uri` (`s3://bucket/key`), range key
 //! `object_version` (`v:{version id}` or `e:{etag}`). Attribute names are compound words so
-//! none collides with DynamoDB's reserved words (`status` is aliased as `#status`). Claims, renewals and releases are conditional writes.
+//! none collides with DynamoDB's reserved words (`status` is aliased as `#status`). Every
+//! write is conditional: a claim on who holds the record, everything after it on the
+//! owner (`lease_owner`) still holding a processing claim whose lease has not run out.
+//! Outputs an attempt will publish are added to the string set `pending_outputs` before
+//! the upload; `done` moves the final list to `output_keys` and drops the set.
 
 use std::collections::HashMap;
 
@@ -14,6 +18,32 @@ use crate::ledger::{timestamp, Claim, ClaimOutcome, Completion, LedgerKey, Ledge
 pub const LEDGER_KEYS: [&str; 2] = ["object_uri", "object_version"];
 
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
+/// The owner still holds a processing claim whose lease has not run out.
+const OWNED: &str = "lease_owner = :owner AND #status = :processing AND lease_expires_at > :now_ms";
+
+/// Who may claim: nobody holds the record, or its lease ran out (or it had none) and it is
+/// not finished; with a reprocess request, also a finished record not claimed for that
+/// request before.
+fn claim_condition(reprocess: bool) -> &'static str {
+    if reprocess {
+        "attribute_not_exists(object_uri) OR \
+         ((attribute_not_exists(lease_expires_at) OR lease_expires_at < :now_ms) AND \
+          ((#status <> :done AND #status <> :rejected) OR \
+           attribute_not_exists(reprocess_request) OR reprocess_request <> :reprocess))"
+    } else {
+        "attribute_not_exists(object_uri) OR (#status <> :done AND #status <> :rejected AND \
+         (attribute_not_exists(lease_expires_at) OR lease_expires_at < :now_ms))"
+    }
+}
+
+/// The `:reprocess` value of a claim, when it carries a request.
+fn reprocess_value(claim: &Claim) -> HashMap<String, AttributeValue> {
+    claim
+        .reprocess
+        .iter()
+        .map(|request| (":reprocess".to_owned(), s(request)))
+        .collect()
+}
 /// Claim attempts when the record changes between a failed claim and the read after it.
 const CLAIM_TRIES: u32 = 3;
 
@@ -122,16 +152,15 @@ impl Ledger for DynamoLedger {
             let lease_until = now + claim.lease;
             let result = self
                 .update(&claim.key)
-                .update_expression(
+                .update_expression(format!(
                     "SET #status = :processing, lease_owner = :owner, lease_expires_at = :lease, \
                      started_at = :now, updated_at = :now, dataset_name = :dataset, message_id = :message, \
-                     attempt_count = if_not_exists(attempt_count, :zero) + :one \
+                     attempt_count = if_not_exists(attempt_count, :zero) + :one{} \
                      REMOVE finished_at",
-                )
-                .condition_expression(
-                    "attribute_not_exists(object_uri) OR (#status <> :done AND #status <> :rejected AND \
-                     (attribute_not_exists(lease_expires_at) OR lease_expires_at < :now_ms))",
-                )
+                    if claim.reprocess.is_some() { ", reprocess_request = :reprocess" } else { "" }
+                ))
+                .condition_expression(claim_condition(claim.reprocess.is_some()))
+                .set_expression_attribute_values(Some(reprocess_value(claim)))
                 .expression_attribute_values(":processing", s(Status::Processing.as_str()))
                 .expression_attribute_values(":done", s(Status::Done.as_str()))
                 .expression_attribute_values(":rejected", s(Status::Rejected.as_str()))
@@ -148,14 +177,15 @@ impl Ledger for DynamoLedger {
                 .await;
             let error = match result {
                 Ok(output) => {
-                    let attempt = output
-                        .attributes
-                        .as_ref()
-                        .and_then(|a| a.get("attempt_count"))
-                        .and_then(|v| v.as_n().ok())
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(1);
-                    return Ok(ClaimOutcome::Claimed { attempt });
+                    let record = record_from_item(&output.attributes.unwrap_or_default());
+                    let mut earlier_outputs = record.outputs;
+                    earlier_outputs.extend(record.pending_outputs);
+                    earlier_outputs.sort();
+                    earlier_outputs.dedup();
+                    return Ok(ClaimOutcome::Claimed {
+                        attempt: u32::try_from(record.attempts).unwrap_or(u32::MAX).max(1),
+                        earlier_outputs,
+                    });
                 }
                 Err(e) => AwsError::from_sdk("DynamoDB UpdateItem (claim)", e),
             };
@@ -166,8 +196,9 @@ impl Ledger for DynamoLedger {
             let Some(record) = self.get(&claim.key).await? else {
                 continue;
             };
+            let asked_again = claim.reprocess.is_some() && record.reprocess != claim.reprocess;
             match (record.status, record.lease_expires_at) {
-                (Some(status), _) if status.is_final() => {
+                (Some(status), _) if status.is_final() && !asked_again => {
                     return Ok(ClaimOutcome::Finished { status })
                 }
                 (_, Some(until)) if until > Utc::now() => {
@@ -195,27 +226,37 @@ impl Ledger for DynamoLedger {
         let result = self
             .update(&claim.key)
             .update_expression("SET lease_expires_at = :lease, updated_at = :now")
-            .condition_expression("lease_owner = :owner AND #status = :processing")
+            .condition_expression(OWNED)
             .expression_attribute_values(":owner", s(&claim.owner))
             .expression_attribute_values(":processing", s(Status::Processing.as_str()))
             .expression_attribute_values(":lease", millis(now + claim.lease))
+            .expression_attribute_values(":now_ms", millis(now))
             .expression_attribute_values(":now", s(timestamp(now)))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let error = AwsError::from_sdk("DynamoDB UpdateItem (renew)", e);
-                if error.has_code(CONDITION_FAILED) {
-                    Ok(false)
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        owned("DynamoDB UpdateItem (renew)", result)
     }
 
-    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<(), AwsError> {
+    async fn publishing(&self, claim: &Claim, outputs: &[String]) -> Result<bool, AwsError> {
+        if outputs.is_empty() {
+            return Ok(true);
+        }
+        let now = Utc::now();
+        let result = self
+            .update(&claim.key)
+            .update_expression("ADD pending_outputs :outputs SET updated_at = :now")
+            .condition_expression(OWNED)
+            .expression_attribute_values(":owner", s(&claim.owner))
+            .expression_attribute_values(":processing", s(Status::Processing.as_str()))
+            .expression_attribute_values(":now_ms", millis(now))
+            .expression_attribute_values(":now", s(timestamp(now)))
+            .expression_attribute_values(":outputs", AttributeValue::Ss(outputs.to_vec()))
+            .send()
+            .await;
+        owned("DynamoDB UpdateItem (publishing)", result)
+    }
+
+    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<bool, AwsError> {
         self.settle(claim, Status::Done, done, None).await
     }
 
@@ -224,7 +265,7 @@ impl Ledger for DynamoLedger {
         claim: &Claim,
         counts: &Completion,
         reason: &str,
-    ) -> Result<(), AwsError> {
+    ) -> Result<bool, AwsError> {
         self.settle(claim, Status::Rejected, counts, Some(reason))
             .await
     }
@@ -240,35 +281,40 @@ impl Ledger for DynamoLedger {
 }
 
 impl DynamoLedger {
-    /// Records a final status with counts and outputs (and, for a rejection, why).
+    /// Records a final status with counts and outputs (and, for a rejection, why), if the
+    /// owner still holds a live claim.
     async fn settle(
         &self,
         claim: &Claim,
         status: Status,
         done: &Completion,
         reason: Option<&str>,
-    ) -> Result<(), AwsError> {
-        let now = timestamp(Utc::now());
+    ) -> Result<bool, AwsError> {
+        let now = Utc::now();
         let outputs = AttributeValue::L(done.outputs.iter().map(s).collect());
         let (expression, operation) = match reason {
             None => (
                 "SET #status = :status, finished_at = :now, updated_at = :now, rows_in = :rows_in, \
                  rows_written = :rows_written, rows_rejected = :rows_rejected, output_keys = :outputs \
-                 REMOVE lease_expires_at, last_error",
+                 REMOVE lease_expires_at, last_error, pending_outputs",
                 "DynamoDB UpdateItem (finish)",
             ),
             Some(_) => (
                 "SET #status = :status, finished_at = :now, updated_at = :now, rows_in = :rows_in, \
                  rows_written = :rows_written, rows_rejected = :rows_rejected, output_keys = :outputs, \
-                 last_error = :reason REMOVE lease_expires_at",
+                 last_error = :reason REMOVE lease_expires_at, pending_outputs",
                 "DynamoDB UpdateItem (reject)",
             ),
         };
         let mut update = self
             .update(&claim.key)
             .update_expression(expression)
+            .condition_expression(OWNED)
+            .expression_attribute_values(":owner", s(&claim.owner))
+            .expression_attribute_values(":processing", s(Status::Processing.as_str()))
+            .expression_attribute_values(":now_ms", millis(now))
             .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":now", s(timestamp(now)))
             .expression_attribute_values(":rows_in", n(done.rows_in))
             .expression_attribute_values(":rows_written", n(done.rows_written))
             .expression_attribute_values(":rows_rejected", n(done.rows_rejected))
@@ -276,11 +322,7 @@ impl DynamoLedger {
         if let Some(reason) = reason {
             update = update.expression_attribute_values(":reason", s(reason));
         }
-        update
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk(operation, e))?;
-        Ok(())
+        owned(operation, update.send().await)
     }
 
     /// Marks this owner's attempt failed and drops its lease, unless someone else owns the
@@ -301,15 +343,26 @@ impl DynamoLedger {
             .expression_attribute_values(":now", s(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let error = AwsError::from_sdk("DynamoDB UpdateItem (end attempt)", e);
-                if error.has_code(CONDITION_FAILED) {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
+        owned("DynamoDB UpdateItem (end attempt)", result).map(|_| ())
+    }
+}
+
+/// The result of a write conditioned on ownership: `false` when the condition failed.
+fn owned<T, E>(
+    operation: &'static str,
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E>>,
+) -> Result<bool, AwsError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let error = AwsError::from_sdk(operation, e);
+            if error.has_code(CONDITION_FAILED) {
+                Ok(false)
+            } else {
+                Err(error)
             }
         }
     }
@@ -343,6 +396,12 @@ fn record_from_item(item: &HashMap<String, AttributeValue>) -> LedgerRecord {
             .and_then(|v| v.as_l().ok())
             .map(|list| list.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
+        pending_outputs: item
+            .get("pending_outputs")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default(),
         last_error: text("last_error"),
+        reprocess: text("reprocess_request"),
     }
 }

@@ -121,10 +121,19 @@ impl ObjectStore for MemoryStore {
 #[derive(Default)]
 pub struct MemoryRecords {
     pub tables: Mutex<HashMap<String, Vec<Item>>>,
+    /// While set, every upsert is refused as malformed (a permanent failure).
+    pub refuse: std::sync::atomic::AtomicBool,
 }
 
 impl RecordStore for MemoryRecords {
     async fn upsert(&self, table: &str, items: Vec<Item>) -> Result<(), AwsError> {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AwsError::new(
+                "BatchWriteItem",
+                AwsErrorKind::Rejected,
+                "ValidationException: refused",
+            ));
+        }
         self.tables
             .lock()
             .unwrap()
@@ -135,10 +144,14 @@ impl RecordStore for MemoryRecords {
     }
 }
 
-/// Ledger records by key, with the same claim rules as the DynamoDB ledger.
+/// Ledger records by key, with the same claim and ownership rules as the DynamoDB ledger.
 #[derive(Default)]
 pub struct MemoryLedger {
     pub records: Mutex<BTreeMap<LedgerKey, LedgerRecord>>,
+    /// While set, renewals fail as if DynamoDB were unreachable.
+    pub renewals_fail: std::sync::atomic::AtomicBool,
+    /// Renewal calls, failed or not.
+    pub renewals: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryLedger {
@@ -154,6 +167,22 @@ impl MemoryLedger {
         let records = self.records.lock().unwrap();
         records.values().find(|r| r.uri == uri).cloned()
     }
+
+    /// Runs `write` on the claim's record if its owner holds a live processing claim.
+    fn owned(&self, claim: &Claim, write: impl FnOnce(&mut LedgerRecord)) -> bool {
+        let mut records = self.records.lock().unwrap();
+        match records.get_mut(&claim.key) {
+            Some(r)
+                if r.owner.as_ref() == Some(&claim.owner)
+                    && r.status == Some(Status::Processing)
+                    && r.lease_expires_at.is_some_and(|until| until > Utc::now()) =>
+            {
+                write(r);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Ledger for MemoryLedger {
@@ -167,7 +196,8 @@ impl Ledger for MemoryLedger {
                 version: claim.key.version.clone(),
                 ..LedgerRecord::default()
             });
-        if let Some(status) = record.status.filter(|s| s.is_final()) {
+        let asked_again = claim.reprocess.is_some() && record.reprocess != claim.reprocess;
+        if let Some(status) = record.status.filter(|s| s.is_final() && !asked_again) {
             return Ok(ClaimOutcome::Finished { status });
         }
         if let Some(until) = record.lease_expires_at.filter(|until| *until > now) {
@@ -178,36 +208,55 @@ impl Ledger for MemoryLedger {
         record.owner = Some(claim.owner.clone());
         record.lease_expires_at = Some(now + claim.lease);
         record.attempts += 1;
+        if claim.reprocess.is_some() {
+            record.reprocess = claim.reprocess.clone();
+        }
+        let mut earlier_outputs = record.outputs.clone();
+        earlier_outputs.extend(record.pending_outputs.iter().cloned());
+        earlier_outputs.sort();
+        earlier_outputs.dedup();
         Ok(ClaimOutcome::Claimed {
             attempt: record.attempts as u32,
+            earlier_outputs,
         })
     }
 
     async fn renew(&self, claim: &Claim) -> Result<bool, AwsError> {
-        let mut records = self.records.lock().unwrap();
-        match records.get_mut(&claim.key) {
-            Some(r)
-                if r.owner.as_ref() == Some(&claim.owner)
-                    && r.status == Some(Status::Processing) =>
-            {
-                r.lease_expires_at = Some(Utc::now() + claim.lease);
-                Ok(true)
-            }
-            _ => Ok(false),
+        use std::sync::atomic::Ordering;
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        if self.renewals_fail.load(Ordering::SeqCst) {
+            return Err(AwsError::new(
+                "UpdateItem",
+                AwsErrorKind::Transient,
+                "timed out",
+            ));
         }
+        Ok(self.owned(claim, |r| {
+            r.lease_expires_at = Some(Utc::now() + claim.lease);
+        }))
     }
 
-    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<(), AwsError> {
-        let mut records = self.records.lock().unwrap();
-        if let Some(r) = records.get_mut(&claim.key) {
+    async fn publishing(&self, claim: &Claim, outputs: &[String]) -> Result<bool, AwsError> {
+        Ok(self.owned(claim, |r| {
+            for output in outputs {
+                if !r.pending_outputs.contains(output) {
+                    r.pending_outputs.push(output.clone());
+                }
+            }
+        }))
+    }
+
+    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<bool, AwsError> {
+        Ok(self.owned(claim, |r| {
             r.status = Some(Status::Done);
             r.lease_expires_at = None;
             r.rows_in = Some(done.rows_in);
             r.rows_written = Some(done.rows_written);
             r.rows_rejected = Some(done.rows_rejected);
             r.outputs = done.outputs.clone();
-        }
-        Ok(())
+            r.pending_outputs.clear();
+            r.last_error = None;
+        }))
     }
 
     async fn reject(
@@ -215,14 +264,17 @@ impl Ledger for MemoryLedger {
         claim: &Claim,
         counts: &Completion,
         reason: &str,
-    ) -> Result<(), AwsError> {
-        self.finish(claim, counts).await?;
-        let mut records = self.records.lock().unwrap();
-        if let Some(r) = records.get_mut(&claim.key) {
+    ) -> Result<bool, AwsError> {
+        Ok(self.owned(claim, |r| {
             r.status = Some(Status::Rejected);
+            r.lease_expires_at = None;
+            r.rows_in = Some(counts.rows_in);
+            r.rows_written = Some(counts.rows_written);
+            r.rows_rejected = Some(counts.rows_rejected);
+            r.outputs = counts.outputs.clone();
+            r.pending_outputs.clear();
             r.last_error = Some(reason.to_owned());
-        }
-        Ok(())
+        }))
     }
 
     async fn fail(&self, claim: &Claim, error: &str) -> Result<(), AwsError> {

@@ -330,20 +330,31 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
-/// The ledger of object versions (see [`crate::ledger`]).
+/// The ledger of object versions (see [`crate::ledger`]). Every write after the claim is
+/// conditioned on the owner still holding the claim (and, but for `fail` and `release`, a
+/// lease that has not run out): `false` means it no longer does and nothing was written.
 pub trait Ledger: Send + Sync + 'static {
-    /// Claims the object for `claim.owner` unless it is finished or leased by someone else.
+    /// Claims the object for `claim.owner` unless it is finished (and no new reprocess
+    /// request asks for it) or leased by someone else.
     fn claim(&self, claim: &Claim) -> impl Future<Output = Result<ClaimOutcome, AwsError>> + Send;
 
-    /// Extends the owner's lease; `false` if the owner no longer holds the claim.
+    /// Extends the owner's lease.
     fn renew(&self, claim: &Claim) -> impl Future<Output = Result<bool, AwsError>> + Send;
+
+    /// Records, before anything is uploaded, the outputs (`s3://` URIs) this attempt will
+    /// publish, beside those earlier attempts recorded.
+    fn publishing(
+        &self,
+        claim: &Claim,
+        outputs: &[String],
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 
     /// Records success with counts and outputs.
     fn finish(
         &self,
         claim: &Claim,
         done: &Completion,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 
     /// Records that the file was refused for good (an answered question): later
     /// deliveries are deleted without work.
@@ -352,9 +363,10 @@ pub trait Ledger: Send + Sync + 'static {
         claim: &Claim,
         counts: &Completion,
         reason: &str,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 
-    /// Records a failed attempt and drops the lease, so the next delivery can claim.
+    /// Records a failed attempt and drops the lease, so the next delivery can claim. The
+    /// outputs it recorded as published stay listed.
     fn fail(&self, claim: &Claim, error: &str)
         -> impl Future<Output = Result<(), AwsError>> + Send;
 

@@ -11,6 +11,7 @@
 //! - [`object`]: one object: size limit, download, conversion, rejection or lake write;
 //! - [`inline`]: inline user records.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use crate::datasets::{Dataset, OnInvalid, Policy};
 use crate::envelope::{self, Envelope, ObjectRef};
 use crate::error::JobError;
 use crate::job::{Job, StopReason};
+use crate::lake;
 use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, Status};
 use crate::schema::date_to_days;
 
@@ -242,20 +244,35 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         };
         let object = &object;
         let uri = object.uri();
+        static CLAIMS: AtomicU64 = AtomicU64::new(0);
         let claim = Claim {
             key: LedgerKey::of(object),
-            owner: format!("{}/{}", self.worker_id, job.message_id()),
+            owner: format!(
+                "{}/{}/{}",
+                self.worker_id,
+                job.message_id(),
+                CLAIMS.fetch_add(1, Ordering::Relaxed)
+            ),
             lease: self.settings.queue.visibility_timeout,
             dataset: dataset.name.clone(),
             message_id: job.message_id().to_owned(),
+            reprocess: object.reprocess.clone(),
         };
+        // The lease is counted from before the claim was sent: it cannot have begun later.
+        let claimed_at = tokio::time::Instant::now();
         let claimed = self
             .ledger
             .claim(&claim)
             .instrument(tracing::info_span!("ledger", operation = "claim"))
             .await?;
-        match claimed {
-            ClaimOutcome::Claimed { attempt } => tracing::debug!(attempt, "claimed"),
+        let earlier_outputs = match claimed {
+            ClaimOutcome::Claimed {
+                attempt,
+                earlier_outputs,
+            } => {
+                tracing::debug!(attempt, earlier_outputs = earlier_outputs.len(), "claimed");
+                earlier_outputs
+            }
             ClaimOutcome::Finished { status } => {
                 tracing::info!(%uri, status = status.as_str(), "already processed; nothing to do");
                 return Ok(ObjectOutcome::AlreadyDone { uri, status });
@@ -263,58 +280,78 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             ClaimOutcome::Busy { owner, until } => {
                 return Err(JobError::Busy { uri, owner, until })
             }
-        }
+        };
 
-        let renewal = LeaseRenewal::start(self.ledger.clone(), claim.clone(), job.clone());
-        let result = self.process_object(object, dataset, job).await;
+        let attempt = Attempt {
+            claim,
+            earlier_outputs,
+        };
+        let renewal = LeaseRenewal::start(
+            self.ledger.clone(),
+            attempt.claim.clone(),
+            job.clone(),
+            claimed_at,
+        );
+        let result = self.process_object(object, dataset, job, &attempt).await;
         renewal.stop().await;
-        self.settle(&claim, object, &result)
+        let result = match result {
+            Err(e) => Err(stopped_or(e, job)),
+            ok => ok,
+        };
+        self.settle(&attempt, object, result)
             .instrument(tracing::info_span!("ledger", operation = "settle"))
-            .await?;
-        result
+            .await
     }
 
-    /// Records the result in the ledger (and, once `done`, deletes the landing object when
-    /// configured).
+    /// Records the result in the ledger, after removing what earlier attempts published
+    /// and this one did not (and, once `done`, deletes the landing object when configured).
     async fn settle(
         &self,
-        claim: &Claim,
+        attempt: &Attempt,
         object: &ObjectRef,
-        result: &Result<ObjectOutcome, JobError>,
-    ) -> Result<(), JobError> {
-        match result {
+        result: Result<ObjectOutcome, JobError>,
+    ) -> Result<ObjectOutcome, JobError> {
+        let claim = &attempt.claim;
+        let lake = &self.settings.lake;
+        let settled = match &result {
             Ok(ObjectOutcome::Rejected(rejection)) => {
                 let counts = Completion {
                     rows_in: rejection.rows_in,
                     rows_written: 0,
                     rows_rejected: rejection.rows_rejected,
-                    outputs: vec![rejection.quarantined_as.clone()],
+                    outputs: rejection_outputs(&lake.quarantine_bucket, &rejection.quarantined_as),
                 };
+                self.remove_stale(object, &attempt.earlier_outputs, &counts.outputs)
+                    .await?;
                 self.ledger
                     .reject(claim, &counts, &rejection.reason)
-                    .await?;
+                    .await?
             }
             Ok(outcome) => {
                 let completion = match outcome {
-                    ObjectOutcome::Written(summary) => Completion {
-                        rows_in: summary.rows_in,
-                        rows_written: summary.rows_written,
-                        rows_rejected: summary.rows_quarantined,
-                        outputs: summary
-                            .parts
-                            .iter()
-                            .chain(&summary.quarantine)
-                            .chain(&summary.raw)
-                            .cloned()
-                            .collect(),
+                    ObjectOutcome::Written(summary) => {
+                        let completion = Completion {
+                            rows_in: summary.rows_in,
+                            rows_written: summary.rows_written,
+                            rows_rejected: summary.rows_quarantined,
+                            outputs: summary_outputs(lake, summary),
+                        };
+                        self.remove_stale(object, &attempt.earlier_outputs, &completion.outputs)
+                            .await?;
+                        completion
+                    }
+                    // A superseded version is an answered question too: nothing new to
+                    // write, and what earlier attempts published stays listed.
+                    _ => Completion {
+                        outputs: attempt.earlier_outputs.clone(),
+                        ..Completion::default()
                     },
-                    // A superseded version is an answered question too: nothing to write.
-                    _ => Completion::default(),
                 };
-                self.ledger.finish(claim, &completion).await?;
-                if let ObjectOutcome::Written(summary) = outcome {
+                let finished = self.ledger.finish(claim, &completion).await?;
+                if let (true, ObjectOutcome::Written(summary)) = (finished, outcome) {
                     self.delete_landing(object, summary).await;
                 }
+                finished
             }
             // Shutdown or lost: let the next owner claim at once (a no-op if the claim
             // is someone else's by now).
@@ -322,12 +359,69 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 if let Err(e) = self.ledger.release(claim).await {
                     tracing::warn!(error = %e, "could not release the ledger claim; it expires with its lease");
                 }
+                true
             }
             Err(error) => {
                 if let Err(e) = self.ledger.fail(claim, &error.to_string()).await {
                     tracing::warn!(error = %e, "could not record the failure in the ledger");
                 }
+                true
             }
+        };
+        if !settled {
+            return Err(JobError::LeaseLost { uri: object.uri() });
+        }
+        result
+    }
+
+    /// Records the outputs this attempt is about to publish, before it uploads them, so a
+    /// later attempt knows what may exist. Fails if the claim is no longer this job's.
+    async fn publishing(
+        &self,
+        attempt: &Attempt,
+        object: &ObjectRef,
+        outputs: &[String],
+    ) -> Result<(), JobError> {
+        let recorded = self
+            .ledger
+            .publishing(&attempt.claim, outputs)
+            .instrument(tracing::info_span!("ledger", operation = "publishing"))
+            .await?;
+        if recorded {
+            Ok(())
+        } else {
+            Err(JobError::LeaseLost { uri: object.uri() })
+        }
+    }
+
+    /// Deletes what earlier attempts of this version published and this one did not
+    /// rewrite (a part a larger `target_file_size` no longer makes, bad rows that are good
+    /// now). Only this version's own outputs are touched: a key that does not carry its
+    /// object id is left alone and logged.
+    async fn remove_stale(
+        &self,
+        object: &ObjectRef,
+        earlier: &[String],
+        current: &[String],
+    ) -> Result<(), JobError> {
+        let id = lake::object_id(object);
+        for output in earlier.iter().filter(|o| !current.contains(o)) {
+            let Some((bucket, key)) = output.strip_prefix("s3://").and_then(|o| o.split_once('/'))
+            else {
+                tracing::warn!(%output, "an earlier output that is not an s3:// URI; left alone");
+                continue;
+            };
+            if !key.contains(&id) {
+                tracing::warn!(%output, "an earlier output without this version's id; left alone");
+                continue;
+            }
+            let stale = ObjectRef {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                ..ObjectRef::default()
+            };
+            self.store.delete(&stale).await?;
+            tracing::info!(%output, "removed an output of an earlier attempt that this one did not rewrite");
         }
         Ok(())
     }
@@ -347,10 +441,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         let copy = ObjectRef {
             bucket: self.settings.lake.bucket.clone(),
             key: raw.clone(),
-            size: None,
-            etag: None,
-            version_id: None,
-            event_time: None,
+            ..ObjectRef::default()
         };
         let (original, kept) = tokio::join!(self.store.head(object), self.store.head(&copy));
         match (original, kept) {
@@ -424,35 +515,104 @@ fn stopped_or(error: JobError, job: &Job) -> JobError {
     }
 }
 
+/// One claimed attempt at an object version: its claim, and the outputs earlier attempts
+/// recorded.
+struct Attempt {
+    claim: Claim,
+    earlier_outputs: Vec<String>,
+}
+
+/// The ledger outputs of a written object: its parts, bad rows and raw copy.
+fn summary_outputs(lake: &crate::config::LakeSettings, summary: &ObjectSummary) -> Vec<String> {
+    let in_lake = |key: &String| crate::ledger::output_uri(&lake.bucket, key);
+    summary
+        .parts
+        .iter()
+        .map(in_lake)
+        .chain(
+            summary
+                .quarantine
+                .iter()
+                .map(|key| crate::ledger::output_uri(&lake.quarantine_bucket, key)),
+        )
+        .chain(summary.raw.iter().map(in_lake))
+        .collect()
+}
+
+/// The ledger outputs of a rejected file: its copy in the quarantine and the report.
+fn rejection_outputs(quarantine_bucket: &str, copy: &str) -> Vec<String> {
+    vec![
+        crate::ledger::output_uri(quarantine_bucket, copy),
+        crate::ledger::output_uri(quarantine_bucket, &format!("{copy}.error.json")),
+    ]
+}
+
+/// Pause between renewals after a failed one.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
+
+/// How long before its lease would run out a job that could not renew it is stopped: a
+/// quarter of the lease, so it has time to abandon its uploads before anyone may claim.
+fn fence_margin(lease: Duration) -> Duration {
+    lease / 4
+}
+
 /// Keeps a ledger claim's lease alive while its object is processed: renews every half
-/// lease; if the claim turns out to be someone else's, stops the job (reason: lost).
+/// lease, and after a failed renewal every second. If the claim turns out to be someone
+/// else's, or the lease would run out before a renewal succeeds (the job is then stopped
+/// a quarter lease before it does), the job is stopped (reason: lost) and its outputs are
+/// abandoned: no job works on without a live lease.
 struct LeaseRenewal {
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LeaseRenewal {
-    fn start<L: Ledger>(ledger: Arc<L>, claim: Claim, job: Job) -> LeaseRenewal {
+    /// `claimed_at`: when the claim was sent, where its lease began at the latest.
+    fn start<L: Ledger>(
+        ledger: Arc<L>,
+        claim: Claim,
+        job: Job,
+        claimed_at: tokio::time::Instant,
+    ) -> LeaseRenewal {
         let stop = tokio_util::sync::CancellationToken::new();
         let stopped = stop.clone();
-        let every = (claim.lease / 2).max(Duration::from_millis(100));
+        let lease = claim.lease;
+        let every = (lease / 2).max(Duration::from_millis(100));
         let task = tokio::spawn(
             async move {
+                let mut valid_until = claimed_at + lease;
+                let mut next = claimed_at + every;
                 loop {
+                    let fence = valid_until - fence_margin(lease);
                     tokio::select! {
                         _ = stopped.cancelled() => return,
-                        _ = tokio::time::sleep(every) => {}
+                        _ = tokio::time::sleep_until(next.min(fence)) => {}
                     }
-                    match ledger.renew(&claim).await {
-                        Ok(true) => {}
-                        Ok(false) => {
+                    if tokio::time::Instant::now() >= fence {
+                        tracing::warn!(
+                            lease_s = lease.as_secs_f64(),
+                            "the ledger lease could not be renewed and runs out soon; stopping this job and abandoning its outputs"
+                        );
+                        job.stop(StopReason::Lost);
+                        return;
+                    }
+                    let sent = tokio::time::Instant::now();
+                    match tokio::time::timeout_at(fence, ledger.renew(&claim)).await {
+                        Ok(Ok(true)) => {
+                            valid_until = sent + lease;
+                            next = sent + every;
+                        }
+                        Ok(Ok(false)) => {
                             tracing::warn!("the ledger claim was taken over; stopping this job");
                             job.stop(StopReason::Lost);
                             return;
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not renew the ledger lease; retrying")
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "could not renew the ledger lease; retrying");
+                            next = tokio::time::Instant::now() + RENEW_RETRY;
                         }
+                        // The fence passed during the call: stopped at the top of the loop.
+                        Err(_) => next = fence,
                     }
                 }
             }

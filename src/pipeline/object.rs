@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::{
-    arrival, ingest_date, lineage, rejection_reason, stopped_or, ObjectOutcome, ObjectSummary,
-    Pipeline, Rejection,
+    arrival, ingest_date, lineage, rejection_outputs, rejection_reason, stopped_or, Attempt,
+    ObjectOutcome, ObjectSummary, Pipeline, Rejection,
 };
 use crate::aws::{AwsErrorKind, Ledger, ObjectStore, RecordStore};
 use crate::catalog::NewPartition;
@@ -24,6 +24,7 @@ use crate::envelope::ObjectRef;
 use crate::error::JobError;
 use crate::job::{Job, StoppableReader};
 use crate::lake;
+use crate::ledger::output_uri;
 use crate::records::{self, Item};
 
 /// Lake parts uploaded at once per object.
@@ -44,6 +45,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         object: &ObjectRef,
         dataset: &Dataset,
         job: &Job,
+        attempt: &Attempt,
     ) -> Result<ObjectOutcome, JobError> {
         let uri = object.uri();
         let limit = dataset.policy.max_object_bytes;
@@ -51,7 +53,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             |size: u64| format!("the object is {size} bytes, above max_object_bytes ({limit})");
         if let Some(size) = object.size.filter(|size| *size > limit) {
             return self
-                .reject_file(object, dataset, too_large(size), None)
+                .reject_file(object, dataset, attempt, too_large(size), None)
                 .await;
         }
         let opened = tokio::select! {
@@ -72,7 +74,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         if let Some(size) = opened.size.filter(|size| *size > limit) {
             // Dropping the reader stops the download.
             return self
-                .reject_file(object, dataset, too_large(size), None)
+                .reject_file(object, dataset, attempt, too_large(size), None)
                 .await;
         }
 
@@ -118,20 +120,23 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         let converted = match converted {
             Ok(converted) => converted,
             Err(ConvertError::Malformed(reason)) => {
-                return self.reject_file(object, dataset, reason, None).await
+                return self
+                    .reject_file(object, dataset, attempt, reason, None)
+                    .await
             }
             Err(source) => return Err(JobError::Convert { what: uri, source }),
         };
         if let Some(reason) = rejection_reason(&dataset.policy, &converted.report) {
             return self
-                .reject_file(object, dataset, reason, Some(&converted.report))
+                .reject_file(object, dataset, attempt, reason, Some(&converted.report))
                 .await;
         }
-        self.write_outputs(object, dataset, &lineage, converted, job)
+        self.write_outputs(object, dataset, &lineage, converted, job, attempt)
             .await
     }
 
-    /// Uploads the lake parts and the bad rows, then upserts the table rows.
+    /// Records what it will publish in the ledger, uploads the lake parts and the bad rows,
+    /// upserts the table rows, then copies the original to the raw zone.
     async fn write_outputs(
         &self,
         object: &ObjectRef,
@@ -139,6 +144,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         lineage: &Lineage,
         converted: Converted,
         job: &Job,
+        attempt: &Attempt,
     ) -> Result<ObjectOutcome, JobError> {
         let Converted {
             report,
@@ -178,6 +184,17 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .filter_map(|(path, _, _)| std::fs::metadata(path).ok())
             .map(|m| m.len())
             .sum();
+        let raw_key = self.raw_key(object, dataset, lineage);
+        let publishing: Vec<String> = uploads
+            .iter()
+            .map(|(_, bucket, key)| output_uri(bucket, key))
+            .chain(
+                raw_key
+                    .iter()
+                    .map(|key| output_uri(&lake_settings.bucket, key)),
+            )
+            .collect();
+        self.publishing(attempt, object, &publishing).await?;
         self.upload(&uploads, job)
             .instrument(tracing::info_span!(
                 "lake_write",
@@ -209,7 +226,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 .instrument(tracing::info_span!("table_write", table = %target.table))
                 .await?;
         }
-        let raw = self.copy_to_raw(object, dataset, lineage).await?;
+        let raw = match raw_key {
+            Some(key) => self.copy_to_raw(object, key).await?,
+            None => None,
+        };
         let summary = ObjectSummary {
             uri: object.uri(),
             dataset: dataset.name.clone(),
@@ -245,26 +265,26 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         Ok(ObjectOutcome::Written(summary))
     }
 
-    /// With `lake.raw_prefix`, copies the original server-side into the raw zone and
-    /// returns its key. If the original changed or vanished since its event, there is
+    /// With `lake.raw_prefix`, where the raw zone keeps this version of the original.
+    fn raw_key(&self, object: &ObjectRef, dataset: &Dataset, lineage: &Lineage) -> Option<String> {
+        let raw_prefix = self.settings.lake.raw_prefix.as_ref()?;
+        Some(lake::raw_key(
+            raw_prefix,
+            &dataset.name,
+            lineage.ingest_date,
+            &lake::object_id(object),
+            &object.key,
+        ))
+    }
+
+    /// Copies the original server-side (pinned to its version) into the raw zone at `key`
+    /// and returns the key. If the original changed or vanished since its event, there is
     /// nothing to keep for this version (its successor has its own event): logged, skipped.
     async fn copy_to_raw(
         &self,
         object: &ObjectRef,
-        dataset: &Dataset,
-        lineage: &Lineage,
+        key: String,
     ) -> Result<Option<String>, JobError> {
-        let Some(raw_prefix) = &self.settings.lake.raw_prefix else {
-            return Ok(None);
-        };
-        let id = lake::object_id(object);
-        let key = lake::raw_key(
-            raw_prefix,
-            &dataset.name,
-            lineage.ingest_date,
-            &id,
-            &object.key,
-        );
         match self
             .store
             .copy(object, &self.settings.lake.bucket, &key)
@@ -300,11 +320,12 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
     }
 
     /// Refuses the whole file: copies it, unchanged, to the quarantine and writes a report
-    /// beside it. Nothing goes to the lake or the table.
+    /// beside it (both recorded in the ledger first). Nothing goes to the lake or the table.
     async fn reject_file(
         &self,
         object: &ObjectRef,
         dataset: &Dataset,
+        attempt: &Attempt,
         reason: String,
         report: Option<&ConvertReport>,
     ) -> Result<ObjectOutcome, JobError> {
@@ -318,6 +339,8 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             &object.key,
         );
         let bucket = &self.settings.lake.quarantine_bucket;
+        self.publishing(attempt, object, &rejection_outputs(bucket, &key))
+            .await?;
         match self.store.copy(object, bucket, &key).await {
             Ok(()) => {}
             Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {

@@ -132,6 +132,219 @@ async fn ingest_date_partitions_use_the_event_time() {
 }
 
 #[tokio::test]
+async fn an_event_without_a_time_takes_the_objects_last_modified_never_the_clock() {
+    let mut p = pipeline();
+    p.store.last_modified = "2023-01-02T03:04:05Z".parse().unwrap();
+    let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
+    p.store.insert(LANDING, "events/a.jsonl", line.as_bytes());
+    let body = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": LANDING}, "object": {"key": "events/a.jsonl", "eTag": "e1"}}
+    }]});
+    p.handle(&body.to_string(), &job("m1")).await.unwrap();
+    let keys = p.store.keys(LAKE);
+    assert!(
+        keys[0].starts_with("curated/events/ingest_date=2023-01-02/part-"),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_failure_after_publishing_leaves_the_outputs_in_the_ledger() {
+    let p = pipeline();
+    p.records
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let csv = "user_id,signup_date\nu-1,2024/01/01\nu-2,2024/01/02\n";
+    p.store.insert(LANDING, "users/a.csv", csv.as_bytes());
+    let err = p
+        .handle(&event(LANDING, "users/a.csv"), &job("m1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/a.csv")
+        .unwrap();
+    assert_eq!(record.status, Some(Status::Failed));
+    let published: Vec<String> = p
+        .store
+        .keys(LAKE)
+        .iter()
+        .map(|k| format!("s3://{LAKE}/{k}"))
+        .collect();
+    assert_eq!(published.len(), 2, "the parts went up before the table");
+    assert_eq!(record.pending_outputs, published, "which outputs exist");
+    assert!(record
+        .to_string()
+        .contains("published by an unfinished attempt"));
+}
+
+#[tokio::test]
+async fn a_reprocess_removes_the_earlier_outputs_it_does_not_rewrite() {
+    let p = pipeline();
+    let csv = "user_id,signup_date\nu-1,2024/01/01\n";
+    p.store.insert(LANDING, "users/a.csv", csv.as_bytes());
+    p.handle(&event(LANDING, "users/a.csv"), &job("m1"))
+        .await
+        .unwrap();
+    let first = p.store.keys(LAKE);
+    assert_eq!(first.len(), 1);
+    // Earlier settings made one more part of this version; something else's object sits
+    // beside it and is recorded too (it must survive: it lacks this version's id).
+    let extra = first[0].replace(".parquet", "-1.parquet");
+    let foreign = "curated/users/signup_date=2024-01-01/part-someone-else.parquet";
+    p.store.insert(LAKE, &extra, b"old part");
+    p.store.insert(LAKE, foreign, b"not ours");
+    {
+        let mut records = p.ledger.records.lock().unwrap();
+        let record = records.values_mut().next().unwrap();
+        record.outputs.push(format!("s3://{LAKE}/{extra}"));
+        record.outputs.push(format!("s3://{LAKE}/{foreign}"));
+    }
+    // A plain redelivery is a duplicate: nothing happens.
+    let again = p
+        .handle(&event(LANDING, "users/a.csv"), &job("m2"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again, Outcome::Converted(o) if matches!(o[0], ObjectOutcome::AlreadyDone { .. }))
+    );
+    assert!(p.store.get(LAKE, &extra).is_some());
+
+    let mut reprocess: serde_json::Value =
+        serde_json::from_str(&event(LANDING, "users/a.csv")).unwrap();
+    reprocess["Records"][0]["lakeworker"] = serde_json::json!({"reprocess": "r-1"});
+    let outcome = p.handle(&reprocess.to_string(), &job("m3")).await.unwrap();
+    assert!(matches!(&outcome, Outcome::Converted(o) if matches!(o[0], ObjectOutcome::Written(_))));
+    assert_eq!(p.store.get(LAKE, &extra), None, "the stale part is gone");
+    assert!(
+        p.store.get(LAKE, foreign).is_some(),
+        "only this version's outputs are touched"
+    );
+    assert!(p.store.get(LAKE, &first[0]).is_some());
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/a.csv")
+        .unwrap();
+    assert_eq!(record.outputs, [format!("s3://{LAKE}/{}", first[0])]);
+    assert_eq!((record.status, record.attempts), (Some(Status::Done), 2));
+    // The same request delivered again is done.
+    let repeat = p.handle(&reprocess.to_string(), &job("m4")).await.unwrap();
+    assert!(
+        matches!(&repeat, Outcome::Converted(o) if matches!(o[0], ObjectOutcome::AlreadyDone { .. }))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_that_cannot_be_renewed_stops_the_job_before_it_runs_out() {
+    let ledger = Arc::new(MemoryLedger::default());
+    ledger
+        .renewals_fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let claim = Claim {
+        key: LedgerKey {
+            uri: "s3://b/k".into(),
+            version: "e:1".into(),
+        },
+        owner: "w/m/0".into(),
+        lease: Duration::from_secs(8),
+        dataset: "users".into(),
+        message_id: "m".into(),
+        reprocess: None,
+    };
+    let job = job("m");
+    let start = tokio::time::Instant::now();
+    let renewal = LeaseRenewal::start(ledger.clone(), claim, job.clone(), start);
+    // Renewals at 4 s and, failed, again every second; the lease ends at 8 s, so the job
+    // is stopped a quarter lease before, at 6 s.
+    tokio::time::sleep(Duration::from_millis(5_900)).await;
+    assert_eq!(job.stopped(), None);
+    assert_eq!(ledger.renewals.load(std::sync::atomic::Ordering::SeqCst), 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(job.stopped(), Some(StopReason::Lost));
+    renewal.stop().await;
+
+    // Failures that end before the fence only delay the renewal.
+    let ledger = Arc::new(MemoryLedger::default());
+    let claim = Claim {
+        key: LedgerKey {
+            uri: "s3://b/k".into(),
+            version: "e:1".into(),
+        },
+        owner: "w/m/1".into(),
+        lease: Duration::from_secs(8),
+        dataset: "users".into(),
+        message_id: "m".into(),
+        reprocess: None,
+    };
+    assert!(matches!(
+        ledger.claim(&claim).await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
+    ledger
+        .renewals_fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let job = self::job("m");
+    let renewal = LeaseRenewal::start(
+        ledger.clone(),
+        claim,
+        job.clone(),
+        tokio::time::Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    ledger
+        .renewals_fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(job.stopped(), None, "the retry at 5 s renewed it");
+    renewal.stop().await;
+}
+
+#[tokio::test]
+async fn settling_needs_the_owner_to_hold_a_live_lease() {
+    let ledger = MemoryLedger::default();
+    let key = LedgerKey {
+        uri: "s3://b/k".into(),
+        version: "e:1".into(),
+    };
+    let claim = |owner: &str, lease_ms| Claim {
+        key: key.clone(),
+        owner: owner.into(),
+        lease: Duration::from_millis(lease_ms),
+        dataset: "users".into(),
+        message_id: "m".into(),
+        reprocess: None,
+    };
+    let (stale, fresh) = (claim("w1/m/0", 1), claim("w2/m/0", 60_000));
+    ledger.claim(&stale).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Its lease ran out: nothing it writes counts, even before anyone else claims.
+    let outputs = vec!["s3://lake/k".to_owned()];
+    assert!(!ledger.publishing(&stale, &outputs).await.unwrap());
+    assert!(!ledger.finish(&stale, &Completion::default()).await.unwrap());
+    assert!(matches!(
+        ledger.claim(&fresh).await.unwrap(),
+        ClaimOutcome::Claimed { attempt: 2, .. }
+    ));
+    assert!(!ledger.renew(&stale).await.unwrap());
+    assert!(!ledger
+        .reject(&stale, &Completion::default(), "x")
+        .await
+        .unwrap());
+    ledger.fail(&stale, "late").await.unwrap();
+    let record = ledger.record("s3://b/k").unwrap();
+    assert_eq!(
+        (record.status, record.owner.as_deref()),
+        (Some(Status::Processing), Some("w2/m/0")),
+        "the stale owner changed nothing"
+    );
+    assert!(ledger.publishing(&fresh, &outputs).await.unwrap());
+    assert!(ledger.finish(&fresh, &Completion::default()).await.unwrap());
+    assert_eq!(ledger.status("s3://b/k"), Some(Status::Done));
+}
+
+#[tokio::test]
 async fn bad_rows_are_quarantined_and_good_rows_flow() {
     let p = pipeline();
     let mut csv = String::from("user_id,age,signup_date\n");
@@ -173,7 +386,9 @@ async fn bad_rows_are_quarantined_and_good_rows_flow() {
         (record.status, record.rows_rejected),
         (Some(Status::Done), Some(1))
     );
-    assert!(record.outputs.contains(&quarantine));
+    assert!(record
+        .outputs
+        .contains(&format!("s3://{LAKE}/{quarantine}")));
 }
 
 #[tokio::test]
@@ -521,6 +736,7 @@ async fn a_live_lease_makes_a_duplicate_wait() {
         etag: Some("e1".into()),
         version_id: None,
         event_time: None,
+        reprocess: None,
     };
     let other = Claim {
         key: LedgerKey::of(&object),
@@ -528,10 +744,14 @@ async fn a_live_lease_makes_a_duplicate_wait() {
         lease: Duration::from_secs(60),
         dataset: "users".into(),
         message_id: "m0".into(),
+        reprocess: None,
     };
     assert_eq!(
         p.ledger.claim(&other).await.unwrap(),
-        ClaimOutcome::Claimed { attempt: 1 }
+        ClaimOutcome::Claimed {
+            attempt: 1,
+            earlier_outputs: Vec::new()
+        }
     );
     let err = p
         .handle(&event(LANDING, "users/a.csv"), &job("m1"))
@@ -588,6 +808,7 @@ async fn raw_zone_keeps_the_original_and_delete_after_empties_the_landing_bucket
         etag: Some("e1".into()),
         version_id: None,
         event_time: None,
+        reprocess: None,
     });
     let raw = format!("raw/users/ingest_date=2024-03-04/{id}/users/in/a.csv");
     let raw = raw.as_str();
@@ -602,7 +823,10 @@ async fn raw_zone_keeps_the_original_and_delete_after_empties_the_landing_bucket
         .ledger
         .record("s3://lakeworker-landing/users/in/a.csv")
         .unwrap();
-    assert!(record.outputs.iter().any(|o| o == raw), "{record:?}");
+    assert!(
+        record.outputs.contains(&format!("s3://{LAKE}/{raw}")),
+        "{record:?}"
+    );
 
     // Without delete_after the original stays; a rejected file is neither copied nor
     // deleted.

@@ -586,6 +586,16 @@ pub fn read_with_pyarrow(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("pyarrow JSON")
 }
 
+/// The key of an `s3://bucket/key` URI (as the ledger names outputs).
+pub fn key_of(uri: &str) -> String {
+    uri.strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or_else(
+            || panic!("{uri:?} is not an s3:// URI"),
+            |(_, key)| key.to_owned(),
+        )
+}
+
 /// The object id (which names a file's lake parts and quarantine objects) of
 /// `s3://bucket/key` at `etag`.
 pub fn part_id(bucket: &str, key: &str, etag: &str) -> String {
@@ -596,6 +606,7 @@ pub fn part_id(bucket: &str, key: &str, etag: &str) -> String {
         etag: Some(etag.into()),
         version_id: None,
         event_time: None,
+        reprocess: None,
     })
 }
 
@@ -633,6 +644,26 @@ pub fn form_encode(key: &str) -> String {
         }
     }
     out
+}
+
+/// A CSV of `rows` orders on one day whose values do not compress away (about 60 bytes a
+/// row), so its Parquet passes 1 MiB a few times.
+pub fn incompressible_orders(rows: u64) -> Vec<u8> {
+    let mut csv = String::from("order_id,user_id,total,paid,ordered_at\n");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for n in 0..rows {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let total = (x % 1_000_000) as f64 / 100.0;
+        csv.push_str(&format!(
+            "o-{n},u-{x:016x},{total},{},2024-05-01T{:02}:{:02}:00Z\n",
+            n % 2 == 0,
+            n % 24,
+            n % 60
+        ));
+    }
+    csv.into_bytes()
 }
 
 pub fn example(path: &str) -> Vec<u8> {

@@ -1,0 +1,135 @@
+//! The DynamoDB ledger's conditional writes against the emulator: only the owner of a
+//! live claim may renew, record what it publishes, or settle; a claim returns what earlier
+//! attempts recorded; a reprocess request claims a finished version once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lakeworker::aws::ledger::DynamoLedger;
+use lakeworker::aws::Ledger;
+use lakeworker::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, Status};
+
+fn claim(owner: &str, lease: Duration, reprocess: Option<&str>) -> Claim {
+    Claim {
+        key: LedgerKey {
+            uri: "s3://landing/users/a.csv".into(),
+            version: "v:1".into(),
+        },
+        owner: owner.into(),
+        lease,
+        dataset: "users".into(),
+        message_id: "m".into(),
+        reprocess: reprocess.map(str::to_owned),
+    }
+}
+
+fn claimed(outcome: ClaimOutcome) -> (u32, Vec<String>) {
+    match outcome {
+        ClaimOutcome::Claimed {
+            attempt,
+            earlier_outputs,
+        } => (attempt, earlier_outputs),
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_live_owner_writes_and_reprocess_claims_once() {
+    let env = TestEnv::quiet("ledger", &[]).await;
+    let ledger = DynamoLedger::new(env.clients.dynamodb.clone(), env.ledger_table.clone());
+    let part = |n: u32| format!("s3://lake/curated/users/d=1/part-id-{n}.parquet");
+
+    // A claim whose lease runs out before it settles.
+    let stale = claim("w1/m/0", Duration::from_millis(1500), None);
+    assert_eq!(
+        claimed(ledger.claim(&stale).await.unwrap()),
+        (1, Vec::new())
+    );
+    assert!(ledger
+        .publishing(&stale, &[part(0), part(1)])
+        .await
+        .unwrap());
+    assert!(ledger.renew(&stale).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert!(
+        !ledger.finish(&stale, &Completion::default()).await.unwrap(),
+        "a lease that ran out cannot settle, even before anyone claims"
+    );
+    assert!(!ledger.renew(&stale).await.unwrap());
+
+    // The next owner learns what the stale attempt recorded.
+    let fresh = claim("w2/m/0", Duration::from_secs(60), None);
+    let (attempt, earlier) = claimed(ledger.claim(&fresh).await.unwrap());
+    assert_eq!((attempt, earlier), (2, vec![part(0), part(1)]));
+    assert!(!ledger.publishing(&stale, &[part(9)]).await.unwrap());
+    assert!(!ledger
+        .reject(&stale, &Completion::default(), "late")
+        .await
+        .unwrap());
+    ledger.fail(&stale, "late").await.unwrap();
+    let key = LedgerKey {
+        uri: "s3://landing/users/a.csv".into(),
+        version: "v:1".into(),
+    };
+    let record = ledger.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.owner.as_deref()),
+        (Some(Status::Processing), Some("w2/m/0")),
+        "the stale owner changed nothing"
+    );
+    assert_eq!(record.pending_outputs, [part(0), part(1)]);
+
+    let done = Completion {
+        rows_in: 2,
+        rows_written: 2,
+        rows_rejected: 0,
+        outputs: vec![part(0)],
+    };
+    assert!(ledger.finish(&fresh, &done).await.unwrap());
+    let record = ledger.get(&key).await.unwrap().unwrap();
+    assert_eq!(record.status, Some(Status::Done));
+    assert_eq!(record.outputs, [part(0)]);
+    assert!(record.pending_outputs.is_empty(), "{record:?}");
+
+    // Done: a plain claim finds it finished; a reprocess request claims it once.
+    let again = claim("w3/m/0", Duration::from_secs(60), None);
+    assert_eq!(
+        ledger.claim(&again).await.unwrap(),
+        ClaimOutcome::Finished {
+            status: Status::Done
+        }
+    );
+    let reprocess = claim("w3/m/1", Duration::from_secs(60), Some("r-1"));
+    assert_eq!(
+        claimed(ledger.claim(&reprocess).await.unwrap()),
+        (3, vec![part(0)])
+    );
+    assert!(ledger.finish(&reprocess, &done).await.unwrap());
+    let repeat = claim("w4/m/0", Duration::from_secs(60), Some("r-1"));
+    assert_eq!(
+        ledger.claim(&repeat).await.unwrap(),
+        ClaimOutcome::Finished {
+            status: Status::Done
+        },
+        "the same request does not run twice"
+    );
+    let plain = claim("w4/m/1", Duration::from_secs(60), None);
+    assert!(matches!(
+        ledger.claim(&plain).await.unwrap(),
+        ClaimOutcome::Finished { .. }
+    ));
+    let next = claim("w4/m/2", Duration::from_secs(60), Some("r-2"));
+    assert_eq!(claimed(ledger.claim(&next).await.unwrap()).0, 4);
+    assert_eq!(
+        ledger
+            .get(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .reprocess
+            .as_deref(),
+        Some("r-2")
+    );
+}
