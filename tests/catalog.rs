@@ -1,5 +1,6 @@
 //! The Athena catalog against the emulator: at start-up the database and a table per
-//! dataset; after a file lands, its partitions, once. The DDL text sent is read back from
+//! dataset; after a file lands, its partitions, once; a partition whose registration a
+//! crash interrupted is registered at the next start. The DDL text sent is read back from
 //! Athena's query history.
 
 mod common;
@@ -119,4 +120,80 @@ async fn tables_at_start_and_each_new_partition_once() {
             alters[0]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start() {
+    let database = unique("db").replace('-', "_");
+    let workgroup = unique("wg");
+    let env = TestEnv::quiet(
+        "catalogcrash",
+        &[
+            ("LAKEWORKER__CATALOG__DATABASE", database.as_str()),
+            ("LAKEWORKER__CATALOG__WORKGROUP", workgroup.as_str()),
+        ],
+    )
+    .await;
+    env.clients
+        .athena
+        .create_work_group()
+        .name(&workgroup)
+        .send()
+        .await
+        .expect("create workgroup");
+    // Athena never answers the first worker; everything else does.
+    let proxy = common::proxy::Proxy::start(&endpoint()).await;
+    proxy.silence_requests_containing(Some(b"AmazonAthena."));
+    let first = env.start_worker_via(&proxy);
+    let key = "users/a.csv";
+    env.put_and_announce(key, &example("users/signups-2024-05.csv"))
+        .await;
+    wait_for("the file to be done", WAIT, || async {
+        env.ledger(key).await.first().and_then(|r| r.status)
+            == Some(lakeworker::ledger::Status::Done)
+    })
+    .await;
+    env.wait_drained().await;
+    // The message is deleted, the partitions are in the lake, the catalog has none.
+    assert!(!statements(&env, &workgroup)
+        .await
+        .iter()
+        .any(|s| s.starts_with("ALTER TABLE")));
+    first.kill();
+
+    let _second = env.start_worker();
+    wait_for("the partitions to be registered", WAIT, || async {
+        statements(&env, &workgroup)
+            .await
+            .iter()
+            .any(|s| s.starts_with("ALTER TABLE"))
+    })
+    .await;
+    let sent = statements(&env, &workgroup).await;
+    let alters: Vec<&String> = sent
+        .iter()
+        .filter(|s| s.starts_with("ALTER TABLE"))
+        .collect();
+    assert_eq!(alters.len(), 1, "{sent:#?}");
+    for day in ["2024-05-01", "2024-05-02", "2024-05-03"] {
+        assert!(
+            alters[0].contains(&format!("PARTITION (`signup_date` = '{day}')")),
+            "{}",
+            alters[0]
+        );
+    }
+    // Registered: the notes are gone, a third start registers nothing again.
+    wait_for("the notes to be dropped", WAIT, || async {
+        let ledger = lakeworker::aws::ledger::DynamoLedger::new(
+            env.clients.dynamodb.clone(),
+            env.ledger_table.clone(),
+        );
+        use lakeworker::aws::Ledger;
+        ledger
+            .pending_partitions(&database, "users")
+            .await
+            .expect("pending partitions")
+            .is_empty()
+    })
+    .await;
 }

@@ -119,6 +119,33 @@ where
     ))
 }
 
+/// Writes `requests` (puts or deletes) to `table`, 25 per BatchWriteItem call, resending
+/// what comes back unprocessed, with the client's own deadlines (small items).
+pub async fn write_all(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+) -> Result<(), AwsError> {
+    let mut requests = requests.into_iter().peekable();
+    while requests.peek().is_some() {
+        let chunk: Vec<WriteRequest> = requests.by_ref().take(BATCH_SIZE).collect();
+        resend_unprocessed(chunk, |pending| async move {
+            let output = client
+                .batch_write_item()
+                .set_request_items(Some(HashMap::from([(table.to_owned(), pending)])))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
+            Ok(output
+                .unprocessed_items
+                .and_then(|mut unprocessed| unprocessed.remove(table))
+                .unwrap_or_default())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// Splits items into BatchWriteItem-sized chunks, in order.
 fn chunks(items: Vec<Item>) -> Vec<Vec<Item>> {
     let mut chunks = Vec::with_capacity(items.len().div_ceil(BATCH_SIZE));

@@ -5,13 +5,18 @@
 //! owner (`lease_owner`) still holding a processing claim whose lease has not run out.
 //! Outputs an attempt will publish are added to the string set `pending_outputs` before
 //! the upload; `done` moves the final list to `output_keys` and drops the set.
+//!
+//! The same table keeps the catalog's pending partitions (hash key
+//! `catalog:{database}.{table}`, range key the partition value) from the moment they are
+//! written until Athena has them.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
 
 use super::{AwsError, AwsErrorKind, Ledger};
+use crate::catalog::NewPartition;
 use crate::ledger::{timestamp, Claim, ClaimOutcome, Completion, LedgerKey, LedgerRecord, Status};
 
 /// The ledger table's hash and range key attributes (both strings).
@@ -278,6 +283,102 @@ impl Ledger for DynamoLedger {
         self.end_attempt(claim, "released: the worker stopped before finishing")
             .await
     }
+
+    async fn note_partitions(
+        &self,
+        database: &str,
+        partitions: &[NewPartition],
+    ) -> Result<(), AwsError> {
+        let now = s(timestamp(Utc::now()));
+        let mut requests = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let item = HashMap::from([
+                (
+                    "object_uri".to_owned(),
+                    s(catalog_key(database, &p.dataset)),
+                ),
+                ("object_version".to_owned(), s(&p.value)),
+                ("partition_name".to_owned(), s(&p.partition_name)),
+                ("partition_location".to_owned(), s(&p.location)),
+                ("updated_at".to_owned(), now.clone()),
+            ]);
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| rejected("DynamoDB BatchWriteItem (partitions)", e))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        super::dynamodb::write_all(&self.client, &self.table, requests).await
+    }
+
+    async fn partitions_registered(
+        &self,
+        database: &str,
+        partitions: &[NewPartition],
+    ) -> Result<(), AwsError> {
+        let mut requests = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let key = HashMap::from([
+                (
+                    "object_uri".to_owned(),
+                    s(catalog_key(database, &p.dataset)),
+                ),
+                ("object_version".to_owned(), s(&p.value)),
+            ]);
+            let delete = DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .map_err(|e| rejected("DynamoDB BatchWriteItem (partitions)", e))?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        super::dynamodb::write_all(&self.client, &self.table, requests).await
+    }
+
+    async fn pending_partitions(
+        &self,
+        database: &str,
+        dataset: &str,
+    ) -> Result<Vec<NewPartition>, AwsError> {
+        let mut pending = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("object_uri = :table")
+            .expression_attribute_values(":table", s(catalog_key(database, dataset)))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("DynamoDB Query (partitions)", e))?;
+            for item in page.items() {
+                let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                if let (Some(value), Some(partition_name), Some(location)) = (
+                    text("object_version"),
+                    text("partition_name"),
+                    text("partition_location"),
+                ) {
+                    pending.push(NewPartition {
+                        dataset: dataset.to_owned(),
+                        partition_name,
+                        value,
+                        location,
+                    });
+                }
+            }
+        }
+        Ok(pending)
+    }
+}
+
+/// The hash key under which a table's pending partitions are kept: it cannot collide
+/// with an object's `s3://` URI.
+fn catalog_key(database: &str, table: &str) -> String {
+    format!("catalog:{database}.{table}")
+}
+
+fn rejected(operation: &'static str, error: impl std::fmt::Display) -> AwsError {
+    AwsError::new(operation, AwsErrorKind::Rejected, error.to_string())
 }
 
 impl DynamoLedger {

@@ -9,6 +9,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::{AwsError, AwsErrorKind, Ledger, ObjectInfo, ObjectStore, Opened, RecordStore};
+use crate::catalog::NewPartition;
 use crate::envelope::ObjectRef;
 use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, LedgerRecord, Status};
 use crate::records::Item;
@@ -152,6 +153,8 @@ pub struct MemoryLedger {
     pub renewals_fail: std::sync::atomic::AtomicBool,
     /// Renewal calls, failed or not.
     pub renewals: std::sync::atomic::AtomicUsize,
+    /// Pending catalog partitions by (database, table, value).
+    pub partitions: Mutex<BTreeMap<(String, String, String), NewPartition>>,
 }
 
 impl MemoryLedger {
@@ -291,5 +294,43 @@ impl Ledger for MemoryLedger {
 
     async fn release(&self, claim: &Claim) -> Result<(), AwsError> {
         self.fail(claim, "released").await
+    }
+
+    async fn note_partitions(
+        &self,
+        database: &str,
+        partitions: &[NewPartition],
+    ) -> Result<(), AwsError> {
+        let mut pending = self.partitions.lock().unwrap();
+        for p in partitions {
+            let key = (database.to_owned(), p.dataset.clone(), p.value.clone());
+            pending.insert(key, p.clone());
+        }
+        Ok(())
+    }
+
+    async fn partitions_registered(
+        &self,
+        database: &str,
+        partitions: &[NewPartition],
+    ) -> Result<(), AwsError> {
+        let mut pending = self.partitions.lock().unwrap();
+        for p in partitions {
+            pending.remove(&(database.to_owned(), p.dataset.clone(), p.value.clone()));
+        }
+        Ok(())
+    }
+
+    async fn pending_partitions(
+        &self,
+        database: &str,
+        dataset: &str,
+    ) -> Result<Vec<NewPartition>, AwsError> {
+        let pending = self.partitions.lock().unwrap();
+        Ok(pending
+            .iter()
+            .filter(|((d, t, _), _)| d == database && t == dataset)
+            .map(|(_, p)| p.clone())
+            .collect())
     }
 }

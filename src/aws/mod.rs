@@ -17,6 +17,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::NewPartition;
 use crate::config::AwsSettings;
 use crate::envelope::ObjectRef;
 use crate::ledger::{Claim, ClaimOutcome, Completion};
@@ -372,6 +373,29 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Drops the lease of an attempt that was cancelled (shutdown).
     fn release(&self, claim: &Claim) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// Keeps partitions written to the lake until the catalog confirms them
+    /// ([`Ledger::partitions_registered`]), so a crash between the write and the
+    /// registration loses none: the registrar replays what is pending at start-up.
+    fn note_partitions(
+        &self,
+        database: &str,
+        partitions: &[NewPartition],
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// The catalog registered these partitions: they are no longer pending.
+    fn partitions_registered(
+        &self,
+        database: &str,
+        partitions: &[NewPartition],
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// The partitions of `dataset`'s table still waiting for the catalog.
+    fn pending_partitions(
+        &self,
+        database: &str,
+        dataset: &str,
+    ) -> impl Future<Output = Result<Vec<NewPartition>, AwsError>> + Send;
 }
 
 #[cfg(test)]

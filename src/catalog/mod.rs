@@ -4,19 +4,24 @@
 //! so each is registered once per process. Catalog work runs beside the jobs: a failure is
 //! retried, logged and counted, and never blocks or fails the message that wrote the data.
 //!
+//! Nothing is lost to a crash in between: before its message is deleted, a job notes each
+//! partition the process has not registered yet in the ledger table
+//! ([`Ledger::note_partitions`]); the note is removed once Athena has the partition, and
+//! the registrar replays what is still noted at start-up.
+//!
 //! The DDL text is built by pure functions; [`QueryRunner`] runs it (Athena in production).
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::datatypes::{DataType, TimeUnit};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::AwsError;
+use crate::aws::{AwsError, Ledger};
 use crate::config::{CatalogSettings, LakeSettings};
 use crate::convert::LakeProjection;
 use crate::datasets::Dataset;
@@ -146,21 +151,55 @@ pub struct CatalogStats {
     pub failures: AtomicU64,
 }
 
-/// Hands new partitions to the registrar without waiting.
+/// (table, partition value) pairs this process registered.
+type Registered = Arc<Mutex<HashSet<(String, String)>>>;
+
+/// Hands new partitions to the registrar without waiting, and says which ones this
+/// process has not registered yet.
 #[derive(Clone, Debug)]
-pub struct Partitions(mpsc::UnboundedSender<NewPartition>);
+pub struct Partitions {
+    sender: mpsc::UnboundedSender<NewPartition>,
+    registered: Registered,
+    database: String,
+}
 
 impl Partitions {
     pub fn send(&self, partition: NewPartition) {
         // Only fails when the registrar has stopped (shutdown): nothing to do then.
-        let _ = self.0.send(partition);
+        let _ = self.sender.send(partition);
+    }
+
+    /// The catalog's database.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Those of `partitions` this process has not registered (they must be noted before
+    /// the message that wrote them is deleted).
+    pub fn unregistered(&self, partitions: &[NewPartition]) -> Vec<NewPartition> {
+        let registered = lock(&self.registered);
+        let mut new: Vec<NewPartition> = partitions
+            .iter()
+            .filter(|p| !registered.contains(&(p.dataset.clone(), p.value.clone())))
+            .cloned()
+            .collect();
+        new.dedup();
+        new
     }
 }
 
-/// Starts the registrar: the start-up DDL, then partitions as they come, until `shutdown`
-/// (after which what is queued is still registered, briefly).
-pub fn start<Q: QueryRunner>(
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Starts the registrar: the start-up DDL, the partitions still noted in `log` from
+/// earlier runs, then partitions as they come, until `shutdown` (after which what is
+/// queued is still registered, briefly).
+pub fn start<Q: QueryRunner, L: Ledger>(
     runner: Q,
+    log: Arc<L>,
     catalog: CatalogSettings,
     lake: LakeSettings,
     datasets: Vec<Dataset>,
@@ -168,24 +207,32 @@ pub fn start<Q: QueryRunner>(
 ) -> (Partitions, Arc<CatalogStats>, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::unbounded_channel();
     let stats = Arc::new(CatalogStats::default());
+    let registered = Registered::default();
+    let partitions = Partitions {
+        sender,
+        registered: registered.clone(),
+        database: catalog.database.clone(),
+    };
     let registrar = Registrar {
         runner,
+        log,
         catalog,
         stats: stats.clone(),
-        registered: HashSet::new(),
+        registered,
     };
     let task = tokio::spawn(registrar.run(lake, datasets, receiver, shutdown));
-    (Partitions(sender), stats, task)
+    (partitions, stats, task)
 }
 
-struct Registrar<Q> {
+struct Registrar<Q, L> {
     runner: Q,
+    log: Arc<L>,
     catalog: CatalogSettings,
     stats: Arc<CatalogStats>,
-    registered: HashSet<(String, String)>,
+    registered: Registered,
 }
 
-impl<Q: QueryRunner> Registrar<Q> {
+impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
     async fn run(
         mut self,
         lake: LakeSettings,
@@ -204,6 +251,24 @@ impl<Q: QueryRunner> Registrar<Q> {
                 .await;
         }
         tracing::info!(%database, tables = datasets.len(), "catalog ready");
+        let mut noted = Vec::new();
+        for dataset in &datasets {
+            match self.log.pending_partitions(&database, &dataset.name).await {
+                Ok(pending) => noted.extend(pending),
+                Err(e) => {
+                    tracing::warn!(error = %e, dataset = %dataset.name, "could not read the partitions left pending; the next start tries again")
+                }
+            }
+        }
+        if !noted.is_empty() {
+            tracing::info!(
+                partitions = noted.len(),
+                "registering partitions an earlier run wrote but did not register"
+            );
+            for batch in noted.chunks(BATCH) {
+                self.register(batch.to_vec()).await;
+            }
+        }
 
         loop {
             let first = tokio::select! {
@@ -235,31 +300,40 @@ impl<Q: QueryRunner> Registrar<Q> {
         }
     }
 
-    /// Adds the partitions not registered yet, one ALTER TABLE per table.
+    /// Adds the partitions not registered yet, one ALTER TABLE per table, then drops
+    /// their notes from the ledger.
     async fn register(&mut self, batch: Vec<NewPartition>) {
-        let mut by_table: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
-        for p in batch {
-            if self
-                .registered
-                .contains(&(p.dataset.clone(), p.value.clone()))
-            {
-                continue;
-            }
-            let partitions = by_table.entry((p.dataset, p.partition_name)).or_default();
-            if !partitions.iter().any(|(value, _)| *value == p.value) {
-                partitions.push((p.value, p.location));
+        let mut by_table: BTreeMap<(String, String), Vec<NewPartition>> = BTreeMap::new();
+        {
+            let registered = lock(&self.registered);
+            for p in batch {
+                if registered.contains(&(p.dataset.clone(), p.value.clone())) {
+                    continue;
+                }
+                let key = (p.dataset.clone(), p.partition_name.clone());
+                let partitions = by_table.entry(key).or_default();
+                if !partitions.iter().any(|known| known.value == p.value) {
+                    partitions.push(p);
+                }
             }
         }
         let database = self.catalog.database.clone();
         for ((table, partition_name), partitions) in by_table {
-            let sql = add_partitions(&database, &table, &partition_name, &partitions);
-            if self.statement(&sql, Some(&database)).await {
-                self.stats
-                    .partitions_added
-                    .fetch_add(partitions.len() as u64, Ordering::Relaxed);
-                for (value, _) in partitions {
-                    self.registered.insert((table.clone(), value));
-                }
+            let clauses: Vec<(String, String)> = partitions
+                .iter()
+                .map(|p| (p.value.clone(), p.location.clone()))
+                .collect();
+            let sql = add_partitions(&database, &table, &partition_name, &clauses);
+            if !self.statement(&sql, Some(&database)).await {
+                continue;
+            }
+            self.stats
+                .partitions_added
+                .fetch_add(partitions.len() as u64, Ordering::Relaxed);
+            lock(&self.registered)
+                .extend(partitions.iter().map(|p| (table.clone(), p.value.clone())));
+            if let Err(e) = self.log.partitions_registered(&database, &partitions).await {
+                tracing::warn!(error = %e, "could not drop the notes of registered partitions; the next start registers them again (harmless)");
             }
         }
     }

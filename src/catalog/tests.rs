@@ -116,6 +116,7 @@ async fn partitions_are_batched_registered_once_and_retried() {
     let shutdown = CancellationToken::new();
     let (partitions, stats, task) = start(
         fake.clone(),
+        Arc::new(crate::aws::memory::MemoryLedger::default()),
         catalog,
         s.lake.clone(),
         s.datasets.datasets().to_vec(),
@@ -179,6 +180,7 @@ async fn a_failing_catalog_gives_up_counts_and_tries_the_partition_again_later()
     let shutdown = CancellationToken::new();
     let (partitions, stats, task) = start(
         fake.clone(),
+        Arc::new(crate::aws::memory::MemoryLedger::default()),
         catalog,
         s.lake.clone(),
         vec![],
@@ -197,5 +199,67 @@ async fn a_failing_catalog_gives_up_counts_and_tries_the_partition_again_later()
         stats.partitions_added.load(Ordering::Relaxed),
         1,
         "registered on the next write"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn partitions_noted_by_an_earlier_run_are_registered_at_start_and_forgotten() {
+    let s = settings();
+    let fake = Fake::default();
+    let log = Arc::new(crate::aws::memory::MemoryLedger::default());
+    log.note_partitions("lake", &[partition("users", "2024-05-01")])
+        .await
+        .unwrap();
+    log.note_partitions("elsewhere", &[partition("users", "2024-05-09")])
+        .await
+        .unwrap();
+    let catalog = CatalogSettings {
+        database: "lake".into(),
+        workgroup: "primary".into(),
+        output_location: None,
+        views: vec![],
+    };
+    let shutdown = CancellationToken::new();
+    let (partitions, stats, task) = start(
+        fake.clone(),
+        log.clone(),
+        catalog,
+        s.lake.clone(),
+        s.datasets.datasets().to_vec(),
+        shutdown.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Registered now: a job writing to it again need not note it.
+    assert!(partitions
+        .unregistered(&[partition("users", "2024-05-01")])
+        .is_empty());
+    assert_eq!(
+        partitions
+            .unregistered(&[partition("users", "2024-05-02")])
+            .len(),
+        1
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    let statements = fake.statements.lock().unwrap().clone();
+    let alters: Vec<&String> = statements
+        .iter()
+        .filter(|s| s.starts_with("ALTER TABLE"))
+        .collect();
+    assert_eq!(alters.len(), 1, "{statements:#?}");
+    assert!(alters[0].contains("'2024-05-01'") && !alters[0].contains("2024-05-09"));
+    assert_eq!(stats.partitions_added.load(Ordering::Relaxed), 1);
+    assert!(log
+        .pending_partitions("lake", "users")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        log.pending_partitions("elsewhere", "users")
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "another database's notes are not this registrar's"
     );
 }

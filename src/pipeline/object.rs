@@ -204,18 +204,33 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .await?;
 
         if let Some(catalog) = &self.partitions {
-            for part in &parts {
-                let value = lake::partition_text(part.partition);
-                catalog.send(NewPartition {
-                    dataset: dataset.name.clone(),
-                    location: format!(
-                        "s3://{}/{}/{partition_name}={value}/",
-                        lake_settings.bucket,
-                        lake::dataset_prefix(&lake_settings.prefix, &dataset.name)
-                    ),
-                    partition_name: partition_name.clone(),
-                    value,
-                });
+            let written: Vec<NewPartition> = parts
+                .iter()
+                .map(|part| {
+                    let value = lake::partition_text(part.partition);
+                    NewPartition {
+                        dataset: dataset.name.clone(),
+                        location: format!(
+                            "s3://{}/{}/{partition_name}={value}/",
+                            lake_settings.bucket,
+                            lake::dataset_prefix(&lake_settings.prefix, &dataset.name)
+                        ),
+                        partition_name: partition_name.clone(),
+                        value,
+                    }
+                })
+                .collect();
+            // Noted durably before the message can be deleted; the registrar drops the
+            // note once Athena has the partition.
+            let new = catalog.unregistered(&written);
+            if !new.is_empty() {
+                self.ledger
+                    .note_partitions(catalog.database(), &new)
+                    .instrument(tracing::info_span!("ledger", operation = "note_partitions"))
+                    .await?;
+            }
+            for partition in written {
+                catalog.send(partition);
             }
         }
 

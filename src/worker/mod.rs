@@ -83,6 +83,10 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
         );
         let (partitions, _stats, task) = crate::catalog::start(
             runner,
+            Arc::new(DynamoLedger::new(
+                clients.dynamodb.clone(),
+                settings.ledger.table.clone(),
+            )),
             catalog.clone(),
             settings.lake.clone(),
             settings.datasets.datasets().to_vec(),
