@@ -275,6 +275,10 @@ impl Column {
             return Ok(());
         }
         let text = trim(text);
+        if let Some(unit) = self.epoch_unit() {
+            let micros = epoch_from_text(text, unit).map_err(|e| self.epoch_error(e, text))?;
+            return self.accept(Parsed::Timestamp(micros), text, slot);
+        }
         let parsed = match self.kind {
             ColumnType::String => Some(Parsed::Str),
             ColumnType::Int => text.parse().ok().map(Parsed::Int),
@@ -290,10 +294,39 @@ impl Column {
             }
         };
         let parsed = parsed.ok_or_else(|| self.unparsable(text))?;
+        self.accept(parsed, text, slot)
+    }
+
+    /// Checks the value rules of a typed value and stores it; `shown` is its input text.
+    fn accept(&self, parsed: Parsed, shown: &str, slot: &mut Parsed) -> Result<(), Box<CellError>> {
         self.check_value_rules(parsed)
-            .map_err(|(rule, why)| rule_error(rule, text, why))?;
+            .map_err(|(rule, why)| rule_error(rule, shown, why))?;
         *slot = parsed;
         Ok(())
+    }
+
+    /// The unit of an epoch timestamp column.
+    fn epoch_unit(&self) -> Option<EpochUnit> {
+        match (self.kind, &self.format) {
+            (ColumnType::Timestamp, Some(ValueFormat::EpochSeconds)) => Some(EpochUnit::Seconds),
+            (ColumnType::Timestamp, Some(ValueFormat::EpochMillis)) => Some(EpochUnit::Millis),
+            _ => None,
+        }
+    }
+
+    fn epoch_error(&self, error: EpochError, value: &str) -> Box<CellError> {
+        match error {
+            EpochError::NotANumber => self.unparsable(value),
+            EpochError::OutOfRange => rule_error(
+                "type",
+                value,
+                format!(
+                    "is outside the timestamp range ({} to {})",
+                    DateTime::<Utc>::MIN_UTC.format("%Y-%m-%d"),
+                    DateTime::<Utc>::MAX_UTC.format("%Y-%m-%d")
+                ),
+            ),
+        }
     }
 
     fn parse_json(
@@ -320,23 +353,19 @@ impl Column {
             (Value::Number(n), ColumnType::Float) => {
                 n.as_f64().filter(|f| f.is_finite()).map(Parsed::Float)
             }
-            (Value::Number(n), ColumnType::Timestamp) => match self.format {
-                Some(ValueFormat::EpochSeconds) => {
-                    n.as_f64().and_then(epoch_seconds).map(Parsed::Timestamp)
+            (Value::Number(n), ColumnType::Timestamp) => match self.epoch_unit() {
+                Some(unit) => {
+                    let micros = epoch_from_json(n, unit)
+                        .map_err(|e| self.epoch_error(e, &value.to_string()))?;
+                    return self.accept(Parsed::Timestamp(micros), &value.to_string(), slot);
                 }
-                Some(ValueFormat::EpochMillis) => {
-                    n.as_i64().and_then(epoch_millis).map(Parsed::Timestamp)
-                }
-                _ => None,
+                None => None,
             },
             (Value::Bool(b), ColumnType::Bool) => Some(Parsed::Bool(*b)),
             _ => None,
         };
         let parsed = parsed.ok_or_else(|| self.unparsable(&value.to_string()))?;
-        self.check_value_rules(parsed)
-            .map_err(|(rule, why)| rule_error(rule, &value.to_string(), why))?;
-        *slot = parsed;
-        Ok(())
+        self.accept(parsed, &value.to_string(), slot)
     }
 
     fn parse_bool(&self, text: &str) -> Option<bool> {
@@ -595,8 +624,8 @@ pub fn parse_timestamp(text: &str, format: Option<&ValueFormat>) -> Option<i64> 
             .or_else(|_| NaiveDateTime::parse_from_str(text, format).map(|t| t.and_utc()))
             .ok()?,
         Some(ValueFormat::Rfc3339) => rfc3339(text)?,
-        Some(ValueFormat::EpochSeconds) => return text.parse::<f64>().ok().and_then(epoch_seconds),
-        Some(ValueFormat::EpochMillis) => return text.parse::<i64>().ok().and_then(epoch_millis),
+        Some(ValueFormat::EpochSeconds) => return epoch_from_text(text, EpochUnit::Seconds).ok(),
+        Some(ValueFormat::EpochMillis) => return epoch_from_text(text, EpochUnit::Millis).ok(),
         None => match iso_timestamp(text.as_bytes()) {
             Some(micros) => return Some(micros),
             None => rfc3339(text),
@@ -615,14 +644,95 @@ pub fn parse_timestamp(text: &str, format: Option<&ValueFormat>) -> Option<i64> 
     Some(instant.timestamp_micros())
 }
 
-/// Microseconds for seconds since the epoch, if representable.
-fn epoch_seconds(seconds: f64) -> Option<i64> {
-    let micros = (seconds * 1e6).round();
-    (micros.is_finite() && micros.abs() < 9.0e18).then_some(micros as i64)
+/// The first instant a timestamp column holds, in microseconds since the epoch: chrono's
+/// first, so every value has a date (its partition) and an RFC 3339 text (DynamoDB, pii
+/// hashes).
+pub const MIN_TIMESTAMP_MICROS: i64 = DateTime::<Utc>::MIN_UTC.timestamp_micros();
+/// The last instant a timestamp column holds (chrono's last).
+pub const MAX_TIMESTAMP_MICROS: i64 = DateTime::<Utc>::MAX_UTC.timestamp_micros();
+
+/// The unit of an epoch timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EpochUnit {
+    Seconds,
+    Millis,
 }
 
-fn epoch_millis(millis: i64) -> Option<i64> {
-    millis.checked_mul(1000)
+impl EpochUnit {
+    fn micros_per_unit(self) -> i64 {
+        match self {
+            EpochUnit::Seconds => 1_000_000,
+            EpochUnit::Millis => 1000,
+        }
+    }
+
+    /// An integer count of units, exactly.
+    fn micros_of_int(self, n: i64) -> Result<i64, EpochError> {
+        n.checked_mul(self.micros_per_unit())
+            .filter(|micros| (MIN_TIMESTAMP_MICROS..=MAX_TIMESTAMP_MICROS).contains(micros))
+            .ok_or(EpochError::OutOfRange)
+    }
+
+    /// A fractional count of units, to the nearest microsecond.
+    fn micros_of_float(self, n: f64) -> Result<i64, EpochError> {
+        if n.is_nan() {
+            return Err(EpochError::NotANumber);
+        }
+        let micros = (n * self.micros_per_unit() as f64).round();
+        // Compared as floats first: a cast of a float beyond i64 would saturate.
+        if !(MIN_TIMESTAMP_MICROS as f64..=MAX_TIMESTAMP_MICROS as f64).contains(&micros) {
+            return Err(EpochError::OutOfRange);
+        }
+        let micros = micros as i64;
+        (MIN_TIMESTAMP_MICROS..=MAX_TIMESTAMP_MICROS)
+            .contains(&micros)
+            .then_some(micros)
+            .ok_or(EpochError::OutOfRange)
+    }
+}
+
+/// Why an epoch value is not a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EpochError {
+    NotANumber,
+    /// A number, but not an instant between [`MIN_TIMESTAMP_MICROS`] and
+    /// [`MAX_TIMESTAMP_MICROS`].
+    OutOfRange,
+}
+
+/// Epoch text: integers exactly; seconds may also have a fraction or an exponent;
+/// milliseconds must be integers.
+fn epoch_from_text(text: &str, unit: EpochUnit) -> Result<i64, EpochError> {
+    if let Ok(n) = text.parse::<i64>() {
+        return unit.micros_of_int(n);
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    match unit {
+        // An integer beyond i64 is beyond the range in either unit.
+        _ if integer => Err(EpochError::OutOfRange),
+        EpochUnit::Seconds => match text.parse::<f64>() {
+            Ok(n) => unit.micros_of_float(n),
+            Err(_) => Err(EpochError::NotANumber),
+        },
+        EpochUnit::Millis => Err(EpochError::NotANumber),
+    }
+}
+
+/// A JSON epoch number: integers exactly, other numbers (seconds only) to the microsecond.
+fn epoch_from_json(n: &serde_json::Number, unit: EpochUnit) -> Result<i64, EpochError> {
+    if let Some(n) = n.as_i64() {
+        return unit.micros_of_int(n);
+    }
+    if n.is_u64() {
+        return Err(EpochError::OutOfRange);
+    }
+    match (unit, n.as_f64()) {
+        (EpochUnit::Seconds, Some(f)) => unit.micros_of_float(f),
+        // A whole number of milliseconds too large for an integer.
+        (EpochUnit::Millis, Some(f)) if f.fract() == 0.0 => Err(EpochError::OutOfRange),
+        _ => Err(EpochError::NotANumber),
+    }
 }
 
 /// Whether `format` is a strftime pattern chrono understands.
@@ -787,6 +897,68 @@ mod tests {
             strict.parse(RawCell::Text("1970-01-01T00:00:01Z")),
             Ok(Parsed::Timestamp(1_000_000))
         );
+    }
+
+    /// Epoch values must name an instant the lake can hold (with a date for its partition
+    /// and an RFC 3339 text for DynamoDB): at the ends of the range they are taken, one unit
+    /// beyond they are bad cells, in text and as JSON numbers.
+    #[test]
+    fn epoch_values_outside_the_timestamp_range_are_bad_cells() {
+        let first = DateTime::<Utc>::MIN_UTC.timestamp_micros();
+        let last = DateTime::<Utc>::MAX_UTC.timestamp_micros();
+        let epoch = |format| {
+            let mut c = column(ColumnType::Timestamp, false, None);
+            c.format = Some(format);
+            c
+        };
+        let seconds = epoch(ValueFormat::EpochSeconds);
+        let millis = epoch(ValueFormat::EpochMillis);
+        let (min_s, max_s) = (first.div_euclid(1_000_000), last.div_euclid(1_000_000));
+        let (min_ms, max_ms) = (first.div_euclid(1000), last.div_euclid(1000));
+        let inside = [
+            (&seconds, min_s, min_s * 1_000_000),
+            (&seconds, max_s, max_s * 1_000_000),
+            (&millis, min_ms, min_ms * 1000),
+            (&millis, max_ms, max_ms * 1000),
+        ];
+        for (c, n, micros) in inside {
+            for cell in [
+                RawCell::Text(&n.to_string()),
+                RawCell::Json(&serde_json::json!(n)),
+            ] {
+                assert_eq!(c.parse(cell), Ok(Parsed::Timestamp(micros)), "{n}");
+            }
+            assert!(micros_to_datetime(micros).is_some());
+        }
+        let beyond = [
+            (&seconds, (min_s - 1).to_string()),
+            (&seconds, (max_s + 1).to_string()),
+            (&seconds, "9.2e12".to_owned()),
+            (&seconds, "1e300".to_owned()),
+            (&seconds, "-1e300".to_owned()),
+            (&seconds, i64::MAX.to_string()),
+            (&millis, (min_ms - 1).to_string()),
+            (&millis, (max_ms + 1).to_string()),
+            (&millis, i64::MAX.to_string()),
+            (&millis, i64::MIN.to_string()),
+            (&millis, u64::MAX.to_string()),
+        ];
+        let err = millis.parse(RawCell::Text("9223372036854775807")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"9223372036854775807\" is outside the timestamp range (-262143-01-01 to +262142-12-31)"
+        );
+        for (c, text) in beyond {
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            for cell in [RawCell::Text(&text), RawCell::Json(&json)] {
+                let err = c.parse(cell).expect_err(&text);
+                assert_eq!(err.rule(), "type", "{text}");
+                assert!(
+                    err.to_string().contains("outside the timestamp range"),
+                    "{text}: {err}"
+                );
+            }
+        }
     }
 
     #[test]
