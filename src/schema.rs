@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, Field, TimeUnit};
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use regex::Regex;
+use sha2::{Digest, Sha256};
 
 /// The Arrow time zone of every timestamp column: instants are stored as UTC.
 pub const UTC: &str = "UTC";
@@ -132,6 +133,39 @@ pub enum LakeOutput {
     Drop,
 }
 
+/// How a `pii` column's values appear in error texts and quarantine reports, which never
+/// hold them in clear. DynamoDB still gets the clear value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Redaction {
+    /// `pii = "hash"`: `<pii sha256:…>`, the salted SHA-256 of the value's text (for a
+    /// string, the hash the lake holds).
+    Hash { salt: Arc<str> },
+    /// `pii = "drop"` (or a hashed column left out of the lake without a salt):
+    /// `<pii omitted>`.
+    Omit,
+}
+
+impl std::fmt::Debug for Redaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Redaction::Hash { .. } => f.write_str("Hash { salt: *** }"),
+            Redaction::Omit => f.write_str("Omit"),
+        }
+    }
+}
+
+/// What stands in for a dropped pii value.
+pub const PII_OMITTED: &str = "<pii omitted>";
+
+/// The 64 hex digits of SHA-256 over the salt followed by the text: the lake's
+/// `pii = "hash"` transform, and the stand-in of such values in reports.
+pub fn pii_hash(salt: &str, text: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(salt.as_bytes());
+    hash.update(text.as_bytes());
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// One column of a dataset, validated.
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -146,6 +180,8 @@ pub struct Column {
     pub false_values: Vec<String>,
     pub rules: Rules,
     pub lake: LakeOutput,
+    /// Set for `pii` columns: their values never appear in clear in errors and reports.
+    pub pii: Option<Redaction>,
 }
 
 impl Column {
@@ -163,7 +199,42 @@ impl Column {
             lake: LakeOutput::Keep {
                 name: name.to_owned(),
             },
+            pii: None,
         }
+    }
+
+    /// For a pii column, what stands in for a value in error texts and quarantine rows:
+    /// `<pii sha256:…>` over the value's text (trimmed, except for strings), or
+    /// `<pii omitted>`. `None` for other columns.
+    pub fn pii_stand_in(&self, text: &str) -> Option<String> {
+        let text = if self.kind == ColumnType::String {
+            text
+        } else {
+            trim(text)
+        };
+        match self.pii.as_ref()? {
+            Redaction::Hash { salt } => Some(format!("<pii sha256:{}>", pii_hash(salt, text))),
+            Redaction::Omit => Some(PII_OMITTED.to_owned()),
+        }
+    }
+
+    /// A bad value as an error shows it: quoted and shortened, or its pii stand-in.
+    fn shown(&self, value: &str) -> String {
+        self.pii_stand_in(value)
+            .unwrap_or_else(|| format!("{:?}", shorten(value)))
+    }
+
+    /// Whether `text` is one of this column's null texts (exact for strings, trimmed
+    /// otherwise).
+    pub fn is_null_text(&self, text: &str) -> bool {
+        let probe = if self.kind == ColumnType::String {
+            text
+        } else {
+            trim(text)
+        };
+        self.nulls
+            .iter()
+            .any(|null| null.len() == probe.len() && null == probe)
     }
 }
 
@@ -191,17 +262,18 @@ pub enum Parsed {
     Timestamp(i64),
 }
 
-/// Why one cell was refused.
+/// Why one cell was refused. `shown` is the value as errors may show it: quoted and cut
+/// to [`MAX_VALUE_IN_ERROR`] characters, or for a pii column its stand-in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CellError {
     #[error("required value is missing")]
     Missing,
-    #[error("{value:?} is not {expected}")]
-    Unparsable { value: String, expected: String },
-    #[error("{value:?} {reason}")]
+    #[error("{shown} is not {expected}")]
+    Unparsable { shown: String, expected: String },
+    #[error("{shown} {reason}")]
     Rule {
         rule: &'static str,
-        value: String,
+        shown: String,
         reason: String,
     },
 }
@@ -218,7 +290,7 @@ impl CellError {
 }
 
 /// How many characters of a bad value an error message repeats.
-const MAX_VALUE_IN_ERROR: usize = 80;
+pub const MAX_VALUE_IN_ERROR: usize = 80;
 
 fn shorten(value: &str) -> String {
     let mut shown: String = value.chars().take(MAX_VALUE_IN_ERROR).collect();
@@ -251,17 +323,6 @@ impl Column {
             return Err(Box::new(CellError::Missing));
         }
         Ok(())
-    }
-
-    fn is_null_text(&self, text: &str) -> bool {
-        let probe = if self.kind == ColumnType::String {
-            text
-        } else {
-            trim(text)
-        };
-        self.nulls
-            .iter()
-            .any(|null| null.len() == probe.len() && null == probe)
     }
 
     fn parse_text(&self, text: &str, slot: &mut Parsed) -> Result<(), Box<CellError>> {
@@ -300,7 +361,7 @@ impl Column {
     /// Checks the value rules of a typed value and stores it; `shown` is its input text.
     fn accept(&self, parsed: Parsed, shown: &str, slot: &mut Parsed) -> Result<(), Box<CellError>> {
         self.check_value_rules(parsed)
-            .map_err(|(rule, why)| rule_error(rule, shown, why))?;
+            .map_err(|(rule, why)| self.rule_error(rule, shown, why))?;
         *slot = parsed;
         Ok(())
     }
@@ -317,7 +378,7 @@ impl Column {
     fn epoch_error(&self, error: EpochError, value: &str) -> Box<CellError> {
         match error {
             EpochError::NotANumber => self.unparsable(value),
-            EpochError::OutOfRange => rule_error(
+            EpochError::OutOfRange => self.rule_error(
                 "type",
                 value,
                 format!(
@@ -399,7 +460,7 @@ impl Column {
         if let Some(max) = rules.max_length {
             let length = text.chars().count();
             if length > max {
-                return Err(rule_error(
+                return Err(self.rule_error(
                     "max_length",
                     text,
                     format!("is {length} characters long; at most {max} allowed"),
@@ -412,7 +473,7 @@ impl Column {
                     .as_str()
                     .trim_start_matches("^(?:")
                     .trim_end_matches(")$");
-                return Err(rule_error(
+                return Err(self.rule_error(
                     "pattern",
                     text,
                     format!("does not match the pattern {shown:?}"),
@@ -421,7 +482,7 @@ impl Column {
         }
         if let Some(Allowed::Strings(allowed)) = &rules.allowed {
             if !allowed.contains(text) {
-                return Err(rule_error(
+                return Err(self.rule_error(
                     "allowed",
                     text,
                     format!("is not one of the {} allowed values", allowed.len()),
@@ -474,8 +535,16 @@ impl Column {
             (None, ColumnType::String) => "a string".to_owned(),
         };
         Box::new(CellError::Unparsable {
-            value: shorten(value),
+            shown: self.shown(value),
             expected,
+        })
+    }
+
+    fn rule_error(&self, rule: &'static str, value: &str, reason: String) -> Box<CellError> {
+        Box::new(CellError::Rule {
+            rule,
+            shown: self.shown(value),
+            reason,
         })
     }
 }
@@ -493,14 +562,6 @@ fn trim(text: &str) -> &str {
         }
         _ => text.trim(),
     }
-}
-
-fn rule_error(rule: &'static str, value: &str, reason: String) -> Box<CellError> {
-    Box::new(CellError::Rule {
-        rule,
-        value: shorten(value),
-        reason,
-    })
 }
 
 fn limit_text(limit: Limit) -> String {
@@ -943,7 +1004,9 @@ mod tests {
             (&millis, i64::MIN.to_string()),
             (&millis, u64::MAX.to_string()),
         ];
-        let err = millis.parse(RawCell::Text("9223372036854775807")).unwrap_err();
+        let err = millis
+            .parse(RawCell::Text("9223372036854775807"))
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "\"9223372036854775807\" is outside the timestamp range (-262143-01-01 to +262142-12-31)"
@@ -1044,6 +1107,38 @@ mod tests {
             status.parse(RawCell::Text("500")).unwrap_err().rule(),
             "allowed"
         );
+    }
+
+    /// A pii column's bad value shows as its salted hash (of the text as parsed: trimmed,
+    /// or a JSON value's text) or as a placeholder, never in clear.
+    #[test]
+    fn pii_values_show_as_stand_ins_in_errors() {
+        let mut age = column(ColumnType::Int, false, None);
+        age.rules.min = Some(Limit::Int(0));
+        age.pii = Some(Redaction::Hash {
+            salt: Arc::from("salt"),
+        });
+        let hashed = |text: &str| format!("<pii sha256:{}>", pii_hash("salt", text));
+        let err = age.parse(RawCell::Text(" forty ")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{} is not a 64-bit integer", hashed("forty"))
+        );
+        let below = serde_json::json!(-3);
+        let err = age.parse(RawCell::Json(&below)).unwrap_err();
+        assert_eq!(
+            (err.rule(), err.to_string()),
+            ("min", format!("{} is below the minimum 0", hashed("-3")))
+        );
+        let mut code = column(ColumnType::String, false, None);
+        code.rules.max_length = Some(2);
+        code.pii = Some(Redaction::Omit);
+        let err = code.parse(RawCell::Text("secret")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<pii omitted> is 6 characters long; at most 2 allowed"
+        );
+        assert_eq!(pii_hash("salt", "forty").len(), 64);
     }
 
     #[test]
