@@ -219,7 +219,7 @@ impl Column {
     }
 
     /// A bad value as an error shows it: quoted and shortened, or its pii stand-in.
-    fn shown(&self, value: &str) -> String {
+    pub fn shown(&self, value: &str) -> String {
         self.pii_stand_in(value)
             .unwrap_or_else(|| format!("{:?}", shorten(value)))
     }
@@ -245,6 +245,20 @@ pub enum RawCell<'a> {
     Missing,
     Text(&'a str),
     Json(&'a serde_json::Value),
+}
+
+impl<'a> RawCell<'a> {
+    /// The cell's text: text as it is, a JSON string unquoted, another JSON value as its
+    /// JSON text (what a string column stores); `None` when missing.
+    pub fn text(self) -> Option<std::borrow::Cow<'a, str>> {
+        use std::borrow::Cow;
+        match self {
+            RawCell::Missing => None,
+            RawCell::Text(text) => Some(Cow::Borrowed(text)),
+            RawCell::Json(serde_json::Value::String(text)) => Some(Cow::Borrowed(text)),
+            RawCell::Json(other) => Some(Cow::Owned(other.to_string())),
+        }
+    }
 }
 
 /// A typed cell value. Strings carry no data: the converter reads them again from the row,

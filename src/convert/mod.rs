@@ -27,6 +27,7 @@ use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
 use crate::datasets::{Dataset, FileFormat};
+use crate::records;
 use crate::schema::{Parsed, RawCell};
 
 pub mod batch;
@@ -69,7 +70,8 @@ pub struct RowError {
     pub column: Option<String>,
     /// The rule that refused it: `required`, `type`, `pattern`, `allowed`, `min`, `max`,
     /// `max_length`, `unique_key`, `fields`, `utf8`, `json`, `extra_columns`,
-    /// `max_row_bytes`, `max_columns` (a JSON object with too many keys).
+    /// `max_row_bytes`, `max_columns` (a JSON object with too many keys), and for datasets
+    /// with a `records_table` `dynamodb_number`, `dynamodb_key`, `dynamodb_item_size`.
     pub rule: &'static str,
     pub reason: String,
 }
@@ -391,6 +393,20 @@ impl Typing<'_> {
                                 reason: e.to_string(),
                             });
                         }
+                    }
+                    // DynamoDB's limits, once the cells are typed: such a row is bad before
+                    // anything is published.
+                    if let (true, Some(target)) = (errors.is_empty(), &dataset.records) {
+                        let problems =
+                            records::item_problems(dataset, target.key_index, &parsed, |i| {
+                                rows.cell(i)
+                            });
+                        errors.extend(problems.into_iter().map(|p| RowError {
+                            line,
+                            column: p.column.map(|i| dataset.columns[i].name.clone()),
+                            rule: p.rule,
+                            reason: p.reason,
+                        }));
                     }
                     if let (true, Some(seen)) = (errors.is_empty(), seen_keys.as_deref_mut()) {
                         if let Some(first) = check_unique(&rows, dataset, seen, line) {
