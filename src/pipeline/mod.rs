@@ -9,7 +9,8 @@
 //!
 //! - this module: routing, ledger claims and settlement, lease renewal;
 //! - [`object`]: one object: size limit, download, conversion, rejection or lake write;
-//! - [`inline`]: inline user records.
+//! - [`inline`]: inline user records;
+//! - [`dead_letter`]: keeping a body the dead-letter queue would not take.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use crate::job::{Job, StopReason};
 use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, Status};
 use crate::schema::date_to_days;
 
+mod dead_letter;
 mod inline;
 mod object;
 #[cfg(test)]
