@@ -9,6 +9,8 @@
 //! - a rejected file: `{quarantine_prefix}/{dataset}/dt={YYYY-MM-DD}/{id}/{file name}`, its
 //!   report beside it as `{file name}.error.json`
 //! - the raw zone: `{raw_prefix}/{dataset}/ingest_date={YYYY-MM-DD}/{id}/{source key}`
+//! - a message body the dead-letter queue would not take:
+//!   `{quarantine_prefix}/_dead_letters/{message id}.body`
 //!
 //! `id` is derived from the source bucket, key and version (version id, else ETag); `dt`
 //! is the ingest date (the S3 event's date).
@@ -117,6 +119,26 @@ pub fn raw_key(
     )
 }
 
+/// The folder of message bodies the dead-letter queue would not take; no dataset name can
+/// start with `_`.
+pub const DEAD_LETTER_FOLDER: &str = "_dead_letters";
+
+/// Where the body of a message the dead-letter queue would not take is kept: one key per
+/// SQS message id, so a second delivery of the message overwrites the first copy.
+pub fn dead_letter_body_key(quarantine_prefix: &str, message_id: &str) -> String {
+    let id: String = message_id
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect();
+    format!(
+        "{}/{id}.body",
+        dataset_prefix(quarantine_prefix, DEAD_LETTER_FOLDER)
+    )
+}
+
 /// `{prefix}/{dataset}` (or just `{dataset}` with an empty prefix).
 pub fn dataset_prefix(prefix: &str, dataset: &str) -> String {
     if prefix.is_empty() {
@@ -178,5 +200,10 @@ mod tests {
             raw_key("raw", "users", 19724, "abc", "users/2024/a b.csv"),
             "raw/users/ingest_date=2024-01-02/abc/users/2024/a b.csv"
         );
+        assert_eq!(
+            dead_letter_body_key("quarantine", "0f3e-a1/../x"),
+            "quarantine/_dead_letters/0f3e-a1____x.body"
+        );
+        assert_eq!(dead_letter_body_key("", "m1"), "_dead_letters/m1.body");
     }
 }

@@ -4,6 +4,7 @@
 //! | name | kind | unit | attributes |
 //! |---|---|---|---|
 //! | `lakeworker.messages` | counter | message | `outcome`: received, succeeded, discarded, retried, dead_lettered, released |
+//! | `lakeworker.dead_letters` | counter | message | `via`: full, trimmed, pointer (sent); kept_in_s3 (only the S3 copy holds the body); retried (nothing durable yet) |
 //! | `lakeworker.rows` | counter | row | `kind`: read, written, quarantined; `dataset` |
 //! | `lakeworker.bytes` | counter | By | `direction`: read, written; `dataset` |
 //! | `lakeworker.message.duration` | histogram | s | `outcome` |
@@ -19,6 +20,7 @@ use opentelemetry::KeyValue;
 /// The instruments, created once from the global meter.
 pub struct Metrics {
     messages: Counter<u64>,
+    dead_letters: Counter<u64>,
     rows: Counter<u64>,
     bytes: Counter<u64>,
     duration: Histogram<f64>,
@@ -38,6 +40,11 @@ pub fn get() -> &'static Metrics {
                 .u64_counter("lakeworker.messages")
                 .with_unit("{message}")
                 .with_description("Messages by what became of them")
+                .build(),
+            dead_letters: meter
+                .u64_counter("lakeworker.dead_letters")
+                .with_unit("{message}")
+                .with_description("Dead-lettering attempts by how they ended")
                 .build(),
             rows: meter
                 .u64_counter("lakeworker.rows")
@@ -76,6 +83,12 @@ pub fn get() -> &'static Metrics {
 impl Metrics {
     pub fn message(&self, outcome: &'static str) {
         self.messages.add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// A dead-lettering attempt's end: `full`, `trimmed`, `pointer`, `kept_in_s3` or
+    /// `retried`.
+    pub fn dead_letter(&self, via: &'static str) {
+        self.dead_letters.add(1, &[KeyValue::new("via", via)]);
     }
 
     pub fn received(&self, count: usize) {

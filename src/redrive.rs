@@ -1,12 +1,16 @@
 //! `lakeworker redrive`: moves dead-lettered messages back to the work queue with their
 //! original bodies (once their cause is fixed), or, with `--dry-run`, lists them with the
 //! reasons the worker attached.
+//!
+//! A dead letter whose body the dead-letter queue could not hold is a pointer (attribute
+//! `lakeworker.body_uri`, see [`crate::worker::dead_letter`]): redrive sends the original
+//! body, read back from the quarantine bucket, and then deletes that copy.
 
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 
-use crate::aws::{AwsError, Clients};
+use crate::aws::{AwsError, AwsErrorKind, Clients};
 use crate::config::Settings;
 
 /// How long a message received for redrive stays invisible while we handle it.
@@ -20,6 +24,8 @@ pub struct DeadLettered {
     pub error: Option<String>,
     pub attempts: Option<String>,
     pub failed_at: Option<String>,
+    /// Where the original body is kept when this message is a pointer to it.
+    pub body_uri: Option<String>,
     pub body: String,
 }
 
@@ -31,6 +37,9 @@ impl std::fmt::Display for DeadLettered {
         writeln!(f, "  error: {}", show(&self.error))?;
         writeln!(f, "  attempts: {}", show(&self.attempts))?;
         writeln!(f, "  failed_at: {}", show(&self.failed_at))?;
+        if let Some(uri) = &self.body_uri {
+            writeln!(f, "  body kept at: {uri}")?;
+        }
         write!(f, "  body: {}", crate::aws::sqs::truncate(&self.body, 300))
     }
 }
@@ -75,11 +84,15 @@ pub async fn redrive(
             };
             let letter = describe(&message);
             if !dry_run {
+                let body = match &letter.body_uri {
+                    Some(uri) => kept_body(clients, uri).await?,
+                    None => letter.body.clone(),
+                };
                 clients
                     .sqs
                     .send_message()
                     .queue_url(&settings.queue.url)
-                    .message_body(&letter.body)
+                    .message_body(&body)
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("SQS SendMessage (redrive)", e))?;
@@ -91,6 +104,12 @@ pub async fn redrive(
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("SQS DeleteMessage (dead-letter queue)", e))?;
+                if let Some(uri) = &letter.body_uri {
+                    // The body is back in the work queue; a copy left over does no harm.
+                    if let Err(e) = delete_kept_body(clients, uri).await {
+                        tracing::warn!(%uri, error = %e, "could not delete the kept body after its redrive");
+                    }
+                }
             } else {
                 held.push(receipt);
             }
@@ -129,6 +148,82 @@ fn describe(message: &Message) -> DeadLettered {
         error: attribute("lakeworker.error"),
         attempts: attribute("lakeworker.attempts"),
         failed_at: attribute("lakeworker.failed_at"),
+        body_uri: attribute("lakeworker.body_uri"),
         body: message.body.clone().unwrap_or_default(),
+    }
+}
+
+/// `s3://bucket/key` → (bucket, key).
+fn split_uri(uri: &str) -> Result<(&str, &str), AwsError> {
+    uri.strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
+        .ok_or_else(|| {
+            AwsError::new(
+                "redrive",
+                AwsErrorKind::Rejected,
+                format!("lakeworker.body_uri {uri:?} is not an s3://bucket/key URI"),
+            )
+        })
+}
+
+/// The original body of a pointer dead letter.
+async fn kept_body(clients: &Clients, uri: &str) -> Result<String, AwsError> {
+    let (bucket, key) = split_uri(uri)?;
+    let object = clients
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("S3 GetObject (kept dead-letter body)", e))?;
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| {
+            AwsError::new(
+                "S3 GetObject (kept dead-letter body)",
+                AwsErrorKind::Transient,
+                e.to_string(),
+            )
+        })?
+        .into_bytes();
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        AwsError::new(
+            "redrive",
+            AwsErrorKind::Rejected,
+            format!("the body kept at {uri} is not UTF-8"),
+        )
+    })
+}
+
+async fn delete_kept_body(clients: &Clients, uri: &str) -> Result<(), AwsError> {
+    let (bucket, key) = split_uri(uri)?;
+    clients
+        .s3
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("S3 DeleteObject (kept dead-letter body)", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_body_uris_split_into_bucket_and_key() {
+        assert_eq!(
+            split_uri("s3://q/quarantine/_dead_letters/m.body").unwrap(),
+            ("q", "quarantine/_dead_letters/m.body")
+        );
+        for bad in ["q/k", "s3://q", "s3:///k", "s3://q/"] {
+            assert!(split_uri(bad).is_err(), "{bad}");
+        }
     }
 }

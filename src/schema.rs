@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, Field, TimeUnit};
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use regex::Regex;
+use sha2::{Digest, Sha256};
 
 /// The Arrow time zone of every timestamp column: instants are stored as UTC.
 pub const UTC: &str = "UTC";
@@ -132,6 +133,39 @@ pub enum LakeOutput {
     Drop,
 }
 
+/// How a `pii` column's values appear in error texts and quarantine reports, which never
+/// hold them in clear. DynamoDB still gets the clear value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Redaction {
+    /// `pii = "hash"`: `<pii sha256:…>`, the salted SHA-256 of the value's text (for a
+    /// string, the hash the lake holds).
+    Hash { salt: Arc<str> },
+    /// `pii = "drop"` (or a hashed column left out of the lake without a salt):
+    /// `<pii omitted>`.
+    Omit,
+}
+
+impl std::fmt::Debug for Redaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Redaction::Hash { .. } => f.write_str("Hash { salt: *** }"),
+            Redaction::Omit => f.write_str("Omit"),
+        }
+    }
+}
+
+/// What stands in for a dropped pii value.
+pub const PII_OMITTED: &str = "<pii omitted>";
+
+/// The 64 hex digits of SHA-256 over the salt followed by the text: the lake's
+/// `pii = "hash"` transform, and the stand-in of such values in reports.
+pub fn pii_hash(salt: &str, text: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(salt.as_bytes());
+    hash.update(text.as_bytes());
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// One column of a dataset, validated.
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -146,6 +180,8 @@ pub struct Column {
     pub false_values: Vec<String>,
     pub rules: Rules,
     pub lake: LakeOutput,
+    /// Set for `pii` columns: their values never appear in clear in errors and reports.
+    pub pii: Option<Redaction>,
 }
 
 impl Column {
@@ -163,7 +199,42 @@ impl Column {
             lake: LakeOutput::Keep {
                 name: name.to_owned(),
             },
+            pii: None,
         }
+    }
+
+    /// For a pii column, what stands in for a value in error texts and quarantine rows:
+    /// `<pii sha256:…>` over the value's text (trimmed, except for strings), or
+    /// `<pii omitted>`. `None` for other columns.
+    pub fn pii_stand_in(&self, text: &str) -> Option<String> {
+        let text = if self.kind == ColumnType::String {
+            text
+        } else {
+            trim(text)
+        };
+        match self.pii.as_ref()? {
+            Redaction::Hash { salt } => Some(format!("<pii sha256:{}>", pii_hash(salt, text))),
+            Redaction::Omit => Some(PII_OMITTED.to_owned()),
+        }
+    }
+
+    /// A bad value as an error shows it: quoted and shortened, or its pii stand-in.
+    pub fn shown(&self, value: &str) -> String {
+        self.pii_stand_in(value)
+            .unwrap_or_else(|| format!("{:?}", shorten(value)))
+    }
+
+    /// Whether `text` is one of this column's null texts (exact for strings, trimmed
+    /// otherwise).
+    pub fn is_null_text(&self, text: &str) -> bool {
+        let probe = if self.kind == ColumnType::String {
+            text
+        } else {
+            trim(text)
+        };
+        self.nulls
+            .iter()
+            .any(|null| null.len() == probe.len() && null == probe)
     }
 }
 
@@ -174,6 +245,20 @@ pub enum RawCell<'a> {
     Missing,
     Text(&'a str),
     Json(&'a serde_json::Value),
+}
+
+impl<'a> RawCell<'a> {
+    /// The cell's text: text as it is, a JSON string unquoted, another JSON value as its
+    /// JSON text (what a string column stores); `None` when missing.
+    pub fn text(self) -> Option<std::borrow::Cow<'a, str>> {
+        use std::borrow::Cow;
+        match self {
+            RawCell::Missing => None,
+            RawCell::Text(text) => Some(Cow::Borrowed(text)),
+            RawCell::Json(serde_json::Value::String(text)) => Some(Cow::Borrowed(text)),
+            RawCell::Json(other) => Some(Cow::Owned(other.to_string())),
+        }
+    }
 }
 
 /// A typed cell value. Strings carry no data: the converter reads them again from the row,
@@ -191,17 +276,18 @@ pub enum Parsed {
     Timestamp(i64),
 }
 
-/// Why one cell was refused.
+/// Why one cell was refused. `shown` is the value as errors may show it: quoted and cut
+/// to [`MAX_VALUE_IN_ERROR`] characters, or for a pii column its stand-in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CellError {
     #[error("required value is missing")]
     Missing,
-    #[error("{value:?} is not {expected}")]
-    Unparsable { value: String, expected: String },
-    #[error("{value:?} {reason}")]
+    #[error("{shown} is not {expected}")]
+    Unparsable { shown: String, expected: String },
+    #[error("{shown} {reason}")]
     Rule {
         rule: &'static str,
-        value: String,
+        shown: String,
         reason: String,
     },
 }
@@ -218,7 +304,7 @@ impl CellError {
 }
 
 /// How many characters of a bad value an error message repeats.
-const MAX_VALUE_IN_ERROR: usize = 80;
+pub const MAX_VALUE_IN_ERROR: usize = 80;
 
 fn shorten(value: &str) -> String {
     let mut shown: String = value.chars().take(MAX_VALUE_IN_ERROR).collect();
@@ -253,17 +339,6 @@ impl Column {
         Ok(())
     }
 
-    fn is_null_text(&self, text: &str) -> bool {
-        let probe = if self.kind == ColumnType::String {
-            text
-        } else {
-            trim(text)
-        };
-        self.nulls
-            .iter()
-            .any(|null| null.len() == probe.len() && null == probe)
-    }
-
     fn parse_text(&self, text: &str, slot: &mut Parsed) -> Result<(), Box<CellError>> {
         if self.is_null_text(text) {
             *slot = Parsed::Null;
@@ -275,6 +350,10 @@ impl Column {
             return Ok(());
         }
         let text = trim(text);
+        if let Some(unit) = self.epoch_unit() {
+            let micros = epoch_from_text(text, unit).map_err(|e| self.epoch_error(e, text))?;
+            return self.accept(Parsed::Timestamp(micros), text, slot);
+        }
         let parsed = match self.kind {
             ColumnType::String => Some(Parsed::Str),
             ColumnType::Int => text.parse().ok().map(Parsed::Int),
@@ -290,10 +369,39 @@ impl Column {
             }
         };
         let parsed = parsed.ok_or_else(|| self.unparsable(text))?;
+        self.accept(parsed, text, slot)
+    }
+
+    /// Checks the value rules of a typed value and stores it; `shown` is its input text.
+    fn accept(&self, parsed: Parsed, shown: &str, slot: &mut Parsed) -> Result<(), Box<CellError>> {
         self.check_value_rules(parsed)
-            .map_err(|(rule, why)| rule_error(rule, text, why))?;
+            .map_err(|(rule, why)| self.rule_error(rule, shown, why))?;
         *slot = parsed;
         Ok(())
+    }
+
+    /// The unit of an epoch timestamp column.
+    fn epoch_unit(&self) -> Option<EpochUnit> {
+        match (self.kind, &self.format) {
+            (ColumnType::Timestamp, Some(ValueFormat::EpochSeconds)) => Some(EpochUnit::Seconds),
+            (ColumnType::Timestamp, Some(ValueFormat::EpochMillis)) => Some(EpochUnit::Millis),
+            _ => None,
+        }
+    }
+
+    fn epoch_error(&self, error: EpochError, value: &str) -> Box<CellError> {
+        match error {
+            EpochError::NotANumber => self.unparsable(value),
+            EpochError::OutOfRange => self.rule_error(
+                "type",
+                value,
+                format!(
+                    "is outside the timestamp range ({} to {})",
+                    DateTime::<Utc>::MIN_UTC.format("%Y-%m-%d"),
+                    DateTime::<Utc>::MAX_UTC.format("%Y-%m-%d")
+                ),
+            ),
+        }
     }
 
     fn parse_json(
@@ -320,23 +428,19 @@ impl Column {
             (Value::Number(n), ColumnType::Float) => {
                 n.as_f64().filter(|f| f.is_finite()).map(Parsed::Float)
             }
-            (Value::Number(n), ColumnType::Timestamp) => match self.format {
-                Some(ValueFormat::EpochSeconds) => {
-                    n.as_f64().and_then(epoch_seconds).map(Parsed::Timestamp)
+            (Value::Number(n), ColumnType::Timestamp) => match self.epoch_unit() {
+                Some(unit) => {
+                    let micros = epoch_from_json(n, unit)
+                        .map_err(|e| self.epoch_error(e, &value.to_string()))?;
+                    return self.accept(Parsed::Timestamp(micros), &value.to_string(), slot);
                 }
-                Some(ValueFormat::EpochMillis) => {
-                    n.as_i64().and_then(epoch_millis).map(Parsed::Timestamp)
-                }
-                _ => None,
+                None => None,
             },
             (Value::Bool(b), ColumnType::Bool) => Some(Parsed::Bool(*b)),
             _ => None,
         };
         let parsed = parsed.ok_or_else(|| self.unparsable(&value.to_string()))?;
-        self.check_value_rules(parsed)
-            .map_err(|(rule, why)| rule_error(rule, &value.to_string(), why))?;
-        *slot = parsed;
-        Ok(())
+        self.accept(parsed, &value.to_string(), slot)
     }
 
     fn parse_bool(&self, text: &str) -> Option<bool> {
@@ -370,7 +474,7 @@ impl Column {
         if let Some(max) = rules.max_length {
             let length = text.chars().count();
             if length > max {
-                return Err(rule_error(
+                return Err(self.rule_error(
                     "max_length",
                     text,
                     format!("is {length} characters long; at most {max} allowed"),
@@ -383,7 +487,7 @@ impl Column {
                     .as_str()
                     .trim_start_matches("^(?:")
                     .trim_end_matches(")$");
-                return Err(rule_error(
+                return Err(self.rule_error(
                     "pattern",
                     text,
                     format!("does not match the pattern {shown:?}"),
@@ -392,7 +496,7 @@ impl Column {
         }
         if let Some(Allowed::Strings(allowed)) = &rules.allowed {
             if !allowed.contains(text) {
-                return Err(rule_error(
+                return Err(self.rule_error(
                     "allowed",
                     text,
                     format!("is not one of the {} allowed values", allowed.len()),
@@ -445,8 +549,16 @@ impl Column {
             (None, ColumnType::String) => "a string".to_owned(),
         };
         Box::new(CellError::Unparsable {
-            value: shorten(value),
+            shown: self.shown(value),
             expected,
+        })
+    }
+
+    fn rule_error(&self, rule: &'static str, value: &str, reason: String) -> Box<CellError> {
+        Box::new(CellError::Rule {
+            rule,
+            shown: self.shown(value),
+            reason,
         })
     }
 }
@@ -464,14 +576,6 @@ fn trim(text: &str) -> &str {
         }
         _ => text.trim(),
     }
-}
-
-fn rule_error(rule: &'static str, value: &str, reason: String) -> Box<CellError> {
-    Box::new(CellError::Rule {
-        rule,
-        value: shorten(value),
-        reason,
-    })
 }
 
 fn limit_text(limit: Limit) -> String {
@@ -595,8 +699,8 @@ pub fn parse_timestamp(text: &str, format: Option<&ValueFormat>) -> Option<i64> 
             .or_else(|_| NaiveDateTime::parse_from_str(text, format).map(|t| t.and_utc()))
             .ok()?,
         Some(ValueFormat::Rfc3339) => rfc3339(text)?,
-        Some(ValueFormat::EpochSeconds) => return text.parse::<f64>().ok().and_then(epoch_seconds),
-        Some(ValueFormat::EpochMillis) => return text.parse::<i64>().ok().and_then(epoch_millis),
+        Some(ValueFormat::EpochSeconds) => return epoch_from_text(text, EpochUnit::Seconds).ok(),
+        Some(ValueFormat::EpochMillis) => return epoch_from_text(text, EpochUnit::Millis).ok(),
         None => match iso_timestamp(text.as_bytes()) {
             Some(micros) => return Some(micros),
             None => rfc3339(text),
@@ -615,14 +719,95 @@ pub fn parse_timestamp(text: &str, format: Option<&ValueFormat>) -> Option<i64> 
     Some(instant.timestamp_micros())
 }
 
-/// Microseconds for seconds since the epoch, if representable.
-fn epoch_seconds(seconds: f64) -> Option<i64> {
-    let micros = (seconds * 1e6).round();
-    (micros.is_finite() && micros.abs() < 9.0e18).then_some(micros as i64)
+/// The first instant a timestamp column holds, in microseconds since the epoch: chrono's
+/// first, so every value has a date (its partition) and an RFC 3339 text (DynamoDB, pii
+/// hashes).
+pub const MIN_TIMESTAMP_MICROS: i64 = DateTime::<Utc>::MIN_UTC.timestamp_micros();
+/// The last instant a timestamp column holds (chrono's last).
+pub const MAX_TIMESTAMP_MICROS: i64 = DateTime::<Utc>::MAX_UTC.timestamp_micros();
+
+/// The unit of an epoch timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EpochUnit {
+    Seconds,
+    Millis,
 }
 
-fn epoch_millis(millis: i64) -> Option<i64> {
-    millis.checked_mul(1000)
+impl EpochUnit {
+    fn micros_per_unit(self) -> i64 {
+        match self {
+            EpochUnit::Seconds => 1_000_000,
+            EpochUnit::Millis => 1000,
+        }
+    }
+
+    /// An integer count of units, exactly.
+    fn micros_of_int(self, n: i64) -> Result<i64, EpochError> {
+        n.checked_mul(self.micros_per_unit())
+            .filter(|micros| (MIN_TIMESTAMP_MICROS..=MAX_TIMESTAMP_MICROS).contains(micros))
+            .ok_or(EpochError::OutOfRange)
+    }
+
+    /// A fractional count of units, to the nearest microsecond.
+    fn micros_of_float(self, n: f64) -> Result<i64, EpochError> {
+        if n.is_nan() {
+            return Err(EpochError::NotANumber);
+        }
+        let micros = (n * self.micros_per_unit() as f64).round();
+        // Compared as floats first: a cast of a float beyond i64 would saturate.
+        if !(MIN_TIMESTAMP_MICROS as f64..=MAX_TIMESTAMP_MICROS as f64).contains(&micros) {
+            return Err(EpochError::OutOfRange);
+        }
+        let micros = micros as i64;
+        (MIN_TIMESTAMP_MICROS..=MAX_TIMESTAMP_MICROS)
+            .contains(&micros)
+            .then_some(micros)
+            .ok_or(EpochError::OutOfRange)
+    }
+}
+
+/// Why an epoch value is not a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EpochError {
+    NotANumber,
+    /// A number, but not an instant between [`MIN_TIMESTAMP_MICROS`] and
+    /// [`MAX_TIMESTAMP_MICROS`].
+    OutOfRange,
+}
+
+/// Epoch text: integers exactly; seconds may also have a fraction or an exponent;
+/// milliseconds must be integers.
+fn epoch_from_text(text: &str, unit: EpochUnit) -> Result<i64, EpochError> {
+    if let Ok(n) = text.parse::<i64>() {
+        return unit.micros_of_int(n);
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    match unit {
+        // An integer beyond i64 is beyond the range in either unit.
+        _ if integer => Err(EpochError::OutOfRange),
+        EpochUnit::Seconds => match text.parse::<f64>() {
+            Ok(n) => unit.micros_of_float(n),
+            Err(_) => Err(EpochError::NotANumber),
+        },
+        EpochUnit::Millis => Err(EpochError::NotANumber),
+    }
+}
+
+/// A JSON epoch number: integers exactly, other numbers (seconds only) to the microsecond.
+fn epoch_from_json(n: &serde_json::Number, unit: EpochUnit) -> Result<i64, EpochError> {
+    if let Some(n) = n.as_i64() {
+        return unit.micros_of_int(n);
+    }
+    if n.is_u64() {
+        return Err(EpochError::OutOfRange);
+    }
+    match (unit, n.as_f64()) {
+        (EpochUnit::Seconds, Some(f)) => unit.micros_of_float(f),
+        // A whole number of milliseconds too large for an integer.
+        (EpochUnit::Millis, Some(f)) if f.fract() == 0.0 => Err(EpochError::OutOfRange),
+        _ => Err(EpochError::NotANumber),
+    }
 }
 
 /// Whether `format` is a strftime pattern chrono understands.
@@ -789,6 +974,70 @@ mod tests {
         );
     }
 
+    /// Epoch values must name an instant the lake can hold (with a date for its partition
+    /// and an RFC 3339 text for DynamoDB): at the ends of the range they are taken, one unit
+    /// beyond they are bad cells, in text and as JSON numbers.
+    #[test]
+    fn epoch_values_outside_the_timestamp_range_are_bad_cells() {
+        let first = DateTime::<Utc>::MIN_UTC.timestamp_micros();
+        let last = DateTime::<Utc>::MAX_UTC.timestamp_micros();
+        let epoch = |format| {
+            let mut c = column(ColumnType::Timestamp, false, None);
+            c.format = Some(format);
+            c
+        };
+        let seconds = epoch(ValueFormat::EpochSeconds);
+        let millis = epoch(ValueFormat::EpochMillis);
+        let (min_s, max_s) = (first.div_euclid(1_000_000), last.div_euclid(1_000_000));
+        let (min_ms, max_ms) = (first.div_euclid(1000), last.div_euclid(1000));
+        let inside = [
+            (&seconds, min_s, min_s * 1_000_000),
+            (&seconds, max_s, max_s * 1_000_000),
+            (&millis, min_ms, min_ms * 1000),
+            (&millis, max_ms, max_ms * 1000),
+        ];
+        for (c, n, micros) in inside {
+            for cell in [
+                RawCell::Text(&n.to_string()),
+                RawCell::Json(&serde_json::json!(n)),
+            ] {
+                assert_eq!(c.parse(cell), Ok(Parsed::Timestamp(micros)), "{n}");
+            }
+            assert!(micros_to_datetime(micros).is_some());
+        }
+        let beyond = [
+            (&seconds, (min_s - 1).to_string()),
+            (&seconds, (max_s + 1).to_string()),
+            (&seconds, "9.2e12".to_owned()),
+            (&seconds, "1e300".to_owned()),
+            (&seconds, "-1e300".to_owned()),
+            (&seconds, i64::MAX.to_string()),
+            (&millis, (min_ms - 1).to_string()),
+            (&millis, (max_ms + 1).to_string()),
+            (&millis, i64::MAX.to_string()),
+            (&millis, i64::MIN.to_string()),
+            (&millis, u64::MAX.to_string()),
+        ];
+        let err = millis
+            .parse(RawCell::Text("9223372036854775807"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"9223372036854775807\" is outside the timestamp range (-262143-01-01 to +262142-12-31)"
+        );
+        for (c, text) in beyond {
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            for cell in [RawCell::Text(&text), RawCell::Json(&json)] {
+                let err = c.parse(cell).expect_err(&text);
+                assert_eq!(err.rule(), "type", "{text}");
+                assert!(
+                    err.to_string().contains("outside the timestamp range"),
+                    "{text}: {err}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn json_values_are_typed() {
         let v = serde_json::json!({"n": 7, "f": 2.5, "b": true, "o": {"a": 1}, "s": "12"});
@@ -872,6 +1121,38 @@ mod tests {
             status.parse(RawCell::Text("500")).unwrap_err().rule(),
             "allowed"
         );
+    }
+
+    /// A pii column's bad value shows as its salted hash (of the text as parsed: trimmed,
+    /// or a JSON value's text) or as a placeholder, never in clear.
+    #[test]
+    fn pii_values_show_as_stand_ins_in_errors() {
+        let mut age = column(ColumnType::Int, false, None);
+        age.rules.min = Some(Limit::Int(0));
+        age.pii = Some(Redaction::Hash {
+            salt: Arc::from("salt"),
+        });
+        let hashed = |text: &str| format!("<pii sha256:{}>", pii_hash("salt", text));
+        let err = age.parse(RawCell::Text(" forty ")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{} is not a 64-bit integer", hashed("forty"))
+        );
+        let below = serde_json::json!(-3);
+        let err = age.parse(RawCell::Json(&below)).unwrap_err();
+        assert_eq!(
+            (err.rule(), err.to_string()),
+            ("min", format!("{} is below the minimum 0", hashed("-3")))
+        );
+        let mut code = column(ColumnType::String, false, None);
+        code.rules.max_length = Some(2);
+        code.pii = Some(Redaction::Omit);
+        let err = code.parse(RawCell::Text("secret")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<pii omitted> is 6 characters long; at most 2 allowed"
+        );
+        assert_eq!(pii_hash("salt", "forty").len(), 64);
     }
 
     #[test]

@@ -217,13 +217,22 @@ pub struct Received {
     pub sent_at_ms: Option<u64>,
 }
 
-/// Why a message goes to the dead-letter queue; sent as its message attributes.
+/// A message for the dead-letter queue: a body (the original, or a pointer to where it
+/// was kept) and the `lakeworker.*` attributes that say why. Built by
+/// [`crate::worker::dead_letter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// `permanent`, or `transient` for a transient failure on every attempt.
-    pub error_class: &'static str,
-    pub error: String,
-    pub attempts: u32,
+pub struct DeadLetter<'a> {
+    pub body: &'a str,
+    pub attributes: Vec<MessageAttribute>,
+}
+
+/// One SQS message attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAttribute {
+    pub name: &'static str,
+    /// SQS's data type: `String` or `Number`.
+    pub data_type: &'static str,
+    pub value: String,
 }
 
 /// The work queue (and its dead-letter queue).
@@ -251,12 +260,10 @@ pub trait Queue: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 
-    /// Sends the message's body, unchanged, to the dead-letter queue with the reason as
-    /// message attributes. The caller deletes the original afterwards.
+    /// Sends `letter` to the dead-letter queue. The caller deletes the original afterwards.
     fn dead_letter(
         &self,
-        message: &Received,
-        letter: &DeadLetter,
+        letter: &DeadLetter<'_>,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 

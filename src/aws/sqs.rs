@@ -6,13 +6,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
 };
-use chrono::{SecondsFormat, Utc};
 
 use super::{timeouts, AwsError, AwsErrorKind, DeadLetter, Queue, Received};
 use crate::config::AwsTimeouts;
-
-/// Longest `lakeworker.error` attribute; the full error is in the worker's log.
-pub const MAX_ERROR_ATTRIBUTE: usize = 1024;
 
 /// Error codes meaning the receipt handle no longer refers to a message we hold.
 const GONE: [&str; 3] = [
@@ -126,9 +122,11 @@ impl Queue for SqsQueue {
                 (message.message_id.clone(), message.receipt_handle.clone())
             else {
                 // SQS always sets both; without a receipt handle the message cannot be
-                // acknowledged, so it is left to come back.
+                // acknowledged, so it is left to come back. (Not the body: it may hold
+                // inline records' pii values.)
                 tracing::warn!(
-                    ?message,
+                    message_id = ?message.message_id,
+                    has_receipt_handle = message.receipt_handle.is_some(),
                     "SQS returned a message without id or receipt handle"
                 );
                 continue;
@@ -221,29 +219,16 @@ impl Queue for SqsQueue {
         }
     }
 
-    async fn dead_letter(&self, message: &Received, letter: &DeadLetter) -> Result<(), AwsError> {
-        let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        let error = truncate(&letter.error, MAX_ERROR_ATTRIBUTE);
-        self.client
+    async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), AwsError> {
+        let mut send = self
+            .client
             .send_message()
             .queue_url(&self.dead_letter_url)
-            .message_body(&message.body)
-            .message_attributes(
-                "lakeworker.error_class",
-                attribute("String", letter.error_class)?,
-            )
-            .message_attributes("lakeworker.error", attribute("String", error)?)
-            .message_attributes(
-                "lakeworker.attempts",
-                attribute("Number", letter.attempts.to_string())?,
-            )
-            .message_attributes("lakeworker.source_queue", attribute("String", &self.url)?)
-            .message_attributes("lakeworker.failed_at", attribute("String", failed_at)?)
-            .message_attributes(
-                "lakeworker.message_id",
-                attribute("String", &message.message_id)?,
-            )
-            .send()
+            .message_body(letter.body);
+        for a in &letter.attributes {
+            send = send.message_attributes(a.name, attribute(a.data_type, &a.value)?);
+        }
+        send.send()
             .await
             .map_err(|e| AwsError::from_sdk("SQS SendMessage (dead letter)", e))?;
         Ok(())

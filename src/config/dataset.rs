@@ -8,7 +8,8 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{
-    choice, is_identifier, is_table_name, Problems, EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN,
+    choice, is_identifier, is_table_name, Problems, Secret, EXTRA_COLUMN, INGESTED_AT_COLUMN,
+    SOURCE_COLUMN,
 };
 use crate::datasets::{
     compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, OnInvalid, Partition,
@@ -16,7 +17,7 @@ use crate::datasets::{
 };
 use crate::schema::{
     parse_date, parse_timestamp, strftime_is_valid, Allowed, Column, ColumnType, LakeOutput, Limit,
-    Rules, ValueFormat,
+    Redaction, Rules, ValueFormat,
 };
 
 const FILE_FORMATS: [(&str, FileFormat); 2] =
@@ -144,9 +145,14 @@ struct Columns {
 }
 
 impl RawDataset {
-    /// Validates into a dataset, or records why not. `pii_salt` tells whether the salt
-    /// for `pii = "hash"` is available.
-    pub(super) fn validate(self, path: &str, p: &mut Problems, pii_salt: bool) -> Option<Dataset> {
+    /// Validates into a dataset, or records why not. `pii_salt` is the salt of
+    /// `pii = "hash"` columns, if set.
+    pub(super) fn validate(
+        self,
+        path: &str,
+        p: &mut Problems,
+        pii_salt: Option<&Secret>,
+    ) -> Option<Dataset> {
         let before = p.0.len();
         p.check(
             is_identifier(&self.name),
@@ -172,8 +178,8 @@ impl RawDataset {
             columns,
             untyped,
             hashes,
-        } = validate_columns(self.columns, dataset_nulls.as_deref(), path, p);
-        if hashes && !pii_salt {
+        } = validate_columns(self.columns, dataset_nulls.as_deref(), pii_salt, path, p);
+        if hashes && pii_salt.is_none() {
             p.add(
                 format!("{path}.columns"),
                 "a column has pii = \"hash\" but the salt is missing: set the environment variable named by lake.pii_salt_env",
@@ -281,6 +287,7 @@ impl RawDataset {
 fn validate_columns(
     raw: Vec<RawColumn>,
     dataset_nulls: Option<&[String]>,
+    pii_salt: Option<&Secret>,
     path: &str,
     p: &mut Problems,
 ) -> Columns {
@@ -364,8 +371,15 @@ fn validate_columns(
             }
         }
         column.rules = validate_rules(&raw, &column, &cpath, p);
-        let (lake, hash) = validate_lake(&raw, &cpath, p);
-        hashes |= hash;
+        let (lake, pii) = validate_lake(&raw, &cpath, p);
+        hashes |= matches!(lake, LakeOutput::Hash { .. });
+        column.pii = pii.map(|pii| match (pii, pii_salt) {
+            (Pii::Hash, Some(salt)) => Redaction::Hash {
+                salt: salt.expose().into(),
+            },
+            // Dropped, or hashed but left out of the lake (which needs no salt).
+            _ => Redaction::Omit,
+        });
         if let LakeOutput::Keep { name } | LakeOutput::Hash { name } = &lake {
             if !lake_names.insert(name.clone()) {
                 p.add(
@@ -560,8 +574,8 @@ fn limit(value: &RawValue, column: &Column, path: &str, p: &mut Problems) -> Opt
     limit
 }
 
-/// The lake copy of a column; the bool says whether it is hashed.
-fn validate_lake(raw: &RawColumn, cpath: &str, p: &mut Problems) -> (LakeOutput, bool) {
+/// The lake copy of a column, and its `pii` mode.
+fn validate_lake(raw: &RawColumn, cpath: &str, p: &mut Problems) -> (LakeOutput, Option<Pii>) {
     let pii = raw
         .pii
         .as_deref()
@@ -579,11 +593,12 @@ fn validate_lake(raw: &RawColumn, cpath: &str, p: &mut Problems) -> (LakeOutput,
         );
     }
     let name = raw.rename.clone().unwrap_or_else(|| raw.name.clone());
-    match (raw.drop_from_lake, pii) {
-        (true, _) | (_, Some(Pii::Drop)) => (LakeOutput::Drop, false),
-        (false, Some(Pii::Hash)) => (LakeOutput::Hash { name }, true),
-        (false, None) => (LakeOutput::Keep { name }, false),
-    }
+    let lake = match (raw.drop_from_lake, pii) {
+        (true, _) | (_, Some(Pii::Drop)) => LakeOutput::Drop,
+        (false, Some(Pii::Hash)) => LakeOutput::Hash { name },
+        (false, None) => LakeOutput::Keep { name },
+    };
+    (lake, pii)
 }
 
 fn validate_partition(
@@ -810,7 +825,7 @@ fn first_line(text: &str) -> &str {
 mod tests {
     use super::super::tests::{load, problems, GOOD};
     use crate::datasets::{CsvOptions, ExtraColumns, Header, OnInvalid, Policy};
-    use crate::schema::{Allowed, LakeOutput, Limit, ValueFormat};
+    use crate::schema::{Allowed, LakeOutput, Limit, Redaction, ValueFormat};
 
     /// GOOD with `extra` appended to the users dataset and `column` to its columns.
     fn with(extra: &str, column: &str) -> String {
@@ -891,6 +906,16 @@ mod tests {
             (phone.name.as_str(), &phone.lake),
             ("phone", &LakeOutput::Drop)
         );
+        // How pii values appear in errors and reports: hashed with the salt, or left out.
+        assert_eq!(
+            email.pii,
+            Some(Redaction::Hash {
+                salt: "pepper".into()
+            })
+        );
+        assert_eq!(format!("{:?}", email.pii), "Some(Hash { salt: *** })");
+        assert_eq!(phone.pii, Some(Redaction::Omit));
+        assert_eq!(age.pii, None);
     }
 
     /// The defaults the README and config/local.toml document.

@@ -982,7 +982,7 @@ impl RawSettings {
                     format!("dataset name {:?} is used twice", raw.name),
                 );
             }
-            if let Some(dataset) = raw.validate(&path, &mut p, pii_salt.is_some()) {
+            if let Some(dataset) = raw.validate(&path, &mut p, pii_salt.as_ref()) {
                 datasets.push(dataset);
             }
         }

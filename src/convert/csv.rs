@@ -515,6 +515,23 @@ impl RowSource for CsvChunkRows<'_> {
         &self.chunk.raw[self.record().raw.clone()]
     }
 
+    fn redacted_raw(&self, dataset: &Dataset) -> Option<Vec<u8>> {
+        // `checked`: whole, every field UTF-8. With another field count than the header's,
+        // a field's position says nothing about its column.
+        let count = self.record().fields.len();
+        if !self.checked || count != self.header.width {
+            return None;
+        }
+        let mut columns = vec![None; count];
+        for (column, field) in self.header.map.iter().enumerate() {
+            if let Some(slot) = field.and_then(|f| columns.get_mut(f)) {
+                *slot = dataset.columns.get(column);
+            }
+        }
+        let fields = (0..count).map(|i| self.field(i));
+        Some(super::redact::csv_record(fields, &columns, &dataset.csv))
+    }
+
     fn cell(&self, column: usize) -> RawCell<'_> {
         match self.header.map[column] {
             Some(field) if field < self.record().fields.len() => RawCell::Text(self.field(field)),

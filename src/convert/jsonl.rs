@@ -236,6 +236,14 @@ impl RowSource for JsonChunkRows<'_, '_> {
         &self.chunk.bytes[self.line_info().text.clone()]
     }
 
+    fn redacted_raw(&self, dataset: &Dataset) -> Option<Vec<u8>> {
+        // A line past max_row_bytes was cut, so it is no whole object.
+        if self.line_info().too_long {
+            return None;
+        }
+        super::redact::json_line(self.raw(), dataset)
+    }
+
     fn cell(&self, column: usize) -> RawCell<'_> {
         match &self.fields.slots[column] {
             Slot::Missing => RawCell::Missing,

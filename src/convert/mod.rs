@@ -27,6 +27,7 @@ use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
 use crate::datasets::{Dataset, FileFormat};
+use crate::records;
 use crate::schema::{Parsed, RawCell};
 
 pub mod batch;
@@ -35,6 +36,7 @@ pub mod input;
 mod jsonl;
 #[cfg(test)]
 mod proptests;
+mod redact;
 pub mod sinks;
 #[cfg(test)]
 mod tests;
@@ -68,7 +70,8 @@ pub struct RowError {
     pub column: Option<String>,
     /// The rule that refused it: `required`, `type`, `pattern`, `allowed`, `min`, `max`,
     /// `max_length`, `unique_key`, `fields`, `utf8`, `json`, `extra_columns`,
-    /// `max_row_bytes`, `max_columns` (a JSON object with too many keys).
+    /// `max_row_bytes`, `max_columns` (a JSON object with too many keys), and for datasets
+    /// with a `records_table` `dynamodb_number`, `dynamodb_key`, `dynamodb_item_size`.
     pub rule: &'static str,
     pub reason: String,
 }
@@ -87,8 +90,10 @@ impl std::fmt::Display for RowError {
 pub struct BadRow<'a> {
     pub line: u64,
     pub byte_offset: Option<u64>,
-    /// The row as it appeared in the input (at most `max_row_bytes`).
-    pub raw: &'a [u8],
+    /// The row as it appeared in the input (at most `max_row_bytes`); in a dataset with
+    /// `pii` columns, re-rendered with their values replaced, or `None` when the row
+    /// cannot be split into its columns (see [`redact`]).
+    pub raw: Option<&'a [u8]>,
     pub errors: &'a [RowError],
 }
 
@@ -310,13 +315,15 @@ struct Typing<'a> {
     dataset: &'a Dataset,
     lineage: &'a Lineage,
     header: Option<Arc<csv::HeaderMap>>,
+    /// Whether bad rows' raw text must be redacted.
+    pii: bool,
 }
 
 /// A bad row that can travel between threads.
 struct OwnedBadRow {
     line: u64,
     byte_offset: Option<u64>,
-    raw: Vec<u8>,
+    raw: Option<Vec<u8>>,
     errors: Vec<RowError>,
 }
 
@@ -387,6 +394,20 @@ impl Typing<'_> {
                             });
                         }
                     }
+                    // DynamoDB's limits, once the cells are typed: such a row is bad before
+                    // anything is published.
+                    if let (true, Some(target)) = (errors.is_empty(), &dataset.records) {
+                        let problems =
+                            records::item_problems(dataset, target.key_index, &parsed, |i| {
+                                rows.cell(i)
+                            });
+                        errors.extend(problems.into_iter().map(|p| RowError {
+                            line,
+                            column: p.column.map(|i| dataset.columns[i].name.clone()),
+                            rule: p.rule,
+                            reason: p.reason,
+                        }));
+                    }
                     if let (true, Some(seen)) = (errors.is_empty(), seen_keys.as_deref_mut()) {
                         if let Some(first) = check_unique(&rows, dataset, seen, line) {
                             errors.push(RowError {
@@ -402,10 +423,15 @@ impl Typing<'_> {
             if errors.is_empty() {
                 builder.append(&parsed, &rows);
             } else {
+                let raw = if self.pii {
+                    rows.redacted_raw(dataset)
+                } else {
+                    Some(rows.raw().to_vec())
+                };
                 typed.bad.push(OwnedBadRow {
                     line,
                     byte_offset: rows.byte_offset(),
-                    raw: rows.raw().to_vec(),
+                    raw,
                     errors: std::mem::take(&mut errors),
                 });
             }
@@ -448,7 +474,7 @@ impl<'s, S: BatchSink, B: BadRowSink> Writer<'s, S, B> {
                 self.bad_rows.bad_row(&BadRow {
                     line: bad.line,
                     byte_offset: bad.byte_offset,
-                    raw: &bad.raw,
+                    raw: bad.raw.as_deref(),
                     errors: &bad.errors,
                 })?;
             }
@@ -479,6 +505,7 @@ where
         dataset,
         lineage,
         header: splitter.header(),
+        pii: redact::has_pii(dataset),
     };
     let rows = options.batch_rows.max(1);
     let threads = if dataset.policy.unique_key.is_empty() {
@@ -574,6 +601,9 @@ trait RowSource {
     fn byte_offset(&self) -> Option<u64>;
     /// The current row as it appeared in the input (at most `max_row_bytes`).
     fn raw(&self) -> &[u8];
+    /// The current row with the values of `pii` columns replaced by their stand-ins, or
+    /// `None` when it cannot be split into its columns with certainty.
+    fn redacted_raw(&self, dataset: &Dataset) -> Option<Vec<u8>>;
     /// The current row's cell for dataset column `column`.
     fn cell(&self, column: usize) -> RawCell<'_>;
     /// Undeclared fields of the current row as a JSON object (`extra_columns = "keep"`).

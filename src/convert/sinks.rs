@@ -17,14 +17,13 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::ZstdLevel;
 use parquet::file::properties::WriterProperties;
-use sha2::{Digest, Sha256};
 
 use super::batch::full_schema;
 use super::{BadRow, BadRowSink, BatchSink, ConvertError, Lineage};
 use crate::config::{Compression, ParquetOptions, Secret};
 use crate::datasets::{Dataset, Partition};
 use crate::records::value_text;
-use crate::schema::{ColumnType, LakeOutput};
+use crate::schema::{pii_hash, ColumnType, LakeOutput};
 
 /// Most partitions one file may write; each open partition holds a writer and a buffer.
 pub const MAX_PARTITIONS_PER_FILE: usize = 1000;
@@ -143,17 +142,7 @@ impl LakeProjection {
     /// SHA-256 over the salt and the value's text, as 64 hex digits; nulls stay null.
     fn hash(&self, kind: ColumnType, array: &dyn Array) -> StringArray {
         (0..array.len())
-            .map(|row| {
-                value_text(kind, array, row).map(|text| {
-                    let mut hash = Sha256::new();
-                    hash.update(self.salt.as_bytes());
-                    hash.update(text.as_bytes());
-                    hash.finalize()
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                })
-            })
+            .map(|row| value_text(kind, array, row).map(|text| pii_hash(&self.salt, &text)))
             .collect()
     }
 }
@@ -390,7 +379,7 @@ impl BatchSink for Collect {
 
 /// Bad rows as JSON lines: `{"line", "byte_offset", "raw", "errors": [{"line", "column",
 /// "rule", "reason"}]}`, one per row, in file order; to a file, or to memory for inline
-/// records.
+/// records. `raw` is null when a pii dataset's row cannot be redacted.
 pub struct Quarantine<W: Write> {
     writer: W,
     rows: u64,
@@ -431,11 +420,15 @@ impl<W: Write> Quarantine<W> {
 
 impl<W: Write> BadRowSink for Quarantine<W> {
     fn bad_row(&mut self, row: &BadRow<'_>) -> Result<(), ConvertError> {
-        let raw = String::from_utf8_lossy(row.raw);
+        let raw = row.raw.map(|raw| {
+            String::from_utf8_lossy(raw)
+                .trim_end_matches(['\r', '\n'])
+                .to_owned()
+        });
         let record = serde_json::json!({
             "line": row.line,
             "byte_offset": row.byte_offset,
-            "raw": raw.trim_end_matches(['\r', '\n']),
+            "raw": raw,
             "errors": row.errors,
         });
         serde_json::to_writer(&mut self.writer, &record)

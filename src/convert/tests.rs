@@ -622,6 +622,33 @@ fn timestamp_partitions_keep_the_column() {
     assert_eq!(read_parquet(&done[0].path)[0].num_columns(), 8);
 }
 
+/// An epoch value past the timestamp range is a bad row, not a value in the null partition.
+#[test]
+fn epoch_timestamps_beyond_the_range_are_bad_rows_not_null_partitions() {
+    let mut cols = columns();
+    cols[5].format = Some(crate::schema::ValueFormat::EpochMillis);
+    let d = testing::dataset(
+        FileFormat::Jsonl,
+        Partition::TimestampColumn { index: 5 },
+        cols,
+    );
+    let beyond = crate::schema::MAX_TIMESTAMP_MICROS / 1000 + 1;
+    let input = format!(
+        "{{\"user_id\":\"a\",\"seen_at\":0}}\n{{\"user_id\":\"b\",\"seen_at\":{beyond}}}\n{{\"user_id\":\"c\",\"seen_at\":\"{beyond}\"}}\n"
+    );
+    let (report, _, bad) = run_on(input.as_bytes(), &d, 10);
+    assert_eq!((report.rows_written, report.rows_rejected), (1, 2));
+    assert!(bad
+        .iter()
+        .all(|row| row["errors"][0]["rule"] == "type" && row["errors"][0]["column"] == "seen_at"));
+    let done = lake_parts(&d, &input, 10, None);
+    assert_eq!(
+        done.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        [Some(0)],
+        "no null partition"
+    );
+}
+
 #[test]
 fn parts_roll_over_at_the_target_size_with_bounded_row_groups() {
     let d = dataset(FileFormat::Csv, Partition::DateColumn { index: 4 });

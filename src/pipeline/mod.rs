@@ -9,7 +9,8 @@
 //!
 //! - this module: routing, ledger claims and settlement, lease renewal;
 //! - [`object`]: one object: size limit, download, conversion, rejection or lake write;
-//! - [`inline`]: inline user records.
+//! - [`inline`]: inline user records;
+//! - [`dead_letter`]: keeping a body the dead-letter queue would not take.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::lake;
 use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, Status};
 use crate::schema::date_to_days;
 
+mod dead_letter;
 mod inline;
 mod object;
 #[cfg(test)]

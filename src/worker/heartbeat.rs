@@ -200,7 +200,7 @@ mod tests {
             calls.push((self.start.elapsed().as_secs(), timeout.as_secs()));
             Ok(())
         }
-        async fn dead_letter(&self, _: &Received, _: &DeadLetter) -> Result<(), AwsError> {
+        async fn dead_letter(&self, _: &DeadLetter<'_>) -> Result<(), AwsError> {
             Ok(())
         }
     }

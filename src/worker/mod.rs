@@ -5,6 +5,7 @@
 //! - [`pool`]: N long-poll loops, the in-flight limit, jobs, batched deletes, shutdown.
 //! - [`heartbeat`]: keeps an in-flight message invisible while its job runs.
 //! - [`disposition`]: what a job's result means for its message.
+//! - [`dead_letter`]: sending to the dead-letter queue, with fallbacks that always end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ const CATALOG_FLUSH: Duration = Duration::from_secs(10);
 /// SIGTERM to exit is at most `shutdown_grace_seconds` + 5 s.
 const AFTER_GRACE: Duration = Duration::from_secs(4);
 
+pub mod dead_letter;
 pub mod disposition;
 pub mod heartbeat;
 pub mod pool;

@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::dead_letter::{self, Ending, KeepBody};
 use super::disposition::{self, Disposition, RetryPolicy};
 use super::heartbeat::Heartbeat;
-use crate::aws::{DeadLetter, Ledger, ObjectStore, Queue, Received, RecordStore};
+use crate::aws::{AwsError, Ledger, ObjectStore, Queue, Received, RecordStore};
 use crate::config::QueueSettings;
 use crate::error::JobError;
 use crate::health::Health;
@@ -45,8 +46,9 @@ const CLEANUP: Duration = Duration::from_millis(2500);
 /// `grace + CLEANUP + DELETE_FLUSH` after shutdown began, even if a job never stops.
 const DELETE_FLUSH: Duration = Duration::from_secs(1);
 
-/// What the pool runs for each message: the pipeline, or a fake in tests.
-pub trait Handler: Send + Sync + 'static {
+/// What the pool runs for each message: the pipeline, or a fake in tests. It also keeps
+/// the bodies the dead-letter queue would not take ([`KeepBody`]).
+pub trait Handler: KeepBody {
     fn handle(
         &self,
         body: &str,
@@ -64,6 +66,16 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Handler for Pipeline<S, R, L> {
     }
 }
 
+impl<S: ObjectStore, R: RecordStore, L: Ledger> KeepBody for Pipeline<S, R, L> {
+    fn keep_body(
+        &self,
+        message_id: &str,
+        body: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        self.keep_dead_letter_body(message_id, body)
+    }
+}
+
 /// A worker's pollers, jobs and deleter.
 pub struct Pool<Q, H> {
     shared: Arc<Shared<Q, H>>,
@@ -75,6 +87,8 @@ pub struct Pool<Q, H> {
 struct Shared<Q, H> {
     queue: Arc<Q>,
     handler: Arc<H>,
+    /// The work queue's URL, for dead letters' `lakeworker.source_queue`.
+    source_queue: String,
     policy: RetryPolicy,
     visibility: Duration,
     health: Arc<Health>,
@@ -85,6 +99,7 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
         let shared = Shared {
             queue,
             handler,
+            source_queue: settings.url.clone(),
             policy: RetryPolicy {
                 max_attempts: settings.max_attempts,
                 base: settings.retry_base,
@@ -379,7 +394,7 @@ fn log_result(message: &Received, result: &Result<Outcome, JobError>, dispositio
     }
 }
 
-async fn carry_out<Q: Queue, H>(
+async fn carry_out<Q: Queue, H: Handler>(
     shared: &Shared<Q, H>,
     message: Received,
     disposition: Disposition,
@@ -396,22 +411,50 @@ async fn carry_out<Q: Queue, H>(
         Disposition::Release => set_visibility(queue, &message, Duration::ZERO).await,
         Disposition::Abandon => {}
         Disposition::DeadLetter { class, reason } => {
-            let letter = DeadLetter {
-                error_class: class.as_str(),
-                error: reason,
+            let reason = dead_letter::Reason {
+                class,
+                error: &reason,
                 attempts: message.receive_count,
             };
-            match queue.dead_letter(&message, &letter).await {
-                Ok(()) => {
-                    if deletes.send(message).await.is_err() {
-                        tracing::error!("delete queue closed; the dead-lettered message will be delivered again");
+            let context = dead_letter::Context {
+                source_queue: &shared.source_queue,
+                policy: &shared.policy,
+            };
+            let ending =
+                dead_letter::send(queue, shared.handler.as_ref(), &message, &reason, context).await;
+            let metrics = crate::metrics::get();
+            let delete = match ending {
+                Ending::Sent(step) => {
+                    metrics.dead_letter(step.as_str());
+                    if step != dead_letter::Step::Full {
+                        tracing::info!(via = step.as_str(), "dead-lettered after a fallback");
                     }
+                    true
                 }
-                Err(e) => {
-                    // Try again on the next delivery rather than lose the message.
-                    tracing::warn!(error = %e, "could not dead-letter the message; retrying later");
-                    set_visibility(queue, &message, shared.policy.base).await;
+                Ending::KeptOnly { uri, error } => {
+                    metrics.dead_letter("kept_in_s3");
+                    tracing::error!(
+                        body_uri = %uri,
+                        error = %error,
+                        "the dead-letter queue refused the message; its body is kept only in the quarantine bucket and the message is deleted"
+                    );
+                    true
                 }
+                Ending::Retry { after, error } => {
+                    metrics.dead_letter("retried");
+                    tracing::error!(
+                        error = %error,
+                        retry_in_s = after.as_secs(),
+                        "could not dead-letter the message nor keep its body; it comes back later"
+                    );
+                    set_visibility(queue, &message, after).await;
+                    false
+                }
+            };
+            if delete && deletes.send(message).await.is_err() {
+                tracing::error!(
+                    "delete queue closed; the dead-lettered message will be delivered again"
+                );
             }
         }
     }
@@ -510,7 +553,8 @@ mod tests {
     enum Call {
         Delete(Vec<String>),
         Visibility(String, u64),
-        DeadLetter(String, &'static str, String),
+        /// Message id, error class and error of a dead letter (from its attributes).
+        DeadLetter(String, String, String),
     }
 
     /// The `n`th message handed out: id `m{n}`, first delivery.
@@ -532,6 +576,8 @@ mod tests {
         /// (max messages, visibility seconds) of each receive.
         asked: Mutex<Vec<(i32, u64)>>,
         calls: Mutex<Vec<Call>>,
+        /// The dead-letter queue refuses every message (as a DLQ that is gone would).
+        refuse_dead_letters: bool,
     }
 
     impl FakeQueue {
@@ -541,7 +587,14 @@ mod tests {
                 handed: AtomicUsize::new(0),
                 asked: Mutex::new(Vec::new()),
                 calls: Mutex::new(Vec::new()),
+                refuse_dead_letters: false,
             })
+        }
+
+        fn refusing_dead_letters(bodies: Vec<&str>) -> Arc<FakeQueue> {
+            let mut queue = Arc::into_inner(FakeQueue::new(bodies)).unwrap();
+            queue.refuse_dead_letters = true;
+            Arc::new(queue)
         }
 
         fn calls(&self) -> Vec<Call> {
@@ -597,27 +650,48 @@ mod tests {
             Ok(())
         }
 
-        async fn dead_letter(
-            &self,
-            message: &Received,
-            letter: &DeadLetter,
-        ) -> Result<(), AwsError> {
+        async fn dead_letter(&self, letter: &crate::aws::DeadLetter<'_>) -> Result<(), AwsError> {
+            let attribute = |name: &str| {
+                letter
+                    .attributes
+                    .iter()
+                    .find(|a| a.name == name)
+                    .map(|a| a.value.clone())
+                    .unwrap_or_default()
+            };
             let call = Call::DeadLetter(
-                message.message_id.clone(),
-                letter.error_class,
-                letter.error.clone(),
+                attribute("lakeworker.message_id"),
+                attribute("lakeworker.error_class"),
+                attribute("lakeworker.error"),
             );
             self.calls.lock().unwrap().push(call);
+            if self.refuse_dead_letters {
+                return Err(AwsError::new(
+                    "SQS SendMessage (dead letter)",
+                    AwsErrorKind::NotFound,
+                    "AWS.SimpleQueueService.NonExistentQueue",
+                ));
+            }
             Ok(())
         }
     }
 
     /// Acts on the body: "ok", "permanent", "transient", "hang" (until stopped), "stuck"
-    /// (ignores its stop); counts how many run at once.
+    /// (ignores its stop); counts how many run at once. Keeps dead-letter bodies in
+    /// memory.
     #[derive(Default)]
     struct FakeHandler {
         now: AtomicUsize,
         peak: AtomicUsize,
+        kept: Mutex<Vec<(String, String)>>,
+    }
+
+    impl KeepBody for FakeHandler {
+        async fn keep_body(&self, message_id: &str, body: &str) -> Result<String, AwsError> {
+            let mut kept = self.kept.lock().unwrap();
+            kept.push((message_id.to_owned(), body.to_owned()));
+            Ok(format!("s3://q/{message_id}"))
+        }
     }
 
     impl Handler for FakeHandler {
@@ -728,12 +802,52 @@ mod tests {
             [
                 Call::DeadLetter(
                     "m0".into(),
-                    "permanent",
+                    "permanent".into(),
                     "inline records name dataset \"nope\", which is not configured".into()
                 ),
                 Call::Delete(vec!["m0".into()]),
                 Call::Visibility("m1".into(), 7),
             ]
+        );
+    }
+
+    /// A message the dead-letter queue will not take ends: it is not made visible again
+    /// every `retry_base` seconds for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_that_cannot_be_dead_lettered_does_not_loop() {
+        let queue = FakeQueue::refusing_dead_letters(vec!["permanent"]);
+        let handler = Arc::new(FakeHandler::default());
+        let pool = Pool::new(
+            queue.clone(),
+            handler.clone(),
+            settings(1, 1),
+            Duration::from_secs(5),
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(pool.run(shutdown.clone()));
+        until("the message's fate", || {
+            queue
+                .calls()
+                .iter()
+                .any(|c| matches!(c, Call::Delete(_) | Call::Visibility(..)))
+        })
+        .await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(queue.deleted(), ["m0"], "{:?}", queue.calls());
+        // Full, trimmed, pointer: each refused; the body is safe in the quarantine bucket.
+        let letters = queue
+            .calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::DeadLetter(..)))
+            .count();
+        assert_eq!(letters, 3);
+        assert_eq!(
+            handler.kept.lock().unwrap().as_slice(),
+            [("m0".to_owned(), "permanent".to_owned())]
         );
     }
 

@@ -1,0 +1,108 @@
+//! A message the dead-letter queue cannot take ends anyway: its body is kept in the
+//! quarantine bucket and a small pointer is dead-lettered; `lakeworker redrive` puts the
+//! original body back. Against the emulator, with a dead-letter queue set to SQS's
+//! smallest message size (1 KiB).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_the_dead_letter_queue_is_kept_and_redriven_whole() {
+    let env = TestEnv::quiet("dlq-fallback", &[]).await;
+    env.clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&env.dlq_url)
+        .attributes(QueueAttributeName::MaximumMessageSize, "1024")
+        .send()
+        .await
+        .expect("set the dead-letter queue's size limit");
+    let worker = env.start_worker();
+
+    // A poison message (no known shape) larger than the dead-letter queue takes.
+    let body = serde_json::json!({"unknown": "shape", "padding": "p".repeat(3000)}).to_string();
+    env.send(&body).await;
+    env.wait_drained().await;
+    // Read without hiding it, so the redrive below finds it at once.
+    let letters = receive_letters(&env).await;
+    assert_eq!(letters.len(), 1, "{letters:?}\n{}", worker.log());
+    let (pointer, attributes) = &letters[0];
+    assert_eq!(attributes["lakeworker.error_class"], "permanent");
+    assert!(attributes["lakeworker.error"].starts_with("bad message body"));
+    let uri = &attributes["lakeworker.body_uri"];
+    let key = uri
+        .strip_prefix(&format!("s3://{}/", env.lake))
+        .expect("kept in the quarantine bucket (the lake bucket here)");
+    assert!(key.starts_with("quarantine/_dead_letters/"), "{key}");
+    let pointer: serde_json::Value = serde_json::from_str(pointer).expect("pointer JSON");
+    assert_eq!(pointer["lakeworker_dead_letter"]["body_uri"], uri.as_str());
+    assert_eq!(
+        env.lake_object(key).await.as_ref(),
+        body.as_bytes(),
+        "the whole body is kept"
+    );
+    let fallbacks = worker.events("dead-lettered after a fallback");
+    assert_eq!(fallbacks.len(), 1, "{}", worker.log());
+    assert_eq!(fallbacks[0]["fields"]["via"], "pointer");
+
+    // Redrive sends the original body back, not the pointer, and drops the kept copy: the
+    // worker gets the whole body again (still poison), so it keeps it anew under the new
+    // message's id and dead-letters a new pointer.
+    let out = env.cli(&["redrive", "--config", env.config_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the second dead letter", WAIT, || async {
+        worker.events("dead-lettered after a fallback").len() == 2
+    })
+    .await;
+    env.wait_drained().await;
+    let letters = receive_letters(&env).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let again = &letters[0].1["lakeworker.body_uri"];
+    assert_ne!(again, uri, "a new message, a new copy");
+    let again = again
+        .strip_prefix(&format!("s3://{}/", env.lake))
+        .expect("in the quarantine bucket");
+    assert_eq!(env.lake_object(again).await.as_ref(), body.as_bytes());
+    assert!(
+        !env.lake_keys().await.iter().any(|k| k == key),
+        "the first copy is deleted after its redrive"
+    );
+    let status = worker.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}
+
+/// The dead letters, with their string attributes, read without hiding them.
+async fn receive_letters(env: &TestEnv) -> Vec<(String, HashMap<String, String>)> {
+    env.clients
+        .sqs
+        .receive_message()
+        .queue_url(&env.dlq_url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("receive the dead letters")
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let attributes = m
+                .message_attributes
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+                .collect();
+            (m.body.unwrap_or_default(), attributes)
+        })
+        .collect()
+}
