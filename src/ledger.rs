@@ -100,21 +100,43 @@ pub struct Claim {
     /// A reprocess request (`lakeworker backfill --reprocess`): a finished version may be
     /// claimed again, once per request id.
     pub reprocess: Option<String>,
+    /// The version's ETag, kept so an ETag-only event for a version that is gone can
+    /// still be matched to its record ([`crate::aws::Ledger::version_with_etag`]).
+    pub etag: Option<String>,
 }
 
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// This job owns the object now; `attempt` counts claims of this version;
-    /// `earlier_outputs` are the outputs earlier attempts recorded.
+    /// This job owns the object now; `attempt` counts claims of this version; `earlier`
+    /// are the outputs earlier attempts recorded.
     Claimed {
         attempt: u32,
-        earlier_outputs: Vec<String>,
+        earlier: EarlierOutputs,
     },
     /// Already finished by someone: nothing to do.
     Finished { status: Status },
     /// Someone else holds a live lease until `until`.
     Busy { owner: String, until: DateTime<Utc> },
+}
+
+/// What earlier attempts of a version recorded (`s3://` URIs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EarlierOutputs {
+    /// The outputs of the last finished run (a complete set), when there was one.
+    pub done: Vec<String>,
+    /// What unfinished attempts recorded before publishing: they may exist, maybe partly.
+    pub pending: Vec<String>,
+}
+
+impl EarlierOutputs {
+    /// Every earlier output, once.
+    pub fn all(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.done.iter().chain(&self.pending).cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
 }
 
 /// What a finished object produced.
@@ -155,6 +177,8 @@ pub struct LedgerRecord {
     pub last_error: Option<String>,
     /// The last reprocess request this version was claimed for.
     pub reprocess: Option<String>,
+    /// The version's ETag, as its last claim knew it.
+    pub etag: Option<String>,
 }
 
 impl fmt::Display for LedgerRecord {

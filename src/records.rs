@@ -184,7 +184,7 @@ fn item_bytes<'c>(
             Parsed::Int(v) => number(if exact { int_digits(v) } else { 19 }),
             Parsed::Float(v) => number(if exact { float_digits(v) } else { 17 }),
             Parsed::Date(days) if exact => days_to_date(days).map_or(0, |d| date_text(d).len()),
-            // "-262143-01-01"
+            // "-262143-01-01", the longest a date column holds
             Parsed::Date(_) => 13,
             Parsed::Timestamp(micros) if exact => {
                 micros_to_datetime(micros).map_or(0, |t| timestamp_text(t).len())

@@ -60,8 +60,10 @@ pub async fn redrive(
     };
     let mut seen = Vec::new();
     let mut held = Vec::new();
-    while seen.len() < limit {
-        let want = (limit - seen.len()).min(10) as i32;
+    // Every message received counts toward the limit, the ones skipped too.
+    let mut taken = 0;
+    while taken < limit {
+        let want = (limit - taken).min(10) as i32;
         let messages = clients
             .sqs
             .receive_message()
@@ -79,13 +81,25 @@ pub async fn redrive(
             break;
         }
         for message in messages {
+            taken += 1;
             let Some(receipt) = message.receipt_handle.clone() else {
                 continue;
             };
             let letter = describe(&message);
             if !dry_run {
                 let body = match &letter.body_uri {
-                    Some(uri) => kept_body(clients, uri).await?,
+                    Some(uri) => match kept_body(clients, uri).await {
+                        Ok(body) => body,
+                        // A second pointer to a body an earlier one brought back (the
+                        // message was dead-lettered twice), or a body the quarantine's
+                        // lifecycle expired: nothing to send; left in the queue.
+                        Err(e) if e.kind == AwsErrorKind::NotFound => {
+                            tracing::warn!(%uri, message_id = %letter.message_id, "the kept body of this pointer is gone (brought back by an earlier pointer of the same message, or expired); the pointer stays in the dead-letter queue");
+                            held.push(receipt);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    },
                     None => letter.body.clone(),
                 };
                 clients

@@ -395,11 +395,7 @@ impl Column {
             EpochError::OutOfRange => self.rule_error(
                 "type",
                 value,
-                format!(
-                    "is outside the timestamp range ({} to {})",
-                    DateTime::<Utc>::MIN_UTC.format("%Y-%m-%d"),
-                    DateTime::<Utc>::MAX_UTC.format("%Y-%m-%d")
-                ),
+                "is outside the timestamp range (0001-01-01 to 9999-12-31)".to_owned(),
             ),
         }
     }
@@ -719,12 +715,13 @@ pub fn parse_timestamp(text: &str, format: Option<&ValueFormat>) -> Option<i64> 
     Some(instant.timestamp_micros())
 }
 
-/// The first instant a timestamp column holds, in microseconds since the epoch: chrono's
-/// first, so every value has a date (its partition) and an RFC 3339 text (DynamoDB, pii
-/// hashes).
-pub const MIN_TIMESTAMP_MICROS: i64 = DateTime::<Utc>::MIN_UTC.timestamp_micros();
-/// The last instant a timestamp column holds (chrono's last).
-pub const MAX_TIMESTAMP_MICROS: i64 = DateTime::<Utc>::MAX_UTC.timestamp_micros();
+/// The first instant an epoch timestamp may name, in microseconds since the epoch:
+/// 0001-01-01T00:00:00Z. Years 1 to 9999 are what every reader of the lake takes (Athena,
+/// Spark, pyarrow's Python datetimes), and every such instant has a date (its partition)
+/// and an RFC 3339 text (DynamoDB, pii hashes).
+pub const MIN_TIMESTAMP_MICROS: i64 = -62_135_596_800_000_000;
+/// The last instant an epoch timestamp may name: 9999-12-31T23:59:59.999999Z.
+pub const MAX_TIMESTAMP_MICROS: i64 = 253_402_300_799_999_999;
 
 /// The unit of an epoch timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -790,7 +787,11 @@ fn epoch_from_text(text: &str, unit: EpochUnit) -> Result<i64, EpochError> {
             Ok(n) => unit.micros_of_float(n),
             Err(_) => Err(EpochError::NotANumber),
         },
-        EpochUnit::Millis => Err(EpochError::NotANumber),
+        // A whole number written as a float ("1700000000000.0", as JSON tools write it).
+        EpochUnit::Millis => match text.parse::<f64>() {
+            Ok(n) if n.fract() == 0.0 => unit.micros_of_float(n),
+            _ => Err(EpochError::NotANumber),
+        },
     }
 }
 
@@ -804,8 +805,8 @@ fn epoch_from_json(n: &serde_json::Number, unit: EpochUnit) -> Result<i64, Epoch
     }
     match (unit, n.as_f64()) {
         (EpochUnit::Seconds, Some(f)) => unit.micros_of_float(f),
-        // A whole number of milliseconds too large for an integer.
-        (EpochUnit::Millis, Some(f)) if f.fract() == 0.0 => Err(EpochError::OutOfRange),
+        // A whole number of milliseconds written as a float (`1700000000000.0`).
+        (EpochUnit::Millis, Some(f)) if f.fract() == 0.0 => unit.micros_of_float(f),
         _ => Err(EpochError::NotANumber),
     }
 }
@@ -979,8 +980,15 @@ mod tests {
     /// beyond they are bad cells, in text and as JSON numbers.
     #[test]
     fn epoch_values_outside_the_timestamp_range_are_bad_cells() {
-        let first = DateTime::<Utc>::MIN_UTC.timestamp_micros();
-        let last = DateTime::<Utc>::MAX_UTC.timestamp_micros();
+        let (first, last) = (MIN_TIMESTAMP_MICROS, MAX_TIMESTAMP_MICROS);
+        assert_eq!(
+            micros_to_datetime(first).map(|t| t.to_rfc3339()),
+            Some("0001-01-01T00:00:00+00:00".into())
+        );
+        assert_eq!(
+            micros_to_datetime(last).map(|t| t.to_rfc3339()),
+            Some("9999-12-31T23:59:59.999999+00:00".into())
+        );
         let epoch = |format| {
             let mut c = column(ColumnType::Timestamp, false, None);
             c.format = Some(format);
@@ -1023,8 +1031,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "\"9223372036854775807\" is outside the timestamp range (-262143-01-01 to +262142-12-31)"
+            "\"9223372036854775807\" is outside the timestamp range (0001-01-01 to 9999-12-31)"
         );
+        // Whole milliseconds written as floats are milliseconds.
+        let as_float = serde_json::json!(1_700_000_000_000.0);
+        assert_eq!(
+            millis.parse(RawCell::Json(&as_float)),
+            Ok(Parsed::Timestamp(1_700_000_000_000_000))
+        );
+        assert_eq!(
+            millis.parse(RawCell::Text("1700000000000.0")),
+            Ok(Parsed::Timestamp(1_700_000_000_000_000))
+        );
+        assert!(millis.parse(RawCell::Text("1700000000000.5")).is_err());
         for (c, text) in beyond {
             let json: serde_json::Value = serde_json::from_str(&text).unwrap();
             for cell in [RawCell::Text(&text), RawCell::Json(&json)] {

@@ -182,7 +182,7 @@ async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start()
             alters[0]
         );
     }
-    // Registered: the notes are gone, a third start registers nothing again.
+    // Registered: the notes are gone, so no later start registers them again.
     wait_for("the notes to be dropped", WAIT, || async {
         let ledger = lakeworker::aws::ledger::DynamoLedger::new(
             env.clients.dynamodb.clone(),

@@ -22,15 +22,13 @@ fn claim(owner: &str, lease: Duration, reprocess: Option<&str>) -> Claim {
         dataset: "users".into(),
         message_id: "m".into(),
         reprocess: reprocess.map(str::to_owned),
+        etag: Some("e1".into()),
     }
 }
 
 fn claimed(outcome: ClaimOutcome) -> (u32, Vec<String>) {
     match outcome {
-        ClaimOutcome::Claimed {
-            attempt,
-            earlier_outputs,
-        } => (attempt, earlier_outputs),
+        ClaimOutcome::Claimed { attempt, earlier } => (attempt, earlier.all()),
         other => panic!("expected a claim, got {other:?}"),
     }
 }

@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 
 use super::{AwsError, AwsErrorKind, Ledger};
 use crate::catalog::NewPartition;
-use crate::ledger::{timestamp, Claim, ClaimOutcome, Completion, LedgerKey, LedgerRecord, Status};
+use crate::ledger::{
+    timestamp, Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
+};
 
 /// The ledger table's hash and range key attributes (both strings).
 pub const LEDGER_KEYS: [&str; 2] = ["object_uri", "object_version"];
@@ -41,13 +43,14 @@ fn claim_condition(reprocess: bool) -> &'static str {
     }
 }
 
-/// The `:reprocess` value of a claim, when it carries a request.
+/// The `:reprocess` and `:etag` values of a claim, when it has them.
 fn reprocess_value(claim: &Claim) -> HashMap<String, AttributeValue> {
-    claim
+    let request = claim
         .reprocess
         .iter()
-        .map(|request| (":reprocess".to_owned(), s(request)))
-        .collect()
+        .map(|r| (":reprocess".to_owned(), s(r)));
+    let etag = claim.etag.iter().map(|e| (":etag".to_owned(), s(e)));
+    request.chain(etag).collect()
 }
 /// Claim attempts when the record changes between a failed claim and the read after it.
 const CLAIM_TRIES: u32 = 3;
@@ -160,9 +163,10 @@ impl Ledger for DynamoLedger {
                 .update_expression(format!(
                     "SET #status = :processing, lease_owner = :owner, lease_expires_at = :lease, \
                      started_at = :now, updated_at = :now, dataset_name = :dataset, message_id = :message, \
-                     attempt_count = if_not_exists(attempt_count, :zero) + :one{} \
+                     attempt_count = if_not_exists(attempt_count, :zero) + :one{}{} \
                      REMOVE finished_at",
-                    if claim.reprocess.is_some() { ", reprocess_request = :reprocess" } else { "" }
+                    if claim.reprocess.is_some() { ", reprocess_request = :reprocess" } else { "" },
+                    if claim.etag.is_some() { ", object_etag = :etag" } else { "" }
                 ))
                 .condition_expression(claim_condition(claim.reprocess.is_some()))
                 .set_expression_attribute_values(Some(reprocess_value(claim)))
@@ -183,13 +187,12 @@ impl Ledger for DynamoLedger {
             let error = match result {
                 Ok(output) => {
                     let record = record_from_item(&output.attributes.unwrap_or_default());
-                    let mut earlier_outputs = record.outputs;
-                    earlier_outputs.extend(record.pending_outputs);
-                    earlier_outputs.sort();
-                    earlier_outputs.dedup();
                     return Ok(ClaimOutcome::Claimed {
                         attempt: u32::try_from(record.attempts).unwrap_or(u32::MAX).max(1),
-                        earlier_outputs,
+                        earlier: EarlierOutputs {
+                            done: record.outputs,
+                            pending: record.pending_outputs,
+                        },
                     });
                 }
                 Err(e) => AwsError::from_sdk("DynamoDB UpdateItem (claim)", e),
@@ -282,6 +285,28 @@ impl Ledger for DynamoLedger {
     async fn release(&self, claim: &Claim) -> Result<(), AwsError> {
         self.end_attempt(claim, "released: the worker stopped before finishing")
             .await
+    }
+
+    async fn version_with_etag(&self, uri: &str, etag: &str) -> Result<Option<String>, AwsError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("object_uri = :uri")
+            .filter_expression("object_etag = :etag")
+            .expression_attribute_values(":uri", s(uri))
+            .expression_attribute_values(":etag", s(etag))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DynamoDB Query (version)", e))?;
+        Ok(output
+            .items()
+            .iter()
+            .filter_map(|item| item.get("object_version")?.as_s().ok())
+            .filter_map(|version| version.strip_prefix("v:"))
+            .map(str::to_owned)
+            .next())
     }
 
     async fn note_partitions(
@@ -504,5 +529,6 @@ fn record_from_item(item: &HashMap<String, AttributeValue>) -> LedgerRecord {
             .unwrap_or_default(),
         last_error: text("last_error"),
         reprocess: text("reprocess_request"),
+        etag: text("object_etag"),
     }
 }

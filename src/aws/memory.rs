@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use super::{AwsError, AwsErrorKind, Ledger, ObjectInfo, ObjectStore, Opened, RecordStore};
 use crate::catalog::NewPartition;
 use crate::envelope::ObjectRef;
-use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, LedgerRecord, Status};
+use crate::ledger::{
+    Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
+};
 use crate::records::Item;
 
 /// Objects by `(bucket, key)`.
@@ -20,6 +22,11 @@ pub struct MemoryStore {
     pub objects: Mutex<BTreeMap<(String, String), Vec<u8>>>,
     /// What HeadObject says of every object's LastModified.
     pub last_modified: chrono::DateTime<Utc>,
+    /// ETags of landing objects, where a test sets them: HeadObject of an object naming
+    /// another ETag is refused (412), as S3's If-Match is.
+    pub etags: Mutex<BTreeMap<(String, String), String>>,
+    /// Runs inside every copy, before it completes (a test's way to act mid-job).
+    pub during_copy: Mutex<Option<Box<dyn Fn() + Send>>>,
 }
 
 impl MemoryStore {
@@ -62,6 +69,16 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn head(&self, object: &ObjectRef) -> Result<ObjectInfo, AwsError> {
+        let id = (object.bucket.clone(), object.key.clone());
+        if let (Some(wanted), Some(held)) = (&object.etag, self.etags.lock().unwrap().get(&id)) {
+            if wanted != held {
+                return Err(AwsError::new(
+                    "HeadObject",
+                    AwsErrorKind::PreconditionFailed,
+                    "PreconditionFailed",
+                ));
+            }
+        }
         let objects = self.objects.lock().unwrap();
         match objects.get(&(object.bucket.clone(), object.key.clone())) {
             Some(body) => Ok(ObjectInfo {
@@ -79,6 +96,12 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn copy(&self, object: &ObjectRef, bucket: &str, key: &str) -> Result<(), AwsError> {
+        let hook = self.during_copy.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+            // A server-side copy takes a while; a job stopped meanwhile must not wait.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let body = self
             .objects
             .lock()
@@ -214,13 +237,15 @@ impl Ledger for MemoryLedger {
         if claim.reprocess.is_some() {
             record.reprocess = claim.reprocess.clone();
         }
-        let mut earlier_outputs = record.outputs.clone();
-        earlier_outputs.extend(record.pending_outputs.iter().cloned());
-        earlier_outputs.sort();
-        earlier_outputs.dedup();
+        if claim.etag.is_some() {
+            record.etag = claim.etag.clone();
+        }
         Ok(ClaimOutcome::Claimed {
             attempt: record.attempts as u32,
-            earlier_outputs,
+            earlier: EarlierOutputs {
+                done: record.outputs.clone(),
+                pending: record.pending_outputs.clone(),
+            },
         })
     }
 
@@ -294,6 +319,14 @@ impl Ledger for MemoryLedger {
 
     async fn release(&self, claim: &Claim) -> Result<(), AwsError> {
         self.fail(claim, "released").await
+    }
+
+    async fn version_with_etag(&self, uri: &str, etag: &str) -> Result<Option<String>, AwsError> {
+        let records = self.records.lock().unwrap();
+        Ok(records
+            .values()
+            .filter(|r| r.uri == uri && r.etag.as_deref() == Some(etag))
+            .find_map(|r| r.version.strip_prefix("v:").map(str::to_owned)))
     }
 
     async fn note_partitions(

@@ -381,6 +381,14 @@ pub trait Ledger: Send + Sync + 'static {
     /// Drops the lease of an attempt that was cancelled (shutdown).
     fn release(&self, claim: &Claim) -> impl Future<Output = Result<(), AwsError>> + Send;
 
+    /// The version id of a record of `uri` claimed with ETag `etag`, if there is one: an
+    /// ETag-only event for a version that is gone from the bucket maps to it.
+    fn version_with_etag(
+        &self,
+        uri: &str,
+        etag: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+
     /// Keeps partitions written to the lake until the catalog confirms them
     /// ([`Ledger::partitions_registered`]), so a crash between the write and the
     /// registration loses none: the registrar replays what is pending at start-up.

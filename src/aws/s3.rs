@@ -66,6 +66,22 @@ impl S3Store {
         self
     }
 
+    /// A per-call override for CompleteMultipartUpload of `parts` parts: S3 documents
+    /// that it may take minutes (it answers with whitespace meanwhile, so the first byte
+    /// comes soon, but the whole answer late): a minute plus 100 ms a part.
+    fn completing(&self, parts: usize) -> aws_sdk_s3::config::Builder {
+        let attempt = self.timeouts.call
+            + std::time::Duration::from_secs(60)
+            + std::time::Duration::from_millis(100) * parts as u32;
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(self.timeouts.connect)
+                .read_timeout(attempt)
+                .operation_attempt_timeout(attempt)
+                .build(),
+        )
+    }
+
     /// A per-call override for a request that sends or copies `bytes`.
     fn transfer(&self, bytes: u64) -> aws_sdk_s3::config::Builder {
         aws_sdk_s3::config::Builder::default()
@@ -184,21 +200,25 @@ impl S3Store {
             _ = cancel.cancelled() => Err(AwsError::cancelled("S3 UploadPart")),
         };
         let completed = match uploaded {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("S3 CompleteMultipartUpload", e)),
+            Ok(parts) => {
+                let count = parts.len();
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .customize()
+                    .config_override(self.completing(count))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| AwsError::from_sdk("S3 CompleteMultipartUpload", e))
+            }
             Err(e) => Err(e),
         };
         if completed.is_err() {
@@ -352,10 +372,13 @@ impl ObjectStore for S3Store {
                 percent_encoding::utf8_percent_encode(version, COPY_SOURCE)
             ));
         }
-        if object.size.is_some_and(|size| size > MAX_COPY) {
-            return self
-                .copy_multipart(&source, object.size.unwrap_or_default(), bucket, key)
-                .await;
+        // The size decides the copy's way and deadline: ask S3 when the event did not say.
+        let size = match object.size {
+            Some(size) => size,
+            None => self.head(object).await?.size.unwrap_or(MAX_COPY),
+        };
+        if size > MAX_COPY {
+            return self.copy_multipart(&source, size, bucket, key).await;
         }
         let mut request = self
             .client
@@ -369,7 +392,7 @@ impl ObjectStore for S3Store {
         // Server-side, but S3 answers only when the copy is done.
         request
             .customize()
-            .config_override(self.transfer(object.size.unwrap_or(MAX_COPY)))
+            .config_override(self.transfer(size))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("S3 CopyObject", e))?;

@@ -178,13 +178,13 @@ impl Partitions {
     /// the message that wrote them is deleted).
     pub fn unregistered(&self, partitions: &[NewPartition]) -> Vec<NewPartition> {
         let registered = lock(&self.registered);
-        let mut new: Vec<NewPartition> = partitions
+        let mut seen = HashSet::new();
+        partitions
             .iter()
             .filter(|p| !registered.contains(&(p.dataset.clone(), p.value.clone())))
+            .filter(|p| seen.insert((p.dataset.clone(), p.value.clone())))
             .cloned()
-            .collect();
-        new.dedup();
-        new
+            .collect()
     }
 }
 

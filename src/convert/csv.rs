@@ -310,6 +310,19 @@ impl<R: BufRead> CsvSplitter<R> {
     }
 }
 
+/// Header names as an error may quote them. In a dataset with pii columns, a name the
+/// dataset does not declare is not quoted: a file without its header row would have its
+/// first record, pii values and all, read as names.
+fn reported_names<'a>(names: impl Iterator<Item = &'a String>, dataset: &Dataset) -> Vec<String> {
+    let has_pii = dataset.columns.iter().any(|c| c.pii.is_some());
+    names
+        .map(|name| match dataset.column_index(name) {
+            None if has_pii => "<undeclared>".to_owned(),
+            _ => name.clone(),
+        })
+        .collect()
+}
+
 fn map_header(names: &[String], dataset: &Dataset, line: u64) -> Result<HeaderMap, ConvertError> {
     let mut header = HeaderMap {
         map: vec![None; dataset.columns.len()],
@@ -339,12 +352,12 @@ fn map_header(names: &[String], dataset: &Dataset, line: u64) -> Result<HeaderMa
         return Err(ConvertError::Malformed(format!(
             "line {line}: the header lacks required column(s) {}; found {}",
             missing.join(", "),
-            names.join(",")
+            reported_names(names.iter(), dataset).join(",")
         )));
     }
     match dataset.policy.extra_columns {
         ExtraColumns::Reject if !unknown.is_empty() => {
-            let names: Vec<&str> = unknown.iter().map(|(_, n)| n.as_str()).collect();
+            let names = reported_names(unknown.iter().map(|(_, n)| n), dataset);
             return Err(ConvertError::Malformed(format!(
                 "line {line}: the header has columns the dataset does not declare: {} (extra_columns = \"reject\")",
                 names.join(", ")

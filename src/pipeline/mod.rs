@@ -27,7 +27,7 @@ use crate::envelope::{self, Envelope, ObjectRef};
 use crate::error::JobError;
 use crate::job::{Job, StopReason};
 use crate::lake;
-use crate::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, Status};
+use crate::ledger::{Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, Status};
 use crate::schema::date_to_days;
 
 mod dead_letter;
@@ -204,13 +204,17 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
     /// without a version id (a backfill, a plain re-send) is resolved to the version that
     /// holds its ETag, so it maps to the same ledger key and lake keys as the version-id
     /// event of a versioned bucket; an event without a usable time gets the object's
-    /// LastModified (the `ingest_date` never comes from the clock). `None`: the key holds
-    /// another version by now (superseded). A version that is gone is left as the event
-    /// says: the ledger may know it as done; if not, the download reports it missing.
-    async fn pin(&self, object: &ObjectRef) -> Result<Option<ObjectRef>, JobError> {
-        let mut pinned = object.clone();
+    /// LastModified (the `ingest_date` never comes from the clock). If the key holds
+    /// another version by now, the object is marked superseded. A version that is gone
+    /// keeps the version id its ledger record has for that ETag, if any; else it is left
+    /// as the event says (the download then reports it missing).
+    async fn pin(&self, object: &ObjectRef) -> Result<Pinned, JobError> {
+        let mut pinned = Pinned {
+            object: object.clone(),
+            superseded: false,
+        };
         if object.version_id.is_some() && object.event_time.is_some() {
-            return Ok(Some(pinned));
+            return Ok(pinned);
         }
         let info = match self
             .store
@@ -219,31 +223,38 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .await
         {
             Ok(info) => info,
-            Err(e) if e.kind == AwsErrorKind::PreconditionFailed => return Ok(None),
-            Err(e) if e.kind == AwsErrorKind::NotFound => return Ok(Some(pinned)),
+            Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
+                pinned.superseded = true;
+                return Ok(pinned);
+            }
+            Err(e) if e.kind == AwsErrorKind::NotFound => {
+                if let (None, Some(etag)) = (&object.version_id, &object.etag) {
+                    pinned.object.version_id =
+                        self.ledger.version_with_etag(&object.uri(), etag).await?;
+                }
+                return Ok(pinned);
+            }
             Err(e) => return Err(e.into()),
         };
-        if pinned.version_id.is_none() {
-            pinned.version_id = info.version_id;
+        let object = &mut pinned.object;
+        if object.version_id.is_none() {
+            object.version_id = info.version_id;
         }
-        pinned.event_time = pinned.event_time.or(info.last_modified);
-        pinned.size = pinned.size.or(info.size);
-        pinned.etag = pinned.etag.or(info.etag);
-        Ok(Some(pinned))
+        object.event_time = object.event_time.or(info.last_modified);
+        object.size = object.size.or(info.size);
+        object.etag = object.etag.take().or(info.etag);
+        Ok(pinned)
     }
 
     /// Claims the object in the ledger, processes it while renewing the lease, and records
-    /// the result.
+    /// the result (with the lease still renewed until the ledger has it).
     async fn claim_and_process(
         &self,
         object: &ObjectRef,
         dataset: &Dataset,
         job: &Job,
     ) -> Result<ObjectOutcome, JobError> {
-        let Some(object) = self.pin(object).await? else {
-            tracing::info!(uri = %object.uri(), "object changed since this event; skipping this version");
-            return Ok(ObjectOutcome::Superseded { uri: object.uri() });
-        };
+        let Pinned { object, superseded } = self.pin(object).await?;
         let object = &object;
         let uri = object.uri();
         static CLAIMS: AtomicU64 = AtomicU64::new(0);
@@ -259,6 +270,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             dataset: dataset.name.clone(),
             message_id: job.message_id().to_owned(),
             reprocess: object.reprocess.clone(),
+            etag: object.etag.clone(),
         };
         // The lease is counted from before the claim was sent: it cannot have begun later.
         let claimed_at = tokio::time::Instant::now();
@@ -267,13 +279,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .claim(&claim)
             .instrument(tracing::info_span!("ledger", operation = "claim"))
             .await?;
-        let earlier_outputs = match claimed {
-            ClaimOutcome::Claimed {
-                attempt,
-                earlier_outputs,
-            } => {
-                tracing::debug!(attempt, earlier_outputs = earlier_outputs.len(), "claimed");
-                earlier_outputs
+        let earlier = match claimed {
+            ClaimOutcome::Claimed { attempt, earlier } => {
+                tracing::debug!(attempt, earlier_outputs = earlier.all().len(), "claimed");
+                earlier
             }
             ClaimOutcome::Finished { status } => {
                 tracing::info!(%uri, status = status.as_str(), "already processed; nothing to do");
@@ -283,10 +292,13 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 return Err(JobError::Busy { uri, owner, until })
             }
         };
-
         let attempt = Attempt {
             claim,
-            earlier_outputs,
+            // Outputs recorded before they were URIs are keys; name them the same way.
+            earlier: EarlierOutputs {
+                done: self.output_uris(&earlier.done),
+                pending: self.output_uris(&earlier.pending),
+            },
         };
         let renewal = LeaseRenewal::start(
             self.ledger.clone(),
@@ -294,86 +306,129 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             job.clone(),
             claimed_at,
         );
-        let result = self.process_object(object, dataset, job, &attempt).await;
-        renewal.stop().await;
-        let result = match result {
-            Err(e) => Err(stopped_or(e, job)),
-            ok => ok,
+        let result = if superseded {
+            tracing::info!(%uri, "object changed since this event; skipping this version");
+            Ok(ObjectOutcome::Superseded { uri })
+        } else {
+            self.process_object(object, dataset, job, &attempt).await
         };
-        self.settle(&attempt, object, result)
+        let settled = self
+            .settle(&attempt, object, result, job)
             .instrument(tracing::info_span!("ledger", operation = "settle"))
-            .await
+            .await;
+        renewal.stop().await;
+        settled
     }
 
-    /// Records the result in the ledger, after removing what earlier attempts published
-    /// and this one did not (and, once `done`, deletes the landing object when configured).
+    /// Records the result in the ledger: an outcome once the outputs earlier attempts
+    /// published and this one did not are removed ([`Pipeline::record_outcome`]), a
+    /// failure as `failed`, a stop as a released claim. A job stopped meanwhile (its lease
+    /// lost) records nothing but the release.
     async fn settle(
         &self,
         attempt: &Attempt,
         object: &ObjectRef,
         result: Result<ObjectOutcome, JobError>,
+        job: &Job,
     ) -> Result<ObjectOutcome, JobError> {
+        let result = match result {
+            Ok(_) if job.stopped().is_some() => Err(JobError::Stopped),
+            Ok(outcome) => match self.record_outcome(attempt, object, &outcome, job).await {
+                Ok(()) => Ok(outcome),
+                Err(e) => Err(stopped_or(e, job)),
+            },
+            Err(e) => Err(stopped_or(e, job)),
+        };
+        let claim = &attempt.claim;
+        match &result {
+            Ok(_) | Err(JobError::LeaseLost { .. }) => {}
+            // Shutdown or lost: let the next owner claim at once (a no-op if the claim is
+            // someone else's by now).
+            Err(JobError::Stopped) => {
+                if let Err(e) = self.ledger.release(claim).await {
+                    tracing::warn!(error = %e, "could not release the ledger claim; it expires with its lease");
+                }
+            }
+            Err(error) => {
+                if let Err(e) = self.ledger.fail(claim, &error.to_string()).await {
+                    tracing::warn!(error = %e, "could not record the failure in the ledger");
+                }
+            }
+        }
+        result
+    }
+
+    /// Records `done` or `rejected` with the outputs, after removing what earlier attempts
+    /// published that this outcome does not include; then, for `done`, deletes the landing
+    /// object when configured. A superseded version keeps the outputs of its last finished
+    /// run and loses only what unfinished attempts published.
+    async fn record_outcome(
+        &self,
+        attempt: &Attempt,
+        object: &ObjectRef,
+        outcome: &ObjectOutcome,
+        job: &Job,
+    ) -> Result<(), JobError> {
         let claim = &attempt.claim;
         let lake = &self.settings.lake;
-        let settled = match &result {
-            Ok(ObjectOutcome::Rejected(rejection)) => {
+        let recorded = match outcome {
+            ObjectOutcome::Rejected(rejection) => {
                 let counts = Completion {
                     rows_in: rejection.rows_in,
                     rows_written: 0,
                     rows_rejected: rejection.rows_rejected,
                     outputs: rejection_outputs(&lake.quarantine_bucket, &rejection.quarantined_as),
                 };
-                self.remove_stale(object, &attempt.earlier_outputs, &counts.outputs)
-                    .await?;
+                self.remove_stale(
+                    attempt,
+                    object,
+                    &attempt.earlier.all(),
+                    &counts.outputs,
+                    job,
+                )
+                .await?;
                 self.ledger
                     .reject(claim, &counts, &rejection.reason)
                     .await?
             }
-            Ok(outcome) => {
-                let completion = match outcome {
-                    ObjectOutcome::Written(summary) => {
-                        let completion = Completion {
-                            rows_in: summary.rows_in,
-                            rows_written: summary.rows_written,
-                            rows_rejected: summary.rows_quarantined,
-                            outputs: summary_outputs(lake, summary),
-                        };
-                        self.remove_stale(object, &attempt.earlier_outputs, &completion.outputs)
-                            .await?;
-                        completion
-                    }
-                    // A superseded version is an answered question too: nothing new to
-                    // write, and what earlier attempts published stays listed.
-                    _ => Completion {
-                        outputs: attempt.earlier_outputs.clone(),
-                        ..Completion::default()
-                    },
+            ObjectOutcome::Written(summary) => {
+                let completion = Completion {
+                    rows_in: summary.rows_in,
+                    rows_written: summary.rows_written,
+                    rows_rejected: summary.rows_quarantined,
+                    outputs: summary_outputs(lake, summary),
                 };
+                self.remove_stale(
+                    attempt,
+                    object,
+                    &attempt.earlier.all(),
+                    &completion.outputs,
+                    job,
+                )
+                .await?;
                 let finished = self.ledger.finish(claim, &completion).await?;
-                if let (true, ObjectOutcome::Written(summary)) = (finished, outcome) {
+                if finished {
                     self.delete_landing(object, summary).await;
                 }
                 finished
             }
-            // Shutdown or lost: let the next owner claim at once (a no-op if the claim
-            // is someone else's by now).
-            Err(JobError::Stopped) => {
-                if let Err(e) = self.ledger.release(claim).await {
-                    tracing::warn!(error = %e, "could not release the ledger claim; it expires with its lease");
-                }
-                true
-            }
-            Err(error) => {
-                if let Err(e) = self.ledger.fail(claim, &error.to_string()).await {
-                    tracing::warn!(error = %e, "could not record the failure in the ledger");
-                }
-                true
+            // A superseded version is an answered question too: nothing new to write.
+            ObjectOutcome::Superseded { .. } | ObjectOutcome::AlreadyDone { .. } => {
+                let done = &attempt.earlier.done;
+                self.remove_stale(attempt, object, &attempt.earlier.pending, done, job)
+                    .await?;
+                let completion = Completion {
+                    outputs: done.clone(),
+                    ..Completion::default()
+                };
+                self.ledger.finish(claim, &completion).await?
             }
         };
-        if !settled {
-            return Err(JobError::LeaseLost { uri: object.uri() });
+        if recorded {
+            Ok(())
+        } else {
+            Err(JobError::LeaseLost { uri: object.uri() })
         }
-        result
     }
 
     /// Records the outputs this attempt is about to publish, before it uploads them, so a
@@ -396,18 +451,31 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         }
     }
 
-    /// Deletes what earlier attempts of this version published and this one did not
-    /// rewrite (a part a larger `target_file_size` no longer makes, bad rows that are good
-    /// now). Only this version's own outputs are touched: a key that does not carry its
-    /// object id is left alone and logged.
+    /// Deletes what earlier attempts of this version published (`earlier`) and `current`
+    /// does not hold (a part a larger `target_file_size` no longer makes, bad rows that are
+    /// good now). Only under a lease just renewed, and only while the job is not stopped:
+    /// a job that lost its claim deletes nothing. Only this version's own outputs are
+    /// touched: a key that does not carry its object id is left alone and logged.
     async fn remove_stale(
         &self,
+        attempt: &Attempt,
         object: &ObjectRef,
         earlier: &[String],
         current: &[String],
+        job: &Job,
     ) -> Result<(), JobError> {
+        let stale: Vec<&String> = earlier.iter().filter(|o| !current.contains(o)).collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        if !self.ledger.renew(&attempt.claim).await? {
+            return Err(JobError::LeaseLost { uri: object.uri() });
+        }
         let id = lake::object_id(object);
-        for output in earlier.iter().filter(|o| !current.contains(o)) {
+        for output in stale {
+            if job.stopped().is_some() {
+                return Err(JobError::Stopped);
+            }
             let Some((bucket, key)) = output.strip_prefix("s3://").and_then(|o| o.split_once('/'))
             else {
                 tracing::warn!(%output, "an earlier output that is not an s3:// URI; left alone");
@@ -426,6 +494,23 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             tracing::info!(%output, "removed an output of an earlier attempt that this one did not rewrite");
         }
         Ok(())
+    }
+
+    /// Outputs as `s3://` URIs: records from before outputs were URIs list keys, in the
+    /// quarantine bucket under `quarantine_prefix`, else in the lake bucket.
+    fn output_uris(&self, outputs: &[String]) -> Vec<String> {
+        let lake = &self.settings.lake;
+        let quarantine = format!("{}/", lake.quarantine_prefix);
+        outputs
+            .iter()
+            .map(|output| match output.starts_with("s3://") {
+                true => output.clone(),
+                false if output.starts_with(&quarantine) => {
+                    crate::ledger::output_uri(&lake.quarantine_bucket, output)
+                }
+                false => crate::ledger::output_uri(&lake.bucket, output),
+            })
+            .collect()
     }
 
     /// With `landing.delete_after`, removes a converted object from the landing bucket.
@@ -521,7 +606,14 @@ fn stopped_or(error: JobError, job: &Job) -> JobError {
 /// recorded.
 struct Attempt {
     claim: Claim,
-    earlier_outputs: Vec<String>,
+    earlier: EarlierOutputs,
+}
+
+/// An object with its resolved identity ([`Pipeline::pin`]).
+struct Pinned {
+    object: ObjectRef,
+    /// The key holds another version by now: nothing to convert for this one.
+    superseded: bool,
 }
 
 /// The ledger outputs of a written object: its parts, bad rows and raw copy.

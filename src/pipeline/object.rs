@@ -53,7 +53,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             |size: u64| format!("the object is {size} bytes, above max_object_bytes ({limit})");
         if let Some(size) = object.size.filter(|size| *size > limit) {
             return self
-                .reject_file(object, dataset, attempt, too_large(size), None)
+                .reject_file(object, dataset, attempt, job, too_large(size), None)
                 .await;
         }
         let opened = tokio::select! {
@@ -74,7 +74,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         if let Some(size) = opened.size.filter(|size| *size > limit) {
             // Dropping the reader stops the download.
             return self
-                .reject_file(object, dataset, attempt, too_large(size), None)
+                .reject_file(object, dataset, attempt, job, too_large(size), None)
                 .await;
         }
 
@@ -121,14 +121,21 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             Ok(converted) => converted,
             Err(ConvertError::Malformed(reason)) => {
                 return self
-                    .reject_file(object, dataset, attempt, reason, None)
+                    .reject_file(object, dataset, attempt, job, reason, None)
                     .await
             }
             Err(source) => return Err(JobError::Convert { what: uri, source }),
         };
         if let Some(reason) = rejection_reason(&dataset.policy, &converted.report) {
             return self
-                .reject_file(object, dataset, attempt, reason, Some(&converted.report))
+                .reject_file(
+                    object,
+                    dataset,
+                    attempt,
+                    job,
+                    reason,
+                    Some(&converted.report),
+                )
                 .await;
         }
         self.write_outputs(object, dataset, &lineage, converted, job, attempt)
@@ -242,7 +249,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 .await?;
         }
         let raw = match raw_key {
-            Some(key) => self.copy_to_raw(object, key).await?,
+            Some(key) => self.copy_to_raw(object, key, job).await?,
             None => None,
         };
         let summary = ObjectSummary {
@@ -299,12 +306,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         &self,
         object: &ObjectRef,
         key: String,
+        job: &Job,
     ) -> Result<Option<String>, JobError> {
-        match self
-            .store
-            .copy(object, &self.settings.lake.bucket, &key)
-            .await
-        {
+        let copy = self.store.copy(object, &self.settings.lake.bucket, &key);
+        match until_stopped(job, copy).await? {
             Ok(()) => Ok(Some(key)),
             Err(e)
                 if matches!(
@@ -341,6 +346,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         object: &ObjectRef,
         dataset: &Dataset,
         attempt: &Attempt,
+        job: &Job,
         reason: String,
         report: Option<&ConvertReport>,
     ) -> Result<ObjectOutcome, JobError> {
@@ -356,7 +362,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         let bucket = &self.settings.lake.quarantine_bucket;
         self.publishing(attempt, object, &rejection_outputs(bucket, &key))
             .await?;
-        match self.store.copy(object, bucket, &key).await {
+        match until_stopped(job, self.store.copy(object, bucket, &key)).await? {
             Ok(()) => {}
             Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
                 return Ok(ObjectOutcome::Superseded { uri: object.uri() });
@@ -381,9 +387,9 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         });
         let body =
             serde_json::to_vec_pretty(&document).map_err(|e| JobError::Internal(e.to_string()))?;
-        self.store
-            .put_bytes(bucket, &format!("{key}.error.json"), body)
-            .await?;
+        let report_key = format!("{key}.error.json");
+        let report = self.store.put_bytes(bucket, &report_key, body);
+        until_stopped(job, report).await??;
         tracing::warn!(%reason, quarantined_as = %key, "file rejected");
         Ok(ObjectOutcome::Rejected(Rejection {
             uri: object.uri(),
@@ -442,6 +448,18 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .await
             .map_err(|e| JobError::Internal(format!("records spool task: {e}")))?;
         Ok(written)
+    }
+}
+
+/// Awaits `call` unless the job is stopped first (`Err(Stopped)`): a server-side copy of
+/// a large object can take minutes, and a job that lost its lease must not finish it.
+async fn until_stopped<T>(
+    job: &Job,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, JobError> {
+    tokio::select! {
+        result = call => Ok(result),
+        _ = job.token().cancelled() => Err(JobError::Stopped),
     }
 }
 

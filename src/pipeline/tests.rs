@@ -236,6 +236,180 @@ async fn a_reprocess_removes_the_earlier_outputs_it_does_not_rewrite() {
     );
 }
 
+/// The users file `users/a.csv` done once in `p`; returns its one lake part.
+async fn done_once(p: &TestPipeline) -> String {
+    let csv = "user_id,signup_date\nu-1,2024/01/01\n";
+    p.store.insert(LANDING, "users/a.csv", csv.as_bytes());
+    p.handle(&event(LANDING, "users/a.csv"), &job("m1"))
+        .await
+        .unwrap();
+    let parts: Vec<String> = p
+        .store
+        .keys(LAKE)
+        .into_iter()
+        .filter(|k| k.starts_with("curated/"))
+        .collect();
+    assert_eq!(parts.len(), 1);
+    parts[0].clone()
+}
+
+/// A reprocess request for `users/a.csv`.
+fn reprocess_event() -> String {
+    let mut event: serde_json::Value =
+        serde_json::from_str(&event(LANDING, "users/a.csv")).unwrap();
+    event["Records"][0]["lakeworker"] = serde_json::json!({"reprocess": "r-1"});
+    event.to_string()
+}
+
+#[tokio::test]
+async fn a_job_that_loses_its_lease_mid_copy_neither_deletes_nor_settles() {
+    let p = pipeline_with(&[("LAKEWORKER__LAKE__RAW_PREFIX", "raw")]);
+    let part = done_once(&p).await;
+    // An earlier run's extra part, recorded in the ledger.
+    let extra = part.replace(".parquet", "-1.parquet");
+    p.store.insert(LAKE, &extra, b"old part");
+    {
+        let mut records = p.ledger.records.lock().unwrap();
+        let record = records.values_mut().next().unwrap();
+        record.outputs.push(format!("s3://{LAKE}/{extra}"));
+    }
+    // The reprocess loses its lease while its raw copy runs.
+    let reprocessing = job("m2");
+    let stopper = reprocessing.clone();
+    *p.store.during_copy.lock().unwrap() = Some(Box::new(move || stopper.stop(StopReason::Lost)));
+    let err = p
+        .handle(&reprocess_event(), &reprocessing)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JobError::Stopped), "{err}");
+    assert!(p.store.get(LAKE, &extra).is_some(), "nothing deleted");
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/a.csv")
+        .unwrap();
+    assert_ne!(record.status, Some(Status::Done), "not settled: {record:?}");
+    assert_eq!(record.lease_expires_at, None, "the claim is released");
+}
+
+#[tokio::test]
+async fn outputs_recorded_as_keys_before_they_were_uris_are_matched_and_cleaned() {
+    let p = pipeline();
+    let part = done_once(&p).await;
+    let extra = part.replace(".parquet", "-1.parquet");
+    p.store.insert(LAKE, &extra, b"old part");
+    {
+        // A record written before outputs were URIs: bare lake keys.
+        let mut records = p.ledger.records.lock().unwrap();
+        let record = records.values_mut().next().unwrap();
+        record.outputs = vec![part.clone(), extra.clone()];
+    }
+    p.handle(&reprocess_event(), &job("m2")).await.unwrap();
+    assert!(
+        p.store.get(LAKE, &part).is_some(),
+        "the part it rewrote stays"
+    );
+    assert_eq!(p.store.get(LAKE, &extra), None, "the stale one is gone");
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/a.csv")
+        .unwrap();
+    assert_eq!(record.outputs, [format!("s3://{LAKE}/{part}")]);
+}
+
+#[tokio::test]
+async fn a_superseded_version_loses_what_an_unfinished_attempt_published() {
+    let p = pipeline();
+    p.store.insert(
+        LANDING,
+        "users/a.csv",
+        b"user_id,signup_date\nu-2,2024/01/02\n",
+    );
+    // The key now holds another version than the event's ETag e1.
+    p.store
+        .etags
+        .lock()
+        .unwrap()
+        .insert((LANDING.into(), "users/a.csv".into()), "e2".into());
+    // An attempt at e1 published a part and crashed.
+    let object = ObjectRef {
+        bucket: LANDING.into(),
+        key: "users/a.csv".into(),
+        etag: Some("e1".into()),
+        ..ObjectRef::default()
+    };
+    let id = crate::lake::object_id(&object);
+    let partial = format!("curated/users/signup_date=2024-01-01/part-{id}.parquet");
+    p.store.insert(LAKE, &partial, b"part of e1");
+    let crashed = Claim {
+        key: LedgerKey::of(&object),
+        owner: "dead-worker/m0/0".into(),
+        lease: Duration::from_millis(1),
+        dataset: "users".into(),
+        message_id: "m0".into(),
+        reprocess: None,
+        etag: Some("e1".into()),
+    };
+    p.ledger.claim(&crashed).await.unwrap();
+    assert!(p
+        .ledger
+        .publishing(&crashed, &[format!("s3://{LAKE}/{partial}")])
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let outcome = one_object(&p, "users/a.csv").await;
+    assert!(
+        matches!(outcome, ObjectOutcome::Superseded { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        p.store.get(LAKE, &partial),
+        None,
+        "the partial output is gone"
+    );
+    let record = p
+        .ledger
+        .record("s3://lakeworker-landing/users/a.csv")
+        .unwrap();
+    assert_eq!(record.status, Some(Status::Done), "answered: {record:?}");
+    assert!(record.outputs.is_empty() && record.pending_outputs.is_empty());
+}
+
+#[tokio::test]
+async fn an_etag_only_event_for_a_version_gone_from_the_bucket_finds_its_record() {
+    let p = pipeline();
+    let versioned = ObjectRef {
+        bucket: LANDING.into(),
+        key: "users/a.csv".into(),
+        etag: Some("e1".into()),
+        version_id: Some("v1".into()),
+        ..ObjectRef::default()
+    };
+    let claim = Claim {
+        key: LedgerKey::of(&versioned),
+        owner: "w/m0/0".into(),
+        lease: Duration::from_secs(60),
+        dataset: "users".into(),
+        message_id: "m0".into(),
+        reprocess: None,
+        etag: Some("e1".into()),
+    };
+    p.ledger.claim(&claim).await.unwrap();
+    assert!(p
+        .ledger
+        .finish(&claim, &Completion::default())
+        .await
+        .unwrap());
+    // The version was converted and deleted (delete_after); a backfill event names it
+    // by ETag only.
+    let outcome = one_object(&p, "users/a.csv").await;
+    assert!(
+        matches!(outcome, ObjectOutcome::AlreadyDone { .. }),
+        "the same record, not a missing object: {outcome:?}"
+    );
+    assert_eq!(p.ledger.records.lock().unwrap().len(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lease_that_cannot_be_renewed_stops_the_job_before_it_runs_out() {
     let ledger = Arc::new(MemoryLedger::default());
@@ -252,6 +426,7 @@ async fn a_lease_that_cannot_be_renewed_stops_the_job_before_it_runs_out() {
         dataset: "users".into(),
         message_id: "m".into(),
         reprocess: None,
+        etag: None,
     };
     let job = job("m");
     let start = tokio::time::Instant::now();
@@ -277,6 +452,7 @@ async fn a_lease_that_cannot_be_renewed_stops_the_job_before_it_runs_out() {
         dataset: "users".into(),
         message_id: "m".into(),
         reprocess: None,
+        etag: None,
     };
     assert!(matches!(
         ledger.claim(&claim).await.unwrap(),
@@ -315,6 +491,7 @@ async fn settling_needs_the_owner_to_hold_a_live_lease() {
         dataset: "users".into(),
         message_id: "m".into(),
         reprocess: None,
+        etag: None,
     };
     let (stale, fresh) = (claim("w1/m/0", 1), claim("w2/m/0", 60_000));
     ledger.claim(&stale).await.unwrap();
@@ -618,8 +795,11 @@ async fn pii_values_never_appear_in_error_texts_or_quarantine_reports() {
     ]);
     let clear = [
         "ann.example.com",
+        "555-0100",
         "bob@example.com",
         "555-0101",
+        "eve@example.com",
+        "555-0103",
         "cy@example.com",
         "+44 20 7946 0000",
         "dee@example.com",
@@ -720,6 +900,26 @@ async fn pii_values_never_appear_in_error_texts_or_quarantine_reports() {
         .unwrap();
     reports.push(record.last_error.unwrap());
 
+    // A file without its header row: its first record must not be quoted as "names".
+    let headerless = csv.split_once('\n').unwrap().1;
+    p.store
+        .insert(LANDING, "people_csv/headerless.csv", headerless.as_bytes());
+    let ObjectOutcome::Rejected(rejection) = one_object(&p, "people_csv/headerless.csv").await
+    else {
+        panic!()
+    };
+    assert!(
+        rejection.reason.contains("found <undeclared>,<undeclared>"),
+        "{}",
+        rejection.reason
+    );
+    let report = p
+        .store
+        .get(LAKE, &format!("{}.error.json", rejection.quarantined_as))
+        .unwrap();
+    reports.push(String::from_utf8(report).unwrap());
+    reports.push(rejection.reason.clone());
+
     // Inline records: quarantined ones, and a message refused past the policy (the
     // refusal is the dead letter's `lakeworker.error` and the log's reason).
     let inline = serde_json::json!({"dataset": "people_csv", "records": [
@@ -756,9 +956,9 @@ async fn pii_values_never_appear_in_error_texts_or_quarantine_reports() {
         reports[2]
     );
     assert!(
-        reports[5].contains(&hashed("pepper", "ann.example.com")),
-        "{}",
-        reports[5]
+        reports[7].contains(&hashed("pepper", "ann.example.com")),
+        "the inline rows: {}",
+        reports[7]
     );
 }
 
@@ -929,12 +1129,13 @@ async fn a_live_lease_makes_a_duplicate_wait() {
         dataset: "users".into(),
         message_id: "m0".into(),
         reprocess: None,
+        etag: None,
     };
     assert_eq!(
         p.ledger.claim(&other).await.unwrap(),
         ClaimOutcome::Claimed {
             attempt: 1,
-            earlier_outputs: Vec::new()
+            earlier: Default::default()
         }
     );
     let err = p

@@ -102,8 +102,8 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
         Arc::new(pipeline),
         settings.queue.clone(),
         settings.worker.shutdown_grace,
+        health,
     )
-    .with_health(health)
     .run(shutdown)
     .await;
     let exit_by = stopped + settings.worker.shutdown_grace + AFTER_GRACE;

@@ -95,7 +95,14 @@ struct Shared<Q, H> {
 }
 
 impl<Q: Queue, H: Handler> Pool<Q, H> {
-    pub fn new(queue: Arc<Q>, handler: Arc<H>, settings: QueueSettings, grace: Duration) -> Self {
+    /// A pool reporting its liveness and readiness to `health` (sized for its pollers).
+    pub fn new(
+        queue: Arc<Q>,
+        handler: Arc<H>,
+        settings: QueueSettings,
+        grace: Duration,
+        health: Arc<Health>,
+    ) -> Self {
         let shared = Shared {
             queue,
             handler,
@@ -106,24 +113,13 @@ impl<Q: Queue, H: Handler> Pool<Q, H> {
                 max: settings.retry_max,
             },
             visibility: settings.visibility_timeout,
-            health: Health::new(
-                settings.pollers.get(),
-                crate::health::stall_bound(settings.wait, Duration::from_secs(5)),
-            ),
+            health,
         };
         Pool {
             shared: Arc::new(shared),
             settings,
             grace,
         }
-    }
-
-    /// Reports liveness and readiness to `health` (sized for this pool's pollers).
-    pub fn with_health(mut self, health: Arc<Health>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.health = health;
-        }
-        self
     }
 
     /// Runs until `shutdown` is cancelled and every in-flight job is done or stopped;
@@ -748,6 +744,7 @@ mod tests {
             handler.clone(),
             settings(2, 3),
             Duration::from_secs(5),
+            Health::new(2, Duration::from_secs(60)),
         );
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(pool.run(shutdown.clone()));
@@ -786,6 +783,7 @@ mod tests {
             Arc::new(FakeHandler::default()),
             settings(1, 2),
             Duration::from_secs(5),
+            Health::new(2, Duration::from_secs(60)),
         );
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(pool.run(shutdown.clone()));
@@ -822,6 +820,7 @@ mod tests {
             handler.clone(),
             settings(1, 1),
             Duration::from_secs(5),
+            Health::new(2, Duration::from_secs(60)),
         );
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(pool.run(shutdown.clone()));
@@ -859,6 +858,7 @@ mod tests {
             Arc::new(FakeHandler::default()),
             settings(1, 2),
             Duration::from_millis(300),
+            Health::new(2, Duration::from_secs(60)),
         );
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(pool.run(shutdown.clone()));
@@ -887,6 +887,7 @@ mod tests {
             Arc::new(FakeHandler::default()),
             settings(1, 2),
             grace,
+            Health::new(2, Duration::from_secs(60)),
         );
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(pool.run(shutdown.clone()));
