@@ -8,7 +8,8 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{
-    choice, is_identifier, is_table_name, Problems, EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN,
+    choice, is_identifier, is_table_name, size_in, Problems, RawSize, EXTRA_COLUMN,
+    INGESTED_AT_COLUMN, SOURCE_COLUMN,
 };
 use crate::datasets::{
     compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, OnInvalid, Partition,
@@ -60,8 +61,8 @@ pub(super) struct RawDataset {
     extra_columns: Option<String>,
     unique_key: Option<OneOrMany>,
     nulls: Option<Vec<String>>,
-    max_object_bytes: Option<u64>,
-    max_row_bytes: Option<u64>,
+    max_object_bytes: Option<RawSize>,
+    max_row_bytes: Option<RawSize>,
     max_columns: Option<u64>,
     csv: Option<RawCsv>,
     #[serde(default)]
@@ -232,19 +233,25 @@ impl RawDataset {
                 ),
             }
         }
-        if let Some(bytes) = self.max_object_bytes {
-            p.check(
-                bytes >= 1,
-                format!("{path}.max_object_bytes"),
-                "must be at least 1",
-            );
-            policy.max_object_bytes = bytes;
+        let at_least_a_byte = |p: &mut Problems, key: &str, raw: &RawSize| {
+            size_in(
+                p,
+                &format!("{path}.{key}"),
+                raw,
+                1..=u64::MAX,
+                "at least 1 byte",
+            )
+        };
+        if let Some(raw) = &self.max_object_bytes {
+            policy.max_object_bytes = at_least_a_byte(p, "max_object_bytes", raw);
         }
-        if let Some(bytes) = self.max_row_bytes {
-            p.check(
-                (64..=256 * 1024 * 1024).contains(&bytes),
-                format!("{path}.max_row_bytes"),
-                "must be between 64 and 268435456",
+        if let Some(raw) = &self.max_row_bytes {
+            let bytes = size_in(
+                p,
+                &format!("{path}.max_row_bytes"),
+                raw,
+                64..=256 << 20,
+                "between 64 bytes and 256MiB",
             );
             policy.max_row_bytes = bytes as usize;
         }

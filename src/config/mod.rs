@@ -372,9 +372,9 @@ struct RawLake {
     #[serde(default = "default_row_group_size")]
     row_group_size: u32,
     #[serde(default = "default_target_file_size")]
-    target_file_size: String,
+    target_file_size: RawSize,
     #[serde(default = "default_upload_part_size")]
-    upload_part_size: String,
+    upload_part_size: RawSize,
     #[serde(default = "default_upload_concurrency")]
     upload_concurrency: u32,
     #[serde(default = "default_pii_salt_env")]
@@ -393,11 +393,11 @@ fn default_compression() -> String {
 fn default_row_group_size() -> u32 {
     ParquetOptions::default().row_group_size as u32
 }
-fn default_target_file_size() -> String {
-    "128MiB".into()
+fn default_target_file_size() -> RawSize {
+    RawSize::text("128MiB")
 }
-fn default_upload_part_size() -> String {
-    "16MiB".into()
+fn default_upload_part_size() -> RawSize {
+    RawSize::text("16MiB")
 }
 fn default_upload_concurrency() -> u32 {
     4
@@ -605,8 +605,9 @@ fn choice<T: Copy>(
     None
 }
 
-/// Reads a byte size: a plain number of bytes, or a number with a unit `KiB`, `MiB`, `GiB`
-/// (powers of 1024; `K`, `M`, `G`, `KB`, `MB`, `GB` mean the same, case-insensitive).
+/// Reads a byte size: a plain number of bytes, or a number with a unit `KiB`, `MiB`, `GiB`,
+/// `TiB` (powers of 1024; `K`, `M`, `G`, `T`, `KB`, `MB`, `GB`, `TB` mean the same,
+/// case-insensitive).
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text
@@ -619,25 +620,91 @@ pub fn parse_size(text: &str) -> Option<u64> {
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
         _ => return None,
     };
     number.checked_mul(1 << shift)
 }
 
-/// A size key within `range`, or a recorded problem.
+/// A size key as written: a TOML integer, or a string holding a number of bytes or a
+/// number with a unit (`"128MiB"`, `"5 GB"`). Environment overrides always arrive as
+/// strings, so every size key takes both. Checked by [`size_in`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RawSize {
+    Integer(i64),
+    Text(String),
+}
+
+impl RawSize {
+    fn text(text: &str) -> RawSize {
+        RawSize::Text(text.to_owned())
+    }
+
+    fn bytes(&self) -> Option<u64> {
+        match self {
+            RawSize::Integer(n) => u64::try_from(*n).ok(),
+            RawSize::Text(text) => parse_size(text),
+        }
+    }
+}
+
+/// As written: an integer as is, a string quoted.
+impl fmt::Display for RawSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawSize::Integer(n) => write!(f, "{n}"),
+            RawSize::Text(text) => write!(f, "{text:?}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl serde::de::Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size: bytes, or a string such as \"128MiB\"")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Integer(n))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RawSize, E> {
+                // Past i64 it cannot be a valid size anyway; keep it for the message.
+                Ok(
+                    i64::try_from(n)
+                        .map_or_else(|_| RawSize::Text(n.to_string()), RawSize::Integer),
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawSize, E> {
+                Ok(RawSize::text(text))
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A size key within `range` (`range_text` says it in words), or a recorded problem. Every
+/// size key goes through here, so each takes the same forms and words its problems alike.
 fn size_in(
     p: &mut Problems,
     path: &str,
-    text: &str,
+    raw: &RawSize,
     range: std::ops::RangeInclusive<u64>,
     range_text: &str,
 ) -> u64 {
-    match parse_size(text) {
+    match raw.bytes() {
         Some(size) if range.contains(&size) => return size,
-        Some(_) => p.add(path, format!("{text:?} must be between {range_text}")),
+        Some(_) => p.add(path, format!("{raw} must be {range_text}")),
         None => p.add(
             path,
-            format!("{text:?} is not a size such as 134217728 or \"128MiB\""),
+            format!("{raw} is not a size such as 134217728 or \"128MiB\""),
         ),
     }
     *range.start()
@@ -757,14 +824,14 @@ impl RawSettings {
             "lake.target_file_size",
             &self.lake.target_file_size,
             1 << 20..=64 << 30,
-            "1MiB and 64GiB",
+            "between 1MiB and 64GiB",
         );
         let upload_part_size = size_in(
             &mut p,
             "lake.upload_part_size",
             &self.lake.upload_part_size,
             5 << 20..=5 << 30,
-            "5MiB and 5GiB (S3's part size limits)",
+            "between 5MiB and 5GiB (S3's part size limits)",
         );
         p.check(
             (1..=64).contains(&self.lake.upload_concurrency),
@@ -1143,8 +1210,161 @@ format = "%Y/%m/%d"
         assert_eq!(parse_size("3K"), Some(3072));
         assert_eq!(parse_size("3 mb"), Some(3 << 20));
         assert_eq!(parse_size("-3"), None);
-        assert_eq!(parse_size("3 TiB"), None);
+        assert_eq!(parse_size("3 TiB"), Some(3 << 40));
+        assert_eq!(parse_size("3 PiB"), None);
         assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+
+    /// Where a size key lives in GOOD: how to add a line setting it, and how to read it.
+    struct SizeKey {
+        path: &'static str,
+        /// GOOD with `line` (`key = value`) in the key's section.
+        place: fn(&str) -> String,
+        read: fn(&Settings) -> u64,
+    }
+
+    fn in_lake(line: &str) -> String {
+        GOOD.replace(
+            "bucket = \"lakeworker-lake\"",
+            &format!("bucket = \"lakeworker-lake\"\n{line}"),
+        )
+    }
+
+    fn in_dataset(line: &str) -> String {
+        GOOD.replace(
+            "records_key = \"user_id\"\n",
+            &format!("records_key = \"user_id\"\n{line}\n"),
+        )
+    }
+
+    fn users(s: &Settings) -> &crate::datasets::Policy {
+        &s.datasets.by_name("users").unwrap().policy
+    }
+
+    const SIZE_KEYS: [SizeKey; 4] = [
+        SizeKey {
+            path: "lake.target_file_size",
+            place: in_lake,
+            read: |s| s.lake.parquet.target_file_size,
+        },
+        SizeKey {
+            path: "lake.upload_part_size",
+            place: in_lake,
+            read: |s| s.lake.upload_part_size,
+        },
+        SizeKey {
+            path: "datasets[0].max_object_bytes",
+            place: in_dataset,
+            read: |s| users(s).max_object_bytes,
+        },
+        SizeKey {
+            path: "datasets[0].max_row_bytes",
+            place: in_dataset,
+            read: |s| users(s).max_row_bytes as u64,
+        },
+    ];
+
+    /// Loads GOOD with `key` set to `value` (as TOML).
+    fn load_size(key: &SizeKey, value: &str) -> Result<Settings, ConfigError> {
+        let name = key.path.rsplit('.').next().unwrap();
+        load(&(key.place)(&format!("{name} = {value}")), &[])
+    }
+
+    #[test]
+    fn every_size_key_takes_the_same_forms() {
+        // 32 MiB is within every size key's range.
+        let forms = [
+            "33554432",
+            "\"33554432\"",
+            "\"32MiB\"",
+            "\"32 mb\"",
+            "\"32768K\"",
+            "\" 32m \"",
+        ];
+        for key in &SIZE_KEYS {
+            for form in forms {
+                match load_size(key, form) {
+                    Ok(s) => assert_eq!((key.read)(&s), 32 << 20, "{} = {form}", key.path),
+                    Err(e) => panic!("{} = {form}: {e}", key.path),
+                }
+            }
+            let refused = |value: &str| -> Vec<String> {
+                let err = load_size(key, value).expect_err(value);
+                err.problems
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.reason))
+                    .collect()
+            };
+            for (value, written) in [
+                ("\"lots\"", "\"lots\""),
+                ("-5", "-5"),
+                ("\"1.5GiB\"", "\"1.5GiB\""),
+            ] {
+                assert_eq!(
+                    refused(value),
+                    [format!(
+                        "{}: {written} is not a size such as 134217728 or \"128MiB\"",
+                        key.path
+                    )],
+                    "{} = {value}",
+                    key.path
+                );
+            }
+            let wrong_type = refused("true");
+            assert_eq!(wrong_type.len(), 1, "{wrong_type:?}");
+            assert!(
+                wrong_type[0].starts_with(&format!(
+                    "{}: invalid type: boolean `true`, expected a size",
+                    key.path
+                )),
+                "{wrong_type:?}"
+            );
+        }
+        // Datasets from LAKEWORKER_DATASETS are TOML too.
+        for form in forms {
+            let views = another_dataset("views").replace(
+                "format = \"jsonl\"\n",
+                &format!("format = \"jsonl\"\nmax_row_bytes = {form}\n"),
+            );
+            let s = load(GOOD, &[(DATASETS_ENV, views.as_str())]).unwrap();
+            let views = s.datasets.by_name("views").unwrap();
+            assert_eq!(views.policy.max_row_bytes, 32 << 20, "{form}");
+        }
+        // Environment overrides arrive as strings, with or without a unit.
+        for (name, value) in [
+            ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "33554432"),
+            ("LAKEWORKER__LAKE__UPLOAD_PART_SIZE", "32MiB"),
+        ] {
+            let s = load(GOOD, &[(name, value)]).unwrap();
+            let read = [s.lake.parquet.target_file_size, s.lake.upload_part_size];
+            assert!(read.contains(&(32 << 20)), "{name}={value}: {read:?}");
+        }
+    }
+
+    #[test]
+    fn size_ranges_are_reported_in_the_same_words() {
+        let cases = [
+            (
+                &SIZE_KEYS[0],
+                "\"1KiB\"",
+                "\"1KiB\" must be between 1MiB and 64GiB",
+            ),
+            (
+                &SIZE_KEYS[1],
+                "1048576",
+                "1048576 must be between 5MiB and 5GiB (S3's part size limits)",
+            ),
+            (&SIZE_KEYS[2], "0", "0 must be at least 1 byte"),
+            (
+                &SIZE_KEYS[3],
+                "\"32\"",
+                "\"32\" must be between 64 bytes and 256MiB",
+            ),
+        ];
+        for (key, value, reason) in cases {
+            let err = load_size(key, value).unwrap_err();
+            assert_eq!(err.to_string(), format!("{}: {reason}", key.path));
+        }
     }
 
     #[test]
