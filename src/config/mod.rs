@@ -1241,7 +1241,7 @@ format = "%Y/%m/%d"
         &s.datasets.by_name("users").unwrap().policy
     }
 
-    const SIZE_KEYS: [SizeKey; 4] = [
+    const SIZE_KEYS: [SizeKey; 5] = [
         SizeKey {
             path: "lake.target_file_size",
             place: in_lake,
@@ -1256,6 +1256,11 @@ format = "%Y/%m/%d"
             path: "datasets[0].max_object_bytes",
             place: in_dataset,
             read: |s| users(s).max_object_bytes,
+        },
+        SizeKey {
+            path: "datasets[0].max_decompressed_bytes",
+            place: in_dataset,
+            read: |s| users(s).expansion.max_bytes,
         },
         SizeKey {
             path: "datasets[0].max_row_bytes",
@@ -1355,8 +1360,9 @@ format = "%Y/%m/%d"
                 "1048576 must be between 5MiB and 5GiB (S3's part size limits)",
             ),
             (&SIZE_KEYS[2], "0", "0 must be at least 1 byte"),
+            (&SIZE_KEYS[3], "0", "0 must be at least 1 byte"),
             (
-                &SIZE_KEYS[3],
+                &SIZE_KEYS[4],
                 "\"32\"",
                 "\"32\" must be between 64 bytes and 256MiB",
             ),

@@ -154,7 +154,9 @@ pub enum ConvertError {
     /// The input stream failed (for S3: a dropped connection). Worth a retry.
     #[error("reading input: {0}")]
     Read(#[source] io::Error),
-    /// The file's structure is wrong, so no row can be trusted. Not worth a retry.
+    /// The file's structure is wrong (or it breaks a limit, such as a compressed stream
+    /// expanding too far), so no row can be trusted. Not worth a retry: the file is
+    /// rejected.
     #[error("{0}")]
     Malformed(String),
     /// Writing local output failed (disk full, permissions). Worth a retry.
@@ -248,7 +250,7 @@ where
     S: BatchSink + Send,
     B: BadRowSink + Send,
 {
-    let (text, _) = input::open(input, name)?;
+    let (text, _) = input::open(input, name, dataset.policy.expansion)?;
     let splitter = match dataset.format {
         FileFormat::Csv => Splitter::Csv(Box::new(csv::CsvSplitter::new(text, dataset)?)),
         FileFormat::Jsonl => Splitter::Lines(jsonl::LineSplitter::new(text, dataset)),
