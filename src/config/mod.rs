@@ -25,6 +25,9 @@ pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
 pub const EXTRA_COLUMN: &str = "_extra";
 
 mod dataset;
+mod memory;
+
+pub use memory::MemoryBudget;
 
 /// Every problem found in a configuration, each with its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +185,8 @@ pub struct WorkerSettings {
     pub batch_rows: NonZeroUsize,
     /// Threads typing the rows of one file (reading and writing are one more each).
     pub conversion_threads: NonZeroUsize,
+    /// What one file's conversion may hold in memory.
+    pub conversion_memory: MemoryBudget,
     /// After SIGTERM, how long in-flight messages may run before they are cancelled.
     pub shutdown_grace: Duration,
 }
@@ -414,6 +419,8 @@ struct RawWorker {
     batch_rows: u32,
     #[serde(default)]
     conversion_threads: u32,
+    #[serde(default = "default_conversion_memory")]
+    conversion_memory: RawSize,
     #[serde(default = "default_shutdown_grace_seconds")]
     shutdown_grace_seconds: u32,
 }
@@ -424,9 +431,14 @@ impl Default for RawWorker {
             scratch_dir: None,
             batch_rows: default_batch_rows(),
             conversion_threads: 0,
+            conversion_memory: default_conversion_memory(),
             shutdown_grace_seconds: default_shutdown_grace_seconds(),
         }
     }
+}
+
+fn default_conversion_memory() -> RawSize {
+    RawSize::text("256MiB")
 }
 
 fn default_batch_rows() -> u32 {
@@ -868,6 +880,13 @@ impl RawSettings {
             "worker.conversion_threads",
             "must be between 0 (one per CPU) and 256",
         );
+        let conversion_memory = MemoryBudget::new(size_in(
+            &mut p,
+            "worker.conversion_memory",
+            &self.worker.conversion_memory,
+            16 << 20..=1 << 40,
+            "between 16MiB and 1TiB",
+        ));
         p.check(
             self.worker.shutdown_grace_seconds <= 3600,
             "worker.shutdown_grace_seconds",
@@ -961,6 +980,16 @@ impl RawSettings {
                 );
             }
             if let Some(dataset) = raw.validate(&path, &mut p, pii_salt.is_some()) {
+                let row = dataset.policy.max_row_bytes;
+                p.check(
+                    conversion_memory.bytes() >= MemoryBudget::minimum_for(row),
+                    format!("{path}.max_row_bytes"),
+                    format!(
+                        "{row} is more than a sixteenth of worker.conversion_memory ({}): raise that to at least {} or lower this",
+                        conversion_memory.bytes(),
+                        MemoryBudget::minimum_for(row),
+                    ),
+                );
                 datasets.push(dataset);
             }
         }
@@ -1016,6 +1045,7 @@ impl RawSettings {
             worker: WorkerSettings {
                 scratch_dir: self.worker.scratch_dir,
                 batch_rows: nonzero(self.worker.batch_rows),
+                conversion_memory,
                 conversion_threads: match self.worker.conversion_threads {
                     0 => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
                     n => nonzero(n),
@@ -1230,6 +1260,10 @@ format = "%Y/%m/%d"
         )
     }
 
+    fn in_worker(line: &str) -> String {
+        GOOD.replace("[ledger]\n", &format!("[worker]\n{line}\n[ledger]\n"))
+    }
+
     fn in_dataset(line: &str) -> String {
         GOOD.replace(
             "records_key = \"user_id\"\n",
@@ -1241,7 +1275,7 @@ format = "%Y/%m/%d"
         &s.datasets.by_name("users").unwrap().policy
     }
 
-    const SIZE_KEYS: [SizeKey; 5] = [
+    const SIZE_KEYS: [SizeKey; 6] = [
         SizeKey {
             path: "lake.target_file_size",
             place: in_lake,
@@ -1251,6 +1285,11 @@ format = "%Y/%m/%d"
             path: "lake.upload_part_size",
             place: in_lake,
             read: |s| s.lake.upload_part_size,
+        },
+        SizeKey {
+            path: "worker.conversion_memory",
+            place: in_worker,
+            read: |s| s.worker.conversion_memory.bytes(),
         },
         SizeKey {
             path: "datasets[0].max_object_bytes",
@@ -1277,19 +1316,19 @@ format = "%Y/%m/%d"
 
     #[test]
     fn every_size_key_takes_the_same_forms() {
-        // 32 MiB is within every size key's range.
+        // 16 MiB is within every size key's range.
         let forms = [
-            "33554432",
-            "\"33554432\"",
-            "\"32MiB\"",
-            "\"32 mb\"",
-            "\"32768K\"",
-            "\" 32m \"",
+            "16777216",
+            "\"16777216\"",
+            "\"16MiB\"",
+            "\"16 mb\"",
+            "\"16384K\"",
+            "\" 16m \"",
         ];
         for key in &SIZE_KEYS {
             for form in forms {
                 match load_size(key, form) {
-                    Ok(s) => assert_eq!((key.read)(&s), 32 << 20, "{} = {form}", key.path),
+                    Ok(s) => assert_eq!((key.read)(&s), 16 << 20, "{} = {form}", key.path),
                     Err(e) => panic!("{} = {form}: {e}", key.path),
                 }
             }
@@ -1333,16 +1372,21 @@ format = "%Y/%m/%d"
             );
             let s = load(GOOD, &[(DATASETS_ENV, views.as_str())]).unwrap();
             let views = s.datasets.by_name("views").unwrap();
-            assert_eq!(views.policy.max_row_bytes, 32 << 20, "{form}");
+            assert_eq!(views.policy.max_row_bytes, 16 << 20, "{form}");
         }
         // Environment overrides arrive as strings, with or without a unit.
         for (name, value) in [
-            ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "33554432"),
-            ("LAKEWORKER__LAKE__UPLOAD_PART_SIZE", "32MiB"),
+            ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "16777216"),
+            ("LAKEWORKER__LAKE__UPLOAD_PART_SIZE", "16MiB"),
+            ("LAKEWORKER__WORKER__CONVERSION_MEMORY", "16 MB"),
         ] {
             let s = load(GOOD, &[(name, value)]).unwrap();
-            let read = [s.lake.parquet.target_file_size, s.lake.upload_part_size];
-            assert!(read.contains(&(32 << 20)), "{name}={value}: {read:?}");
+            let read = [
+                s.lake.parquet.target_file_size,
+                s.lake.upload_part_size,
+                s.worker.conversion_memory.bytes(),
+            ];
+            assert!(read.contains(&(16 << 20)), "{name}={value}: {read:?}");
         }
     }
 
@@ -1350,27 +1394,60 @@ format = "%Y/%m/%d"
     fn size_ranges_are_reported_in_the_same_words() {
         let cases = [
             (
-                &SIZE_KEYS[0],
+                "lake.target_file_size",
                 "\"1KiB\"",
                 "\"1KiB\" must be between 1MiB and 64GiB",
             ),
             (
-                &SIZE_KEYS[1],
+                "lake.upload_part_size",
                 "1048576",
                 "1048576 must be between 5MiB and 5GiB (S3's part size limits)",
             ),
-            (&SIZE_KEYS[2], "0", "0 must be at least 1 byte"),
-            (&SIZE_KEYS[3], "0", "0 must be at least 1 byte"),
             (
-                &SIZE_KEYS[4],
+                "worker.conversion_memory",
+                "\"1MiB\"",
+                "\"1MiB\" must be between 16MiB and 1TiB",
+            ),
+            (
+                "datasets[0].max_object_bytes",
+                "0",
+                "0 must be at least 1 byte",
+            ),
+            (
+                "datasets[0].max_decompressed_bytes",
+                "0",
+                "0 must be at least 1 byte",
+            ),
+            (
+                "datasets[0].max_row_bytes",
                 "\"32\"",
                 "\"32\" must be between 64 bytes and 256MiB",
             ),
         ];
-        for (key, value, reason) in cases {
+        for (path, value, reason) in cases {
+            let key = SIZE_KEYS.iter().find(|k| k.path == path).unwrap();
             let err = load_size(key, value).unwrap_err();
-            assert_eq!(err.to_string(), format!("{}: {reason}", key.path));
+            assert_eq!(err.to_string(), format!("{path}: {reason}"));
         }
+    }
+
+    #[test]
+    fn the_conversion_memory_must_hold_the_longest_rows() {
+        assert_eq!(
+            load(GOOD, &[]).unwrap().worker.conversion_memory,
+            MemoryBudget::new(256 << 20)
+        );
+        let long_rows = in_dataset("max_row_bytes = \"64MiB\"");
+        assert_eq!(
+            problems(&long_rows),
+            ["datasets[0].max_row_bytes: 67108864 is more than a sixteenth of worker.conversion_memory (268435456): raise that to at least 1073741824 or lower this"]
+        );
+        let s = load(
+            &long_rows,
+            &[("LAKEWORKER__WORKER__CONVERSION_MEMORY", "1GiB")],
+        )
+        .unwrap();
+        assert_eq!(s.worker.conversion_memory.bytes(), 1 << 30);
     }
 
     #[test]

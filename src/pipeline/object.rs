@@ -93,6 +93,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             let options = ConvertOptions {
                 batch_rows: self.settings.worker.batch_rows.get(),
                 threads: self.settings.worker.conversion_threads.get(),
+                memory: self.settings.worker.conversion_memory,
             };
             let span = tracing::info_span!("convert");
             let inner = span.clone();
@@ -413,7 +414,7 @@ fn convert_to_parts(
     parquet: &ParquetOptions,
     salt: Option<&Secret>,
 ) -> Result<Converted, ConvertError> {
-    let lake = LakeParts::new(dir, dataset, lineage, parquet, salt);
+    let lake = LakeParts::new(dir, dataset, lineage, parquet, salt, options.memory);
     let spool = match dataset.records {
         Some(_) => Some(Spool::create(
             &dir.join("records.arrow"),
