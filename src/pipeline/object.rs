@@ -30,7 +30,7 @@ use crate::records::{self, Item};
 const UPLOAD_CONCURRENCY: usize = 4;
 
 /// What the blocking conversion produced in the scratch directory.
-struct Converted {
+pub(super) struct Converted {
     report: ConvertReport,
     parts: Vec<PartFile>,
     spool: Option<PathBuf>,
@@ -404,7 +404,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
 /// Runs on a blocking thread: the whole file through the converter into lake parts, a
 /// spool of typed rows for user datasets, and a file of bad rows.
 #[allow(clippy::too_many_arguments)]
-fn convert_to_parts(
+pub(super) fn convert_to_parts(
     input: impl std::io::Read,
     name: &str,
     dataset: &Dataset,
