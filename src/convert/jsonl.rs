@@ -351,6 +351,8 @@ struct KeySeed;
 impl<'c> DeserializeSeed<'c> for KeySeed {
     type Value = Cow<'c, str>;
 
+    // Inlined into the row visitor, wherever the compiler puts either (a hot path).
+    #[inline]
     fn deserialize<D: de::Deserializer<'c>>(
         self,
         deserializer: D,
@@ -383,6 +385,8 @@ struct SlotSeed;
 impl<'c> DeserializeSeed<'c> for SlotSeed {
     type Value = Slot<'c>;
 
+    // Inlined into the row visitor, wherever the compiler puts either (a hot path).
+    #[inline]
     fn deserialize<D: de::Deserializer<'c>>(
         self,
         deserializer: D,
