@@ -228,7 +228,7 @@ impl PartitionParts {
     /// partition) in step.
     fn measure(&mut self, total: &mut usize) {
         let now = self.open.as_ref().map_or(0, |o| o.writer.memory_size());
-        *total = *total - self.buffered + now;
+        *total = total.saturating_sub(self.buffered) + now;
         self.buffered = now;
     }
 }
