@@ -56,14 +56,14 @@ impl MemoryBudget {
         self.bytes - self.rows_in_flight() - self.row_groups()
     }
 
-    /// Most bytes a chunk holds before it closes: the budget / (16 × (threads + 2)), but
-    /// at least two of the longest rows (`max_row_bytes`; a CSV chunk keeps a row twice, as
-    /// fields and as raw text). Small enough that the batches not counted (one being built
-    /// per typing thread, the writer's copies per partition) fit in the reserve, and that
-    /// every typing thread finds a chunk in the rows in flight.
-    pub fn chunk_bytes(self, threads: usize, max_row_bytes: usize) -> usize {
-        let share = self.bytes / (16 * (threads.max(1) as u64 + 2));
-        usize::try_from(share)
+    /// Most bytes a chunk holds before it closes: a sixty-fourth of the budget, but at
+    /// least two of the longest rows (`max_row_bytes`; a CSV chunk keeps a row twice, as
+    /// fields and as raw text). Small enough that what is not counted (the batches being
+    /// built, the writer's copies per partition) fits in the reserve, and that several
+    /// chunks fit in the rows in flight. It does not depend on the thread count, so the
+    /// output (row groups, parts) does not either.
+    pub fn chunk_bytes(self, max_row_bytes: usize) -> usize {
+        usize::try_from(self.bytes / 64)
             .unwrap_or(usize::MAX)
             .max(max_row_bytes.saturating_mul(2))
     }
@@ -90,10 +90,9 @@ mod tests {
             ),
             (80 << 20, 80 << 20, 96 << 20)
         );
-        // Two typing threads: 4 MiB.
-        assert_eq!(budget.chunk_bytes(2, 1 << 20), 4 << 20);
+        assert_eq!(budget.chunk_bytes(1 << 20), 4 << 20);
         // Never less than two of the longest rows.
-        assert_eq!(MemoryBudget::new(16 << 20).chunk_bytes(8, 1 << 20), 2 << 20);
+        assert_eq!(MemoryBudget::new(16 << 20).chunk_bytes(1 << 20), 2 << 20);
         assert_eq!(MemoryBudget::minimum_for(1 << 20), 16 << 20);
     }
 }

@@ -555,9 +555,7 @@ where
     } else {
         1
     };
-    let chunk_bytes = options
-        .memory
-        .chunk_bytes(threads, dataset.policy.max_row_bytes);
+    let chunk_bytes = options.memory.chunk_bytes(dataset.policy.max_row_bytes);
     if threads == 1 {
         let mut seen = HashMap::new();
         let mut writer = Writer::new(sink, bad_rows, None);

@@ -914,7 +914,7 @@ fn chunks_are_cut_by_bytes_as_well_as_rows() {
                 "{what}"
             );
             // Each chunk closes once it holds chunk_bytes, so it has at most one row more.
-            let cap = memory.chunk_bytes(threads, d.policy.max_row_bytes);
+            let cap = memory.chunk_bytes(d.policy.max_row_bytes);
             assert_eq!(cap, 2 << 20);
             let sizes: Vec<usize> = sink.batches.iter().map(id_bytes).collect();
             assert!(
@@ -989,8 +989,10 @@ fn row_groups_are_cut_by_bytes_across_every_partition() {
         ..ParquetOptions::default()
     };
     // 300 partitions of 4 KB rows, 24 MB in all, interleaved: by rows alone (a million
-    // per row group) every partition would hold all of its rows until the end.
-    let d = dataset(FileFormat::Csv, Partition::DateColumn { index: 4 });
+    // per row group) every partition would hold all of its rows until the end. Rows of
+    // at most 8 KiB leave chunks of a sixty-fourth of the budget (256 KiB).
+    let mut d = dataset(FileFormat::Csv, Partition::DateColumn { index: 4 });
+    d.policy.max_row_bytes = 8192;
     let input = long_rows(FileFormat::Csv, 6000, 4000, 300);
     let dir = tempfile::tempdir().unwrap();
     let mut parts = LakeParts::new(dir.path(), &d, &lineage(), &options, None, memory);
@@ -1031,12 +1033,10 @@ fn row_groups_are_cut_by_bytes_across_every_partition() {
     assert_eq!(rows, 6000);
 
     // One partition, and the one Parquet file of `lakeworker convert`: row groups of about
-    // the Parquet share.
-    let d = dataset(FileFormat::Csv, Partition::IngestDate);
+    // the Parquet share, cut at the same rows on one thread as on two.
+    let mut d = dataset(FileFormat::Csv, Partition::IngestDate);
+    d.policy.max_row_bytes = 8192;
     let input = long_rows(FileFormat::Csv, 6000, 4000, 1);
-    let path = dir.path().join("one.parquet");
-    let mut file =
-        ParquetFile::create(&path, full_schema(&d), writer_properties(&options), memory).unwrap();
     struct CheckedFile<'a>(&'a mut ParquetFile, usize);
     impl BatchSink for CheckedFile<'_> {
         fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
@@ -1046,24 +1046,37 @@ fn row_groups_are_cut_by_bytes_across_every_partition() {
             Ok(())
         }
     }
-    convert(
-        input.as_bytes(),
-        "in",
-        &d,
-        &lineage(),
-        options_run,
-        &mut CheckedFile(&mut file, limit),
-        &mut (),
-    )
-    .unwrap();
-    file.close().unwrap();
-    let groups = row_groups(&path);
-    assert!(groups.len() >= 3, "{groups:?}");
-    assert_eq!(groups.iter().map(|(n, _)| n).sum::<i64>(), 6000);
-    assert!(
-        groups.iter().all(|(_, size)| *size as usize <= limit),
-        "{groups:?}"
-    );
+    let mut layouts = Vec::new();
+    for threads in [2, 1] {
+        let path = dir.path().join(format!("one-{threads}.parquet"));
+        let props = writer_properties(&options);
+        let mut file = ParquetFile::create(&path, full_schema(&d), props, memory).unwrap();
+        let run = ConvertOptions {
+            threads,
+            ..options_run
+        };
+        let mut checked = CheckedFile(&mut file, limit);
+        convert(
+            input.as_bytes(),
+            "in",
+            &d,
+            &lineage(),
+            run,
+            &mut checked,
+            &mut (),
+        )
+        .unwrap();
+        file.close().unwrap();
+        let groups = row_groups(&path);
+        assert!(groups.len() >= 3, "{groups:?}");
+        assert_eq!(groups.iter().map(|(n, _)| n).sum::<i64>(), 6000);
+        assert!(
+            groups.iter().all(|(_, size)| *size as usize <= limit),
+            "{groups:?}"
+        );
+        layouts.push(groups);
+    }
+    assert_eq!(layouts[0], layouts[1]);
 }
 
 #[test]
