@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint lint-deploy fmt clean bench bench-compare bench-e2e
+.PHONY: demo test venv lint lint-deploy fmt clean bench bench-compare bench-e2e bench-wide
 BENCH_STAMP := $(VENV)/.bench-installed
 # The release binary the side-by-side benchmarks run (cargo's target dir may be elsewhere).
 RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release/lakeworker
@@ -48,6 +48,12 @@ BENCH_MB ?= 1000
 bench-compare: $(BENCH_STAMP)
 	cargo build --release --quiet
 	$(VENV)/bin/python bench/compare.py --bin $(RELEASE_BIN) --mb $(BENCH_MB)
+
+## Peak memory converting rows of several hundred KB (BENCH_WIDE_MB), against the budget.
+BENCH_WIDE_MB ?= 400
+bench-wide: $(VENV_STAMP)
+	cargo build --release --quiet
+	$(VENV)/bin/python bench/wide_rows.py --bin $(RELEASE_BIN) --mb $(BENCH_WIDE_MB)
 
 ## The worker draining files dropped into the emulator, for 1, 2 and 4 pollers.
 bench-e2e: $(BENCH_STAMP)

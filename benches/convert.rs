@@ -120,11 +120,13 @@ fn conversion(c: &mut Criterion) {
                         &output,
                         convert::full_schema(dataset),
                         convert::writer_properties(&settings.lake.parquet),
+                        settings.worker.conversion_memory,
                     )
                     .unwrap();
                     let options = ConvertOptions {
                         batch_rows: settings.worker.batch_rows.get(),
                         threads,
+                        memory: settings.worker.conversion_memory,
                     };
                     let report = convert::convert(
                         input.as_bytes(),

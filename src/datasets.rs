@@ -99,6 +99,8 @@ pub struct Policy {
     pub unique_key: Vec<usize>,
     /// Larger objects are rejected without being downloaded.
     pub max_object_bytes: u64,
+    /// How far a compressed object may expand; past it the file is rejected.
+    pub expansion: Expansion,
     /// A longer row (CSV record or JSON line) is a bad row; it is never held in memory.
     pub max_row_bytes: usize,
     /// A CSV header with more columns rejects the file; a CSV row with more fields, or a
@@ -114,8 +116,37 @@ impl Default for Policy {
             extra_columns: ExtraColumns::Ignore,
             unique_key: Vec::new(),
             max_object_bytes: 100 * 1024 * 1024 * 1024,
+            expansion: Expansion::default(),
             max_row_bytes: 1024 * 1024,
             max_columns: 1000,
+        }
+    }
+}
+
+/// Limits on the decompressed text of a gzip or zstd object, so that a small
+/// "decompression bomb" is refused after a bounded amount of work instead of being
+/// converted in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expansion {
+    /// Most decompressed bytes of one object (`max_decompressed_bytes`).
+    pub max_bytes: u64,
+    /// Most decompressed bytes per compressed byte read so far (`max_compression_ratio`),
+    /// once past `ratio_free_bytes`.
+    pub max_ratio: u64,
+    /// The first this many decompressed bytes may expand without limit, so a small file
+    /// (whose ratio says little) never trips the ratio. Not a config key: 64 MiB.
+    pub ratio_free_bytes: u64,
+}
+
+impl Default for Expansion {
+    fn default() -> Self {
+        Expansion {
+            // As much text as the largest plain object (`max_object_bytes`) holds.
+            max_bytes: 100 * 1024 * 1024 * 1024,
+            // Three times the most compressible ordinary data measured (66: a CSV of
+            // constant columns under zstd), a fifth of a gzip bomb's (1,030: zeros).
+            max_ratio: 200,
+            ratio_free_bytes: 64 << 20,
         }
     }
 }

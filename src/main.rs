@@ -426,7 +426,8 @@ fn convert_file(
         ingest_date: date_to_days(now.date_naive()),
     };
     let props = convert::writer_properties(&settings.lake.parquet);
-    let mut sink = ParquetFile::create(output, convert::full_schema(dataset), props)?;
+    let memory = settings.worker.conversion_memory;
+    let mut sink = ParquetFile::create(output, convert::full_schema(dataset), props, memory)?;
     let bad_rows_path = PathBuf::from(format!("{}.bad-rows.jsonl", output.display()));
     let mut bad_rows = Quarantine::create(&bad_rows_path)?;
     let name = input.to_string_lossy();
@@ -438,6 +439,7 @@ fn convert_file(
         convert::ConvertOptions {
             batch_rows: settings.worker.batch_rows.get(),
             threads: settings.worker.conversion_threads.get(),
+            memory,
         },
         &mut sink,
         &mut bad_rows,

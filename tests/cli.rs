@@ -230,6 +230,29 @@ fn convert_refuses_a_file_with_bad_rows() {
         .contains("unknown dataset \"nope\"; the config defines: users, events, orders"));
 }
 
+#[test]
+fn convert_refuses_a_decompression_bomb() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bomb.csv.gz");
+    let note = "x".repeat(8000);
+    let (bomb, expanded) = gzip_bomb(
+        "user_id,signup_date,note\n",
+        &format!("u-1,2024/01/01,{note}\n"),
+        3200,
+    );
+    assert!(expanded > 3 << 30);
+    std::fs::write(&input, &bomb).unwrap();
+    let output = dir.path().join("out.parquet");
+    let out = convert_users(&input, &output);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("file rejected, no output written: the object expands more than max_compression_ratio (200) times"),
+        "{stderr}"
+    );
+    assert!(!output.exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_is_idempotent_and_sets_the_redrive_policy() {
     let env = TestEnv::new("provision", &[("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "3")]).await;

@@ -260,3 +260,55 @@ async fn every_hostile_message_gets_its_expected_outcome() {
     assert_eq!(quarantined.len(), 1, "{quarantined:?}");
     assert!(quarantined[0].ends_with(".rows.jsonl"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_is_rejected_before_anything_reaches_the_lake() {
+    let env = TestEnv::quiet_from("bomb", CONFIG, &[SALT]).await;
+    // The `strict` dataset: CSV `id,amount`, no records table. The undeclared `note`
+    // column is ignored; long runs in it compress 800 to 1, and make few rows to convert.
+    let note = "x".repeat(8000);
+    let (bomb, expanded) = gzip_bomb("id,amount,note\n", &format!("s1,1.5,{note}\n"), 3200);
+    assert!(
+        bomb.len() < 8 << 20 && expanded > 3 << 30,
+        "{} bytes expanding to {expanded}",
+        bomb.len()
+    );
+    let key = "strict/bomb.csv.gz";
+    let etag = env.put(key, &bomb).await;
+    let mut event = s3_event(&env.landing, key, &etag, EVENT_TIME);
+    event["Records"][0]["s3"]["object"]["size"] = bomb.len().into();
+    env.send(&event.to_string()).await;
+    let worker = env.start_worker();
+
+    // Converting 3 GiB would take minutes here; the bomb is refused after 64 MiB.
+    wait_for("the bomb's ledger record to settle", WAIT, || async {
+        env.ledger(key)
+            .await
+            .first()
+            .is_some_and(|r| r.status != Some(Status::Processing))
+    })
+    .await;
+    let record = env.ledger(key).await.remove(0);
+    let error = record.last_error.clone().unwrap_or_default();
+    assert_eq!(
+        record.status,
+        Some(Status::Rejected),
+        "{record:?}\n{}",
+        worker.log()
+    );
+    assert!(error.contains("max_compression_ratio (200)"), "{error}");
+    env.wait_drained().await;
+    assert_eq!(env.depth(&env.dlq_url).await, 0);
+    // The file and its report are in the quarantine, and nothing else was written.
+    let copy = record.outputs.first().expect("the quarantined copy");
+    assert_eq!(
+        env.lake_keys().await,
+        [copy.clone(), format!("{copy}.error.json")]
+    );
+    assert_eq!(env.lake_object(copy).await.len(), bomb.len());
+    let report: serde_json::Value =
+        serde_json::from_slice(&env.lake_object(&format!("{copy}.error.json")).await).unwrap();
+    assert_eq!(report["reason"], error.as_str());
+    let rejected = worker.events("file rejected");
+    assert_eq!(rejected.len(), 1, "{}", worker.log());
+}

@@ -1,7 +1,7 @@
 // Shared by the converter targets: a dataset with every column type and rules, whose CSV
 // options come from the first input byte, and the invariants every run must keep.
 
-use lakeworker::convert::{convert, Collect, ConvertOptions, Lineage, Quarantine};
+use lakeworker::convert::{convert, Collect, ConvertOptions, Lineage, MemoryBudget, Quarantine};
 use lakeworker::datasets::{
     compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, Partition, Policy,
 };
@@ -94,6 +94,7 @@ pub fn check(format: FileFormat, data: &[u8]) {
     let options = ConvertOptions {
         batch_rows: 7,
         threads,
+        memory: MemoryBudget::default(),
     };
     if let Ok(report) = convert(
         input,

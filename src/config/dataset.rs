@@ -8,8 +8,8 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{
-    choice, is_identifier, is_table_name, Problems, Secret, EXTRA_COLUMN, INGESTED_AT_COLUMN,
-    SOURCE_COLUMN,
+    choice, is_identifier, is_table_name, size_in, Problems, RawSize, Secret, EXTRA_COLUMN,
+    INGESTED_AT_COLUMN, SOURCE_COLUMN,
 };
 use crate::datasets::{
     compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, OnInvalid, Partition,
@@ -61,8 +61,10 @@ pub(super) struct RawDataset {
     extra_columns: Option<String>,
     unique_key: Option<OneOrMany>,
     nulls: Option<Vec<String>>,
-    max_object_bytes: Option<u64>,
-    max_row_bytes: Option<u64>,
+    max_object_bytes: Option<RawSize>,
+    max_decompressed_bytes: Option<RawSize>,
+    max_compression_ratio: Option<u64>,
+    max_row_bytes: Option<RawSize>,
     max_columns: Option<u64>,
     csv: Option<RawCsv>,
     #[serde(default)]
@@ -238,19 +240,36 @@ impl RawDataset {
                 ),
             }
         }
-        if let Some(bytes) = self.max_object_bytes {
-            p.check(
-                bytes >= 1,
-                format!("{path}.max_object_bytes"),
-                "must be at least 1",
-            );
-            policy.max_object_bytes = bytes;
+        let at_least_a_byte = |p: &mut Problems, key: &str, raw: &RawSize| {
+            size_in(
+                p,
+                &format!("{path}.{key}"),
+                raw,
+                1..=u64::MAX,
+                "at least 1 byte",
+            )
+        };
+        if let Some(raw) = &self.max_object_bytes {
+            policy.max_object_bytes = at_least_a_byte(p, "max_object_bytes", raw);
         }
-        if let Some(bytes) = self.max_row_bytes {
+        if let Some(raw) = &self.max_decompressed_bytes {
+            policy.expansion.max_bytes = at_least_a_byte(p, "max_decompressed_bytes", raw);
+        }
+        if let Some(ratio) = self.max_compression_ratio {
             p.check(
-                (64..=256 * 1024 * 1024).contains(&bytes),
-                format!("{path}.max_row_bytes"),
-                "must be between 64 and 268435456",
+                (1..=1_000_000).contains(&ratio),
+                format!("{path}.max_compression_ratio"),
+                "must be between 1 and 1000000",
+            );
+            policy.expansion.max_ratio = ratio;
+        }
+        if let Some(raw) = &self.max_row_bytes {
+            let bytes = size_in(
+                p,
+                &format!("{path}.max_row_bytes"),
+                raw,
+                64..=256 << 20,
+                "between 64 bytes and 256MiB",
             );
             policy.max_row_bytes = bytes as usize;
         }
@@ -839,7 +858,7 @@ mod tests {
     #[test]
     fn every_rule_and_option_is_read() {
         let text = with(
-            "on_invalid = \"reject_file\"\nmax_invalid_fraction = 0.25\nextra_columns = \"keep\"\nunique_key = [\"user_id\", \"signup_date\"]\nnulls = [\"-\"]\nmax_row_bytes = 4096\nmax_columns = 50\nmax_object_bytes = 1000\n[datasets.csv]\ndelimiter = \"\\\\t\"\nquote = \"'\"\nescape = \"\\\\\"\nheader = [\"user_id\", \"signup_date\", \"email\", \"age\", \"at\"]\nskip_rows = 2\ncomment = \"#\"",
+            "on_invalid = \"reject_file\"\nmax_invalid_fraction = 0.25\nextra_columns = \"keep\"\nunique_key = [\"user_id\", \"signup_date\"]\nnulls = [\"-\"]\nmax_row_bytes = 4096\nmax_columns = 50\nmax_object_bytes = 1000\nmax_decompressed_bytes = \"2GiB\"\nmax_compression_ratio = 50\n[datasets.csv]\ndelimiter = \"\\\\t\"\nquote = \"'\"\nescape = \"\\\\\"\nheader = [\"user_id\", \"signup_date\", \"email\", \"age\", \"at\"]\nskip_rows = 2\ncomment = \"#\"",
             "[[datasets.columns]]\nname = \"email\"\ntype = \"string\"\npattern = \"[^@]+@[^@]+\"\nmax_length = 100\npii = \"hash\"\nrename = \"email_hash\"\n[[datasets.columns]]\nname = \"age\"\ntype = \"int\"\nmin = 0\nmax = \"150\"\nallowed = [1, \"2\"]\ndrop_from_lake = true\n[[datasets.columns]]\nname = \"at\"\ntype = \"timestamp\"\nformat = \"epoch_millis\"\nmin = \"2000-01-01T00:00:00Z\"\n[[datasets.columns]]\nname = \"ok\"\ntype = \"bool\"\ntrue_values = [\"si\"]\nfalse_values = [\"no\"]\nnulls = [\"?\"]\n[[datasets.columns]]\nname = \"phone\"\ntype = \"string\"\npii = \"drop\"",
         );
         let s = load(&text, &[("LAKEWORKER_PII_SALT", "pepper")]).unwrap();
@@ -861,6 +880,10 @@ mod tests {
                 d.policy.max_object_bytes
             ),
             (4096, 50, 1000)
+        );
+        assert_eq!(
+            (d.policy.expansion.max_bytes, d.policy.expansion.max_ratio),
+            (2 << 30, 50)
         );
         assert_eq!(
             (d.csv.delimiter, d.csv.quote, d.csv.escape, d.csv.comment),
@@ -931,6 +954,11 @@ mod tests {
                 extra_columns: ExtraColumns::Ignore,
                 unique_key: vec![],
                 max_object_bytes: 100 * 1024 * 1024 * 1024,
+                expansion: crate::datasets::Expansion {
+                    max_bytes: 100 * 1024 * 1024 * 1024,
+                    max_ratio: 200,
+                    ratio_free_bytes: 64 * 1024 * 1024,
+                },
                 max_row_bytes: 1024 * 1024,
                 max_columns: 1000,
             }
@@ -1005,6 +1033,7 @@ mod tests {
             ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\nrename = \"y\"\ndrop_from_lake = true", "datasets[0].columns[2].rename: a column dropped from the lake cannot be renamed"),
             ("on_invalid = \"shrug\"", "", "datasets[0].on_invalid: \"shrug\" is not one of: quarantine_rows, reject_file"),
             ("max_invalid_fraction = 1.5", "", "datasets[0].max_invalid_fraction: must be between 0 and 1"),
+            ("max_compression_ratio = 0", "", "datasets[0].max_compression_ratio: must be between 1 and 1000000"),
             ("unique_key = \"nobody\"", "", "datasets[0].unique_key: \"nobody\" is not a column of this dataset"),
             ("[datasets.csv]\ndelimiter = \";;\"", "", "datasets[0].csv.delimiter: \";;\" must be one ASCII character"),
             ("[datasets.csv]\ndelimiter = \"'\"\nquote = \"'\"", "", "datasets[0].csv: delimiter, quote, escape and comment must be different characters"),

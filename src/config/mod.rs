@@ -25,6 +25,9 @@ pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
 pub const EXTRA_COLUMN: &str = "_extra";
 
 mod dataset;
+mod memory;
+
+pub use memory::MemoryBudget;
 
 /// Every problem found in a configuration, each with its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +228,8 @@ pub struct WorkerSettings {
     pub batch_rows: NonZeroUsize,
     /// Threads typing the rows of one file (reading and writing are one more each).
     pub conversion_threads: NonZeroUsize,
+    /// What one file's conversion may hold in memory.
+    pub conversion_memory: MemoryBudget,
     /// After SIGTERM, how long in-flight messages may run before they are cancelled.
     pub shutdown_grace: Duration,
 }
@@ -348,7 +353,7 @@ struct RawAws {
     #[serde(default = "default_call_timeout_seconds")]
     call_timeout_seconds: u32,
     #[serde(default = "default_min_transfer_rate")]
-    min_transfer_rate: String,
+    min_transfer_rate: RawSize,
 }
 
 fn default_connect_timeout_seconds() -> u32 {
@@ -360,8 +365,8 @@ fn default_read_timeout_seconds() -> u32 {
 fn default_call_timeout_seconds() -> u32 {
     AwsTimeouts::default().call.as_secs() as u32
 }
-fn default_min_transfer_rate() -> String {
-    "1MiB".into()
+fn default_min_transfer_rate() -> RawSize {
+    RawSize::text("1MiB")
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,9 +441,9 @@ struct RawLake {
     #[serde(default = "default_row_group_size")]
     row_group_size: u32,
     #[serde(default = "default_target_file_size")]
-    target_file_size: String,
+    target_file_size: RawSize,
     #[serde(default = "default_upload_part_size")]
-    upload_part_size: String,
+    upload_part_size: RawSize,
     #[serde(default = "default_upload_concurrency")]
     upload_concurrency: u32,
     #[serde(default = "default_pii_salt_env")]
@@ -457,11 +462,11 @@ fn default_compression() -> String {
 fn default_row_group_size() -> u32 {
     ParquetOptions::default().row_group_size as u32
 }
-fn default_target_file_size() -> String {
-    "128MiB".into()
+fn default_target_file_size() -> RawSize {
+    RawSize::text("128MiB")
 }
-fn default_upload_part_size() -> String {
-    "16MiB".into()
+fn default_upload_part_size() -> RawSize {
+    RawSize::text("16MiB")
 }
 fn default_upload_concurrency() -> u32 {
     4
@@ -478,6 +483,8 @@ struct RawWorker {
     batch_rows: u32,
     #[serde(default)]
     conversion_threads: u32,
+    #[serde(default = "default_conversion_memory")]
+    conversion_memory: RawSize,
     #[serde(default = "default_shutdown_grace_seconds")]
     shutdown_grace_seconds: u32,
 }
@@ -488,9 +495,14 @@ impl Default for RawWorker {
             scratch_dir: None,
             batch_rows: default_batch_rows(),
             conversion_threads: 0,
+            conversion_memory: default_conversion_memory(),
             shutdown_grace_seconds: default_shutdown_grace_seconds(),
         }
     }
+}
+
+fn default_conversion_memory() -> RawSize {
+    RawSize::text("256MiB")
 }
 
 fn default_batch_rows() -> u32 {
@@ -669,8 +681,9 @@ fn choice<T: Copy>(
     None
 }
 
-/// Reads a byte size: a plain number of bytes, or a number with a unit `KiB`, `MiB`, `GiB`
-/// (powers of 1024; `K`, `M`, `G`, `KB`, `MB`, `GB` mean the same, case-insensitive).
+/// Reads a byte size: a plain number of bytes, or a number with a unit `KiB`, `MiB`, `GiB`,
+/// `TiB` (powers of 1024; `K`, `M`, `G`, `T`, `KB`, `MB`, `GB`, `TB` mean the same,
+/// case-insensitive).
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text
@@ -683,25 +696,91 @@ pub fn parse_size(text: &str) -> Option<u64> {
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
         _ => return None,
     };
     number.checked_mul(1 << shift)
 }
 
-/// A size key within `range`, or a recorded problem.
+/// A size key as written: a TOML integer, or a string holding a number of bytes or a
+/// number with a unit (`"128MiB"`, `"5 GB"`). Environment overrides always arrive as
+/// strings, so every size key takes both. Checked by [`size_in`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RawSize {
+    Integer(i64),
+    Text(String),
+}
+
+impl RawSize {
+    fn text(text: &str) -> RawSize {
+        RawSize::Text(text.to_owned())
+    }
+
+    fn bytes(&self) -> Option<u64> {
+        match self {
+            RawSize::Integer(n) => u64::try_from(*n).ok(),
+            RawSize::Text(text) => parse_size(text),
+        }
+    }
+}
+
+/// As written: an integer as is, a string quoted.
+impl fmt::Display for RawSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawSize::Integer(n) => write!(f, "{n}"),
+            RawSize::Text(text) => write!(f, "{text:?}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl serde::de::Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size: bytes, or a string such as \"128MiB\"")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Integer(n))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RawSize, E> {
+                // Past i64 it cannot be a valid size anyway; keep it for the message.
+                Ok(
+                    i64::try_from(n)
+                        .map_or_else(|_| RawSize::Text(n.to_string()), RawSize::Integer),
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawSize, E> {
+                Ok(RawSize::text(text))
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A size key within `range` (`range_text` says it in words), or a recorded problem. Every
+/// size key goes through here, so each takes the same forms and words its problems alike.
 fn size_in(
     p: &mut Problems,
     path: &str,
-    text: &str,
+    raw: &RawSize,
     range: std::ops::RangeInclusive<u64>,
     range_text: &str,
 ) -> u64 {
-    match parse_size(text) {
+    match raw.bytes() {
         Some(size) if range.contains(&size) => return size,
-        Some(_) => p.add(path, format!("{text:?} must be between {range_text}")),
+        Some(_) => p.add(path, format!("{raw} must be {range_text}")),
         None => p.add(
             path,
-            format!("{text:?} is not a size such as 134217728 or \"128MiB\""),
+            format!("{raw} is not a size such as 134217728 or \"128MiB\""),
         ),
     }
     *range.start()
@@ -846,14 +925,14 @@ impl RawSettings {
             "lake.target_file_size",
             &self.lake.target_file_size,
             1 << 20..=64 << 30,
-            "1MiB and 64GiB",
+            "between 1MiB and 64GiB",
         );
         let upload_part_size = size_in(
             &mut p,
             "lake.upload_part_size",
             &self.lake.upload_part_size,
             5 << 20..=5 << 30,
-            "5MiB and 5GiB (S3's part size limits)",
+            "between 5MiB and 5GiB (S3's part size limits)",
         );
         p.check(
             (1..=64).contains(&self.lake.upload_concurrency),
@@ -890,6 +969,13 @@ impl RawSettings {
             "worker.conversion_threads",
             "must be between 0 (one per CPU) and 256",
         );
+        let conversion_memory = MemoryBudget::new(size_in(
+            &mut p,
+            "worker.conversion_memory",
+            &self.worker.conversion_memory,
+            16 << 20..=1 << 40,
+            "between 16MiB and 1TiB",
+        ));
         p.check(
             self.worker.shutdown_grace_seconds <= 3600,
             "worker.shutdown_grace_seconds",
@@ -983,6 +1069,16 @@ impl RawSettings {
                 );
             }
             if let Some(dataset) = raw.validate(&path, &mut p, pii_salt.as_ref()) {
+                let row = dataset.policy.max_row_bytes;
+                p.check(
+                    conversion_memory.bytes() >= MemoryBudget::minimum_for(row),
+                    format!("{path}.max_row_bytes"),
+                    format!(
+                        "{row} is more than a sixteenth of worker.conversion_memory ({}): raise that to at least {} or lower this",
+                        conversion_memory.bytes(),
+                        MemoryBudget::minimum_for(row),
+                    ),
+                );
                 datasets.push(dataset);
             }
         }
@@ -1039,6 +1135,7 @@ impl RawSettings {
             worker: WorkerSettings {
                 scratch_dir: self.worker.scratch_dir,
                 batch_rows: nonzero(self.worker.batch_rows),
+                conversion_memory,
                 conversion_threads: match self.worker.conversion_threads {
                     0 => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
                     n => nonzero(n),
@@ -1283,8 +1380,214 @@ format = "%Y/%m/%d"
         assert_eq!(parse_size("3K"), Some(3072));
         assert_eq!(parse_size("3 mb"), Some(3 << 20));
         assert_eq!(parse_size("-3"), None);
-        assert_eq!(parse_size("3 TiB"), None);
+        assert_eq!(parse_size("3 TiB"), Some(3 << 40));
+        assert_eq!(parse_size("3 PiB"), None);
         assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+
+    /// Where a size key lives in GOOD: how to add a line setting it, and how to read it.
+    struct SizeKey {
+        path: &'static str,
+        /// GOOD with `line` (`key = value`) in the key's section.
+        place: fn(&str) -> String,
+        read: fn(&Settings) -> u64,
+    }
+
+    fn in_lake(line: &str) -> String {
+        GOOD.replace(
+            "bucket = \"lakeworker-lake\"",
+            &format!("bucket = \"lakeworker-lake\"\n{line}"),
+        )
+    }
+
+    fn in_worker(line: &str) -> String {
+        GOOD.replace("[ledger]\n", &format!("[worker]\n{line}\n[ledger]\n"))
+    }
+
+    fn in_dataset(line: &str) -> String {
+        GOOD.replace(
+            "records_key = \"user_id\"\n",
+            &format!("records_key = \"user_id\"\n{line}\n"),
+        )
+    }
+
+    fn users(s: &Settings) -> &crate::datasets::Policy {
+        &s.datasets.by_name("users").unwrap().policy
+    }
+
+    const SIZE_KEYS: [SizeKey; 6] = [
+        SizeKey {
+            path: "lake.target_file_size",
+            place: in_lake,
+            read: |s| s.lake.parquet.target_file_size,
+        },
+        SizeKey {
+            path: "lake.upload_part_size",
+            place: in_lake,
+            read: |s| s.lake.upload_part_size,
+        },
+        SizeKey {
+            path: "worker.conversion_memory",
+            place: in_worker,
+            read: |s| s.worker.conversion_memory.bytes(),
+        },
+        SizeKey {
+            path: "datasets[0].max_object_bytes",
+            place: in_dataset,
+            read: |s| users(s).max_object_bytes,
+        },
+        SizeKey {
+            path: "datasets[0].max_decompressed_bytes",
+            place: in_dataset,
+            read: |s| users(s).expansion.max_bytes,
+        },
+        SizeKey {
+            path: "datasets[0].max_row_bytes",
+            place: in_dataset,
+            read: |s| users(s).max_row_bytes as u64,
+        },
+    ];
+
+    /// Loads GOOD with `key` set to `value` (as TOML).
+    fn load_size(key: &SizeKey, value: &str) -> Result<Settings, ConfigError> {
+        let name = key.path.rsplit('.').next().unwrap();
+        load(&(key.place)(&format!("{name} = {value}")), &[])
+    }
+
+    #[test]
+    fn every_size_key_takes_the_same_forms() {
+        // 16 MiB is within every size key's range.
+        let forms = [
+            "16777216",
+            "\"16777216\"",
+            "\"16MiB\"",
+            "\"16 mb\"",
+            "\"16384K\"",
+            "\" 16m \"",
+        ];
+        for key in &SIZE_KEYS {
+            for form in forms {
+                match load_size(key, form) {
+                    Ok(s) => assert_eq!((key.read)(&s), 16 << 20, "{} = {form}", key.path),
+                    Err(e) => panic!("{} = {form}: {e}", key.path),
+                }
+            }
+            let refused = |value: &str| -> Vec<String> {
+                let err = load_size(key, value).expect_err(value);
+                err.problems
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.path, p.reason))
+                    .collect()
+            };
+            for (value, written) in [
+                ("\"lots\"", "\"lots\""),
+                ("-5", "-5"),
+                ("\"1.5GiB\"", "\"1.5GiB\""),
+            ] {
+                assert_eq!(
+                    refused(value),
+                    [format!(
+                        "{}: {written} is not a size such as 134217728 or \"128MiB\"",
+                        key.path
+                    )],
+                    "{} = {value}",
+                    key.path
+                );
+            }
+            let wrong_type = refused("true");
+            assert_eq!(wrong_type.len(), 1, "{wrong_type:?}");
+            assert!(
+                wrong_type[0].starts_with(&format!(
+                    "{}: invalid type: boolean `true`, expected a size",
+                    key.path
+                )),
+                "{wrong_type:?}"
+            );
+        }
+        // Datasets from LAKEWORKER_DATASETS are TOML too.
+        for form in forms {
+            let views = another_dataset("views").replace(
+                "format = \"jsonl\"\n",
+                &format!("format = \"jsonl\"\nmax_row_bytes = {form}\n"),
+            );
+            let s = load(GOOD, &[(DATASETS_ENV, views.as_str())]).unwrap();
+            let views = s.datasets.by_name("views").unwrap();
+            assert_eq!(views.policy.max_row_bytes, 16 << 20, "{form}");
+        }
+        // Environment overrides arrive as strings, with or without a unit.
+        for (name, value) in [
+            ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "16777216"),
+            ("LAKEWORKER__LAKE__UPLOAD_PART_SIZE", "16MiB"),
+            ("LAKEWORKER__WORKER__CONVERSION_MEMORY", "16 MB"),
+        ] {
+            let s = load(GOOD, &[(name, value)]).unwrap();
+            let read = [
+                s.lake.parquet.target_file_size,
+                s.lake.upload_part_size,
+                s.worker.conversion_memory.bytes(),
+            ];
+            assert!(read.contains(&(16 << 20)), "{name}={value}: {read:?}");
+        }
+    }
+
+    #[test]
+    fn size_ranges_are_reported_in_the_same_words() {
+        let cases = [
+            (
+                "lake.target_file_size",
+                "\"1KiB\"",
+                "\"1KiB\" must be between 1MiB and 64GiB",
+            ),
+            (
+                "lake.upload_part_size",
+                "1048576",
+                "1048576 must be between 5MiB and 5GiB (S3's part size limits)",
+            ),
+            (
+                "worker.conversion_memory",
+                "\"1MiB\"",
+                "\"1MiB\" must be between 16MiB and 1TiB",
+            ),
+            (
+                "datasets[0].max_object_bytes",
+                "0",
+                "0 must be at least 1 byte",
+            ),
+            (
+                "datasets[0].max_decompressed_bytes",
+                "0",
+                "0 must be at least 1 byte",
+            ),
+            (
+                "datasets[0].max_row_bytes",
+                "\"32\"",
+                "\"32\" must be between 64 bytes and 256MiB",
+            ),
+        ];
+        for (path, value, reason) in cases {
+            let key = SIZE_KEYS.iter().find(|k| k.path == path).unwrap();
+            let err = load_size(key, value).unwrap_err();
+            assert_eq!(err.to_string(), format!("{path}: {reason}"));
+        }
+    }
+
+    #[test]
+    fn the_conversion_memory_must_hold_the_longest_rows() {
+        assert_eq!(
+            load(GOOD, &[]).unwrap().worker.conversion_memory,
+            MemoryBudget::new(256 << 20)
+        );
+        let long_rows = in_dataset("max_row_bytes = \"64MiB\"");
+        assert_eq!(
+            problems(&long_rows),
+            ["datasets[0].max_row_bytes: 67108864 is more than a sixteenth of worker.conversion_memory (268435456): raise that to at least 1073741824 or lower this"]
+        );
+        let s = load(
+            &long_rows,
+            &[("LAKEWORKER__WORKER__CONVERSION_MEMORY", "1GiB")],
+        )
+        .unwrap();
+        assert_eq!(s.worker.conversion_memory.bytes(), 1 << 30);
     }
 
     #[test]

@@ -69,6 +69,22 @@ impl CsvChunk {
     pub(super) fn len(&self) -> usize {
         self.records.len()
     }
+
+    /// Bytes its records fill: what decides when a chunk is full.
+    fn used(&self) -> usize {
+        self.bytes_used
+            + self.raw.len()
+            + self.ends_used * size_of::<usize>()
+            + self.records.len() * size_of::<Record>()
+    }
+
+    /// Bytes it has allocated: what it weighs in the memory budget.
+    pub(super) fn allocated(&self) -> usize {
+        self.bytes.len()
+            + self.raw.capacity()
+            + self.ends.len() * size_of::<usize>()
+            + self.records.capacity() * size_of::<Record>()
+    }
 }
 
 /// Reads CSV records in order and hands them out in chunks.
@@ -84,6 +100,8 @@ pub(super) struct CsvSplitter<R: BufRead> {
     bytes_read: u64,
     /// Field bytes a chunk starts with room for (the last chunk's size).
     bytes_hint: usize,
+    /// Raw bytes a chunk starts with room for (the same).
+    raw_hint: usize,
     header: Arc<HeaderMap>,
 }
 
@@ -122,6 +140,7 @@ impl<R: BufRead> CsvSplitter<R> {
             lines_read,
             bytes_read,
             bytes_hint: START_BYTES,
+            raw_hint: 0,
             header: Arc::default(),
         };
         let (names, line) = match &options.header {
@@ -142,18 +161,28 @@ impl<R: BufRead> CsvSplitter<R> {
         self.header.clone()
     }
 
-    /// Up to `max_records` whole records; `None` at the end of the input.
+    /// Whole records until there are `max_records` or they fill `max_bytes` (at least
+    /// one); `None` at the end of the input.
     pub(super) fn next_chunk(
         &mut self,
         max_records: usize,
+        max_bytes: usize,
     ) -> Result<Option<CsvChunk>, ConvertError> {
+        // Room for about as many field bytes as the last chunk had, and four field ends per
+        // record (within a quarter of the byte limit); both grow when needed.
+        let ends = max_records.saturating_mul(4).min(max_bytes / 32);
         let mut chunk = CsvChunk {
-            bytes: vec![0; self.bytes_hint],
-            ends: vec![0; START_FIELDS.max(max_records * 4)],
+            bytes: vec![0; self.bytes_hint.min(max_bytes)],
+            ends: vec![0; START_FIELDS.max(ends)],
+            raw: Vec::with_capacity(self.raw_hint.min(max_bytes)),
             ..CsvChunk::default()
         };
-        while chunk.records.len() < max_records && self.read_record(&mut chunk)? {}
+        while chunk.records.len() < max_records
+            && chunk.used() < max_bytes
+            && self.read_record(&mut chunk)?
+        {}
         self.bytes_hint = self.bytes_hint.max(chunk.bytes_used + chunk.bytes_used / 8);
+        self.raw_hint = self.raw_hint.max(chunk.raw.len() + chunk.raw.len() / 8);
         Ok((!chunk.records.is_empty()).then_some(chunk))
     }
 

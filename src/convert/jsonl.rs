@@ -42,6 +42,16 @@ impl LineChunk {
     pub(super) fn len(&self) -> usize {
         self.lines.len()
     }
+
+    /// Bytes its lines fill: what decides when a chunk is full.
+    fn used(&self) -> usize {
+        self.bytes.len() + self.lines.len() * size_of::<Line>()
+    }
+
+    /// Bytes it has allocated: what it weighs in the memory budget.
+    pub(super) fn allocated(&self) -> usize {
+        self.bytes.capacity() + self.lines.capacity() * size_of::<Line>()
+    }
 }
 
 /// Reads lines in order and hands them out in chunks.
@@ -51,6 +61,8 @@ pub(super) struct LineSplitter<R: BufRead> {
     line: u64,
     byte: u64,
     buffer: Vec<u8>,
+    /// Text bytes a chunk starts with room for (the last chunk's, and a little more).
+    bytes_hint: usize,
 }
 
 impl<R: BufRead> LineSplitter<R> {
@@ -61,16 +73,22 @@ impl<R: BufRead> LineSplitter<R> {
             line: 0,
             byte: 0,
             buffer: Vec::new(),
+            bytes_hint: 0,
         }
     }
 
-    /// Up to `max_lines` non-blank lines; `None` at the end of the input.
+    /// Non-blank lines until there are `max_lines` or they fill `max_bytes` (at least
+    /// one); `None` at the end of the input.
     pub(super) fn next_chunk(
         &mut self,
         max_lines: usize,
+        max_bytes: usize,
     ) -> Result<Option<LineChunk>, ConvertError> {
-        let mut chunk = LineChunk::default();
-        while chunk.lines.len() < max_lines {
+        let mut chunk = LineChunk {
+            bytes: Vec::with_capacity(self.bytes_hint.min(max_bytes)),
+            lines: Vec::new(),
+        };
+        while chunk.lines.len() < max_lines && chunk.used() < max_bytes {
             self.buffer.clear();
             // Two more bytes than the limit tell a long line from one ending in CR LF.
             let read = read_line_capped(&mut self.input, &mut self.buffer, self.max_row_bytes + 2)
@@ -98,6 +116,9 @@ impl<R: BufRead> LineSplitter<R> {
                 too_long,
             });
         }
+        self.bytes_hint = self
+            .bytes_hint
+            .max(chunk.bytes.len() + chunk.bytes.len() / 8);
         Ok((!chunk.lines.is_empty()).then_some(chunk))
     }
 }
@@ -338,6 +359,8 @@ struct KeySeed;
 impl<'c> DeserializeSeed<'c> for KeySeed {
     type Value = Cow<'c, str>;
 
+    // Inlined into the row visitor, wherever the compiler puts either (a hot path).
+    #[inline]
     fn deserialize<D: de::Deserializer<'c>>(
         self,
         deserializer: D,
@@ -370,6 +393,8 @@ struct SlotSeed;
 impl<'c> DeserializeSeed<'c> for SlotSeed {
     type Value = Slot<'c>;
 
+    // Inlined into the row visitor, wherever the compiler puts either (a hot path).
+    #[inline]
     fn deserialize<D: de::Deserializer<'c>>(
         self,
         deserializer: D,

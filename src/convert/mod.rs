@@ -3,10 +3,11 @@
 //!
 //! [`convert`] is the one code path used by the worker, `lakeworker convert` and the
 //! benchmarks. It is synchronous and CPU-bound; the worker runs it on a blocking thread and
-//! feeds it from the S3 stream, so memory stays bounded (one batch per open partition, one
-//! row of at most `max_row_bytes`) whatever the file size.
+//! feeds it from the S3 stream, so memory stays within its [`MemoryBudget`] whatever the
+//! file size, the row size and the partition count.
 //!
-//! - [`input`]: gzip/zstd detection, byte order mark, read-error classes.
+//! - [`input`]: gzip/zstd detection, expansion limits, byte order mark, read-error classes.
+//! - [`budget`]: the rows in flight between the stages, held within the budget.
 //! - [`csv`], [`jsonl`]: row sources yielding raw cells.
 //! - [`batch`]: good rows → Arrow batches (every dataset column plus lineage).
 //! - [`sinks`]: lake parts (with rename/hash/drop), one Parquet file, the DynamoDB spool,
@@ -31,6 +32,7 @@ use crate::records;
 use crate::schema::{Parsed, RawCell};
 
 pub mod batch;
+mod budget;
 mod csv;
 pub mod input;
 mod jsonl;
@@ -42,6 +44,8 @@ pub mod sinks;
 mod tests;
 
 pub use batch::full_schema;
+use budget::InFlight;
+pub use budget::MemoryBudget;
 pub use input::SourceFailed;
 pub use sinks::{
     read_spool, writer_properties, Collect, LakeParts, LakeProjection, ParquetFile, PartFile,
@@ -159,7 +163,9 @@ pub enum ConvertError {
     /// The input stream failed (for S3: a dropped connection). Worth a retry.
     #[error("reading input: {0}")]
     Read(#[source] io::Error),
-    /// The file's structure is wrong, so no row can be trusted. Not worth a retry.
+    /// The file's structure is wrong (or it breaks a limit, such as a compressed stream
+    /// expanding too far), so no row can be trusted. Not worth a retry: the file is
+    /// rejected.
     #[error("{0}")]
     Malformed(String),
     /// Writing local output failed (disk full, permissions). Worth a retry.
@@ -214,19 +220,22 @@ impl<S: BatchSink> BatchSink for Option<S> {
 /// How a conversion runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvertOptions {
-    /// Rows per chunk, and so per Arrow batch.
+    /// Most rows per chunk, and so per Arrow batch.
     pub batch_rows: usize,
     /// Threads typing rows in parallel (reading the input and writing the output are one
     /// thread each). 1 runs everything on the calling thread.
     pub threads: usize,
+    /// What the rows in flight may hold (the sinks keep the Parquet share themselves).
+    pub memory: MemoryBudget,
 }
 
 impl ConvertOptions {
-    /// Everything on the calling thread.
+    /// Everything on the calling thread, within the default budget.
     pub fn sequential(batch_rows: usize) -> Self {
         ConvertOptions {
             batch_rows,
             threads: 1,
+            memory: MemoryBudget::default(),
         }
     }
 }
@@ -253,7 +262,7 @@ where
     S: BatchSink + Send,
     B: BadRowSink + Send,
 {
-    let (text, _) = input::open(input, name)?;
+    let (text, _) = input::open(input, name, dataset.policy.expansion)?;
     let splitter = match dataset.format {
         FileFormat::Csv => Splitter::Csv(Box::new(csv::CsvSplitter::new(text, dataset)?)),
         FileFormat::Jsonl => Splitter::Lines(jsonl::LineSplitter::new(text, dataset)),
@@ -294,11 +303,24 @@ enum Chunk {
     Lines(jsonl::LineChunk),
 }
 
+impl Chunk {
+    /// What it counts in the rows in flight until typed: its allocated bytes twice, for
+    /// itself and for the batch it becomes.
+    fn weight(&self) -> u64 {
+        let allocated = match self {
+            Chunk::Csv(c) => c.allocated(),
+            Chunk::Lines(l) => l.allocated(),
+        };
+        2 * allocated as u64
+    }
+}
+
 impl<R: BufRead> Splitter<R> {
-    fn next_chunk(&mut self, rows: usize) -> Result<Option<Chunk>, ConvertError> {
+    /// The next chunk: at most `rows` rows, closed once it holds `bytes`.
+    fn next_chunk(&mut self, rows: usize, bytes: usize) -> Result<Option<Chunk>, ConvertError> {
         Ok(match self {
-            Splitter::Csv(s) => s.next_chunk(rows)?.map(Chunk::Csv),
-            Splitter::Lines(s) => s.next_chunk(rows)?.map(Chunk::Lines),
+            Splitter::Csv(s) => s.next_chunk(rows, bytes)?.map(Chunk::Csv),
+            Splitter::Lines(s) => s.next_chunk(rows, bytes)?.map(Chunk::Lines),
         })
     }
 
@@ -332,6 +354,28 @@ struct Typed {
     batch: Option<RecordBatch>,
     bad: Vec<OwnedBadRow>,
     rows_in: u64,
+}
+
+impl Typed {
+    /// Bytes it holds until written: the batch's buffers and the bad rows.
+    fn weight(&self) -> u64 {
+        let batch = self
+            .batch
+            .as_ref()
+            .map_or(0, RecordBatch::get_array_memory_size);
+        let bad: usize = self
+            .bad
+            .iter()
+            .map(|row| {
+                let reasons: usize = row.errors.iter().map(|e| e.reason.capacity()).sum();
+                size_of::<OwnedBadRow>()
+                    + row.raw.as_ref().map_or(0, Vec::capacity)
+                    + row.errors.capacity() * size_of::<RowError>()
+                    + reasons
+            })
+            .sum();
+        (batch + bad) as u64
+    }
 }
 
 impl Typing<'_> {
@@ -449,24 +493,29 @@ struct Writer<'s, S, B> {
     bad_rows: &'s mut B,
     report: ConvertReport,
     next: u64,
-    waiting: BTreeMap<u64, Typed>,
+    /// Typed chunks that came early, with their weight in the rows in flight.
+    waiting: BTreeMap<u64, (Typed, u64)>,
+    /// Where written chunks free their weight, when the stages run on several threads.
+    in_flight: Option<&'s InFlight>,
 }
 
 impl<'s, S: BatchSink, B: BadRowSink> Writer<'s, S, B> {
-    fn new(sink: &'s mut S, bad_rows: &'s mut B) -> Self {
+    fn new(sink: &'s mut S, bad_rows: &'s mut B, in_flight: Option<&'s InFlight>) -> Self {
         Writer {
             sink,
             bad_rows,
             report: ConvertReport::default(),
             next: 0,
             waiting: BTreeMap::new(),
+            in_flight,
         }
     }
 
-    /// Takes chunk `seq`; writes every chunk that is next in order.
-    fn accept(&mut self, seq: u64, typed: Typed) -> Result<(), ConvertError> {
-        self.waiting.insert(seq, typed);
-        while let Some(typed) = self.waiting.remove(&self.next) {
+    /// Takes chunk `seq` (weighing `weight` in the rows in flight); writes every chunk that
+    /// is next in order.
+    fn accept(&mut self, seq: u64, typed: Typed, weight: u64) -> Result<(), ConvertError> {
+        self.waiting.insert(seq, (typed, weight));
+        while let Some((typed, weight)) = self.waiting.remove(&self.next) {
             self.next += 1;
             self.report.rows_in += typed.rows_in;
             for bad in &typed.bad {
@@ -482,12 +531,32 @@ impl<'s, S: BatchSink, B: BadRowSink> Writer<'s, S, B> {
                 self.report.rows_written += batch.num_rows() as u64;
                 self.sink.write(&batch)?;
             }
+            if let Some(in_flight) = self.in_flight {
+                in_flight.release(weight);
+            }
         }
         Ok(())
     }
 }
 
-/// Runs the three stages, on one thread or on several.
+/// Closes the rows in flight when dropped (always, or only while panicking): a later stage
+/// is gone, so the splitter must not wait for room that will never be freed.
+struct CloseOnDrop<'a> {
+    in_flight: &'a InFlight,
+    always: bool,
+}
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.always || std::thread::panicking() {
+            self.in_flight.close();
+        }
+    }
+}
+
+/// Runs the three stages, on one thread or on several, within `options.memory`: chunks
+/// close at `batch_rows` rows or the budget's chunk size, and on several threads the
+/// splitter waits while the rows in flight fill their share (see [`MemoryBudget`]).
 fn drive<R, S, B>(
     mut splitter: Splitter<R>,
     dataset: &Dataset,
@@ -513,54 +582,82 @@ where
     } else {
         1
     };
+    let chunk_bytes = options.memory.chunk_bytes(dataset.policy.max_row_bytes);
     if threads == 1 {
         let mut seen = HashMap::new();
-        let mut writer = Writer::new(sink, bad_rows);
+        let mut writer = Writer::new(sink, bad_rows, None);
         let mut seq = 0;
-        while let Some(chunk) = splitter.next_chunk(rows)? {
+        while let Some(chunk) = splitter.next_chunk(rows, chunk_bytes)? {
             let keys = (!dataset.policy.unique_key.is_empty()).then_some(&mut seen);
-            writer.accept(seq, typing.chunk(&chunk, keys)?)?;
+            writer.accept(seq, typing.chunk(&chunk, keys)?, 0)?;
             seq += 1;
         }
         return Ok(writer.report);
     }
 
+    let in_flight = InFlight::new(options.memory.rows_in_flight());
     std::thread::scope(|scope| {
-        // Bounded channels bound memory: at most a few chunks per thread are in flight.
-        let (work, chunks) = mpsc::sync_channel::<(u64, Chunk)>(threads * 2);
-        let (done, results) = mpsc::sync_channel::<Result<(u64, Typed), ConvertError>>(threads * 2);
+        // Chunks carry their weight in the rows in flight; the channels bound their count.
+        let (work, chunks) = mpsc::sync_channel::<(u64, Chunk, u64)>(threads * 2);
+        let (done, results) =
+            mpsc::sync_channel::<Result<(u64, Typed, u64), ConvertError>>(threads * 2);
         // Shared by the typing threads; it is dropped with the last of them, which makes
         // the splitter's next send fail if they all stop early.
         let chunks = Arc::new(Mutex::new(chunks));
         for _ in 0..threads {
             let (chunks, done, typing) = (chunks.clone(), done.clone(), &typing);
-            scope.spawn(move || loop {
-                let next = match chunks.lock() {
-                    Ok(receiver) => receiver.recv(),
-                    Err(_) => break,
+            let in_flight = &in_flight;
+            scope.spawn(move || {
+                let _closes = CloseOnDrop {
+                    in_flight,
+                    always: false,
                 };
-                let Ok((seq, chunk)) = next else { break };
-                let typed = typing.chunk(&chunk, None).map(|typed| (seq, typed));
-                if done.send(typed).is_err() {
-                    break;
+                loop {
+                    let next = match chunks.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok((seq, chunk, weight)) = next else {
+                        break;
+                    };
+                    let typed = typing.chunk(&chunk, None);
+                    drop(chunk);
+                    let typed = typed.map(|typed| {
+                        let typed_weight = typed.weight();
+                        in_flight.exchange(weight, typed_weight);
+                        (seq, typed, typed_weight)
+                    });
+                    if typed.is_err() {
+                        in_flight.release(weight);
+                    }
+                    if done.send(typed).is_err() {
+                        break;
+                    }
                 }
             });
         }
         drop((chunks, done));
+        let in_flight = &in_flight;
         let writer = scope.spawn(move || {
-            let mut writer = Writer::new(sink, bad_rows);
+            let _closes = CloseOnDrop {
+                in_flight,
+                always: true,
+            };
+            let mut writer = Writer::new(sink, bad_rows, Some(in_flight));
             for result in results {
-                let (seq, typed) = result?;
-                writer.accept(seq, typed)?;
+                let (seq, typed, weight) = result?;
+                writer.accept(seq, typed, weight)?;
             }
             Ok::<_, ConvertError>(writer.report)
         });
         let mut split = Ok(());
         let mut seq = 0;
         loop {
-            match splitter.next_chunk(rows) {
+            match splitter.next_chunk(rows, chunk_bytes) {
                 Ok(Some(chunk)) => {
-                    if work.send((seq, chunk)).is_err() {
+                    let weight = chunk.weight();
+                    // Waits for room; refused once a later stage has stopped.
+                    if !in_flight.admit(weight) || work.send((seq, chunk, weight)).is_err() {
                         break; // a later stage failed; its error is reported below
                     }
                     seq += 1;

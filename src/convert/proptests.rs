@@ -132,6 +132,7 @@ fn round_trip(format: FileFormat, text: &str) -> (ConvertReport, Vec<RecordBatch
         &path,
         full_schema(&dataset),
         writer_properties(&ParquetOptions::default()),
+        MemoryBudget::default(),
     )
     .unwrap();
     let mut bad = Quarantine::in_memory();
@@ -226,7 +227,7 @@ proptest! {
         let run = |threads| {
             let mut sink = Collect::default();
             let mut bad = Quarantine::in_memory();
-            let options = ConvertOptions { batch_rows: batch, threads };
+            let options = ConvertOptions { batch_rows: batch, threads, memory: MemoryBudget::default() };
             let report = convert(text.as_bytes(), "t", &dataset, &lineage, options, &mut sink, &mut bad).unwrap();
             (report, sink.0, bad.finish().unwrap())
         };

@@ -20,7 +20,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::batch::full_schema;
 use super::{BadRow, BadRowSink, BatchSink, ConvertError, Lineage};
-use crate::config::{Compression, ParquetOptions, Secret};
+use crate::config::{Compression, MemoryBudget, ParquetOptions, Secret};
 use crate::datasets::{Dataset, Partition};
 use crate::records::value_text;
 use crate::schema::{pii_hash, ColumnType, LakeOutput};
@@ -48,9 +48,11 @@ pub fn writer_properties(options: &ParquetOptions) -> WriterProperties {
         .build()
 }
 
-/// One Parquet file with every column, for `lakeworker convert`.
+/// One Parquet file with every column, for `lakeworker convert`. Its row group is cut
+/// at the budget's Parquet share as well as at `row_group_size` rows.
 pub struct ParquetFile {
     writer: ArrowWriter<BufWriter<File>>,
+    row_group_memory: usize,
 }
 
 impl ParquetFile {
@@ -58,10 +60,17 @@ impl ParquetFile {
         path: &Path,
         schema: SchemaRef,
         props: WriterProperties,
+        memory: MemoryBudget,
     ) -> Result<Self, ConvertError> {
         Ok(ParquetFile {
             writer: ArrowWriter::try_new(BufWriter::new(create(path)?), schema, Some(props))?,
+            row_group_memory: usize::try_from(memory.row_groups()).unwrap_or(usize::MAX),
         })
+    }
+
+    /// Bytes the row group being built holds (the Parquet writer's estimate).
+    pub fn buffered_bytes(&self) -> usize {
+        self.writer.memory_size()
     }
 
     pub fn close(self) -> Result<(), ConvertError> {
@@ -72,7 +81,15 @@ impl ParquetFile {
 
 impl BatchSink for ParquetFile {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
-        Ok(self.writer.write(batch)?)
+        let incoming = batch.get_array_memory_size();
+        if self.writer.memory_size().saturating_add(incoming) > self.row_group_memory {
+            self.writer.flush()?;
+        }
+        self.writer.write(batch)?;
+        if self.writer.memory_size() > self.row_group_memory {
+            self.writer.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -167,15 +184,49 @@ struct OpenPart {
     rows: u64,
 }
 
-/// One partition's parts: the one being written (if any) and how many came before it.
+/// One partition's parts: the one being written (if any), how many came before it, and
+/// what the open part's row group held at the last look.
 #[derive(Default)]
 struct PartitionParts {
     open: Option<OpenPart>,
     closed: u32,
+    buffered: usize,
+}
+
+impl PartitionParts {
+    /// Closes the open part, if any, into `done`.
+    fn close(
+        &mut self,
+        partition: PartitionValue,
+        done: &mut Vec<PartFile>,
+    ) -> Result<(), ConvertError> {
+        if let Some(open) = self.open.take() {
+            open.writer.close()?;
+            done.push(PartFile {
+                partition,
+                seq: self.closed,
+                path: open.path,
+                rows: open.rows,
+            });
+            self.closed += 1;
+        }
+        Ok(())
+    }
+
+    /// Looks again at what the open row group holds; keeps `total` (the sum over every
+    /// partition) in step.
+    fn measure(&mut self, total: &mut usize) {
+        let now = self.open.as_ref().map_or(0, |o| o.writer.memory_size());
+        *total = total.saturating_sub(self.buffered) + now;
+        self.buffered = now;
+    }
 }
 
 /// Lake output: Parquet files per partition value, in a scratch directory; a partition
-/// rolls over to a new file once its current one reaches `target_file_size`.
+/// rolls over to a new file once its current one reaches `target_file_size`. A row group
+/// ends at `row_group_size` rows, or when the row groups being built, over every open
+/// partition, would hold more than the budget's Parquet share: then the largest is
+/// flushed, so memory holds whatever the partition count.
 pub struct LakeParts {
     dir: PathBuf,
     partition: Partition,
@@ -183,6 +234,10 @@ pub struct LakeParts {
     projection: LakeProjection,
     props: WriterProperties,
     target_file_size: u64,
+    /// Most bytes the row groups being built may hold, over every partition together.
+    row_group_memory: usize,
+    /// What they hold (the sum of the partitions' `buffered`).
+    buffered: usize,
     partitions: BTreeMap<PartitionValue, PartitionParts>,
     done: Vec<PartFile>,
     files: usize,
@@ -195,6 +250,7 @@ impl LakeParts {
         lineage: &Lineage,
         options: &ParquetOptions,
         salt: Option<&Secret>,
+        memory: MemoryBudget,
     ) -> Self {
         LakeParts {
             dir: dir.to_owned(),
@@ -203,37 +259,52 @@ impl LakeParts {
             projection: LakeProjection::new(dataset, salt),
             props: writer_properties(options),
             target_file_size: options.target_file_size,
+            row_group_memory: usize::try_from(memory.row_groups()).unwrap_or(usize::MAX),
+            buffered: 0,
             partitions: BTreeMap::new(),
             done: Vec::new(),
             files: 0,
         }
     }
 
+    /// Bytes the row groups being built hold, over every open partition (the Parquet
+    /// writer's estimate).
+    pub fn buffered_bytes(&self) -> usize {
+        self.partitions
+            .values()
+            .filter_map(|parts| parts.open.as_ref())
+            .map(|open| open.writer.memory_size())
+            .sum()
+    }
+
     /// Closes every part and returns them in partition order, then part order.
     pub fn finish(mut self) -> Result<Vec<PartFile>, ConvertError> {
-        let partitions = std::mem::take(&mut self.partitions);
-        for (partition, mut parts) in partitions {
-            self.close(partition, &mut parts)?;
+        for (partition, parts) in &mut self.partitions {
+            parts.close(*partition, &mut self.done)?;
         }
         self.done.sort_by_key(|p| (p.partition, p.seq));
         Ok(self.done)
     }
 
-    /// Closes the partition's open part, if any.
-    fn close(
-        &mut self,
-        partition: PartitionValue,
-        parts: &mut PartitionParts,
-    ) -> Result<(), ConvertError> {
-        if let Some(open) = parts.open.take() {
-            open.writer.close()?;
-            self.done.push(PartFile {
-                partition,
-                seq: parts.closed,
-                path: open.path,
-                rows: open.rows,
-            });
-            parts.closed += 1;
+    /// Flushes the largest row groups until those being built, and `incoming` more bytes,
+    /// fit the Parquet share.
+    fn keep_within_budget(&mut self, incoming: usize) -> Result<(), ConvertError> {
+        while self.buffered.saturating_add(incoming) > self.row_group_memory {
+            let largest = self
+                .partitions
+                .iter_mut()
+                .filter(|(_, parts)| parts.buffered > 0)
+                .max_by_key(|(_, parts)| parts.buffered);
+            let Some((partition, parts)) = largest else {
+                return Ok(());
+            };
+            if let Some(open) = &mut parts.open {
+                open.writer.flush()?;
+                if open.writer.bytes_written() as u64 >= self.target_file_size {
+                    parts.close(*partition, &mut self.done)?;
+                }
+            }
+            parts.measure(&mut self.buffered);
         }
         Ok(())
     }
@@ -266,15 +337,18 @@ impl LakeParts {
         batch: &RecordBatch,
     ) -> Result<(), ConvertError> {
         let lake = self.projection.apply(batch)?;
+        // Room first, so the share holds while the batch is encoded (its arrays are an
+        // upper bound of what it adds), then a look at what it did add.
+        self.keep_within_budget(lake.get_array_memory_size())?;
         let known = self.partitions.len();
-        let mut parts = match self.partitions.entry(partition) {
-            btree_map::Entry::Occupied(e) => e.remove(),
+        let parts = match self.partitions.entry(partition) {
+            btree_map::Entry::Occupied(e) => e.into_mut(),
             btree_map::Entry::Vacant(_) if known >= MAX_PARTITIONS_PER_FILE => {
                 return Err(ConvertError::Malformed(format!(
                     "the file spans more than {MAX_PARTITIONS_PER_FILE} partitions"
                 )));
             }
-            btree_map::Entry::Vacant(_) => PartitionParts::default(),
+            btree_map::Entry::Vacant(e) => e.insert(PartitionParts::default()),
         };
         let open = match &mut parts.open {
             Some(open) => open,
@@ -298,10 +372,10 @@ impl LakeParts {
         // Only finished row groups count: the open one's size before compression says
         // little about its size on disk.
         if open.writer.bytes_written() as u64 >= self.target_file_size {
-            self.close(partition, &mut parts)?;
+            parts.close(partition, &mut self.done)?;
         }
-        self.partitions.insert(partition, parts);
-        Ok(())
+        parts.measure(&mut self.buffered);
+        self.keep_within_budget(0)
     }
 }
 

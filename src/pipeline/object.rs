@@ -31,7 +31,7 @@ use crate::records::{self, Item};
 const UPLOAD_CONCURRENCY: usize = 4;
 
 /// What the blocking conversion produced in the scratch directory.
-struct Converted {
+pub(super) struct Converted {
     report: ConvertReport,
     parts: Vec<PartFile>,
     spool: Option<PathBuf>,
@@ -95,6 +95,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             let options = ConvertOptions {
                 batch_rows: self.settings.worker.batch_rows.get(),
                 threads: self.settings.worker.conversion_threads.get(),
+                memory: self.settings.worker.conversion_memory,
             };
             let span = tracing::info_span!("convert");
             let inner = span.clone();
@@ -466,7 +467,7 @@ async fn until_stopped<T>(
 /// Runs on a blocking thread: the whole file through the converter into lake parts, a
 /// spool of typed rows for user datasets, and a file of bad rows.
 #[allow(clippy::too_many_arguments)]
-fn convert_to_parts(
+pub(super) fn convert_to_parts(
     input: impl std::io::Read,
     name: &str,
     dataset: &Dataset,
@@ -476,7 +477,7 @@ fn convert_to_parts(
     parquet: &ParquetOptions,
     salt: Option<&Secret>,
 ) -> Result<Converted, ConvertError> {
-    let lake = LakeParts::new(dir, dataset, lineage, parquet, salt);
+    let lake = LakeParts::new(dir, dataset, lineage, parquet, salt, options.memory);
     let spool = match dataset.records {
         Some(_) => Some(Spool::create(
             &dir.join("records.arrow"),

@@ -666,6 +666,26 @@ pub fn incompressible_orders(rows: u64) -> Vec<u8> {
     csv.into_bytes()
 }
 
+/// A gzip of a few MB that would expand to gigabytes of valid rows: gzip members, each a
+/// compressed block of the same rows, one after another (as `cat a.gz b.gz` makes). Built
+/// from one compressed block, so the test never holds or compresses the gigabytes.
+pub fn gzip_bomb(header: &str, row: &str, members: usize) -> (Vec<u8>, u64) {
+    use std::io::Write;
+    let block = row.repeat((1 << 20) / row.len());
+    let member = |text: &str| {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gzip.write_all(text.as_bytes()).expect("compress");
+        gzip.finish().expect("compress")
+    };
+    let mut bomb = member(&format!("{header}{block}"));
+    let rest = member(&block);
+    for _ in 1..members {
+        bomb.extend_from_slice(&rest);
+    }
+    let expanded = (header.len() + block.len() * members) as u64;
+    (bomb, expanded)
+}
+
 pub fn example(path: &str) -> Vec<u8> {
     std::fs::read(root().join("examples").join(path)).expect("example file")
 }
