@@ -300,12 +300,12 @@ async fn a_decompression_bomb_is_rejected_before_anything_reaches_the_lake() {
     env.wait_drained().await;
     assert_eq!(env.depth(&env.dlq_url).await, 0);
     // The file and its report are in the quarantine, and nothing else was written.
-    let copy = record.outputs.first().expect("the quarantined copy");
+    let copy = key_of(record.outputs.first().expect("the quarantined copy"));
     assert_eq!(
         env.lake_keys().await,
         [copy.clone(), format!("{copy}.error.json")]
     );
-    assert_eq!(env.lake_object(copy).await.len(), bomb.len());
+    assert_eq!(env.lake_object(&copy).await.len(), bomb.len());
     let report: serde_json::Value =
         serde_json::from_slice(&env.lake_object(&format!("{copy}.error.json")).await).unwrap();
     assert_eq!(report["reason"], error.as_str());
