@@ -54,7 +54,8 @@ impl DynamoRecords {
         resend_unprocessed(requests, |pending| self.batch_write(table, pending)).await
     }
 
-    /// One BatchWriteItem call; returns the requests DynamoDB left unprocessed.
+    /// One BatchWriteItem call with a deadline sized for its items; returns the requests
+    /// DynamoDB left unprocessed.
     async fn batch_write(
         &self,
         table: &str,
@@ -65,22 +66,33 @@ impl DynamoRecords {
             .filter_map(|r| r.put_request.as_ref())
             .map(|put| approximate_size(&put.item))
             .sum();
-        let transfer = aws_sdk_dynamodb::config::Builder::default()
-            .timeout_config(timeouts::transfer(&self.timeouts, bytes));
-        let output = self
-            .client
-            .batch_write_item()
-            .set_request_items(Some(HashMap::from([(table.to_owned(), requests)])))
-            .customize()
-            .config_override(transfer)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
-        Ok(output
-            .unprocessed_items
-            .and_then(|mut unprocessed| unprocessed.remove(table))
-            .unwrap_or_default())
+        let deadline = timeouts::transfer(&self.timeouts, bytes);
+        batch_write(&self.client, table, requests, Some(deadline)).await
     }
+}
+
+/// One BatchWriteItem call (with `deadline` instead of the client's own, when given);
+/// returns the requests DynamoDB left unprocessed.
+async fn batch_write(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+    deadline: Option<aws_config::timeout::TimeoutConfig>,
+) -> Result<Vec<WriteRequest>, AwsError> {
+    let mut config = aws_sdk_dynamodb::config::Builder::default();
+    config.set_timeout_config(deadline);
+    let output = client
+        .batch_write_item()
+        .set_request_items(Some(HashMap::from([(table.to_owned(), requests)])))
+        .customize()
+        .config_override(config)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
+    Ok(output
+        .unprocessed_items
+        .and_then(|mut unprocessed| unprocessed.remove(table))
+        .unwrap_or_default())
 }
 
 /// Sends `requests`, then resends whatever comes back unprocessed after an exponentially
@@ -129,19 +141,7 @@ pub async fn write_all(
     let mut requests = requests.into_iter().peekable();
     while requests.peek().is_some() {
         let chunk: Vec<WriteRequest> = requests.by_ref().take(BATCH_SIZE).collect();
-        resend_unprocessed(chunk, |pending| async move {
-            let output = client
-                .batch_write_item()
-                .set_request_items(Some(HashMap::from([(table.to_owned(), pending)])))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
-            Ok(output
-                .unprocessed_items
-                .and_then(|mut unprocessed| unprocessed.remove(table))
-                .unwrap_or_default())
-        })
-        .await?;
+        resend_unprocessed(chunk, |pending| batch_write(client, table, pending, None)).await?;
     }
     Ok(())
 }

@@ -38,6 +38,18 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 /// Chunks buffered between the S3 download and the converter.
 const STREAM_CHUNKS: usize = 16;
 
+/// Pins a GetObject, HeadObject or DeleteObject request to the exact version `object`
+/// names: by version id, else only while the key holds its ETag (`If-Match`).
+macro_rules! pin_version {
+    ($request:expr, $object:expr) => {
+        match (&$object.version_id, &$object.etag) {
+            (Some(version), _) => $request.version_id(version),
+            (None, Some(etag)) => $request.if_match(format!("\"{etag}\"")),
+            (None, None) => $request,
+        }
+    };
+}
+
 /// S3 through the SDK.
 #[derive(Clone, Debug)]
 pub struct S3Store {
@@ -301,11 +313,7 @@ impl ObjectStore for S3Store {
             .bucket(&object.bucket)
             .key(&object.key);
         // Read exactly the version the event names: by version id, else by ETag.
-        request = match (&object.version_id, &object.etag) {
-            (Some(version), _) => request.version_id(version),
-            (None, Some(etag)) => request.if_match(format!("\"{etag}\"")),
-            (None, None) => request,
-        };
+        request = pin_version!(request, object);
         let output = request
             .send()
             .await
@@ -340,11 +348,7 @@ impl ObjectStore for S3Store {
             .head_object()
             .bucket(&object.bucket)
             .key(&object.key);
-        request = match (&object.version_id, &object.etag) {
-            (Some(version), _) => request.version_id(version),
-            (None, Some(etag)) => request.if_match(format!("\"{etag}\"")),
-            (None, None) => request,
-        };
+        request = pin_version!(request, object);
         let output = request
             .send()
             .await
@@ -405,11 +409,7 @@ impl ObjectStore for S3Store {
             .delete_object()
             .bucket(&object.bucket)
             .key(&object.key);
-        request = match (&object.version_id, &object.etag) {
-            (Some(version), _) => request.version_id(version),
-            (None, Some(etag)) => request.if_match(format!("\"{etag}\"")),
-            (None, None) => request,
-        };
+        request = pin_version!(request, object);
         request
             .send()
             .await
