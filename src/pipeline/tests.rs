@@ -37,6 +37,27 @@ fn pipeline_from(config: &str, env: &[(&str, &str)]) -> TestPipeline {
     )
 }
 
+/// A claim by `owner` on `key` for the users dataset.
+fn claim_of(key: LedgerKey, owner: &str, lease: Duration) -> Claim {
+    Claim {
+        key,
+        owner: owner.into(),
+        lease,
+        dataset: "users".into(),
+        message_id: "m0".into(),
+        reprocess: None,
+        etag: Some("e1".into()),
+    }
+}
+
+/// The ledger key the claim tests use.
+fn test_key() -> LedgerKey {
+    LedgerKey {
+        uri: "s3://b/k".into(),
+        version: "e:1".into(),
+    }
+}
+
 fn job(id: &str) -> Job {
     Job::new(id, &CancellationToken::new())
 }
@@ -340,15 +361,11 @@ async fn a_superseded_version_loses_what_an_unfinished_attempt_published() {
     let id = crate::lake::object_id(&object);
     let partial = format!("curated/users/signup_date=2024-01-01/part-{id}.parquet");
     p.store.insert(LAKE, &partial, b"part of e1");
-    let crashed = Claim {
-        key: LedgerKey::of(&object),
-        owner: "dead-worker/m0/0".into(),
-        lease: Duration::from_millis(1),
-        dataset: "users".into(),
-        message_id: "m0".into(),
-        reprocess: None,
-        etag: Some("e1".into()),
-    };
+    let crashed = claim_of(
+        LedgerKey::of(&object),
+        "dead-worker/m0/0",
+        Duration::from_millis(1),
+    );
     p.ledger.claim(&crashed).await.unwrap();
     assert!(p
         .ledger
@@ -385,15 +402,7 @@ async fn an_etag_only_event_for_a_version_gone_from_the_bucket_finds_its_record(
         version_id: Some("v1".into()),
         ..ObjectRef::default()
     };
-    let claim = Claim {
-        key: LedgerKey::of(&versioned),
-        owner: "w/m0/0".into(),
-        lease: Duration::from_secs(60),
-        dataset: "users".into(),
-        message_id: "m0".into(),
-        reprocess: None,
-        etag: Some("e1".into()),
-    };
+    let claim = claim_of(LedgerKey::of(&versioned), "w/m0/0", Duration::from_secs(60));
     p.ledger.claim(&claim).await.unwrap();
     assert!(p
         .ledger
@@ -416,18 +425,7 @@ async fn a_lease_that_cannot_be_renewed_stops_the_job_before_it_runs_out() {
     ledger
         .renewals_fail
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let claim = Claim {
-        key: LedgerKey {
-            uri: "s3://b/k".into(),
-            version: "e:1".into(),
-        },
-        owner: "w/m/0".into(),
-        lease: Duration::from_secs(8),
-        dataset: "users".into(),
-        message_id: "m".into(),
-        reprocess: None,
-        etag: None,
-    };
+    let claim = claim_of(test_key(), "w/m/0", Duration::from_secs(8));
     let job = job("m");
     let start = tokio::time::Instant::now();
     let renewal = LeaseRenewal::start(ledger.clone(), claim, job.clone(), start);
@@ -442,18 +440,7 @@ async fn a_lease_that_cannot_be_renewed_stops_the_job_before_it_runs_out() {
 
     // Failures that end before the fence only delay the renewal.
     let ledger = Arc::new(MemoryLedger::default());
-    let claim = Claim {
-        key: LedgerKey {
-            uri: "s3://b/k".into(),
-            version: "e:1".into(),
-        },
-        owner: "w/m/1".into(),
-        lease: Duration::from_secs(8),
-        dataset: "users".into(),
-        message_id: "m".into(),
-        reprocess: None,
-        etag: None,
-    };
+    let claim = claim_of(test_key(), "w/m/1", Duration::from_secs(8));
     assert!(matches!(
         ledger.claim(&claim).await.unwrap(),
         ClaimOutcome::Claimed { .. }
@@ -480,19 +467,8 @@ async fn a_lease_that_cannot_be_renewed_stops_the_job_before_it_runs_out() {
 #[tokio::test]
 async fn settling_needs_the_owner_to_hold_a_live_lease() {
     let ledger = MemoryLedger::default();
-    let key = LedgerKey {
-        uri: "s3://b/k".into(),
-        version: "e:1".into(),
-    };
-    let claim = |owner: &str, lease_ms| Claim {
-        key: key.clone(),
-        owner: owner.into(),
-        lease: Duration::from_millis(lease_ms),
-        dataset: "users".into(),
-        message_id: "m".into(),
-        reprocess: None,
-        etag: None,
-    };
+    let claim =
+        |owner: &str, lease_ms| claim_of(test_key(), owner, Duration::from_millis(lease_ms));
     let (stale, fresh) = (claim("w1/m/0", 1), claim("w2/m/0", 60_000));
     ledger.claim(&stale).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1122,15 +1098,11 @@ async fn a_live_lease_makes_a_duplicate_wait() {
         event_time: None,
         reprocess: None,
     };
-    let other = Claim {
-        key: LedgerKey::of(&object),
-        owner: "another-worker/m0".into(),
-        lease: Duration::from_secs(60),
-        dataset: "users".into(),
-        message_id: "m0".into(),
-        reprocess: None,
-        etag: None,
-    };
+    let other = claim_of(
+        LedgerKey::of(&object),
+        "another-worker/m0",
+        Duration::from_secs(60),
+    );
     assert_eq!(
         p.ledger.claim(&other).await.unwrap(),
         ClaimOutcome::Claimed {
