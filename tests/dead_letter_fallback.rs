@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -29,7 +28,7 @@ async fn a_message_too_large_for_the_dead_letter_queue_is_kept_and_redriven_whol
     env.send(&body).await;
     env.wait_drained().await;
     // Read without hiding it, so the redrive below finds it at once.
-    let letters = receive_letters(&env).await;
+    let letters = env.peek_dead_letters().await;
     assert_eq!(letters.len(), 1, "{letters:?}\n{}", worker.log());
     let (pointer, attributes) = &letters[0];
     assert_eq!(attributes["lakeworker.error_class"], "permanent");
@@ -94,7 +93,7 @@ async fn a_message_too_large_for_the_dead_letter_queue_is_kept_and_redriven_whol
     })
     .await;
     env.wait_drained().await;
-    let letters = receive_letters(&env).await;
+    let letters = env.peek_dead_letters().await;
     assert_eq!(
         letters.len(),
         2,
@@ -119,31 +118,4 @@ async fn a_message_too_large_for_the_dead_letter_queue_is_kept_and_redriven_whol
     );
     let status = worker.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
-}
-
-/// The dead letters, with their string attributes, read without hiding them.
-async fn receive_letters(env: &TestEnv) -> Vec<(String, HashMap<String, String>)> {
-    env.clients
-        .sqs
-        .receive_message()
-        .queue_url(&env.dlq_url)
-        .max_number_of_messages(10)
-        .visibility_timeout(0)
-        .message_attribute_names("All")
-        .send()
-        .await
-        .expect("receive the dead letters")
-        .messages
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| {
-            let attributes = m
-                .message_attributes
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
-                .collect();
-            (m.body.unwrap_or_default(), attributes)
-        })
-        .collect()
 }

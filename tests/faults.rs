@@ -41,6 +41,22 @@ fn users_csv(rows: usize, distinct: usize) -> Vec<u8> {
     csv.into_bytes()
 }
 
+/// Puts `orders/{name}-{i}.csv` for `i` in `0..n`: 100 rows over two days each.
+async fn put_orders(env: &TestEnv, name: &str, n: usize) {
+    for i in 0..n {
+        env.put(&format!("orders/{name}-{i}.csv"), &orders_csv(100))
+            .await;
+    }
+}
+
+/// Puts `orders/during.csv` (4000 rows) with downloads through `proxy` slowed to 20 kB/s,
+/// and returns once it is claimed: a job mid-download, the moment to cause a fault.
+async fn start_a_slow_download(env: &TestEnv, proxy: &Proxy) {
+    proxy.throttle_downstream(20_000);
+    env.put("orders/during.csv", &orders_csv(4_000)).await;
+    wait_claimed(env, "orders/during.csv").await;
+}
+
 fn part_keys(env: &TestEnv, key: &str, etag: &str, partition: &str, days: &[&str]) -> Vec<String> {
     let id = part_id(&env.landing, key, etag);
     let dataset = key.split('/').next().unwrap();
@@ -328,21 +344,13 @@ async fn an_endpoint_outage_loses_nothing() {
     .await;
     let proxy = Proxy::start(&endpoint()).await;
     let mut worker = env.start_worker_via(&proxy);
-    for i in 0..3 {
-        env.put(&format!("orders/before-{i}.csv"), &orders_csv(100))
-            .await;
-    }
+    put_orders(&env, "before", 3).await;
     env.wait_lake_keys(6).await;
 
     // A slow object is mid-download when the endpoint goes away for 10 s.
-    proxy.throttle_downstream(20_000);
-    env.put("orders/during.csv", &orders_csv(4_000)).await;
-    wait_claimed(&env, "orders/during.csv").await;
+    start_a_slow_download(&env, &proxy).await;
     proxy.refuse().await;
-    for i in 0..3 {
-        env.put(&format!("orders/after-{i}.csv"), &orders_csv(100))
-            .await;
-    }
+    put_orders(&env, "after", 3).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(worker.is_running(), "the worker survives the outage");
     proxy.throttle_downstream(0);
@@ -389,22 +397,14 @@ async fn a_stalled_endpoint_times_out_and_loses_nothing() {
     .await;
     let proxy = Proxy::start(&endpoint()).await;
     let mut worker = env.start_worker_via(&proxy);
-    for i in 0..3 {
-        env.put(&format!("orders/before-{i}.csv"), &orders_csv(100))
-            .await;
-    }
+    put_orders(&env, "before", 3).await;
     env.wait_lake_keys(6).await;
 
     // A slow object is mid-download when the endpoint goes silent for 25 s: connections
     // are accepted and never answered, and those open now stay silent afterwards.
-    proxy.throttle_downstream(20_000);
-    env.put("orders/during.csv", &orders_csv(4_000)).await;
-    wait_claimed(&env, "orders/during.csv").await;
+    start_a_slow_download(&env, &proxy).await;
     proxy.stall();
-    for i in 0..3 {
-        env.put(&format!("orders/after-{i}.csv"), &orders_csv(100))
-            .await;
-    }
+    put_orders(&env, "after", 3).await;
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert!(worker.is_running(), "the worker survives the stall");
     proxy.throttle_downstream(0);

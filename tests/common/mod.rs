@@ -310,31 +310,49 @@ impl TestEnv {
     pub async fn dead_letters_with_attributes(&self) -> Vec<(String, HashMap<String, String>)> {
         let mut letters = Vec::new();
         loop {
-            let out = self
-                .clients
-                .sqs
-                .receive_message()
-                .queue_url(&self.dlq_url)
-                .max_number_of_messages(10)
-                .visibility_timeout(60)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .expect("receive DLQ");
-            let messages = out.messages.unwrap_or_default();
-            if messages.is_empty() {
+            let batch = self.receive_dead_letters(60).await;
+            if batch.is_empty() {
                 return letters;
             }
-            for m in messages {
+            letters.extend(batch);
+        }
+    }
+
+    /// Up to 10 dead letters with their string attributes, received without hiding them
+    /// (`visibility_timeout(0)`), so a redrive right after finds them.
+    pub async fn peek_dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
+        self.receive_dead_letters(0).await
+    }
+
+    /// One ReceiveMessage of up to 10 dead letters, hidden for `visibility` seconds.
+    async fn receive_dead_letters(
+        &self,
+        visibility: i32,
+    ) -> Vec<(String, HashMap<String, String>)> {
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&self.dlq_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(visibility)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive DLQ");
+        out.messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
                 let attributes = m
                     .message_attributes
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
                     .collect();
-                letters.push((m.body.unwrap_or_default(), attributes));
-            }
-        }
+                (m.body.unwrap_or_default(), attributes)
+            })
+            .collect()
     }
 
     pub async fn put(&self, key: &str, body: &[u8]) -> String {
