@@ -42,22 +42,24 @@ async fn statements(env: &TestEnv, workgroup: &str) -> Vec<String> {
     found.into_iter().map(|(_, q)| q).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tables_at_start_and_each_new_partition_once() {
+/// An environment with a `[catalog]` in a fresh database and workgroup (with the landing
+/// bucket's notification when `notified`); returns it with the database and workgroup.
+async fn with_catalog(tag: &str, notified: bool) -> (TestEnv, String, String) {
     let database = unique("db").replace('-', "_");
     let workgroup = unique("wg");
-    let env = TestEnv::new(
-        "catalog",
-        &[
-            ("LAKEWORKER__CATALOG__DATABASE", database.as_str()),
-            ("LAKEWORKER__CATALOG__WORKGROUP", workgroup.as_str()),
-            (
-                "LAKEWORKER__CATALOG__OUTPUT_LOCATION",
-                "s3://athena-results/q/",
-            ),
-        ],
-    )
-    .await;
+    let overrides = [
+        ("LAKEWORKER__CATALOG__DATABASE", database.as_str()),
+        ("LAKEWORKER__CATALOG__WORKGROUP", workgroup.as_str()),
+        (
+            "LAKEWORKER__CATALOG__OUTPUT_LOCATION",
+            "s3://athena-results/q/",
+        ),
+    ];
+    let env = if notified {
+        TestEnv::new(tag, &overrides).await
+    } else {
+        TestEnv::quiet(tag, &overrides).await
+    };
     env.clients
         .athena
         .create_work_group()
@@ -65,6 +67,12 @@ async fn tables_at_start_and_each_new_partition_once() {
         .send()
         .await
         .expect("create workgroup");
+    (env, database, workgroup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_at_start_and_each_new_partition_once() {
+    let (env, database, workgroup) = with_catalog("catalog", true).await;
     let _worker = env.start_worker();
     wait_for("the start-up DDL", WAIT, || async {
         statements(&env, &workgroup).await.len() >= 4
@@ -124,23 +132,7 @@ async fn tables_at_start_and_each_new_partition_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start() {
-    let database = unique("db").replace('-', "_");
-    let workgroup = unique("wg");
-    let env = TestEnv::quiet(
-        "catalogcrash",
-        &[
-            ("LAKEWORKER__CATALOG__DATABASE", database.as_str()),
-            ("LAKEWORKER__CATALOG__WORKGROUP", workgroup.as_str()),
-        ],
-    )
-    .await;
-    env.clients
-        .athena
-        .create_work_group()
-        .name(&workgroup)
-        .send()
-        .await
-        .expect("create workgroup");
+    let (env, database, workgroup) = with_catalog("catalogcrash", false).await;
     // Athena never answers the first worker; everything else does.
     let proxy = common::proxy::Proxy::start(&endpoint()).await;
     proxy.silence_requests_containing(Some(b"AmazonAthena."));
