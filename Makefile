@@ -23,13 +23,15 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-## The container and the CloudFormation stack, with the linters AWS users rely on (pinned).
+## The container and the CloudFormation stack, with the linters AWS users rely on (pinned),
+## and the template's security properties (deploy/test_template.py).
 LINT_VENV := .venv-lint
 LINT_STAMP := $(LINT_VENV)/.installed
 lint-deploy: $(LINT_STAMP)
 	$(LINT_VENV)/bin/hadolint Dockerfile
 	$(LINT_VENV)/bin/cfn-lint deploy/lakeworker.yaml
 	$(LINT_VENV)/bin/checkov --quiet --compact --skip-download -f deploy/lakeworker.yaml -f Dockerfile
+	$(LINT_VENV)/bin/python -m unittest discover --start-directory deploy --pattern 'test_*.py'
 
 $(LINT_STAMP): deploy/requirements.txt
 	$(PYTHON) -m venv $(LINT_VENV)
