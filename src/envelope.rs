@@ -8,6 +8,8 @@
 //!
 //! [`parse`] turns a body into an [`Envelope`]: objects to convert, records to upsert, or a
 //! reason to discard the message. Anything else is an [`EnvelopeError`] naming what was wrong.
+//! [`parse_from`] does the same but accepts an SNS notification only from the topics of a
+//! [`TopicPolicy`] (`queue.allowed_topic_arns`).
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -93,13 +95,75 @@ pub enum EnvelopeError {
     UnsupportedVersion { index: usize, version: String },
     #[error("S3 event record {index}: key {key:?} does not decode to UTF-8")]
     BadKeyEncoding { index: usize, key: String },
+    /// An SNS notification whose `TopicArn` (shortened to [`MAX_TOPIC_CHARS`]; `None`:
+    /// absent or not a string) is not one of [`TopicPolicy::Only`].
+    #[error("{}", topic_refusal(.topic.as_deref()))]
+    TopicNotAllowed { topic: Option<String> },
+}
+
+fn topic_refusal(topic: Option<&str>) -> String {
+    match topic {
+        Some(topic) => format!(
+            "SNS notification from topic {topic:?}, which is not in queue.allowed_topic_arns"
+        ),
+        None => "SNS notification without a TopicArn; queue.allowed_topic_arns is set, so only \
+                 notifications from its topics are accepted"
+            .to_owned(),
+    }
+}
+
+/// The most characters of a refused `TopicArn` kept in the error (a real ARN is shorter),
+/// so a hostile body cannot make a huge log line.
+pub const MAX_TOPIC_CHARS: usize = 300;
+
+/// Which SNS topics a notification may come from (`queue.allowed_topic_arns`). Messages
+/// without an SNS envelope (raw message delivery, S3 or EventBridge straight to the queue)
+/// carry no topic and are not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TopicPolicy {
+    /// The key is absent: any topic.
+    #[default]
+    AnyTopic,
+    /// Only these topic ARNs, compared exactly; an empty list refuses every SNS
+    /// notification.
+    Only(Vec<String>),
+}
+
+impl TopicPolicy {
+    fn check(&self, topic: Option<&Value>) -> Result<(), EnvelopeError> {
+        let TopicPolicy::Only(allowed) = self else {
+            return Ok(());
+        };
+        match topic {
+            Some(Value::String(topic)) if allowed.iter().any(|a| a == topic) => Ok(()),
+            Some(Value::String(topic)) => Err(EnvelopeError::TopicNotAllowed {
+                topic: Some(shorten(topic, MAX_TOPIC_CHARS)),
+            }),
+            _ => Err(EnvelopeError::TopicNotAllowed { topic: None }),
+        }
+    }
+}
+
+/// The first `max` characters of `text`, with `…` if any were cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// SQS's largest message body (1 MiB); anything larger did not come from SQS as sent.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Parses a message body. Nesting deeper than 128 levels is refused by the JSON parser.
+/// Parses a message body, accepting SNS notifications from any topic. Nesting deeper than
+/// 128 levels is refused by the JSON parser.
 pub fn parse(body: &str) -> Result<Envelope, EnvelopeError> {
+    parse_from(body, &TopicPolicy::AnyTopic)
+}
+
+/// [`parse`], but an SNS notification is refused, before its `Message` is read, unless
+/// `topics` allows its `TopicArn`.
+pub fn parse_from(body: &str, topics: &TopicPolicy) -> Result<Envelope, EnvelopeError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(EnvelopeError::TooLarge(body.len()));
     }
@@ -109,6 +173,7 @@ pub fn parse(body: &str) -> Result<Envelope, EnvelopeError> {
     if object.get("Type").and_then(Value::as_str) == Some("Notification")
         && object.contains_key("Message")
     {
+        topics.check(object.get("TopicArn"))?;
         let sns: SnsEnvelope = typed("SNS notification", Value::Object(object))?;
         let inner: Value =
             serde_json::from_str(&sns.message).map_err(|e| EnvelopeError::Invalid {
@@ -460,6 +525,124 @@ mod tests {
             err.starts_with("SNS notification: Message: is not JSON"),
             "{err}"
         );
+    }
+
+    /// An SNS notification with `topic` as its `TopicArn` (`Value::Null`: without one).
+    fn sns_from(topic: Value, message: &str) -> String {
+        let mut envelope: Value = serde_json::from_str(&sns_wrap(message)).unwrap();
+        match topic {
+            Value::Null => envelope.as_object_mut().unwrap().remove("TopicArn"),
+            topic => envelope
+                .as_object_mut()
+                .unwrap()
+                .insert("TopicArn".into(), topic),
+        };
+        envelope.to_string()
+    }
+
+    const LANDING_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:landing";
+
+    fn only_landing() -> TopicPolicy {
+        TopicPolicy::Only(vec![
+            "arn:aws:sns:eu-west-1:123456789012:other".into(),
+            LANDING_TOPIC.into(),
+        ])
+    }
+
+    #[test]
+    fn an_allowed_topic_passes() {
+        let inner = json!({"Records": [s3_record("ObjectCreated:Put", "users/a.csv")]});
+        let body = sns_from(json!(LANDING_TOPIC), &inner.to_string());
+        match parse_from(&body, &only_landing()).unwrap() {
+            Envelope::Objects(found) => assert_eq!(found[0].key, "users/a.csv"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn another_topic_is_refused_with_its_name() {
+        let inner = json!({"Records": [s3_record("ObjectCreated:Put", "users/a.csv")]});
+        let stranger = "arn:aws:sns:us-east-1:999999999999:landing";
+        let body = sns_from(json!(stranger), &inner.to_string());
+        let err = parse_from(&body, &only_landing()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SNS notification from topic \"arn:aws:sns:us-east-1:999999999999:landing\", which is not in queue.allowed_topic_arns"
+        );
+        // Checked before the message is read: a bad Message does not change the answer.
+        let body = sns_from(json!(stranger), "not json");
+        assert!(matches!(
+            parse_from(&body, &only_landing()),
+            Err(EnvelopeError::TopicNotAllowed { .. })
+        ));
+        // An empty list allows no topic; the comparison is exact.
+        for (topic, policy) in [
+            (LANDING_TOPIC, TopicPolicy::Only(vec![])),
+            ("ARN:AWS:SNS:US-EAST-1:123456789012:LANDING", only_landing()),
+            (
+                "arn:aws:sns:us-east-1:123456789012:landing ",
+                only_landing(),
+            ),
+        ] {
+            let body = sns_from(json!(topic), &inner.to_string());
+            assert_eq!(
+                parse_from(&body, &policy),
+                Err(EnvelopeError::TopicNotAllowed {
+                    topic: Some(topic.into())
+                }),
+                "{topic:?}"
+            );
+        }
+        // A hostile topic is shortened in the error.
+        let long = "x".repeat(10_000);
+        let body = sns_from(json!(long), &inner.to_string());
+        let err = parse_from(&body, &only_landing()).unwrap_err().to_string();
+        assert!(err.len() < MAX_TOPIC_CHARS + 100, "{}", err.len());
+        assert!(err.contains("x…\", which is not"), "{err}");
+    }
+
+    #[test]
+    fn a_notification_without_a_topic_is_refused_when_topics_are_listed() {
+        let inner = json!({"Records": [s3_record("ObjectCreated:Put", "users/a.csv")]});
+        for topic in [
+            Value::Null,
+            json!(7),
+            json!(["arn:aws:sns:us-east-1:123456789012:landing"]),
+        ] {
+            let body = sns_from(topic.clone(), &inner.to_string());
+            let err = parse_from(&body, &only_landing()).unwrap_err();
+            assert_eq!(
+                err,
+                EnvelopeError::TopicNotAllowed { topic: None },
+                "{topic}"
+            );
+            assert_eq!(
+                err.to_string(),
+                "SNS notification without a TopicArn; queue.allowed_topic_arns is set, so only notifications from its topics are accepted"
+            );
+            // Without the list, as before: any topic, or none, is fine.
+            assert!(matches!(parse(&body), Ok(Envelope::Objects(_))), "{topic}");
+        }
+    }
+
+    #[test]
+    fn without_a_list_any_topic_is_accepted_and_unwrapped_bodies_are_never_checked() {
+        let inner = json!({"Records": [s3_record("ObjectCreated:Put", "users/a.csv")]});
+        let stranger = sns_from(
+            json!("arn:aws:sns:us-east-1:999999999999:t"),
+            &inner.to_string(),
+        );
+        assert_eq!(
+            parse_from(&stranger, &TopicPolicy::AnyTopic),
+            parse(&stranger)
+        );
+        assert!(matches!(parse(&stranger), Ok(Envelope::Objects(_))));
+        // Raw message delivery: the S3 event itself, no topic to check.
+        let raw = inner.to_string();
+        assert!(matches!(
+            parse_from(&raw, &TopicPolicy::Only(vec![])),
+            Ok(Envelope::Objects(_))
+        ));
     }
 
     #[test]

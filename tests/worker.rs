@@ -167,21 +167,37 @@ async fn jsonl_ingest_date_comes_from_the_event_and_keys_are_decoded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_eventbridge_and_multi_record_messages() {
-    let env = TestEnv::quiet("shapes", &[]).await;
+    let topic = "arn:aws:sns:us-east-1:123456789012:landing";
+    // The environment's form of the list, as a task definition would set it.
+    let allowed = format!("arn:aws:sns:eu-west-1:123456789012:elsewhere, {topic}");
+    let env = TestEnv::quiet(
+        "shapes",
+        &[("LAKEWORKER__QUEUE__ALLOWED_TOPIC_ARNS", &allowed)],
+    )
+    .await;
     let _worker = env.start_worker();
     let orders = example("orders/orders-2024-05.csv");
     let via_sns = env.put("orders/via-sns.csv", &orders).await;
+    let via_stranger = env.put("orders/via-stranger.csv", &orders).await;
     let via_eventbridge = env.put("orders/via-eventbridge.csv", &orders).await;
     let first = env.put("orders/first.csv", &orders).await;
     let second = env.put("orders/second.csv", &orders).await;
     let now = "2024-06-01T00:00:00.000Z";
 
-    let sns = |message: String| {
-        json!({"Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:landing",
+    let sns_from = |topic: &str, message: String| {
+        json!({"Type": "Notification", "MessageId": "m-1", "TopicArn": topic,
                "Subject": "Amazon S3 Notification", "Message": message, "Timestamp": now,
                "SignatureVersion": "1", "Signature": "x", "SigningCertURL": "https://x", "UnsubscribeURL": "https://x"})
         .to_string()
     };
+    let sns = |message: String| sns_from(topic, message);
+    // Another account's topic: refused, whatever it wraps.
+    let stranger = "arn:aws:sns:us-east-1:999999999999:landing";
+    let refused = sns_from(
+        stranger,
+        s3_event(&env.landing, "orders/via-stranger.csv", &via_stranger, now).to_string(),
+    );
+    env.send(&refused).await;
     env.send(&sns(s3_event(
         &env.landing,
         "orders/via-sns.csv",
@@ -236,7 +252,27 @@ async fn sns_eventbridge_and_multi_record_messages() {
         o3["ordered_at_date"].to_string().trim_matches('"'),
         "2024-05-02"
     );
-    assert_eq!(env.depth(&env.dlq_url).await, 0);
+    assert!(
+        !env.lake_keys().await.iter().any(|k| k.contains(&part_id(
+            &env.landing,
+            "orders/via-stranger.csv",
+            &via_stranger
+        ))),
+        "{keys:#?}"
+    );
+    wait_for("the refused notification in the DLQ", WAIT, || async {
+        env.depth(&env.dlq_url).await == 1
+    })
+    .await;
+    let letters = env.dead_letters_with_attributes().await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    let (body, attributes) = &letters[0];
+    assert_eq!(body, &refused, "dead-lettered unchanged");
+    assert_eq!(attributes["lakeworker.error_class"], "permanent");
+    assert_eq!(
+        attributes["lakeworker.error"],
+        format!("bad message body: SNS notification from topic {stranger:?}, which is not in queue.allowed_topic_arns")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::datasets::Router;
+use crate::envelope::TopicPolicy;
 
 /// The prefix of environment overrides; sections and keys are separated by `__`.
 pub const ENV_PREFIX: &str = "LAKEWORKER";
@@ -172,6 +173,8 @@ pub struct QueueSettings {
     /// Backoff of a transient failure: `retry_base` × 2^(attempt − 1), at most `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// `queue.allowed_topic_arns`: the SNS topics a notification may come from.
+    pub sns_topics: TopicPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -396,6 +399,85 @@ struct RawQueue {
     retry_base_seconds: u32,
     #[serde(default = "default_retry_max_seconds")]
     retry_max_seconds: u32,
+    allowed_topic_arns: Option<RawTopicArns>,
+}
+
+/// `queue.allowed_topic_arns` as written: a TOML list, or (as environment overrides
+/// arrive) one string of comma-separated ARNs. Entries are trimmed; empty ones are
+/// dropped, each keeping its index for problems.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RawTopicArns(Vec<(usize, String)>);
+
+impl RawTopicArns {
+    fn new<'a>(entries: impl IntoIterator<Item = &'a str>) -> RawTopicArns {
+        RawTopicArns(
+            entries
+                .into_iter()
+                .map(str::trim)
+                .enumerate()
+                .filter(|(_, arn)| !arn.is_empty())
+                .map(|(i, arn)| (i, arn.to_owned()))
+                .collect(),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for RawTopicArns {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TopicsVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for TopicsVisitor {
+            type Value = RawTopicArns;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of SNS topic ARNs, or one string of them separated by commas")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawTopicArns, E> {
+                Ok(RawTopicArns::new(text.split(',')))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawTopicArns, A::Error> {
+                let mut entries: Vec<String> = Vec::new();
+                while let Some(arn) = seq.next_element::<String>()? {
+                    entries.push(arn);
+                }
+                Ok(RawTopicArns::new(entries.iter().map(String::as_str)))
+            }
+        }
+
+        deserializer.deserialize_any(TopicsVisitor)
+    }
+}
+
+/// Whether `arn` is an SNS topic ARN, `arn:<partition>:sns:<region>:<account>:<name>`
+/// (a standard or `.fifo` topic name, a 12-digit account).
+fn is_topic_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let [prefix, partition, service, region, account, name] = parts[..] else {
+        return false;
+    };
+    let word = |text: &str| {
+        !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    prefix == "arn"
+        && word(partition)
+        && service == "sns"
+        && word(region)
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (1..=256).contains(&name.len())
+        && !base.is_empty()
+        && base
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn default_pollers() -> u32 {
@@ -636,6 +718,16 @@ impl Settings {
             self.lake.prefix,
             self.lake.parquet.compression,
         );
+        match &self.queue.sns_topics {
+            TopicPolicy::AnyTopic => {}
+            TopicPolicy::Only(topics) if topics.is_empty() => out.push_str(
+                "SNS notifications: refused from every topic (queue.allowed_topic_arns is empty)\n",
+            ),
+            TopicPolicy::Only(topics) => out.push_str(&format!(
+                "SNS notifications: only from {}\n",
+                topics.join(", ")
+            )),
+        }
         out.push_str(&format!("{} dataset(s):\n", self.datasets.datasets().len()));
         for dataset in self.datasets.datasets() {
             out.push_str(&format!("  {}\n", dataset.summary()));
@@ -896,6 +988,19 @@ impl RawSettings {
             "queue.retry_max_seconds",
             "must be between queue.retry_base_seconds and 43200 (the SQS visibility limit)",
         );
+        let sns_topics = match &q.allowed_topic_arns {
+            None => TopicPolicy::AnyTopic,
+            Some(RawTopicArns(entries)) => {
+                for (i, arn) in entries {
+                    p.check(
+                        is_topic_arn(arn),
+                        format!("queue.allowed_topic_arns[{i}]"),
+                        format!("{arn:?} is not an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>)"),
+                    );
+                }
+                TopicPolicy::Only(entries.iter().map(|(_, arn)| arn.clone()).collect())
+            }
+        };
         p.check(
             is_table_name(&self.ledger.table),
             "ledger.table",
@@ -1110,6 +1215,7 @@ impl RawSettings {
                 retry_max: Duration::from_secs(self.queue.retry_max_seconds.into()),
                 url: self.queue.url,
                 dead_letter_url: self.queue.dead_letter_url,
+                sns_topics,
             },
             lake: LakeSettings {
                 quarantine_bucket: self
@@ -1292,6 +1398,116 @@ format = "%Y/%m/%d"
         assert_eq!(s.queue.url, "http://elsewhere/1/q");
         assert_eq!(s.queue.pollers.get(), 7);
         assert_eq!(s.lake.parquet.compression, Compression::Snappy);
+    }
+
+    const TOPICS_ENV: &str = "LAKEWORKER__QUEUE__ALLOWED_TOPIC_ARNS";
+
+    fn with_topics(value: &str) -> String {
+        GOOD.replace(
+            "[queue]\n",
+            &format!("[queue]\nallowed_topic_arns = {value}\n"),
+        )
+    }
+
+    #[test]
+    fn allowed_topic_arns_take_a_list_or_a_comma_separated_string() {
+        let s = load(GOOD, &[]).unwrap();
+        assert_eq!(
+            s.queue.sns_topics,
+            TopicPolicy::AnyTopic,
+            "absent: any topic"
+        );
+        assert!(!s.summary().contains("SNS"), "{}", s.summary());
+        let a = "arn:aws:sns:us-east-1:123456789012:landing";
+        let b = "arn:aws-cn:sns:cn-north-1:123456789012:Events_2.fifo";
+        let both = TopicPolicy::Only(vec![a.into(), b.into()]);
+        let listed = with_topics(&format!("[\"{a}\", \" {b} \", \"\"]"));
+        let s = load(&listed, &[]).unwrap();
+        assert_eq!(s.queue.sns_topics, both);
+        assert!(
+            s.summary()
+                .contains(&format!("SNS notifications: only from {a}, {b}\n")),
+            "{}",
+            s.summary()
+        );
+        let env_text = format!(" {a} ,{b},");
+        let s = load(GOOD, &[(TOPICS_ENV, &env_text)]).unwrap();
+        assert_eq!(s.queue.sns_topics, both);
+        let s = load(&with_topics("[]"), &[(TOPICS_ENV, a)]).unwrap();
+        assert_eq!(
+            s.queue.sns_topics,
+            TopicPolicy::Only(vec![a.into()]),
+            "the environment overrides the file"
+        );
+        // Present but empty: no SNS notification is accepted, and check-config says so.
+        for (text, env) in [
+            (with_topics("[]"), None),
+            (GOOD.to_owned(), Some(" , ")),
+            (GOOD.to_owned(), Some("")),
+        ] {
+            let env: Vec<(&str, &str)> = env.map(|v| (TOPICS_ENV, v)).into_iter().collect();
+            let s = load(&text, &env).unwrap();
+            assert_eq!(s.queue.sns_topics, TopicPolicy::Only(vec![]), "{env:?}");
+            assert!(
+                s.summary()
+                    .contains("SNS notifications: refused from every topic"),
+                "{}",
+                s.summary()
+            );
+        }
+    }
+
+    #[test]
+    fn allowed_topic_arns_must_be_sns_topic_arns() {
+        let not_arn = |i: usize, arn: &str| {
+            format!("queue.allowed_topic_arns[{i}]: {arn:?} is not an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>)")
+        };
+        let bad = [
+            "landing",
+            "arn:aws:sqs:us-east-1:123456789012:landing",
+            "arn:aws:sns:us-east-1:1234:landing",
+            "arn:aws:sns:us-east-1:123456789012:*",
+            "arn:aws:sns::123456789012:landing",
+            "arn:aws:sns:us-east-1:123456789012:landing:sub-id",
+            "arn:aws:sns:us-east-1:123456789012:.fifo",
+        ];
+        let list: Vec<String> = std::iter::once("arn:aws:sns:us-east-1:123456789012:ok")
+            .chain(bad)
+            .map(|arn| format!("{arn:?}"))
+            .collect();
+        let expected: Vec<String> = bad
+            .iter()
+            .enumerate()
+            .map(|(i, arn)| not_arn(i + 1, arn))
+            .collect();
+        assert_eq!(
+            problems(&with_topics(&format!("[{}]", list.join(", ")))),
+            expected
+        );
+        // The environment's form: indexes count the entries as written, empty ones too.
+        let err = load(
+            GOOD,
+            &[(
+                TOPICS_ENV,
+                "arn:aws:sns:us-east-1:123456789012:ok,,sns:topic",
+            )],
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), not_arn(2, "sns:topic"));
+        // Neither a list nor a string.
+        let found = problems(&with_topics("5"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("queue.allowed_topic_arns: invalid type: integer `5`, expected a list of SNS topic ARNs"),
+            "{found:?}"
+        );
+        // The config crate reads a number in the list as its text.
+        assert_eq!(
+            problems(&with_topics(
+                "[\"arn:aws:sns:us-east-1:123456789012:ok\", 5]"
+            )),
+            [not_arn(1, "5")]
+        );
     }
 
     #[test]

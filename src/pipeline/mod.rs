@@ -148,7 +148,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
     /// Handles one message body. Deletion is the caller's business: `Ok` means every
     /// output is durable (or there was nothing to do).
     pub async fn handle(&self, body: &str, job: &Job) -> Result<Outcome, JobError> {
-        match envelope::parse(body)? {
+        match envelope::parse_from(body, &self.settings.queue.sns_topics)? {
             Envelope::Discard(reason) => Ok(Outcome::Discarded(reason)),
             Envelope::Records(records) => self.upsert_inline(records, job).await,
             Envelope::Objects(objects) => {

@@ -1000,6 +1000,54 @@ async fn refusals_are_permanent_and_write_nothing() {
     assert!(p.records.tables.lock().unwrap().is_empty());
 }
 
+/// `body` wrapped in an SNS notification from `topic`.
+fn sns_from(topic: &str, body: &str) -> String {
+    serde_json::json!({"Type": "Notification", "MessageId": "m", "TopicArn": topic,
+        "Message": body, "Timestamp": "2024-03-04T05:06:07Z"})
+    .to_string()
+}
+
+#[tokio::test]
+async fn sns_notifications_from_topics_not_allowed_are_permanent_and_write_nothing() {
+    let allowed = "arn:aws:sns:us-east-1:123456789012:landing";
+    let stranger = "arn:aws:sns:us-east-1:999999999999:landing";
+    let p = pipeline_with(&[("LAKEWORKER__QUEUE__ALLOWED_TOPIC_ARNS", allowed)]);
+    p.store.insert(
+        LANDING,
+        "users/a.csv",
+        b"user_id,signup_date\nu-1,2024/01/01\n",
+    );
+    let inline =
+        r#"{"dataset": "users", "records": [{"user_id": "u-2", "signup_date": "2024/01/01"}]}"#;
+    for body in [event(LANDING, "users/a.csv"), inline.to_owned()] {
+        let err = p
+            .handle(&sns_from(stranger, &body), &job("m1"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("bad message body: SNS notification from topic {stranger:?}, which is not in queue.allowed_topic_arns")
+        );
+    }
+    assert!(p.store.keys(LAKE).is_empty());
+    assert!(p.records.tables.lock().unwrap().is_empty());
+    assert!(p
+        .ledger
+        .record("s3://lakeworker-landing/users/a.csv")
+        .is_none());
+    // The allowed topic's notifications, and bodies without an envelope, are handled.
+    let from_allowed = sns_from(allowed, &event(LANDING, "users/a.csv"));
+    assert!(matches!(
+        p.handle(&from_allowed, &job("m2")).await.unwrap(),
+        Outcome::Converted(_)
+    ));
+    assert!(matches!(
+        p.handle(inline, &job("m3")).await.unwrap(),
+        Outcome::Upserted { rows: 1, .. }
+    ));
+}
+
 #[tokio::test]
 async fn a_missing_object_is_transient_and_recorded() {
     let p = pipeline();

@@ -724,6 +724,7 @@ mod tests {
             max_attempts: 3,
             retry_base: Duration::from_secs(7),
             retry_max: Duration::from_secs(60),
+            sns_topics: Default::default(),
         }
     }
 
