@@ -106,6 +106,9 @@ pub struct Policy {
     /// A CSV header with more columns rejects the file; a CSV row with more fields, or a
     /// JSON object with more keys, is a bad row.
     pub max_columns: usize,
+    /// Whether inline-records messages may name this dataset (`inline`). Only matters with
+    /// a records table: without one, inline records are refused anyway.
+    pub accepts_inline: bool,
 }
 
 impl Default for Policy {
@@ -119,6 +122,7 @@ impl Default for Policy {
             expansion: Expansion::default(),
             max_row_bytes: 1024 * 1024,
             max_columns: 1000,
+            accepts_inline: true,
         }
     }
 }
@@ -213,8 +217,12 @@ impl Dataset {
             ),
             None => String::new(),
         };
+        let inline = match (&self.records, self.policy.accepts_inline) {
+            (Some(_), false) => ", inline records refused",
+            _ => "",
+        };
         format!(
-            "{name}: {format:?} files matching {pattern:?}, partitioned by {partition}, columns [{columns}]{records}",
+            "{name}: {format:?} files matching {pattern:?}, partitioned by {partition}, columns [{columns}]{records}{inline}",
             name = self.name,
             format = self.format,
             pattern = self.pattern,

@@ -44,6 +44,10 @@ pub enum JobError {
     UnknownDataset(String),
     #[error("inline records for dataset {0:?}: the dataset has no records_table")]
     NoRecordsTable(String),
+    #[error(
+        "inline records for dataset {0:?}: the dataset does not accept inline records (inline = false)"
+    )]
+    InlineRefused(String),
     #[error("{what}: {reason}")]
     Rejected { what: String, reason: String },
     #[error("{what}: {source}")]
@@ -92,6 +96,7 @@ impl JobError {
             | JobError::NoDataset { .. }
             | JobError::UnknownDataset(_)
             | JobError::NoRecordsTable(_)
+            | JobError::InlineRefused(_)
             | JobError::Rejected { .. } => ErrorClass::Permanent,
             JobError::Convert { source, .. } if !source.is_transient() => ErrorClass::Permanent,
             // Only a request AWS refuses as malformed (an item over DynamoDB's size limit)

@@ -320,6 +320,48 @@ async fn inline_records_are_upserted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_with_inline_false_refuses_inline_records_and_still_takes_files() {
+    let template = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    let anchor = "records_key = \"user_id\"";
+    let text = std::fs::read_to_string(root().join("config/local.toml")).unwrap();
+    assert!(text.contains(anchor), "config/local.toml changed");
+    let text = text.replacen(anchor, &format!("{anchor}\ninline = false"), 1);
+    std::fs::write(template.path(), text).unwrap();
+    let env = TestEnv::quiet_from("noinline", template.path().to_str().unwrap(), &[]).await;
+    let _worker = env.start_worker();
+    let inline = String::from_utf8(example("messages/users-inline.json")).unwrap();
+    env.send(&inline).await;
+    env.put_and_announce("users/signups.csv", &example("users/signups-2024-05.csv"))
+        .await;
+    env.wait_lake_keys(3).await;
+    wait_for("the inline records in the DLQ", WAIT, || async {
+        env.depth(&env.dlq_url).await == 1
+    })
+    .await;
+    env.wait_drained().await;
+    let letters = env.dead_letters_with_attributes().await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    let (body, attributes) = &letters[0];
+    assert_eq!(body, &inline, "dead-lettered unchanged");
+    assert_eq!(attributes["lakeworker.error_class"], "permanent");
+    assert_eq!(
+        attributes["lakeworker.error"],
+        "inline records for dataset \"users\": the dataset does not accept inline records (inline = false)"
+    );
+    // The file's rows reach the table; the inline ones do not.
+    wait_for("the file's users", WAIT, || async {
+        env.users().await.contains_key("u-001")
+    })
+    .await;
+    let users = env.users().await;
+    assert!(
+        !users.contains_key("u-100") && !users.contains_key("u-101"),
+        "{:?}",
+        users.keys()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overwritten_object_is_processed_by_its_newest_event_only() {
     let env = TestEnv::quiet("superseded", &[]).await;
     let worker = env.start_worker();

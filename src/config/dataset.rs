@@ -66,6 +66,7 @@ pub(super) struct RawDataset {
     max_compression_ratio: Option<u64>,
     max_row_bytes: Option<RawSize>,
     max_columns: Option<u64>,
+    inline: Option<bool>,
     csv: Option<RawCsv>,
     #[serde(default)]
     columns: Vec<RawColumn>,
@@ -280,6 +281,9 @@ impl RawDataset {
                 "must be between 1 and 100000",
             );
             policy.max_columns = count as usize;
+        }
+        if let Some(inline) = self.inline {
+            policy.accepts_inline = inline;
         }
         if let Header::Names(names) = &csv.header {
             let extra = policy.extra_columns;
@@ -961,6 +965,7 @@ mod tests {
                 },
                 max_row_bytes: 1024 * 1024,
                 max_columns: 1000,
+                accepts_inline: true,
             }
         );
         assert_eq!(
@@ -977,6 +982,37 @@ mod tests {
         for column in &d.columns {
             assert_eq!(column.nulls, ["", "NULL", "null", "NA"], "{}", column.name);
         }
+    }
+
+    #[test]
+    fn inline_records_can_be_refused_per_dataset() {
+        let s = load(GOOD, &[]).unwrap();
+        assert!(s.datasets.by_name("users").unwrap().policy.accepts_inline);
+        let s = load(&with("inline = false", ""), &[]).unwrap();
+        let users = s.datasets.by_name("users").unwrap();
+        assert!(!users.policy.accepts_inline);
+        assert!(
+            users.summary().ends_with(", inline records refused"),
+            "{}",
+            users.summary()
+        );
+        assert!(
+            load(&with("inline = true", ""), &[])
+                .unwrap()
+                .datasets
+                .by_name("users")
+                .unwrap()
+                .policy
+                .accepts_inline
+        );
+        let found = problems(&with("inline = \"maybe\"", ""));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "datasets[0].inline: invalid type: string \"maybe\", expected a boolean"
+            ),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .datasets
             .by_name(&inline.dataset)
             .ok_or_else(|| JobError::UnknownDataset(inline.dataset.clone()))?;
+        if !dataset.policy.accepts_inline {
+            return Err(JobError::InlineRefused(dataset.name.clone()));
+        }
         let target = dataset
             .records
             .as_ref()

@@ -1048,6 +1048,55 @@ async fn sns_notifications_from_topics_not_allowed_are_permanent_and_write_nothi
     ));
 }
 
+/// A pipeline on `config/local.toml` with `line` added to the users dataset.
+fn pipeline_with_users(line: &str) -> TestPipeline {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/local.toml")).unwrap();
+    let anchor = "records_key = \"user_id\"";
+    assert!(text.contains(anchor), "config/local.toml changed");
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(
+        file.path(),
+        text.replacen(anchor, &format!("{anchor}\n{line}"), 1),
+    )
+    .unwrap();
+    pipeline_from(file.path().to_str().unwrap(), &[])
+}
+
+#[tokio::test]
+async fn inline_false_refuses_inline_records_but_not_files() {
+    let p = pipeline_with_users("inline = false");
+    // Refused before validation: the bad record is not quarantined.
+    let body = r#"{"dataset": "users", "records": [{"user_id": "u-1", "signup_date": "2024/01/01"}, {"bad": 1}]}"#;
+    let err = p.handle(body, &job("m1")).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "inline records for dataset \"users\": the dataset does not accept inline records (inline = false)"
+    );
+    assert!(p.records.tables.lock().unwrap().is_empty());
+    assert!(p.store.keys(LAKE).is_empty(), "nothing quarantined either");
+    // The dataset's files still reach the lake and the table.
+    p.store.insert(
+        LANDING,
+        "users/a.csv",
+        b"user_id,signup_date\nu-2,2024/01/01\n",
+    );
+    assert!(matches!(
+        one_object(&p, "users/a.csv").await,
+        ObjectOutcome::Written(_)
+    ));
+    assert_eq!(table(&p), [("u-2".to_owned(), String::new())]);
+    // inline = true is the default.
+    let p = pipeline_with_users("inline = true");
+    let good =
+        r#"{"dataset": "users", "records": [{"user_id": "u-1", "signup_date": "2024/01/01"}]}"#;
+    assert!(matches!(
+        p.handle(good, &job("m2")).await.unwrap(),
+        Outcome::Upserted { rows: 1, .. }
+    ));
+}
+
 #[tokio::test]
 async fn a_missing_object_is_transient_and_recorded() {
     let p = pipeline();
