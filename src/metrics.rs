@@ -3,18 +3,23 @@
 //!
 //! | name | kind | unit | attributes |
 //! |---|---|---|---|
-//! | `lakeworker.messages` | counter | message | `outcome`: received, succeeded, discarded, retried, dead_lettered, released |
+//! | `lakeworker.messages` | counter | message | `outcome`: received, succeeded, discarded, retried, dead_lettered, released, abandoned, deleted |
 //! | `lakeworker.dead_letters` | counter | message | `via`: full, trimmed, pointer (sent); kept_in_s3 (only the S3 copy holds the body); retried (nothing durable yet) |
 //! | `lakeworker.rows` | counter | row | `kind`: read, written, quarantined; `dataset` |
 //! | `lakeworker.bytes` | counter | By | `direction`: read, written; `dataset` |
 //! | `lakeworker.message.duration` | histogram | s | `outcome` |
 //! | `lakeworker.visibility.extensions` | counter | extension | |
-//! | `lakeworker.in_flight` | up-down counter | message | |
+//! | `lakeworker.in_flight` | gauge (observed at each export) | message | |
 //! | `lakeworker.poll.duration` | histogram | s | |
+//!
+//! `in_flight` is a gauge, not an up-down counter, so that it reads the same whatever the
+//! export temporality: a collector that turns cumulative sums into deltas (CloudWatch's
+//! EMF exporter does) would otherwise report changes instead of the level.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use opentelemetry::metrics::{Counter, Histogram, ObservableGauge};
 use opentelemetry::KeyValue;
 
 /// The instruments, created once from the global meter.
@@ -25,7 +30,9 @@ pub struct Metrics {
     bytes: Counter<u64>,
     duration: Histogram<f64>,
     extensions: Counter<u64>,
-    in_flight: UpDownCounter<i64>,
+    /// Messages being handled now, read by the `lakeworker.in_flight` gauge's callback.
+    in_flight: Arc<AtomicI64>,
+    _in_flight_gauge: ObservableGauge<i64>,
     poll: Histogram<f64>,
 }
 
@@ -35,6 +42,8 @@ pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
         let meter = opentelemetry::global::meter("lakeworker");
+        let in_flight = Arc::new(AtomicI64::new(0));
+        let observed = in_flight.clone();
         Metrics {
             messages: meter
                 .u64_counter("lakeworker.messages")
@@ -66,11 +75,13 @@ pub fn get() -> &'static Metrics {
                 .with_unit("{extension}")
                 .with_description("Successful visibility heartbeats")
                 .build(),
-            in_flight: meter
-                .i64_up_down_counter("lakeworker.in_flight")
+            _in_flight_gauge: meter
+                .i64_observable_gauge("lakeworker.in_flight")
                 .with_unit("{message}")
                 .with_description("Messages being processed")
+                .with_callback(move |gauge| gauge.observe(observed.load(Ordering::Relaxed), &[]))
                 .build(),
+            in_flight,
             poll: meter
                 .f64_histogram("lakeworker.poll.duration")
                 .with_unit("s")
@@ -132,7 +143,7 @@ impl Metrics {
     }
 
     pub fn in_flight(&self, delta: i64) {
-        self.in_flight.add(delta, &[]);
+        self.in_flight.fetch_add(delta, Ordering::Relaxed);
     }
 
     pub fn poll(&self, seconds: f64) {

@@ -13,7 +13,7 @@ use common::*;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use prost::Message;
 
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
@@ -96,6 +96,15 @@ fn text(attributes: &[KeyValue], key: &str) -> Option<String> {
     }
 }
 
+/// A sum's or a gauge's data point as a number.
+fn number(point: &NumberDataPoint) -> f64 {
+    match point.value {
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        None => 0.0,
+    }
+}
+
 /// A span as the test looks at it.
 #[derive(Debug)]
 struct Span {
@@ -125,6 +134,7 @@ async fn a_run_exports_spans_and_metrics_over_otlp() {
     let posts = received.lock().unwrap().clone();
     let mut spans = Vec::new();
     let mut metrics: HashMap<String, Vec<(Vec<KeyValue>, f64)>> = HashMap::new();
+    let mut kinds: HashMap<String, &str> = HashMap::new();
     for (path, body) in &posts {
         match path.as_str() {
             "/v1/traces" => {
@@ -159,16 +169,27 @@ async fn a_run_exports_spans_and_metrics_over_otlp() {
                     .flat_map(|r| r.scope_metrics)
                 {
                     for metric in scope.metrics {
+                        let kind = match &metric.data {
+                            Some(metric::Data::Sum(_)) => "sum",
+                            Some(metric::Data::Gauge(_)) => "gauge",
+                            Some(metric::Data::Histogram(_)) => "histogram",
+                            _ => "other",
+                        };
+                        kinds.insert(metric.name.clone(), kind);
                         let points: Vec<(Vec<KeyValue>, f64)> = match metric.data {
                             Some(metric::Data::Sum(sum)) => sum
                                 .data_points
                                 .into_iter()
                                 .map(|p| {
-                                    let value = match p.value {
-                                        Some(number_data_point::Value::AsInt(i)) => i as f64,
-                                        Some(number_data_point::Value::AsDouble(d)) => d,
-                                        None => 0.0,
-                                    };
+                                    let value = number(&p);
+                                    (p.attributes, value)
+                                })
+                                .collect(),
+                            Some(metric::Data::Gauge(gauge)) => gauge
+                                .data_points
+                                .into_iter()
+                                .map(|p| {
+                                    let value = number(&p);
                                     (p.attributes, value)
                                 })
                                 .collect(),
@@ -179,7 +200,8 @@ async fn a_run_exports_spans_and_metrics_over_otlp() {
                                 .collect(),
                             _ => Vec::new(),
                         };
-                        // Cumulative: the last export of each series holds its total.
+                        // Cumulative: the last export of each series holds its total
+                        // (and a gauge's last value).
                         metrics.insert(metric.name, points);
                     }
                 }
@@ -274,6 +296,8 @@ async fn a_run_exports_spans_and_metrics_over_otlp() {
         total("lakeworker.message.duration", "outcome", "succeeded"),
         1.0
     );
+    // A gauge: a collector turning cumulative sums into deltas (CloudWatch EMF) keeps it.
+    assert_eq!(kinds["lakeworker.in_flight"], "gauge");
     let in_flight: f64 = metrics["lakeworker.in_flight"].iter().map(|(_, v)| v).sum();
     assert_eq!(in_flight, 0.0, "every message finished");
     let polls: f64 = metrics["lakeworker.poll.duration"]
