@@ -1045,14 +1045,29 @@ impl RawSettings {
             "must be between 1 and 64",
         );
         check_prefix(&mut p, "lake.prefix", &self.lake.prefix);
+        // Prefixes in one bucket must not nest: a lifecycle rule, a bucket policy or a
+        // clean-up of one would reach into the other (quarantine expiry deleting tables).
+        let quarantine_shares_the_bucket = self
+            .lake
+            .quarantine_bucket
+            .as_ref()
+            .is_none_or(|b| b == &self.lake.bucket);
         if let Some(raw) = &self.lake.raw_prefix {
             check_prefix(&mut p, "lake.raw_prefix", raw);
             p.check(
-                raw != &self.lake.prefix && raw != &self.lake.quarantine_prefix,
+                !nested(raw, &self.lake.prefix)
+                    && !(quarantine_shares_the_bucket
+                        && nested(raw, &self.lake.quarantine_prefix)),
                 "lake.raw_prefix",
-                "must differ from lake.prefix and lake.quarantine_prefix",
+                "must differ from lake.prefix and lake.quarantine_prefix, and neither may contain the other",
             );
         }
+        p.check(
+            !(quarantine_shares_the_bucket
+                && nested(&self.lake.quarantine_prefix, &self.lake.prefix)),
+            "lake.quarantine_prefix",
+            "must differ from lake.prefix in the same bucket, and neither may contain the other",
+        );
         p.check(
             !self.landing.delete_after || self.lake.raw_prefix.is_some(),
             "landing.delete_after",
@@ -1280,6 +1295,16 @@ fn check_bucket(p: &mut Problems, path: &str, name: &str) {
         path,
         format!("{name:?} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)"),
     );
+}
+
+/// Whether two key prefixes are the same or one is a folder of the other.
+fn nested(a: &str, b: &str) -> bool {
+    let inside = |outer: &str, inner: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    a == b || inside(a, b) || inside(b, a)
 }
 
 fn check_prefix(p: &mut Problems, path: &str, prefix: &str) {
@@ -1851,6 +1876,49 @@ format = "%Y/%m/%d"
         .unwrap();
         assert!(s.landing.delete_after);
         assert_eq!(s.lake.raw_prefix.as_deref(), Some("raw"));
+    }
+
+    #[test]
+    fn prefixes_in_one_bucket_do_not_nest() {
+        for (key, value, problem) in [
+            (
+                "LAKEWORKER__LAKE__QUARANTINE_PREFIX",
+                "curated",
+                "lake.quarantine_prefix: must differ",
+            ),
+            (
+                "LAKEWORKER__LAKE__QUARANTINE_PREFIX",
+                "curated/bad",
+                "lake.quarantine_prefix: must differ",
+            ),
+            (
+                "LAKEWORKER__LAKE__PREFIX",
+                "quarantine/tables",
+                "lake.quarantine_prefix: must differ",
+            ),
+            (
+                "LAKEWORKER__LAKE__RAW_PREFIX",
+                "curated/raw",
+                "lake.raw_prefix: must differ",
+            ),
+        ] {
+            let err = load(GOOD, &[(key, value)]).unwrap_err();
+            assert!(err.to_string().contains(problem), "{key}={value}: {err}");
+        }
+        // Siblings that share a start are not nested; another bucket may reuse a prefix.
+        load(
+            GOOD,
+            &[("LAKEWORKER__LAKE__QUARANTINE_PREFIX", "curated-bad")],
+        )
+        .unwrap();
+        load(
+            GOOD,
+            &[
+                ("LAKEWORKER__LAKE__QUARANTINE_PREFIX", "curated"),
+                ("LAKEWORKER__LAKE__QUARANTINE_BUCKET", "elsewhere"),
+            ],
+        )
+        .unwrap();
     }
 
     #[test]
