@@ -59,6 +59,7 @@ class Renderer:
             assert value is not None, f"parameter {name} needs a value"
             if spec["Type"].startswith("List<") or spec["Type"] == "CommaDelimitedList":
                 value = value.split(",") if isinstance(value, str) else list(value)
+                value = [v.strip() for v in value]  # as CloudFormation does
             self.params[name] = value
         self.conditions = {}
         for name in template["Conditions"]:
@@ -68,6 +69,16 @@ class Renderer:
             for name, resource in template["Resources"].items()
             if "Condition" not in resource or self.conditions[resource["Condition"]]
         }
+
+    def broken_rules(self):
+        """The AssertDescription of every template rule these parameters break."""
+        broken = []
+        for rule in self.template.get("Rules", {}).values():
+            if "RuleCondition" in rule and not self.value(rule["RuleCondition"]):
+                continue
+            broken += [a["AssertDescription"] for a in rule["Assertions"]
+                       if not self.value(a["Assert"])]
+        return broken
 
     def condition(self, name):
         if name not in self.conditions:
@@ -169,18 +180,27 @@ def listed(value):
     return value if isinstance(value, list) else [value]
 
 
-def arn_like(pattern, value):
+def glob(pattern, value):
     regex = "^" + ".*".join(map(re.escape, pattern.split("*"))) + "$"
     return re.match(regex.replace(r"\?", "."), value) is not None
+
+
+def arn_like(pattern, value):
+    """IAM's ArnLike: each of the six colon-separated parts matched on its own, so a `*`
+    never reaches across a colon. Placeholders (`{TaskRole.Arn}`) compare as strings."""
+    if not (pattern.startswith("arn:") and value.startswith("arn:")):
+        return glob(pattern, value)
+    want, have = pattern.split(":", 5), value.split(":", 5)
+    return len(want) == len(have) == 6 and all(map(glob, want, have))
 
 
 def condition_holds(operator, key, wanted, context):
     present = key in context
     actual = context.get(key)
     wanted = [str(w) for w in listed(wanted)]
-    if operator in ("ArnLike", "StringLike"):
+    if operator == "ArnLike":
         return present and any(arn_like(w, actual) for w in wanted)
-    if operator in ("ArnNotLike", "StringNotLike"):
+    if operator == "ArnNotLike":
         return not present or not any(arn_like(w, actual) for w in wanted)
     if operator in ("StringEquals", "ArnEquals"):
         return present and actual in wanted
@@ -190,20 +210,32 @@ def condition_holds(operator, key, wanted, context):
 
 
 def statement_applies(st, action, resource, context):
-    if not any(arn_like(a, action) for a in listed(st["Action"])):
+    if not any(glob(a, action) for a in listed(st["Action"])):
         return False
-    if not any(arn_like(r, resource) for r in listed(st["Resource"])):
+    if not any(glob(r, resource) for r in listed(st["Resource"])):
         return False
     principal = st.get("Principal")
     if principal != "*":
         names = [context.get("principal")] + [context.get("service")]
         named = listed(principal.get("AWS", [])) + listed(principal.get("Service", []))
-        if not any(n in names for n in named if n):
+        is_aws_principal = context.get("principal") is not None
+        if not (("*" in listed(principal.get("AWS", [])) and is_aws_principal)
+                or any(n in names for n in named if n)):
             return False
     return all(
         condition_holds(op, key, wanted, context)
         for op, keys in st.get("Condition", {}).items()
         for key, wanted in keys.items()
+    )
+
+
+def grants(statements, action, resource):
+    """Whether identity-policy statements allow the action on the resource."""
+    return any(
+        st["Effect"] == "Allow"
+        and any(glob(a, action) for a in listed(st["Action"]))
+        and any(glob(r, resource) for r in listed(st["Resource"]))
+        for st in statements
     )
 
 
@@ -294,8 +326,12 @@ class WhoMaySend(unittest.TestCase):
         policy = self.policy()
         self.assertTrue(self.may_send(policy, **self.s3(LANDING)))
         self.assertFalse(self.may_send(policy, **self.s3("some-other-bucket")))
+        # The task role's own policy grants the send (backfill, redrive) ...
+        own = Renderer(load()).role_statements("TaskRole")
+        self.assertTrue(grants(own, "sqs:SendMessage", self.QUEUE))
         task = {"principal": "{TaskRole.Arn}", "aws:PrincipalArn": "{TaskRole.Arn}",
                 "identity": True}
+        # ... and the queue policy does not deny it.
         self.assertTrue(self.may_send(policy, **task))
         # An admin of the account whose own policy grants sqs:* is refused all the same.
         admin = {"principal": role("Admin"), "aws:PrincipalArn": role("Admin"),
@@ -377,6 +413,18 @@ class LeastPrivilege(unittest.TestCase):
                 self.assertEqual(st["Condition"]["StringEquals"]["kms:ViaService"],
                                  f"s3.{REGION}.amazonaws.com")
 
+    def test_the_data_key_serves_this_account_through_s3_only(self):
+        policy = Renderer(load()).props("DataKey")["KeyPolicy"]
+        through_s3 = {"principal": role("uploader"), "kms:CallerAccount": ACCOUNT,
+                      "kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+        self.assertTrue(allows(policy, "kms:GenerateDataKey", "*", through_s3))
+        self.assertTrue(allows(policy, "kms:Decrypt", "*", through_s3))
+        direct = {k: v for k, v in through_s3.items() if k != "kms:ViaService"}
+        self.assertFalse(allows(policy, "kms:Decrypt", "*", direct))
+        other = {**through_s3, "kms:CallerAccount": "999999999999",
+                 "principal": "arn:aws:iam::999999999999:role/x"}
+        self.assertFalse(allows(policy, "kms:Decrypt", "*", other))
+
     def test_the_stacks_buckets_use_the_data_key(self):
         r = Renderer(load(), SeparateQuarantineBucket="true")
         for bucket in ("LandingBucket", "LakeBucket", "QuarantineBucket"):
@@ -425,6 +473,63 @@ class LeastPrivilege(unittest.TestCase):
                     self.assertTrue(all(a.startswith("xray:") for a in listed(st["Action"])), st)
 
 
+class Evaluator(unittest.TestCase):
+    """The policy evaluator itself, so a property test cannot pass by its fault."""
+
+    def test_arn_like_matches_part_by_part(self):
+        self.assertTrue(arn_like("arn:aws:s3:::bucket", "arn:aws:s3:::bucket"))
+        self.assertTrue(arn_like("arn:aws:cloudwatch:eu-west-1:1:alarm:*",
+                                 "arn:aws:cloudwatch:eu-west-1:1:alarm:a"))
+        # A * in one part does not swallow a colon into the next.
+        self.assertFalse(arn_like("arn:aws:sns:*", "arn:aws:sns:eu-west-1:1:topic"))
+        self.assertTrue(arn_like("arn:aws:sns:*:*:*", "arn:aws:sns:eu-west-1:1:topic"))
+        self.assertFalse(arn_like("arn:aws:s3:::bucket", "arn:aws:s3:::bucket-2"))
+
+    def test_a_deny_wins_and_an_allow_is_needed(self):
+        policy = {"Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "a"}, "Action": "x:Do", "Resource": "*"},
+            {"Effect": "Deny", "Principal": "*", "Action": "x:*", "Resource": "*",
+             "Condition": {"ArnNotLike": {"aws:PrincipalArn": ["a"], "aws:SourceArn": ["s"]}}},
+        ]}
+        self.assertTrue(allows(policy, "x:Do", "r", {"principal": "a", "aws:PrincipalArn": "a"}))
+        self.assertFalse(allows(policy, "x:Do", "r", {"principal": "b", "aws:PrincipalArn": "b",
+                                                      "identity": True}))
+        # Both conditions must hold for the Deny: a listed source escapes it.
+        self.assertTrue(allows(policy, "x:Do", "r", {"aws:SourceArn": "s", "identity": True}))
+        self.assertFalse(allows(policy, "x:Do", "r", {"aws:SourceArn": "t"}))
+
+
+class Parameters(unittest.TestCase):
+    def pattern(self, name):
+        return load()["Parameters"][name]["AllowedPattern"]
+
+    def test_the_secret_arn_is_the_full_one_iam_can_match(self):
+        pattern = self.pattern("PiiSaltSecretArn")
+        for good in ("", SECRET, PARAMETER):
+            self.assertRegex(good, pattern)
+        for bad in (SECRET[:-7], SECRET + ":salt::", "lakeworker/pii-salt",
+                    f"arn:aws:kms:{REGION}:{ACCOUNT}:key/x"):
+            self.assertNotRegex(bad, pattern)
+
+    def test_key_parameters_take_single_and_multi_region_keys(self):
+        for name in ("DataKmsKeyArn", "AlarmTopicKmsKeyArn", "PiiSaltKmsKeyArn"):
+            pattern = self.pattern(name)
+            self.assertRegex(f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab", pattern)
+            self.assertRegex(f"arn:aws:kms:{REGION}:{ACCOUNT}:key/mrk-1234abcd12ab34cd56ef1234567890ab", pattern)
+            self.assertNotRegex("alias/aws/sns", pattern)
+
+    def test_rules_refuse_what_would_break_the_stack(self):
+        self.assertEqual(Renderer(load()).broken_rules(), [])
+        catalog = Renderer(load(), CatalogDatabase="lake").broken_rules()
+        self.assertEqual(len(catalog), 1)
+        self.assertIn("CatalogOutputLocation", catalog[0])
+        self.assertEqual(Renderer(load(), CatalogDatabase="lake",
+                                  CatalogOutputLocation="s3://r/x/").broken_rules(), [])
+        same = Renderer(load(), QuarantinePrefix="curated").broken_rules()
+        self.assertTrue(any("QuarantinePrefix" in b for b in same), same)
+        self.assertTrue(Renderer(load(), RawPrefix="quarantine").broken_rules())
+
+
 SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:lakeworker/pii-salt-AbCdEf"
 PARAMETER = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/lakeworker/pii-salt"
 
@@ -468,7 +573,7 @@ def emitted_metrics():
     the worker pool's outcome_name (plus `received`), the other attribute values from the
     calls that record them."""
     metrics = METRICS_RS.read_text()
-    names = set(re.findall(r'_(?:counter|histogram|up_down_counter)\("([a-z_.]+)"\)', metrics))
+    names = set(re.findall(r'_(?:counter|histogram|up_down_counter|observable_gauge|gauge)\("([a-z_.]+)"\)', metrics))
     pool = POOL_RS.read_text()
     body = pool[pool.index("fn outcome_name"):]
     body = body[: body.index("\n}\n")]
@@ -515,7 +620,9 @@ class Dashboard(unittest.TestCase):
                        "lakeworker.in_flight"):
             self.assertIn(wanted, shown)
         outcomes = {d["outcome"] for n, d in series if n == "lakeworker.messages"}
-        self.assertTrue({"succeeded", "retried", "dead_lettered"} <= outcomes)
+        self.assertEqual(outcomes, values["outcome"])
+        vias = {d["via"] for n, d in series if n == "lakeworker.dead_letters"}
+        self.assertEqual(vias, values["via"])
         kinds = {d["kind"] for n, d in series if n == "lakeworker.rows"}
         self.assertEqual(kinds, {"read", "written", "quarantined"})
 
@@ -542,6 +649,21 @@ class Dashboard(unittest.TestCase):
         self.assertEqual(emf["namespace"], "lakeworker/lakeworker")
         self.assertEqual(emf["log_group_name"], self.r.props("MetricsLogGroup")["LogGroupName"])
         self.assertIn("awsemf", config["service"]["pipelines"]["metrics"]["exporters"])
+        # Deltas from the worker: the exporter would turn cumulative histograms into
+        # lifetime averages (and up-down counters into changes, hence in_flight's gauge).
+        self.assertEqual(worker["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"], "delta")
+        self.assertIn("i64_observable_gauge(\"lakeworker.in_flight\")", METRICS_RS.read_text())
+        self.assertTrue(emf["retain_initial_value_of_delta_metric"])
+        # Every instrument whose OpenTelemetry unit CloudWatch does not know gets one.
+        units = {d["metric_name"]: d["unit"] for d in emf["metric_descriptors"]}
+        declared = dict(re.findall(r'\("(lakeworker\.[a-z_.]+)"\)\s*\.with_unit\("([^"]+)"\)',
+                                   METRICS_RS.read_text()))
+        self.assertGreaterEqual(len(declared), 8)
+        for name, unit in declared.items():
+            if unit.startswith("{"):
+                self.assertEqual(units.get(name), "Count", name)
+            elif unit == "By":
+                self.assertEqual(units.get(name), "Bytes", name)
         for name, dims in self.series("lakeworker/lakeworker"):
             declared = [
                 d for decl in emf["metric_declarations"]
@@ -559,9 +681,13 @@ class Dashboard(unittest.TestCase):
         self.assertIsNone(r.container("otel-collector"))
         self.assertNotIn("LAKEWORKER__TELEMETRY__OTLP_ENDPOINT", r.environment())
         self.assertNotIn("MetricsLogGroup", r.resources)
-        mine = Renderer(load(), MetricsSidecar="false", OtlpEndpoint="http://collector:4318")
-        self.assertEqual(mine.environment()["LAKEWORKER__TELEMETRY__OTLP_ENDPOINT"],
-                         "http://collector:4318")
+        for sidecar in ("false", "true"):
+            mine = Renderer(load(), MetricsSidecar=sidecar, OtlpEndpoint="http://collector:4318")
+            self.assertEqual(mine.environment()["LAKEWORKER__TELEMETRY__OTLP_ENDPOINT"],
+                             "http://collector:4318")
+            # Their collector, their temporality; no idle sidecar.
+            self.assertIsNone(mine.container("otel-collector"))
+            self.assertNotIn("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", mine.environment())
 
     def test_the_alarm_widget_lists_every_notifying_alarm(self):
         alarms = [w for w in self.body["widgets"] if w["type"] == "alarm"][0]
