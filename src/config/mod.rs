@@ -1054,10 +1054,10 @@ impl RawSettings {
             .is_none_or(|b| b == &self.lake.bucket);
         if let Some(raw) = &self.lake.raw_prefix {
             check_prefix(&mut p, "lake.raw_prefix", raw);
+            let clashes = nested(raw, &self.lake.prefix)
+                || (quarantine_shares_the_bucket && nested(raw, &self.lake.quarantine_prefix));
             p.check(
-                !nested(raw, &self.lake.prefix)
-                    && !(quarantine_shares_the_bucket
-                        && nested(raw, &self.lake.quarantine_prefix)),
+                !clashes,
                 "lake.raw_prefix",
                 "must differ from lake.prefix and lake.quarantine_prefix, and neither may contain the other",
             );
