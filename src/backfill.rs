@@ -10,12 +10,14 @@
 //!
 //! Pure parts (parsing the target, building an event body) are apart from the AWS calls.
 
+use crate::aws::error::from_sdk;
 use std::collections::BTreeMap;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use crate::aws::{AwsError, Clients};
+use crate::aws::Clients;
 use crate::config::Settings;
+use crate::ports::StoreError;
 
 /// SQS's limit on entries per SendMessageBatch.
 const BATCH: usize = 10;
@@ -32,7 +34,7 @@ pub enum BackfillError {
     #[error("no dataset named {0:?} in the config")]
     UnknownDataset(String),
     #[error(transparent)]
-    Aws(#[from] AwsError),
+    Aws(#[from] StoreError),
     #[error("{failed} event(s) could not be sent after {SEND_TRIES} tries; first: {first}")]
     Send { failed: usize, first: String },
 }
@@ -152,7 +154,7 @@ pub async fn backfill(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| AwsError::from_sdk("S3 ListObjectsV2", e))?;
+        let page = page.map_err(|e| from_sdk("S3 ListObjectsV2", e))?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             if key.ends_with('/') {
@@ -211,9 +213,9 @@ async fn send(clients: &Clients, queue: &str, bodies: Vec<String>) -> Result<(),
                     .message_body(body)
                     .build()
                     .map_err(|e| {
-                        AwsError::new(
+                        StoreError::new(
                             "SQS SendMessageBatch",
-                            crate::aws::AwsErrorKind::Rejected,
+                            crate::ports::StoreErrorKind::Rejected,
                             e.to_string(),
                         )
                     })
@@ -234,7 +236,7 @@ async fn send(clients: &Clients, queue: &str, bodies: Vec<String>) -> Result<(),
                 }
                 left.retain(|(id, _)| failed.contains(&id.as_str()));
             }
-            Err(e) => last_error = AwsError::from_sdk("SQS SendMessageBatch", e).to_string(),
+            Err(e) => last_error = from_sdk("SQS SendMessageBatch", e).to_string(),
         }
         if left.is_empty() {
             return Ok(());

@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::aws::{AwsError, AwsErrorKind};
 use crate::convert::ConvertError;
 use crate::envelope::EnvelopeError;
+use crate::ports::{StoreError, StoreErrorKind};
 
 /// Whether a failed message can succeed later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,15 +72,15 @@ pub enum JobError {
     )]
     LeaseLost { uri: String },
     #[error(transparent)]
-    Aws(AwsError),
+    Aws(StoreError),
     #[error("worker: {0}")]
     Internal(String),
 }
 
-impl From<AwsError> for JobError {
-    fn from(error: AwsError) -> Self {
+impl From<StoreError> for JobError {
+    fn from(error: StoreError) -> Self {
         match error.kind {
-            AwsErrorKind::Cancelled => JobError::Stopped,
+            StoreErrorKind::Cancelled => JobError::Stopped,
             _ => JobError::Aws(error),
         }
     }
@@ -102,7 +102,7 @@ impl JobError {
             // Only a request AWS refuses as malformed (an item over DynamoDB's size limit)
             // fails again every time; a missing bucket or table is the environment's
             // fault, retried until the attempts run out.
-            JobError::Aws(e) if e.kind == AwsErrorKind::Rejected => ErrorClass::Permanent,
+            JobError::Aws(e) if e.kind == StoreErrorKind::Rejected => ErrorClass::Permanent,
             JobError::Convert { .. }
             | JobError::ObjectMissing { .. }
             | JobError::Busy { .. }
@@ -127,16 +127,19 @@ impl JobError {
 mod tests {
     use super::*;
 
-    fn aws(kind: AwsErrorKind) -> JobError {
-        JobError::Aws(AwsError::new("S3 PutObject", kind, "x"))
+    fn aws(kind: StoreErrorKind) -> JobError {
+        JobError::Aws(StoreError::new("S3 PutObject", kind, "x"))
     }
 
     #[test]
     fn the_environment_is_retried_and_a_malformed_request_is_not() {
-        assert_eq!(aws(AwsErrorKind::Transient).class(), ErrorClass::Transient);
+        assert_eq!(
+            aws(StoreErrorKind::Transient).class(),
+            ErrorClass::Transient
+        );
         // The lake bucket or a table is missing: fixed by the operator, then it works.
-        assert_eq!(aws(AwsErrorKind::NotFound).class(), ErrorClass::Transient);
-        assert_eq!(aws(AwsErrorKind::Rejected).class(), ErrorClass::Permanent);
+        assert_eq!(aws(StoreErrorKind::NotFound).class(), ErrorClass::Transient);
+        assert_eq!(aws(StoreErrorKind::Rejected).class(), ErrorClass::Permanent);
         let missing = JobError::ObjectMissing {
             uri: "s3://b/k".into(),
         };

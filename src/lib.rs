@@ -49,6 +49,7 @@ pub mod lake;
 pub mod ledger;
 pub mod metrics;
 pub mod pipeline;
+pub mod ports;
 pub mod provision;
 pub mod records;
 pub mod redrive;

@@ -7,6 +7,7 @@
 //! `s3:ObjectCreated:*` notification to the queue; one on-demand DynamoDB table per
 //! `records_table` with the string hash key `records_key`; the ledger table.
 
+use crate::aws::error::from_sdk;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use aws_sdk_s3::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::aws::ledger::LEDGER_KEYS;
-use crate::aws::{AwsError, AwsErrorKind, Clients};
+use crate::aws::Clients;
 use crate::config::Settings;
+use crate::ports::{StoreError, StoreErrorKind};
 
 /// Dead-lettered messages are kept for SQS's maximum, 14 days.
 const DLQ_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
@@ -29,7 +31,7 @@ const DLQ_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
 const TABLE_WAIT: Duration = Duration::from_secs(120);
 
 /// Creates or updates every resource; returns one line per resource for the user.
-pub async fn provision(settings: &Settings, clients: &Clients) -> Result<Vec<String>, AwsError> {
+pub async fn provision(settings: &Settings, clients: &Clients) -> Result<Vec<String>, StoreError> {
     let mut report = Vec::new();
     let mut buckets = vec![&settings.landing.bucket, &settings.lake.bucket];
     if settings.lake.quarantine_bucket != settings.lake.bucket {
@@ -102,9 +104,9 @@ pub async fn provision(settings: &Settings, clients: &Clients) -> Result<Vec<Str
                 .events(Event::from("s3:ObjectCreated:*"))
                 .build()
                 .map_err(|e| {
-                    AwsError::new(
+                    StoreError::new(
                         "S3 PutBucketNotificationConfiguration",
-                        AwsErrorKind::Rejected,
+                        StoreErrorKind::Rejected,
                         e.to_string(),
                     )
                 })?,
@@ -117,7 +119,7 @@ pub async fn provision(settings: &Settings, clients: &Clients) -> Result<Vec<Str
         .notification_configuration(notification)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("S3 PutBucketNotificationConfiguration", e))?;
+        .map_err(|e| from_sdk("S3 PutBucketNotificationConfiguration", e))?;
     report.push(format!(
         "notification s3://{} ObjectCreated → {name}",
         settings.landing.bucket
@@ -133,13 +135,17 @@ pub async fn provision(settings: &Settings, clients: &Clients) -> Result<Vec<Str
     Ok(report)
 }
 
-async fn ensure_bucket(clients: &Clients, region: &str, bucket: &str) -> Result<String, AwsError> {
+async fn ensure_bucket(
+    clients: &Clients,
+    region: &str,
+    bucket: &str,
+) -> Result<String, StoreError> {
     // CreateBucket on an existing bucket of ours succeeds silently in us-east-1, so ask first.
     match clients.s3.head_bucket().bucket(bucket).send().await {
         Ok(_) => return Ok(format!("bucket s3://{bucket} exists")),
         Err(e) => {
-            let error = AwsError::from_sdk("S3 HeadBucket", e);
-            if error.kind != AwsErrorKind::NotFound {
+            let error = from_sdk("S3 HeadBucket", e);
+            if error.kind != StoreErrorKind::NotFound {
                 return Err(error);
             }
         }
@@ -156,19 +162,19 @@ async fn ensure_bucket(clients: &Clients, region: &str, bucket: &str) -> Result<
     request
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("S3 CreateBucket", e))?;
+        .map_err(|e| from_sdk("S3 CreateBucket", e))?;
     Ok(format!("bucket s3://{bucket} created"))
 }
 
-fn queue_name(url: &str) -> Result<&str, AwsError> {
+fn queue_name(url: &str) -> Result<&str, StoreError> {
     url.trim_end_matches('/')
         .rsplit('/')
         .next()
         .filter(|name| !name.is_empty())
         .ok_or_else(|| {
-            AwsError::new(
+            StoreError::new(
                 "SQS CreateQueue",
-                AwsErrorKind::Rejected,
+                StoreErrorKind::Rejected,
                 format!("no queue name in {url}"),
             )
         })
@@ -179,7 +185,7 @@ async fn ensure_queue(
     clients: &Clients,
     name: &str,
     attributes: HashMap<QueueAttributeName, String>,
-) -> Result<String, AwsError> {
+) -> Result<String, StoreError> {
     let created = clients
         .sqs
         .create_queue()
@@ -190,7 +196,7 @@ async fn ensure_queue(
     let url = match created {
         Ok(output) => output.queue_url.unwrap_or_default(),
         Err(e) => {
-            let error = AwsError::from_sdk("SQS CreateQueue", e);
+            let error = from_sdk("SQS CreateQueue", e);
             if !(error.has_code("QueueAlreadyExists") || error.has_code("QueueNameExists")) {
                 return Err(error);
             }
@@ -200,7 +206,7 @@ async fn ensure_queue(
                 .queue_name(name)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("SQS GetQueueUrl", e))?
+                .map_err(|e| from_sdk("SQS GetQueueUrl", e))?
                 .queue_url
                 .unwrap_or_default();
             set_queue_attributes(clients, &url, attributes).await?;
@@ -214,7 +220,7 @@ async fn set_queue_attributes(
     clients: &Clients,
     url: &str,
     attributes: HashMap<QueueAttributeName, String>,
-) -> Result<(), AwsError> {
+) -> Result<(), StoreError> {
     clients
         .sqs
         .set_queue_attributes()
@@ -222,11 +228,11 @@ async fn set_queue_attributes(
         .set_attributes(Some(attributes))
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("SQS SetQueueAttributes", e))?;
+        .map_err(|e| from_sdk("SQS SetQueueAttributes", e))?;
     Ok(())
 }
 
-async fn queue_arn(clients: &Clients, url: &str) -> Result<String, AwsError> {
+async fn queue_arn(clients: &Clients, url: &str) -> Result<String, StoreError> {
     let output = clients
         .sqs
         .get_queue_attributes()
@@ -234,14 +240,14 @@ async fn queue_arn(clients: &Clients, url: &str) -> Result<String, AwsError> {
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("SQS GetQueueAttributes", e))?;
+        .map_err(|e| from_sdk("SQS GetQueueAttributes", e))?;
     output
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .ok_or_else(|| {
-            AwsError::new(
+            StoreError::new(
                 "SQS GetQueueAttributes",
-                AwsErrorKind::Transient,
+                StoreErrorKind::Transient,
                 format!("no QueueArn for {url}"),
             )
         })
@@ -265,11 +271,11 @@ fn s3_send_policy(queue_arn: &str, bucket: &str) -> String {
 
 /// Creates an on-demand table whose key attributes are all strings: `keys` is the hash
 /// key, then optionally the range key.
-async fn ensure_table(clients: &Clients, table: &str, keys: &[&str]) -> Result<String, AwsError> {
+async fn ensure_table(clients: &Clients, table: &str, keys: &[&str]) -> Result<String, StoreError> {
     let invalid = |e: aws_sdk_dynamodb::error::BuildError| {
-        AwsError::new(
+        StoreError::new(
             "DynamoDB CreateTable",
-            AwsErrorKind::Rejected,
+            StoreErrorKind::Rejected,
             e.to_string(),
         )
     };
@@ -303,7 +309,7 @@ async fn ensure_table(clients: &Clients, table: &str, keys: &[&str]) -> Result<S
     let verb = match request.send().await {
         Ok(_) => "created",
         Err(e) => {
-            let error = AwsError::from_sdk("DynamoDB CreateTable", e);
+            let error = from_sdk("DynamoDB CreateTable", e);
             if !error.has_code("ResourceInUseException") {
                 return Err(error);
             }
@@ -318,7 +324,7 @@ async fn ensure_table(clients: &Clients, table: &str, keys: &[&str]) -> Result<S
     ))
 }
 
-async fn wait_for_table(clients: &Clients, table: &str) -> Result<(), AwsError> {
+async fn wait_for_table(clients: &Clients, table: &str) -> Result<(), StoreError> {
     let deadline = tokio::time::Instant::now() + TABLE_WAIT;
     loop {
         let described = clients
@@ -327,15 +333,15 @@ async fn wait_for_table(clients: &Clients, table: &str) -> Result<(), AwsError> 
             .table_name(table)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DynamoDB DescribeTable", e))?;
+            .map_err(|e| from_sdk("DynamoDB DescribeTable", e))?;
         let status = described.table.and_then(|t| t.table_status);
         if status == Some(TableStatus::Active) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(AwsError::new(
+            return Err(StoreError::new(
                 "DynamoDB DescribeTable",
-                AwsErrorKind::Transient,
+                StoreErrorKind::Transient,
                 format!("table {table} not active after {TABLE_WAIT:?} (status {status:?})"),
             ));
         }

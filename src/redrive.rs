@@ -6,12 +6,14 @@
 //! `lakeworker.body_uri`, see [`crate::worker::dead_letter`]): redrive sends the original
 //! body, read back from the quarantine bucket, and then deletes that copy.
 
+use crate::aws::error::from_sdk;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 
-use crate::aws::{AwsError, AwsErrorKind, Clients};
+use crate::aws::Clients;
 use crate::config::Settings;
+use crate::ports::{StoreError, StoreErrorKind};
 
 /// How long a message received for redrive stays invisible while we handle it.
 const HOLD: Duration = Duration::from_secs(60);
@@ -52,7 +54,7 @@ pub async fn redrive(
     clients: &Clients,
     dry_run: bool,
     max: Option<usize>,
-) -> Result<Vec<DeadLettered>, AwsError> {
+) -> Result<Vec<DeadLettered>, StoreError> {
     let dlq = &settings.queue.dead_letter_url;
     let limit = match max {
         Some(max) => max,
@@ -74,7 +76,7 @@ pub async fn redrive(
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("SQS ReceiveMessage (dead-letter queue)", e))?
+            .map_err(|e| from_sdk("SQS ReceiveMessage (dead-letter queue)", e))?
             .messages
             .unwrap_or_default();
         if messages.is_empty() {
@@ -93,7 +95,7 @@ pub async fn redrive(
                         // A second pointer to a body an earlier one brought back (the
                         // message was dead-lettered twice), or a body the quarantine's
                         // lifecycle expired: nothing to send; left in the queue.
-                        Err(e) if e.kind == AwsErrorKind::NotFound => {
+                        Err(e) if e.kind == StoreErrorKind::NotFound => {
                             tracing::warn!(%uri, message_id = %letter.message_id, "the kept body of this pointer is gone (brought back by an earlier pointer of the same message, or expired); the pointer stays in the dead-letter queue");
                             held.push(receipt);
                             continue;
@@ -109,7 +111,7 @@ pub async fn redrive(
                     .message_body(&body)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("SQS SendMessage (redrive)", e))?;
+                    .map_err(|e| from_sdk("SQS SendMessage (redrive)", e))?;
                 clients
                     .sqs
                     .delete_message()
@@ -117,7 +119,7 @@ pub async fn redrive(
                     .receipt_handle(&receipt)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("SQS DeleteMessage (dead-letter queue)", e))?;
+                    .map_err(|e| from_sdk("SQS DeleteMessage (dead-letter queue)", e))?;
                 if let Some(uri) = &letter.body_uri {
                     // The body is back in the work queue; a copy left over does no harm.
                     if let Err(e) = delete_kept_body(clients, uri).await {
@@ -140,9 +142,7 @@ pub async fn redrive(
             .visibility_timeout(0)
             .send()
             .await
-            .map_err(|e| {
-                AwsError::from_sdk("SQS ChangeMessageVisibility (dead-letter queue)", e)
-            })?;
+            .map_err(|e| from_sdk("SQS ChangeMessageVisibility (dead-letter queue)", e))?;
     }
     Ok(seen)
 }
@@ -168,21 +168,21 @@ fn describe(message: &Message) -> DeadLettered {
 }
 
 /// `s3://bucket/key` → (bucket, key).
-fn split_uri(uri: &str) -> Result<(&str, &str), AwsError> {
+fn split_uri(uri: &str) -> Result<(&str, &str), StoreError> {
     uri.strip_prefix("s3://")
         .and_then(|rest| rest.split_once('/'))
         .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
         .ok_or_else(|| {
-            AwsError::new(
+            StoreError::new(
                 "redrive",
-                AwsErrorKind::Rejected,
+                StoreErrorKind::Rejected,
                 format!("lakeworker.body_uri {uri:?} is not an s3://bucket/key URI"),
             )
         })
 }
 
 /// The original body of a pointer dead letter.
-async fn kept_body(clients: &Clients, uri: &str) -> Result<String, AwsError> {
+async fn kept_body(clients: &Clients, uri: &str) -> Result<String, StoreError> {
     let (bucket, key) = split_uri(uri)?;
     let object = clients
         .s3
@@ -191,29 +191,29 @@ async fn kept_body(clients: &Clients, uri: &str) -> Result<String, AwsError> {
         .key(key)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("S3 GetObject (kept dead-letter body)", e))?;
+        .map_err(|e| from_sdk("S3 GetObject (kept dead-letter body)", e))?;
     let bytes = object
         .body
         .collect()
         .await
         .map_err(|e| {
-            AwsError::new(
+            StoreError::new(
                 "S3 GetObject (kept dead-letter body)",
-                AwsErrorKind::Transient,
+                StoreErrorKind::Transient,
                 e.to_string(),
             )
         })?
         .into_bytes();
     String::from_utf8(bytes.to_vec()).map_err(|_| {
-        AwsError::new(
+        StoreError::new(
             "redrive",
-            AwsErrorKind::Rejected,
+            StoreErrorKind::Rejected,
             format!("the body kept at {uri} is not UTF-8"),
         )
     })
 }
 
-async fn delete_kept_body(clients: &Clients, uri: &str) -> Result<(), AwsError> {
+async fn delete_kept_body(clients: &Clients, uri: &str) -> Result<(), StoreError> {
     let (bucket, key) = split_uri(uri)?;
     clients
         .s3
@@ -222,7 +222,7 @@ async fn delete_kept_body(clients: &Clients, uri: &str) -> Result<(), AwsError> 
         .key(key)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("S3 DeleteObject (kept dead-letter body)", e))?;
+        .map_err(|e| from_sdk("S3 DeleteObject (kept dead-letter body)", e))?;
     Ok(())
 }
 

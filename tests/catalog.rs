@@ -180,7 +180,7 @@ async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start()
             env.clients.dynamodb.clone(),
             env.ledger_table.clone(),
         );
-        use lakeworker::aws::Ledger;
+        use lakeworker::ports::Ledger;
         ledger
             .pending_partitions(&database, "users")
             .await

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use lakeworker::aws::ledger::DynamoLedger;
-use lakeworker::aws::Ledger;
 use lakeworker::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, Status};
+use lakeworker::ports::Ledger;
 
 fn claim(owner: &str, lease: Duration, reprocess: Option<&str>) -> Claim {
     Claim {

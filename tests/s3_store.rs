@@ -6,7 +6,7 @@ mod common;
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
 use lakeworker::aws::s3::{S3Store, MIN_PART_SIZE};
-use lakeworker::aws::ObjectStore;
+use lakeworker::ports::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,6 +143,6 @@ async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
         .expect("a stale ETag is refused");
     assert_eq!(
         stale.kind,
-        lakeworker::aws::AwsErrorKind::PreconditionFailed
+        lakeworker::ports::StoreErrorKind::PreconditionFailed
     );
 }

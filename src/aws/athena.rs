@@ -1,11 +1,12 @@
 //! Athena adapter of the catalog: runs a statement and waits for it to finish.
 
+use super::error::from_sdk;
 use std::time::Duration;
 
 use aws_sdk_athena::types::{QueryExecutionContext, QueryExecutionState, ResultConfiguration};
 
-use super::{AwsError, AwsErrorKind};
-use crate::catalog::QueryRunner;
+use crate::ports::QueryRunner;
+use crate::ports::{StoreError, StoreErrorKind};
 
 /// Longest wait for one statement (DDL normally takes a second or two).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -34,7 +35,7 @@ impl Athena {
 }
 
 impl QueryRunner for Athena {
-    async fn run(&self, sql: &str, database: Option<&str>) -> Result<(), AwsError> {
+    async fn run(&self, sql: &str, database: Option<&str>) -> Result<(), StoreError> {
         let mut request = self
             .client
             .start_query_execution()
@@ -55,7 +56,7 @@ impl QueryRunner for Athena {
         let started = request
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("Athena StartQueryExecution", e))?;
+            .map_err(|e| from_sdk("Athena StartQueryExecution", e))?;
         let id = started.query_execution_id.unwrap_or_default();
         let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
         loop {
@@ -65,7 +66,7 @@ impl QueryRunner for Athena {
                 .query_execution_id(&id)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("Athena GetQueryExecution", e))?;
+                .map_err(|e| from_sdk("Athena GetQueryExecution", e))?;
             let status = execution.query_execution.and_then(|q| q.status);
             match status.as_ref().and_then(|s| s.state.clone()) {
                 Some(QueryExecutionState::Succeeded) => return Ok(()),
@@ -73,16 +74,16 @@ impl QueryRunner for Athena {
                     let reason = status
                         .and_then(|s| s.state_change_reason)
                         .unwrap_or_default();
-                    return Err(AwsError::new(
+                    return Err(StoreError::new(
                         "Athena query",
-                        AwsErrorKind::Rejected,
+                        StoreErrorKind::Rejected,
                         format!("{id} {}: {reason}", state.as_str()),
                     ));
                 }
                 _ if tokio::time::Instant::now() > deadline => {
-                    return Err(AwsError::new(
+                    return Err(StoreError::new(
                         "Athena query",
-                        AwsErrorKind::Transient,
+                        StoreErrorKind::Transient,
                         format!("{id} still running after {QUERY_TIMEOUT:?}"),
                     ))
                 }

@@ -1,14 +1,16 @@
 //! DynamoDB adapter: BatchWriteItem in chunks of 25, resending unprocessed items with
 //! exponential backoff.
 
+use super::error::from_sdk;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{timeouts, AwsError, AwsErrorKind, RecordStore};
+use super::timeouts;
 use crate::config::AwsTimeouts;
+use crate::ports::{RecordStore, StoreError, StoreErrorKind};
 use crate::records::Item;
 
 /// BatchWriteItem's limit on requests per call.
@@ -42,13 +44,13 @@ impl DynamoRecords {
         self
     }
 
-    async fn write_chunk(&self, table: &str, chunk: Vec<Item>) -> Result<(), AwsError> {
+    async fn write_chunk(&self, table: &str, chunk: Vec<Item>) -> Result<(), StoreError> {
         let mut requests = Vec::with_capacity(chunk.len());
         for item in chunk {
             let put = PutRequest::builder()
                 .set_item(Some(item))
                 .build()
-                .map_err(|e| AwsError::new(OPERATION, AwsErrorKind::Rejected, e.to_string()))?;
+                .map_err(|e| StoreError::new(OPERATION, StoreErrorKind::Rejected, e.to_string()))?;
             requests.push(WriteRequest::builder().put_request(put).build());
         }
         resend_unprocessed(requests, |pending| self.batch_write(table, pending)).await
@@ -60,7 +62,7 @@ impl DynamoRecords {
         &self,
         table: &str,
         requests: Vec<WriteRequest>,
-    ) -> Result<Vec<WriteRequest>, AwsError> {
+    ) -> Result<Vec<WriteRequest>, StoreError> {
         let bytes = requests
             .iter()
             .filter_map(|r| r.put_request.as_ref())
@@ -78,7 +80,7 @@ async fn batch_write(
     table: &str,
     requests: Vec<WriteRequest>,
     deadline: Option<aws_config::timeout::TimeoutConfig>,
-) -> Result<Vec<WriteRequest>, AwsError> {
+) -> Result<Vec<WriteRequest>, StoreError> {
     let mut config = aws_sdk_dynamodb::config::Builder::default();
     config.set_timeout_config(deadline);
     let output = client
@@ -88,7 +90,7 @@ async fn batch_write(
         .config_override(config)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
+        .map_err(|e| from_sdk(OPERATION, e))?;
     Ok(output
         .unprocessed_items
         .and_then(|mut unprocessed| unprocessed.remove(table))
@@ -100,10 +102,10 @@ async fn batch_write(
 async fn resend_unprocessed<F, Fut>(
     mut pending: Vec<WriteRequest>,
     mut send: F,
-) -> Result<(), AwsError>
+) -> Result<(), StoreError>
 where
     F: FnMut(Vec<WriteRequest>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<WriteRequest>, AwsError>>,
+    Fut: std::future::Future<Output = Result<Vec<WriteRequest>, StoreError>>,
 {
     let mut backoff = FIRST_BACKOFF;
     for round in 1..=MAX_ROUNDS {
@@ -121,9 +123,9 @@ where
             backoff *= 2;
         }
     }
-    Err(AwsError::new(
+    Err(StoreError::new(
         OPERATION,
-        AwsErrorKind::Transient,
+        StoreErrorKind::Transient,
         format!(
             "{} items still unprocessed after {MAX_ROUNDS} calls",
             pending.len()
@@ -137,7 +139,7 @@ pub async fn write_all(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     requests: Vec<WriteRequest>,
-) -> Result<(), AwsError> {
+) -> Result<(), StoreError> {
     let mut requests = requests.into_iter().peekable();
     while requests.peek().is_some() {
         let chunk: Vec<WriteRequest> = requests.by_ref().take(BATCH_SIZE).collect();
@@ -172,7 +174,7 @@ fn approximate_size(item: &Item) -> u64 {
 }
 
 impl RecordStore for DynamoRecords {
-    async fn upsert(&self, table: &str, items: Vec<Item>) -> Result<(), AwsError> {
+    async fn upsert(&self, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
         futures_util::stream::iter(chunks(items))
             .map(|chunk| self.write_chunk(table, chunk))
             .buffer_unordered(CONCURRENCY)

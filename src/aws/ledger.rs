@@ -10,16 +10,17 @@
 //! `catalog:{database}.{table}`, range key the partition value) from the moment they are
 //! written until Athena has them.
 
+use super::error::from_sdk;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
 
-use super::{AwsError, AwsErrorKind, Ledger};
 use crate::catalog::NewPartition;
 use crate::ledger::{
     timestamp, Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
 };
+use crate::ports::{Ledger, StoreError, StoreErrorKind};
 
 /// The ledger table's hash and range key attributes (both strings).
 pub const LEDGER_KEYS: [&str; 2] = ["object_uri", "object_version"];
@@ -95,7 +96,7 @@ impl DynamoLedger {
     }
 
     /// One version's record, read consistently.
-    pub async fn get(&self, key: &LedgerKey) -> Result<Option<LedgerRecord>, AwsError> {
+    pub async fn get(&self, key: &LedgerKey) -> Result<Option<LedgerRecord>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -105,12 +106,12 @@ impl DynamoLedger {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DynamoDB GetItem", e))?;
+            .map_err(|e| from_sdk("DynamoDB GetItem", e))?;
         Ok(output.item.as_ref().map(record_from_item))
     }
 
     /// Every version of one object, for `lakeworker status s3://…`.
-    pub async fn history(&self, uri: &str) -> Result<Vec<LedgerRecord>, AwsError> {
+    pub async fn history(&self, uri: &str) -> Result<Vec<LedgerRecord>, StoreError> {
         let mut records = Vec::new();
         let mut pages = self
             .client
@@ -122,7 +123,7 @@ impl DynamoLedger {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("DynamoDB Query", e))?;
+            let page = page.map_err(|e| from_sdk("DynamoDB Query", e))?;
             records.extend(page.items().iter().map(record_from_item));
         }
         records.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
@@ -131,7 +132,7 @@ impl DynamoLedger {
 
     /// The most recently updated failed or rejected versions (a table scan: an operator's
     /// command, not a hot path).
-    pub async fn failures(&self, limit: usize) -> Result<Vec<LedgerRecord>, AwsError> {
+    pub async fn failures(&self, limit: usize) -> Result<Vec<LedgerRecord>, StoreError> {
         let mut records = Vec::new();
         let mut pages = self
             .client
@@ -144,7 +145,7 @@ impl DynamoLedger {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("DynamoDB Scan", e))?;
+            let page = page.map_err(|e| from_sdk("DynamoDB Scan", e))?;
             records.extend(page.items().iter().map(record_from_item));
         }
         records.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
@@ -154,7 +155,7 @@ impl DynamoLedger {
 }
 
 impl Ledger for DynamoLedger {
-    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, AwsError> {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         for _ in 0..CLAIM_TRIES {
             let now = Utc::now();
             let lease_until = now + claim.lease;
@@ -195,7 +196,7 @@ impl Ledger for DynamoLedger {
                         },
                     });
                 }
-                Err(e) => AwsError::from_sdk("DynamoDB UpdateItem (claim)", e),
+                Err(e) => from_sdk("DynamoDB UpdateItem (claim)", e),
             };
             if !error.has_code(CONDITION_FAILED) {
                 return Err(error);
@@ -219,9 +220,9 @@ impl Ledger for DynamoLedger {
                 _ => continue,
             }
         }
-        Err(AwsError::new(
+        Err(StoreError::new(
             "DynamoDB UpdateItem (claim)",
-            AwsErrorKind::Transient,
+            StoreErrorKind::Transient,
             format!(
                 "{} changed under {CLAIM_TRIES} claims in a row",
                 claim.key.uri
@@ -229,7 +230,7 @@ impl Ledger for DynamoLedger {
         ))
     }
 
-    async fn renew(&self, claim: &Claim) -> Result<bool, AwsError> {
+    async fn renew(&self, claim: &Claim) -> Result<bool, StoreError> {
         let now = Utc::now();
         let result = self
             .update(&claim.key)
@@ -245,7 +246,7 @@ impl Ledger for DynamoLedger {
         owned("DynamoDB UpdateItem (renew)", result)
     }
 
-    async fn publishing(&self, claim: &Claim, outputs: &[String]) -> Result<bool, AwsError> {
+    async fn publishing(&self, claim: &Claim, outputs: &[String]) -> Result<bool, StoreError> {
         if outputs.is_empty() {
             return Ok(true);
         }
@@ -264,7 +265,7 @@ impl Ledger for DynamoLedger {
         owned("DynamoDB UpdateItem (publishing)", result)
     }
 
-    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<bool, AwsError> {
+    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<bool, StoreError> {
         self.settle(claim, Status::Done, done, None).await
     }
 
@@ -273,21 +274,21 @@ impl Ledger for DynamoLedger {
         claim: &Claim,
         counts: &Completion,
         reason: &str,
-    ) -> Result<bool, AwsError> {
+    ) -> Result<bool, StoreError> {
         self.settle(claim, Status::Rejected, counts, Some(reason))
             .await
     }
 
-    async fn fail(&self, claim: &Claim, error: &str) -> Result<(), AwsError> {
+    async fn fail(&self, claim: &Claim, error: &str) -> Result<(), StoreError> {
         self.end_attempt(claim, error).await
     }
 
-    async fn release(&self, claim: &Claim) -> Result<(), AwsError> {
+    async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
         self.end_attempt(claim, "released: the worker stopped before finishing")
             .await
     }
 
-    async fn version_with_etag(&self, uri: &str, etag: &str) -> Result<Option<String>, AwsError> {
+    async fn version_with_etag(&self, uri: &str, etag: &str) -> Result<Option<String>, StoreError> {
         let output = self
             .client
             .query()
@@ -299,7 +300,7 @@ impl Ledger for DynamoLedger {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DynamoDB Query (version)", e))?;
+            .map_err(|e| from_sdk("DynamoDB Query (version)", e))?;
         Ok(output
             .items()
             .iter()
@@ -313,7 +314,7 @@ impl Ledger for DynamoLedger {
         &self,
         database: &str,
         partitions: &[NewPartition],
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let now = s(timestamp(Utc::now()));
         let mut requests = Vec::with_capacity(partitions.len());
         for p in partitions {
@@ -340,7 +341,7 @@ impl Ledger for DynamoLedger {
         &self,
         database: &str,
         partitions: &[NewPartition],
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let mut requests = Vec::with_capacity(partitions.len());
         for p in partitions {
             let key = HashMap::from([
@@ -363,7 +364,7 @@ impl Ledger for DynamoLedger {
         &self,
         database: &str,
         dataset: &str,
-    ) -> Result<Vec<NewPartition>, AwsError> {
+    ) -> Result<Vec<NewPartition>, StoreError> {
         let mut pending = Vec::new();
         let mut pages = self
             .client
@@ -375,7 +376,7 @@ impl Ledger for DynamoLedger {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("DynamoDB Query (partitions)", e))?;
+            let page = page.map_err(|e| from_sdk("DynamoDB Query (partitions)", e))?;
             for item in page.items() {
                 let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
                 if let (Some(value), Some(partition_name), Some(location)) = (
@@ -402,8 +403,8 @@ fn catalog_key(database: &str, table: &str) -> String {
     format!("catalog:{database}.{table}")
 }
 
-fn rejected(operation: &'static str, error: impl std::fmt::Display) -> AwsError {
-    AwsError::new(operation, AwsErrorKind::Rejected, error.to_string())
+fn rejected(operation: &'static str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::new(operation, StoreErrorKind::Rejected, error.to_string())
 }
 
 impl DynamoLedger {
@@ -415,7 +416,7 @@ impl DynamoLedger {
         status: Status,
         done: &Completion,
         reason: Option<&str>,
-    ) -> Result<bool, AwsError> {
+    ) -> Result<bool, StoreError> {
         let now = Utc::now();
         let outputs = AttributeValue::L(done.outputs.iter().map(s).collect());
         let (expression, operation) = match reason {
@@ -453,7 +454,7 @@ impl DynamoLedger {
 
     /// Marks this owner's attempt failed and drops its lease, unless someone else owns the
     /// record by now.
-    async fn end_attempt(&self, claim: &Claim, error: &str) -> Result<(), AwsError> {
+    async fn end_attempt(&self, claim: &Claim, error: &str) -> Result<(), StoreError> {
         let now = timestamp(Utc::now());
         let result = self
             .update(&claim.key)
@@ -477,14 +478,14 @@ impl DynamoLedger {
 fn owned<T, E>(
     operation: &'static str,
     result: Result<T, aws_sdk_dynamodb::error::SdkError<E>>,
-) -> Result<bool, AwsError>
+) -> Result<bool, StoreError>
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match result {
         Ok(_) => Ok(true),
         Err(e) => {
-            let error = AwsError::from_sdk(operation, e);
+            let error = from_sdk(operation, e);
             if error.has_code(CONDITION_FAILED) {
                 Ok(false)
             } else {

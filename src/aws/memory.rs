@@ -8,11 +8,13 @@ use std::sync::Mutex;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AwsError, AwsErrorKind, Ledger, ObjectInfo, ObjectStore, Opened, RecordStore};
 use crate::catalog::NewPartition;
 use crate::envelope::ObjectRef;
 use crate::ledger::{
     Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
+};
+use crate::ports::{
+    Ledger, ObjectInfo, ObjectStore, Opened, RecordStore, StoreError, StoreErrorKind,
 };
 use crate::records::Item;
 
@@ -53,28 +55,28 @@ impl MemoryStore {
 }
 
 impl ObjectStore for MemoryStore {
-    async fn open(&self, object: &ObjectRef) -> Result<Opened, AwsError> {
+    async fn open(&self, object: &ObjectRef) -> Result<Opened, StoreError> {
         let objects = self.objects.lock().unwrap();
         match objects.get(&(object.bucket.clone(), object.key.clone())) {
             Some(body) => Ok(Opened {
                 size: Some(body.len() as u64),
                 reader: Box::new(Cursor::new(body.clone())),
             }),
-            None => Err(AwsError::new(
+            None => Err(StoreError::new(
                 "GetObject",
-                AwsErrorKind::NotFound,
+                StoreErrorKind::NotFound,
                 "NoSuchKey",
             )),
         }
     }
 
-    async fn head(&self, object: &ObjectRef) -> Result<ObjectInfo, AwsError> {
+    async fn head(&self, object: &ObjectRef) -> Result<ObjectInfo, StoreError> {
         let id = (object.bucket.clone(), object.key.clone());
         if let (Some(wanted), Some(held)) = (&object.etag, self.etags.lock().unwrap().get(&id)) {
             if wanted != held {
-                return Err(AwsError::new(
+                return Err(StoreError::new(
                     "HeadObject",
-                    AwsErrorKind::PreconditionFailed,
+                    StoreErrorKind::PreconditionFailed,
                     "PreconditionFailed",
                 ));
             }
@@ -87,15 +89,15 @@ impl ObjectStore for MemoryStore {
                 size: Some(body.len() as u64),
                 last_modified: Some(self.last_modified),
             }),
-            None => Err(AwsError::new(
+            None => Err(StoreError::new(
                 "HeadObject",
-                AwsErrorKind::NotFound,
+                StoreErrorKind::NotFound,
                 "NoSuchKey",
             )),
         }
     }
 
-    async fn copy(&self, object: &ObjectRef, bucket: &str, key: &str) -> Result<(), AwsError> {
+    async fn copy(&self, object: &ObjectRef, bucket: &str, key: &str) -> Result<(), StoreError> {
         let hook = self.during_copy.lock().unwrap().take();
         if let Some(hook) = hook {
             hook();
@@ -108,13 +110,13 @@ impl ObjectStore for MemoryStore {
             .unwrap()
             .get(&(object.bucket.clone(), object.key.clone()))
             .cloned();
-        let body =
-            body.ok_or_else(|| AwsError::new("CopyObject", AwsErrorKind::NotFound, "NoSuchKey"))?;
+        let body = body
+            .ok_or_else(|| StoreError::new("CopyObject", StoreErrorKind::NotFound, "NoSuchKey"))?;
         self.insert(bucket, key, &body);
         Ok(())
     }
 
-    async fn delete(&self, object: &ObjectRef) -> Result<(), AwsError> {
+    async fn delete(&self, object: &ObjectRef) -> Result<(), StoreError> {
         self.objects
             .lock()
             .unwrap()
@@ -122,7 +124,7 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
-    async fn put_bytes(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+    async fn put_bytes(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
         self.insert(bucket, key, &body);
         Ok(())
     }
@@ -133,9 +135,9 @@ impl ObjectStore for MemoryStore {
         key: &str,
         path: &Path,
         _cancel: &CancellationToken,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let body = std::fs::read(path)
-            .map_err(|e| AwsError::new("PutObject", AwsErrorKind::Transient, e.to_string()))?;
+            .map_err(|e| StoreError::new("PutObject", StoreErrorKind::Transient, e.to_string()))?;
         self.insert(bucket, key, &body);
         Ok(())
     }
@@ -150,11 +152,11 @@ pub struct MemoryRecords {
 }
 
 impl RecordStore for MemoryRecords {
-    async fn upsert(&self, table: &str, items: Vec<Item>) -> Result<(), AwsError> {
+    async fn upsert(&self, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(AwsError::new(
+            return Err(StoreError::new(
                 "BatchWriteItem",
-                AwsErrorKind::Rejected,
+                StoreErrorKind::Rejected,
                 "ValidationException: refused",
             ));
         }
@@ -212,7 +214,7 @@ impl MemoryLedger {
 }
 
 impl Ledger for MemoryLedger {
-    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, AwsError> {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         let now = Utc::now();
         let mut records = self.records.lock().unwrap();
         let record = records
@@ -249,13 +251,13 @@ impl Ledger for MemoryLedger {
         })
     }
 
-    async fn renew(&self, claim: &Claim) -> Result<bool, AwsError> {
+    async fn renew(&self, claim: &Claim) -> Result<bool, StoreError> {
         use std::sync::atomic::Ordering;
         self.renewals.fetch_add(1, Ordering::SeqCst);
         if self.renewals_fail.load(Ordering::SeqCst) {
-            return Err(AwsError::new(
+            return Err(StoreError::new(
                 "UpdateItem",
-                AwsErrorKind::Transient,
+                StoreErrorKind::Transient,
                 "timed out",
             ));
         }
@@ -264,7 +266,7 @@ impl Ledger for MemoryLedger {
         }))
     }
 
-    async fn publishing(&self, claim: &Claim, outputs: &[String]) -> Result<bool, AwsError> {
+    async fn publishing(&self, claim: &Claim, outputs: &[String]) -> Result<bool, StoreError> {
         Ok(self.owned(claim, |r| {
             for output in outputs {
                 if !r.pending_outputs.contains(output) {
@@ -274,7 +276,7 @@ impl Ledger for MemoryLedger {
         }))
     }
 
-    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<bool, AwsError> {
+    async fn finish(&self, claim: &Claim, done: &Completion) -> Result<bool, StoreError> {
         Ok(self.owned(claim, |r| {
             r.status = Some(Status::Done);
             r.lease_expires_at = None;
@@ -292,7 +294,7 @@ impl Ledger for MemoryLedger {
         claim: &Claim,
         counts: &Completion,
         reason: &str,
-    ) -> Result<bool, AwsError> {
+    ) -> Result<bool, StoreError> {
         Ok(self.owned(claim, |r| {
             r.status = Some(Status::Rejected);
             r.lease_expires_at = None;
@@ -305,7 +307,7 @@ impl Ledger for MemoryLedger {
         }))
     }
 
-    async fn fail(&self, claim: &Claim, error: &str) -> Result<(), AwsError> {
+    async fn fail(&self, claim: &Claim, error: &str) -> Result<(), StoreError> {
         let mut records = self.records.lock().unwrap();
         if let Some(r) = records.get_mut(&claim.key) {
             if r.owner.as_ref() == Some(&claim.owner) && r.status == Some(Status::Processing) {
@@ -317,11 +319,11 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    async fn release(&self, claim: &Claim) -> Result<(), AwsError> {
+    async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
         self.fail(claim, "released").await
     }
 
-    async fn version_with_etag(&self, uri: &str, etag: &str) -> Result<Option<String>, AwsError> {
+    async fn version_with_etag(&self, uri: &str, etag: &str) -> Result<Option<String>, StoreError> {
         let records = self.records.lock().unwrap();
         Ok(records
             .values()
@@ -333,7 +335,7 @@ impl Ledger for MemoryLedger {
         &self,
         database: &str,
         partitions: &[NewPartition],
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let mut pending = self.partitions.lock().unwrap();
         for p in partitions {
             let key = (database.to_owned(), p.dataset.clone(), p.value.clone());
@@ -346,7 +348,7 @@ impl Ledger for MemoryLedger {
         &self,
         database: &str,
         partitions: &[NewPartition],
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let mut pending = self.partitions.lock().unwrap();
         for p in partitions {
             pending.remove(&(database.to_owned(), p.dataset.clone(), p.value.clone()));
@@ -358,7 +360,7 @@ impl Ledger for MemoryLedger {
         &self,
         database: &str,
         dataset: &str,
-    ) -> Result<Vec<NewPartition>, AwsError> {
+    ) -> Result<Vec<NewPartition>, StoreError> {
         let pending = self.partitions.lock().unwrap();
         Ok(pending
             .iter()

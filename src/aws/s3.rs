@@ -1,6 +1,7 @@
 //! S3 adapter: stream a landing object into a blocking reader; upload lake parts, with
 //! multipart upload for large ones.
 
+use super::error::from_sdk;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -11,10 +12,11 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{timeouts, AwsError, AwsErrorKind, ObjectInfo, ObjectStore, Opened};
+use super::timeouts;
 use crate::config::AwsTimeouts;
 use crate::convert::SourceFailed;
 use crate::envelope::ObjectRef;
+use crate::ports::{ObjectInfo, ObjectStore, Opened, StoreError, StoreErrorKind};
 
 /// Files above this size are uploaded in parts.
 pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
@@ -128,7 +130,7 @@ impl S3Store {
         path: &Path,
         size: u64,
         cancel: &CancellationToken,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let parts = |upload_id: String| async move {
             self.upload_parts(bucket, key, path, size, &upload_id).await
         };
@@ -142,7 +144,7 @@ impl S3Store {
         size: u64,
         bucket: &str,
         key: &str,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let parts = |upload_id: String| async move {
             let mut parts = Vec::new();
             let mut offset = 0;
@@ -162,7 +164,7 @@ impl S3Store {
                     .config_override(self.transfer(end + 1 - offset))
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("S3 UploadPartCopy", e))?;
+                    .map_err(|e| from_sdk("S3 UploadPartCopy", e))?;
                 let etag = copied.copy_part_result.and_then(|r| r.e_tag);
                 parts.push(
                     CompletedPart::builder()
@@ -185,10 +187,10 @@ impl S3Store {
         key: &str,
         cancel: Option<&CancellationToken>,
         parts: F,
-    ) -> Result<(), AwsError>
+    ) -> Result<(), StoreError>
     where
         F: FnOnce(String) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<CompletedPart>, AwsError>>,
+        Fut: std::future::Future<Output = Result<Vec<CompletedPart>, StoreError>>,
     {
         let created = self
             .client
@@ -197,11 +199,11 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("S3 CreateMultipartUpload", e))?;
+            .map_err(|e| from_sdk("S3 CreateMultipartUpload", e))?;
         let upload_id = created.upload_id.ok_or_else(|| {
-            AwsError::new(
+            StoreError::new(
                 "S3 CreateMultipartUpload",
-                AwsErrorKind::Transient,
+                StoreErrorKind::Transient,
                 "no upload id returned",
             )
         })?;
@@ -209,7 +211,7 @@ impl S3Store {
         let cancel = cancel.unwrap_or(&never);
         let uploaded = tokio::select! {
             parts = parts(upload_id.clone()) => parts,
-            _ = cancel.cancelled() => Err(AwsError::cancelled("S3 UploadPart")),
+            _ = cancel.cancelled() => Err(StoreError::cancelled("S3 UploadPart")),
         };
         let completed = match uploaded {
             Ok(parts) => {
@@ -229,7 +231,7 @@ impl S3Store {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| AwsError::from_sdk("S3 CompleteMultipartUpload", e))
+                    .map_err(|e| from_sdk("S3 CompleteMultipartUpload", e))
             }
             Err(e) => Err(e),
         };
@@ -243,7 +245,7 @@ impl S3Store {
                 .send()
                 .await;
             if let Err(abort) = aborted {
-                let error = AwsError::from_sdk("S3 AbortMultipartUpload", abort);
+                let error = from_sdk("S3 AbortMultipartUpload", abort);
                 tracing::warn!(%key, %error, "could not abort multipart upload");
             }
         }
@@ -257,7 +259,7 @@ impl S3Store {
         path: &Path,
         size: u64,
         upload_id: &str,
-    ) -> Result<Vec<CompletedPart>, AwsError> {
+    ) -> Result<Vec<CompletedPart>, StoreError> {
         let part_size = self.part_size.max(size.div_ceil(10_000));
         let count = size.div_ceil(part_size);
         let mut parts: Vec<CompletedPart> = futures_util::stream::iter(0..count)
@@ -270,9 +272,9 @@ impl S3Store {
                     .build()
                     .await
                     .map_err(|e| {
-                        AwsError::new(
+                        StoreError::new(
                             "S3 UploadPart",
-                            AwsErrorKind::Transient,
+                            StoreErrorKind::Transient,
                             format!("reading {}: {e}", path.display()),
                         )
                     })?;
@@ -289,8 +291,8 @@ impl S3Store {
                     .config_override(self.transfer(part_size.min(size - offset)))
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("S3 UploadPart", e))?;
-                Ok::<_, AwsError>(
+                    .map_err(|e| from_sdk("S3 UploadPart", e))?;
+                Ok::<_, StoreError>(
                     CompletedPart::builder()
                         .part_number(number)
                         .set_e_tag(uploaded.e_tag)
@@ -306,7 +308,7 @@ impl S3Store {
 }
 
 impl ObjectStore for S3Store {
-    async fn open(&self, object: &ObjectRef) -> Result<Opened, AwsError> {
+    async fn open(&self, object: &ObjectRef) -> Result<Opened, StoreError> {
         let mut request = self
             .client
             .get_object()
@@ -317,7 +319,7 @@ impl ObjectStore for S3Store {
         let output = request
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("S3 GetObject", e))?;
+            .map_err(|e| from_sdk("S3 GetObject", e))?;
         let size = output.content_length.and_then(|n| u64::try_from(n).ok());
         let mut body = output.body;
         let (sender, receiver) = mpsc::channel(STREAM_CHUNKS);
@@ -342,7 +344,7 @@ impl ObjectStore for S3Store {
         Ok(Opened { reader, size })
     }
 
-    async fn head(&self, object: &ObjectRef) -> Result<ObjectInfo, AwsError> {
+    async fn head(&self, object: &ObjectRef) -> Result<ObjectInfo, StoreError> {
         let mut request = self
             .client
             .head_object()
@@ -352,7 +354,7 @@ impl ObjectStore for S3Store {
         let output = request
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("S3 HeadObject", e))?;
+            .map_err(|e| from_sdk("S3 HeadObject", e))?;
         Ok(ObjectInfo {
             // Objects written while versioning was off have the version "null".
             version_id: output.version_id.filter(|v| !v.is_empty() && v != "null"),
@@ -364,7 +366,7 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn copy(&self, object: &ObjectRef, bucket: &str, key: &str) -> Result<(), AwsError> {
+    async fn copy(&self, object: &ObjectRef, bucket: &str, key: &str) -> Result<(), StoreError> {
         let mut source = format!(
             "{}/{}",
             object.bucket,
@@ -399,11 +401,11 @@ impl ObjectStore for S3Store {
             .config_override(self.transfer(size))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("S3 CopyObject", e))?;
+            .map_err(|e| from_sdk("S3 CopyObject", e))?;
         Ok(())
     }
 
-    async fn delete(&self, object: &ObjectRef) -> Result<(), AwsError> {
+    async fn delete(&self, object: &ObjectRef) -> Result<(), StoreError> {
         let mut request = self
             .client
             .delete_object()
@@ -413,11 +415,11 @@ impl ObjectStore for S3Store {
         request
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("S3 DeleteObject", e))?;
+            .map_err(|e| from_sdk("S3 DeleteObject", e))?;
         Ok(())
     }
 
-    async fn put_bytes(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+    async fn put_bytes(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
         let transfer = self.transfer(body.len() as u64);
         self.client
             .put_object()
@@ -428,7 +430,7 @@ impl ObjectStore for S3Store {
             .config_override(transfer)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("S3 PutObject", e))?;
+            .map_err(|e| from_sdk("S3 PutObject", e))?;
         Ok(())
     }
 
@@ -438,13 +440,13 @@ impl ObjectStore for S3Store {
         key: &str,
         path: &Path,
         cancel: &CancellationToken,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let size = tokio::fs::metadata(path)
             .await
             .map_err(|e| {
-                AwsError::new(
+                StoreError::new(
                     "S3 PutObject",
-                    AwsErrorKind::Transient,
+                    StoreErrorKind::Transient,
                     format!("{}: {e}", path.display()),
                 )
             })?
@@ -453,9 +455,9 @@ impl ObjectStore for S3Store {
             return self.put_multipart(bucket, key, path, size, cancel).await;
         }
         let body = ByteStream::from_path(path).await.map_err(|e| {
-            AwsError::new(
+            StoreError::new(
                 "S3 PutObject",
-                AwsErrorKind::Transient,
+                StoreErrorKind::Transient,
                 format!("{}: {e}", path.display()),
             )
         })?;
@@ -469,9 +471,9 @@ impl ObjectStore for S3Store {
             .config_override(self.transfer(size))
             .send();
         tokio::select! {
-            result = put => result.map(|_| ()).map_err(|e| AwsError::from_sdk("S3 PutObject", e)),
+            result = put => result.map(|_| ()).map_err(|e| from_sdk("S3 PutObject", e)),
             // An unfinished PutObject leaves nothing behind.
-            _ = cancel.cancelled() => Err(AwsError::cancelled("S3 PutObject")),
+            _ = cancel.cancelled() => Err(StoreError::cancelled("S3 PutObject")),
         }
     }
 }

@@ -1,14 +1,16 @@
 //! SQS adapter: long-poll receive, visibility changes, batched delete and dead-lettering
 //! for one queue and its dead-letter queue.
 
+use super::error::from_sdk;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
 };
 
-use super::{timeouts, AwsError, AwsErrorKind, DeadLetter, Queue, Received};
+use super::timeouts;
 use crate::config::AwsTimeouts;
+use crate::ports::{DeadLetter, Queue, Received, StoreError, StoreErrorKind};
 
 /// Error codes meaning the receipt handle no longer refers to a message we hold.
 const GONE: [&str; 3] = [
@@ -18,7 +20,7 @@ const GONE: [&str; 3] = [
 ];
 
 /// Messages in the queue, visible or not (SQS's approximate counts).
-pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> Result<u64, AwsError> {
+pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> Result<u64, StoreError> {
     use aws_sdk_sqs::types::QueueAttributeName as Name;
     let attributes = client
         .get_queue_attributes()
@@ -27,7 +29,7 @@ pub async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> Result<u64, AwsEr
         .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("SQS GetQueueAttributes", e))?
+        .map_err(|e| from_sdk("SQS GetQueueAttributes", e))?
         .attributes
         .unwrap_or_default();
     Ok([
@@ -70,12 +72,15 @@ impl SqsQueue {
     }
 }
 
-fn attribute(data_type: &str, value: impl Into<String>) -> Result<MessageAttributeValue, AwsError> {
+fn attribute(
+    data_type: &str,
+    value: impl Into<String>,
+) -> Result<MessageAttributeValue, StoreError> {
     MessageAttributeValue::builder()
         .data_type(data_type)
         .string_value(value)
         .build()
-        .map_err(|e| AwsError::new("SQS SendMessage", AwsErrorKind::Rejected, e.to_string()))
+        .map_err(|e| StoreError::new("SQS SendMessage", StoreErrorKind::Rejected, e.to_string()))
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
@@ -96,7 +101,7 @@ impl Queue for SqsQueue {
         max: i32,
         wait: Duration,
         visibility: Duration,
-    ) -> Result<Vec<Received>, AwsError> {
+    ) -> Result<Vec<Received>, StoreError> {
         let wait = wait.min(Duration::from_secs(20));
         let long_poll = aws_sdk_sqs::config::Builder::default()
             .timeout_config(timeouts::long_poll(&self.timeouts, wait));
@@ -115,7 +120,7 @@ impl Queue for SqsQueue {
             .config_override(long_poll)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("SQS ReceiveMessage", e))?;
+            .map_err(|e| from_sdk("SQS ReceiveMessage", e))?;
         let mut received = Vec::new();
         for message in output.messages.unwrap_or_default() {
             let (Some(message_id), Some(receipt_handle)) =
@@ -153,7 +158,7 @@ impl Queue for SqsQueue {
         Ok(received)
     }
 
-    async fn delete_batch(&self, messages: &[Received]) -> Result<Vec<String>, AwsError> {
+    async fn delete_batch(&self, messages: &[Received]) -> Result<Vec<String>, StoreError> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
@@ -165,9 +170,9 @@ impl Queue for SqsQueue {
                 .receipt_handle(&message.receipt_handle)
                 .build()
                 .map_err(|e| {
-                    AwsError::new(
+                    StoreError::new(
                         "SQS DeleteMessageBatch",
-                        AwsErrorKind::Rejected,
+                        StoreErrorKind::Rejected,
                         e.to_string(),
                     )
                 })?;
@@ -180,7 +185,7 @@ impl Queue for SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("SQS DeleteMessageBatch", e))?;
+            .map_err(|e| from_sdk("SQS DeleteMessageBatch", e))?;
         let failed = output
             .failed
             .iter()
@@ -195,7 +200,7 @@ impl Queue for SqsQueue {
         &self,
         message: &Received,
         timeout: Duration,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let result = self
             .client
@@ -208,18 +213,18 @@ impl Queue for SqsQueue {
         match result {
             Ok(_) => Ok(()),
             Err(e) => {
-                let mut error = AwsError::from_sdk("SQS ChangeMessageVisibility", e);
+                let mut error = from_sdk("SQS ChangeMessageVisibility", e);
                 let invalid_handle = error.has_code("InvalidParameterValue")
                     && error.message.contains("ReceiptHandle");
                 if invalid_handle || GONE.iter().any(|code| error.has_code(code)) {
-                    error.kind = AwsErrorKind::NotFound;
+                    error.kind = StoreErrorKind::NotFound;
                 }
                 Err(error)
             }
         }
     }
 
-    async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), AwsError> {
+    async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), StoreError> {
         let mut send = self
             .client
             .send_message()
@@ -230,7 +235,7 @@ impl Queue for SqsQueue {
         }
         send.send()
             .await
-            .map_err(|e| AwsError::from_sdk("SQS SendMessage (dead letter)", e))?;
+            .map_err(|e| from_sdk("SQS SendMessage (dead letter)", e))?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! instead of hanging it. A timed-out attempt is a transient error: the SDK's retry
 //! strategy tries again on another connection (the timed-out one is dropped, never reused),
 //! and what still fails after the SDK's attempts reaches the worker as a transient
-//! [`super::AwsError`].
+//! [`super::StoreError`].
 //!
 //! Sized per call (the values are [`AwsTimeouts`], from the `[aws]` keys):
 //! - every call: `connect` to open a connection; small calls (SQS deletes, visibility

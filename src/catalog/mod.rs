@@ -12,7 +12,6 @@
 //! The DDL text is built by pure functions; [`QueryRunner`] runs it (Athena in production).
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,11 +20,11 @@ use arrow::datatypes::{DataType, TimeUnit};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{AwsError, Ledger};
 use crate::config::{CatalogSettings, LakeSettings};
 use crate::convert::LakeProjection;
 use crate::datasets::Dataset;
 use crate::lake;
+use crate::ports::{Ledger, QueryRunner};
 
 /// Partitions added by one ALTER TABLE at most.
 const BATCH: usize = 100;
@@ -34,16 +33,6 @@ const LINGER: Duration = Duration::from_millis(500);
 /// Tries per statement; waits between them double from [`RETRY`].
 const TRIES: u32 = 4;
 const RETRY: Duration = Duration::from_secs(1);
-
-/// Runs one SQL statement to completion.
-pub trait QueryRunner: Send + Sync + 'static {
-    /// `database` is the default database of the statement, if any.
-    fn run(
-        &self,
-        sql: &str,
-        database: Option<&str>,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
-}
 
 /// Athena's name for an Arrow type of a lake column.
 pub fn hive_type(data_type: &DataType) -> &'static str {

@@ -4,6 +4,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::config::Settings;
+use crate::ports::StoreError;
 
 fn settings() -> Settings {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml");
@@ -78,14 +79,14 @@ struct Fake {
 }
 
 impl QueryRunner for Fake {
-    async fn run(&self, sql: &str, _: Option<&str>) -> Result<(), AwsError> {
+    async fn run(&self, sql: &str, _: Option<&str>) -> Result<(), StoreError> {
         self.statements.lock().unwrap().push(sql.to_owned());
         let mut fail = self.fail.lock().unwrap();
         if *fail > 0 {
             *fail -= 1;
-            return Err(AwsError::new(
+            return Err(StoreError::new(
                 "Athena",
-                crate::aws::AwsErrorKind::Transient,
+                crate::ports::StoreErrorKind::Transient,
                 "throttled",
             ));
         }

@@ -2,8 +2,8 @@
 //! can end without losing it (see [`crate::worker::dead_letter`]).
 
 use super::Pipeline;
-use crate::aws::{AwsError, Ledger, ObjectStore, RecordStore};
 use crate::lake;
+use crate::ports::{Ledger, ObjectStore, RecordStore, StoreError};
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
     /// Writes `body` to the quarantine bucket at a key derived from the message id
@@ -12,7 +12,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         &self,
         message_id: &str,
         body: &str,
-    ) -> Result<String, AwsError> {
+    ) -> Result<String, StoreError> {
         let lake_settings = &self.settings.lake;
         let bucket = &lake_settings.quarantine_bucket;
         let key = lake::dead_letter_body_key(&lake_settings.quarantine_prefix, message_id);

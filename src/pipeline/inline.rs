@@ -3,12 +3,12 @@
 //! refused).
 
 use super::{lineage, rejection_reason, Outcome, Pipeline};
-use crate::aws::{Ledger, ObjectStore, RecordStore};
 use crate::convert::{self, Collect, Quarantine};
 use crate::envelope::InlineRecords;
 use crate::error::JobError;
 use crate::job::Job;
 use crate::lake;
+use crate::ports::{Ledger, ObjectStore, RecordStore};
 use crate::records::{self, Item};
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {

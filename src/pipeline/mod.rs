@@ -19,7 +19,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-use crate::aws::{AwsErrorKind, Ledger, ObjectStore, RecordStore};
 use crate::config::Settings;
 use crate::convert::{self, ConvertReport, Lineage};
 use crate::datasets::{Dataset, OnInvalid, Policy};
@@ -28,6 +27,7 @@ use crate::error::JobError;
 use crate::job::{Job, StopReason};
 use crate::lake;
 use crate::ledger::{Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, Status};
+use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind};
 use crate::schema::date_to_days;
 
 mod dead_letter;
@@ -223,11 +223,11 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .await
         {
             Ok(info) => info,
-            Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
+            Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
                 pinned.superseded = true;
                 return Ok(pinned);
             }
-            Err(e) if e.kind == AwsErrorKind::NotFound => {
+            Err(e) if e.kind == StoreErrorKind::NotFound => {
                 if let (None, Some(etag)) = (&object.version_id, &object.etag) {
                     pinned.object.version_id =
                         self.ledger.version_with_etag(&object.uri(), etag).await?;

@@ -12,7 +12,6 @@ use super::{
     arrival, ingest_date, lineage, rejection_outputs, rejection_reason, stopped_or, Attempt,
     ObjectOutcome, ObjectSummary, Pipeline, Rejection,
 };
-use crate::aws::{AwsErrorKind, Ledger, ObjectStore, RecordStore};
 use crate::catalog::NewPartition;
 use crate::config::{ParquetOptions, Secret};
 use crate::convert::{
@@ -25,6 +24,7 @@ use crate::error::JobError;
 use crate::job::{Job, StoppableReader};
 use crate::lake;
 use crate::ledger::output_uri;
+use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind};
 use crate::records::{self, Item};
 
 /// Lake parts uploaded at once per object.
@@ -62,11 +62,11 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         };
         let opened = match opened {
             Ok(opened) => opened,
-            Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
+            Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
                 tracing::info!(%uri, "object changed since this event; skipping this version");
                 return Ok(ObjectOutcome::Superseded { uri });
             }
-            Err(e) if e.kind == AwsErrorKind::NotFound => {
+            Err(e) if e.kind == StoreErrorKind::NotFound => {
                 return Err(JobError::ObjectMissing { uri })
             }
             Err(e) => return Err(e.into()),
@@ -315,7 +315,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             Err(e)
                 if matches!(
                     e.kind,
-                    AwsErrorKind::PreconditionFailed | AwsErrorKind::NotFound
+                    StoreErrorKind::PreconditionFailed | StoreErrorKind::NotFound
                 ) =>
             {
                 tracing::warn!(error = %e, "the original changed or vanished after conversion; no raw copy");
@@ -365,10 +365,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .await?;
         match until_stopped(job, self.store.copy(object, bucket, &key)).await? {
             Ok(()) => {}
-            Err(e) if e.kind == AwsErrorKind::PreconditionFailed => {
+            Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
                 return Ok(ObjectOutcome::Superseded { uri: object.uri() });
             }
-            Err(e) if e.kind == AwsErrorKind::NotFound => {
+            Err(e) if e.kind == StoreErrorKind::NotFound => {
                 return Err(JobError::ObjectMissing { uri: object.uri() })
             }
             Err(e) => return Err(e.into()),

@@ -27,8 +27,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::disposition::RetryPolicy;
 use crate::aws::sqs::truncate;
-use crate::aws::{AwsError, DeadLetter, MessageAttribute, Queue, Received};
 use crate::error::ErrorClass;
+use crate::ports::{DeadLetter, MessageAttribute, Queue, Received, StoreError};
 
 /// SQS's largest message: body and attributes (names, types and values) together.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -61,7 +61,7 @@ pub trait KeepBody: Send + Sync + 'static {
         &self,
         message_id: &str,
         body: &str,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
 }
 
 /// What was sent to the dead-letter queue.
@@ -93,10 +93,10 @@ pub enum Ending {
     Sent(Step),
     /// The dead-letter queue refused even the pointer, for good: the body is kept at
     /// `uri` only. Delete the original (the loop ends) and tell the operator.
-    KeptOnly { uri: String, error: AwsError },
+    KeptOnly { uri: String, error: StoreError },
     /// Nothing durable outside the work queue yet: make the message visible again after
     /// `after` (the policy's backoff for this attempt).
-    Retry { after: Duration, error: AwsError },
+    Retry { after: Duration, error: StoreError },
 }
 
 /// The `lakeworker.*` attributes of a dead letter. `Full` has all six; `Trimmed` and
@@ -221,7 +221,7 @@ pub async fn send<Q: Queue, K: KeepBody>(
 /// and attempts are left, else end here.
 fn after_the_pointer_failed(
     uri: String,
-    error: AwsError,
+    error: StoreError,
     attempt: u32,
     policy: &RetryPolicy,
 ) -> Ending {
@@ -240,7 +240,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::aws::AwsErrorKind;
+    use crate::ports::StoreErrorKind;
 
     const POLICY: RetryPolicy = RetryPolicy {
         max_attempts: 4,
@@ -252,13 +252,13 @@ mod tests {
     /// as SQS counts), or refuses everything with `refuse`.
     struct FakeDlq {
         limit: usize,
-        refuse: Option<AwsErrorKind>,
+        refuse: Option<StoreErrorKind>,
         /// Every send: body, attributes, accepted.
         sent: Mutex<Vec<(String, Vec<MessageAttribute>, bool)>>,
     }
 
     impl FakeDlq {
-        fn new(limit: usize, refuse: Option<AwsErrorKind>) -> FakeDlq {
+        fn new(limit: usize, refuse: Option<StoreErrorKind>) -> FakeDlq {
             FakeDlq {
                 limit,
                 refuse,
@@ -285,25 +285,25 @@ mod tests {
             _: i32,
             _: Duration,
             _: Duration,
-        ) -> Result<Vec<Received>, AwsError> {
+        ) -> Result<Vec<Received>, StoreError> {
             Ok(Vec::new())
         }
 
-        async fn delete_batch(&self, _: &[Received]) -> Result<Vec<String>, AwsError> {
+        async fn delete_batch(&self, _: &[Received]) -> Result<Vec<String>, StoreError> {
             Ok(Vec::new())
         }
 
-        async fn change_visibility(&self, _: &Received, _: Duration) -> Result<(), AwsError> {
+        async fn change_visibility(&self, _: &Received, _: Duration) -> Result<(), StoreError> {
             Ok(())
         }
 
-        async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), AwsError> {
+        async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), StoreError> {
             let fits = message_bytes(letter.body, &letter.attributes) <= self.limit;
             let refusal = match self.refuse {
-                Some(kind) => Some(AwsError::new("SQS SendMessage", kind, "refused")),
-                None if !fits => Some(AwsError::new(
+                Some(kind) => Some(StoreError::new("SQS SendMessage", kind, "refused")),
+                None if !fits => Some(StoreError::new(
                     "SQS SendMessage",
-                    AwsErrorKind::Rejected,
+                    StoreErrorKind::Rejected,
                     "InvalidParameterValue: Message must be shorter than the limit",
                 )),
                 None => None,
@@ -326,11 +326,11 @@ mod tests {
     }
 
     impl KeepBody for FakeKeeper {
-        async fn keep_body(&self, message_id: &str, body: &str) -> Result<String, AwsError> {
+        async fn keep_body(&self, message_id: &str, body: &str) -> Result<String, StoreError> {
             if self.fail {
-                return Err(AwsError::new(
+                return Err(StoreError::new(
                     "S3 PutObject",
-                    AwsErrorKind::Transient,
+                    StoreErrorKind::Transient,
                     "ServiceUnavailable",
                 ));
             }
@@ -477,7 +477,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queue_that_refuses_everything_ends_with_the_body_kept_in_s3() {
-        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, Some(AwsErrorKind::NotFound));
+        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, Some(StoreErrorKind::NotFound));
         let keeper = FakeKeeper::default();
         let m = message("{".into(), 1);
         match run(&dlq, &keeper, &m).await {
@@ -491,7 +491,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_transient_refusal_comes_back_while_attempts_are_left() {
-        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, Some(AwsErrorKind::Transient));
+        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, Some(StoreErrorKind::Transient));
         let keeper = FakeKeeper::default();
         match run(&dlq, &keeper, &message("{".into(), 2)).await {
             Ending::Retry { after, .. } => assert_eq!(after, POLICY.backoff(2)),
@@ -507,7 +507,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_s3_fails_too_the_message_comes_back_after_a_growing_backoff() {
-        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, Some(AwsErrorKind::NotFound));
+        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, Some(StoreErrorKind::NotFound));
         let keeper = FakeKeeper {
             fail: true,
             ..FakeKeeper::default()

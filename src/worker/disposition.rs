@@ -90,7 +90,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::{AwsError, AwsErrorKind};
+    use crate::ports::{StoreError, StoreErrorKind};
 
     const POLICY: RetryPolicy = RetryPolicy {
         max_attempts: 4,
@@ -103,9 +103,9 @@ mod tests {
     }
 
     fn throttled() -> JobError {
-        JobError::Aws(AwsError::new(
+        JobError::Aws(StoreError::new(
             "S3 GetObject",
-            AwsErrorKind::Transient,
+            StoreErrorKind::Transient,
             "SlowDown",
         ))
     }

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::disposition::MAX_VISIBILITY;
-use crate::aws::{AwsErrorKind, Queue, Received};
 use crate::job::{Job, StopReason};
+use crate::ports::{Queue, Received, StoreErrorKind};
 
 /// The most an extension is done ahead of the deadline.
 const MAX_MARGIN: Duration = Duration::from_secs(30);
@@ -129,7 +129,7 @@ impl<Q: Queue> Beat<Q> {
                         "visibility extended"
                     );
                 }
-                Ok(Err(e)) if e.kind == AwsErrorKind::NotFound => {
+                Ok(Err(e)) if e.kind == StoreErrorKind::NotFound => {
                     tracing::warn!(error = %e, "the message is no longer ours; stopping its job");
                     self.job.stop(StopReason::Lost);
                     return;
@@ -153,7 +153,7 @@ impl<Q: Queue> Beat<Q> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::{AwsError, DeadLetter};
+    use crate::ports::{DeadLetter, StoreError};
     use std::sync::Mutex;
 
     /// Records extensions as (seconds since start, extension); can be told the message is
@@ -171,36 +171,40 @@ mod tests {
             _: i32,
             _: Duration,
             _: Duration,
-        ) -> Result<Vec<Received>, AwsError> {
+        ) -> Result<Vec<Received>, StoreError> {
             Ok(Vec::new())
         }
-        async fn delete_batch(&self, _: &[Received]) -> Result<Vec<String>, AwsError> {
+        async fn delete_batch(&self, _: &[Received]) -> Result<Vec<String>, StoreError> {
             Ok(Vec::new())
         }
-        async fn change_visibility(&self, _: &Received, timeout: Duration) -> Result<(), AwsError> {
+        async fn change_visibility(
+            &self,
+            _: &Received,
+            timeout: Duration,
+        ) -> Result<(), StoreError> {
             {
                 let mut failures = self.failures.lock().unwrap();
                 if *failures > 0 {
                     *failures -= 1;
-                    return Err(AwsError::new(
+                    return Err(StoreError::new(
                         "SQS ChangeMessageVisibility",
-                        AwsErrorKind::Transient,
+                        StoreErrorKind::Transient,
                         "throttled",
                     ));
                 }
             }
             let mut calls = self.calls.lock().unwrap();
             if calls.len() >= self.gone_after {
-                return Err(AwsError::new(
+                return Err(StoreError::new(
                     "SQS ChangeMessageVisibility",
-                    AwsErrorKind::NotFound,
+                    StoreErrorKind::NotFound,
                     "gone",
                 ));
             }
             calls.push((self.start.elapsed().as_secs(), timeout.as_secs()));
             Ok(())
         }
-        async fn dead_letter(&self, _: &DeadLetter<'_>) -> Result<(), AwsError> {
+        async fn dead_letter(&self, _: &DeadLetter<'_>) -> Result<(), StoreError> {
             Ok(())
         }
     }

@@ -23,12 +23,12 @@ use tracing::Instrument;
 use super::dead_letter::{self, Ending, KeepBody};
 use super::disposition::{self, Disposition, RetryPolicy};
 use super::heartbeat::Heartbeat;
-use crate::aws::{AwsError, Ledger, ObjectStore, Queue, Received, RecordStore};
 use crate::config::QueueSettings;
 use crate::error::JobError;
 use crate::health::Health;
 use crate::job::Job;
 use crate::pipeline::{ObjectOutcome, Outcome, Pipeline};
+use crate::ports::{Ledger, ObjectStore, Queue, Received, RecordStore, StoreError};
 
 /// SQS's limit on messages per ReceiveMessage and per DeleteMessageBatch.
 const SQS_BATCH: usize = 10;
@@ -71,7 +71,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> KeepBody for Pipeline<S, R, L> {
         &self,
         message_id: &str,
         body: &str,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+    ) -> impl Future<Output = Result<String, StoreError>> + Send {
         self.keep_dead_letter_body(message_id, body)
     }
 }
@@ -539,7 +539,7 @@ async fn delete_with_retries<Q: Queue>(queue: &Q, batch: &[Received]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::{AwsError, AwsErrorKind};
+    use crate::ports::{StoreError, StoreErrorKind};
     use std::num::NonZeroUsize;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
@@ -614,7 +614,7 @@ mod tests {
             max: i32,
             wait: Duration,
             visibility: Duration,
-        ) -> Result<Vec<Received>, AwsError> {
+        ) -> Result<Vec<Received>, StoreError> {
             self.asked.lock().unwrap().push((max, visibility.as_secs()));
             let mut out = Vec::new();
             while out.len() < max as usize {
@@ -630,7 +630,7 @@ mod tests {
             Ok(out)
         }
 
-        async fn delete_batch(&self, messages: &[Received]) -> Result<Vec<String>, AwsError> {
+        async fn delete_batch(&self, messages: &[Received]) -> Result<Vec<String>, StoreError> {
             let ids = messages.iter().map(|m| m.message_id.clone()).collect();
             self.calls.lock().unwrap().push(Call::Delete(ids));
             Ok(Vec::new())
@@ -640,13 +640,16 @@ mod tests {
             &self,
             message: &Received,
             timeout: Duration,
-        ) -> Result<(), AwsError> {
+        ) -> Result<(), StoreError> {
             let call = Call::Visibility(message.message_id.clone(), timeout.as_secs());
             self.calls.lock().unwrap().push(call);
             Ok(())
         }
 
-        async fn dead_letter(&self, letter: &crate::aws::DeadLetter<'_>) -> Result<(), AwsError> {
+        async fn dead_letter(
+            &self,
+            letter: &crate::ports::DeadLetter<'_>,
+        ) -> Result<(), StoreError> {
             let attribute = |name: &str| {
                 letter
                     .attributes
@@ -662,9 +665,9 @@ mod tests {
             );
             self.calls.lock().unwrap().push(call);
             if self.refuse_dead_letters {
-                return Err(AwsError::new(
+                return Err(StoreError::new(
                     "SQS SendMessage (dead letter)",
-                    AwsErrorKind::NotFound,
+                    StoreErrorKind::NotFound,
                     "AWS.SimpleQueueService.NonExistentQueue",
                 ));
             }
@@ -683,7 +686,7 @@ mod tests {
     }
 
     impl KeepBody for FakeHandler {
-        async fn keep_body(&self, message_id: &str, body: &str) -> Result<String, AwsError> {
+        async fn keep_body(&self, message_id: &str, body: &str) -> Result<String, StoreError> {
             let mut kept = self.kept.lock().unwrap();
             kept.push((message_id.to_owned(), body.to_owned()));
             Ok(format!("s3://q/{message_id}"))
@@ -699,9 +702,9 @@ mod tests {
             match body {
                 "ok" => Ok(Outcome::Discarded("ok".into())),
                 "permanent" => Err(JobError::UnknownDataset("nope".into())),
-                "transient" => Err(JobError::Aws(AwsError::new(
+                "transient" => Err(JobError::Aws(StoreError::new(
                     "S3 GetObject",
-                    AwsErrorKind::Transient,
+                    StoreErrorKind::Transient,
                     "SlowDown",
                 ))),
                 "stuck" => std::future::pending().await,

@@ -1,0 +1,300 @@
+//! The ports: what the pipeline, the worker and the catalog need from the outside world,
+//! as traits with one neutral error type. `aws/` implements them over the AWS SDK;
+//! `testing/` has in-memory fakes. Nothing here names the SDK.
+//!
+//! - [`Queue`]: receive, extend, delete and dead-letter messages.
+//! - [`ObjectStore`]: stream a landing object, upload a lake part.
+//! - [`RecordStore`]: upsert user rows.
+//! - [`Ledger`]: claim, renew and settle object versions.
+//! - [`QueryRunner`]: run one SQL statement (Athena DDL for the catalog).
+//!
+//! Every call fails with a [`StoreError`] whose [`StoreErrorKind`] says whether a retry
+//! can help.
+
+use std::future::Future;
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::NewPartition;
+use crate::envelope::ObjectRef;
+use crate::ledger::{Claim, ClaimOutcome, Completion};
+use crate::records::Item;
+
+/// What kind of failure a call had, which decides what the worker does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// Throttling, 5xx, timeouts, connection errors: retry later.
+    Transient,
+    /// The resource does not exist (object, bucket, table, queue).
+    NotFound,
+    /// A conditional request's condition failed (the object changed since the event).
+    PreconditionFailed,
+    /// The request was refused and the same request will be refused again.
+    Rejected,
+    /// The job was cancelled while the call was under way (shutdown, lost message).
+    Cancelled,
+}
+
+/// A failed call: which operation, what kind of failure, and the service's explanation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} failed: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+pub struct StoreError {
+    pub operation: &'static str,
+    pub kind: StoreErrorKind,
+    /// The service's error code, such as `NoSuchKey`, when it sent one.
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(operation: &'static str, kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            operation,
+            kind,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn has_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == StoreErrorKind::Transient
+    }
+
+    pub fn cancelled(operation: &'static str) -> Self {
+        StoreError::new(operation, StoreErrorKind::Cancelled, "cancelled")
+    }
+}
+
+/// One received SQS message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// `ApproximateReceiveCount`: 1 on the first delivery.
+    pub receive_count: u32,
+    /// When this worker received it; SQS's 12-hour visibility limit counts from here.
+    pub received_at: Instant,
+    /// `SentTimestamp`: when the message entered the queue, in milliseconds since the epoch.
+    pub sent_at_ms: Option<u64>,
+}
+
+/// A message for the dead-letter queue: a body (the original, or a pointer to where it
+/// was kept) and the `lakeworker.*` attributes that say why. Built by
+/// [`crate::worker::dead_letter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter<'a> {
+    pub body: &'a str,
+    pub attributes: Vec<MessageAttribute>,
+}
+
+/// One SQS message attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAttribute {
+    pub name: &'static str,
+    /// SQS's data type: `String` or `Number`.
+    pub data_type: &'static str,
+    pub value: String,
+}
+
+/// The work queue (and its dead-letter queue).
+pub trait Queue: Send + Sync + 'static {
+    /// Long-polls for up to `max` (1-10) messages, each hidden from other consumers for
+    /// `visibility` (whatever the queue's default visibility timeout is).
+    fn receive(
+        &self,
+        max: i32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<Vec<Received>, StoreError>> + Send;
+
+    /// Deletes up to 10 messages; returns the message ids that could not be deleted.
+    fn delete_batch(
+        &self,
+        messages: &[Received],
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Sets the message's visibility timeout, counted from now (0 releases it at once).
+    /// `NotFound` means the receipt handle is no longer valid: the message is not ours.
+    fn change_visibility(
+        &self,
+        message: &Received,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Sends `letter` to the dead-letter queue. The caller deletes the original afterwards.
+    fn dead_letter(
+        &self,
+        letter: &DeadLetter<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// An object opened for reading.
+pub struct Opened {
+    /// Streams the body; read it from a blocking thread. Errors of the download itself
+    /// are [`crate::convert::SourceFailed`].
+    pub reader: Box<dyn Read + Send>,
+    /// The object's size as the service reports it.
+    pub size: Option<u64>,
+}
+
+/// What S3 says of one object version (HeadObject).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The version id; `None` in a bucket without versioning (S3's `null` version too).
+    pub version_id: Option<String>,
+    /// The ETag without quotes.
+    pub etag: Option<String>,
+    pub size: Option<u64>,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// Landing objects in, lake objects out.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Opens the exact version the event names, streamed (never held whole in memory).
+    fn open(&self, object: &ObjectRef) -> impl Future<Output = Result<Opened, StoreError>> + Send;
+
+    /// Describes the exact version the object names (by version id, else only while the
+    /// key still holds its ETag, else whatever is there), without reading it.
+    fn head(
+        &self,
+        object: &ObjectRef,
+    ) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
+
+    /// Copies the exact version the event names to `bucket/key`, server-side.
+    fn copy(
+        &self,
+        object: &ObjectRef,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes the exact version the event names from the landing bucket (with no version
+    /// id: only while the key still holds the event's ETag).
+    fn delete(&self, object: &ObjectRef) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes a small object (a report) from memory.
+    fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Uploads a local file to `bucket/key`, replacing what is there. On `cancel` the
+    /// upload stops (a multipart upload is aborted) and the call fails with `Cancelled`.
+    fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The DynamoDB tables of user datasets.
+pub trait RecordStore: Send + Sync + 'static {
+    /// Puts every item (whole-item upsert by key). No two items may share a key.
+    fn upsert(
+        &self,
+        table: &str,
+        items: Vec<Item>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The ledger of object versions (see [`crate::ledger`]). Every write after the claim is
+/// conditioned on the owner still holding the claim (and, but for `fail` and `release`, a
+/// lease that has not run out): `false` means it no longer does and nothing was written.
+pub trait Ledger: Send + Sync + 'static {
+    /// Claims the object for `claim.owner` unless it is finished (and no new reprocess
+    /// request asks for it) or leased by someone else.
+    fn claim(&self, claim: &Claim)
+        -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+
+    /// Extends the owner's lease.
+    fn renew(&self, claim: &Claim) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records, before anything is uploaded, the outputs (`s3://` URIs) this attempt will
+    /// publish, beside those earlier attempts recorded.
+    fn publishing(
+        &self,
+        claim: &Claim,
+        outputs: &[String],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records success with counts and outputs.
+    fn finish(
+        &self,
+        claim: &Claim,
+        done: &Completion,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that the file was refused for good (an answered question): later
+    /// deliveries are deleted without work.
+    fn reject(
+        &self,
+        claim: &Claim,
+        counts: &Completion,
+        reason: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records a failed attempt and drops the lease, so the next delivery can claim. The
+    /// outputs it recorded as published stay listed.
+    fn fail(
+        &self,
+        claim: &Claim,
+        error: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Drops the lease of an attempt that was cancelled (shutdown).
+    fn release(&self, claim: &Claim) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The version id of a record of `uri` claimed with ETag `etag`, if there is one: an
+    /// ETag-only event for a version that is gone from the bucket maps to it.
+    fn version_with_etag(
+        &self,
+        uri: &str,
+        etag: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Keeps partitions written to the lake until the catalog confirms them
+    /// ([`Ledger::partitions_registered`]), so a crash between the write and the
+    /// registration loses none: the registrar replays what is pending at start-up.
+    fn note_partitions(
+        &self,
+        database: &str,
+        partitions: &[NewPartition],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The catalog registered these partitions: they are no longer pending.
+    fn partitions_registered(
+        &self,
+        database: &str,
+        partitions: &[NewPartition],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The partitions of `dataset`'s table still waiting for the catalog.
+    fn pending_partitions(
+        &self,
+        database: &str,
+        dataset: &str,
+    ) -> impl Future<Output = Result<Vec<NewPartition>, StoreError>> + Send;
+}
+
+/// Runs one SQL statement to completion.
+pub trait QueryRunner: Send + Sync + 'static {
+    /// `database` is the default database of the statement, if any.
+    fn run(
+        &self,
+        sql: &str,
+        database: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
