@@ -1,12 +1,12 @@
 //! The AWS SDK behind the [`crate::ports`]: each adapter implements one port and turns
-//! SDK errors into [`StoreError`]s ([`error::from_sdk`]). Only the binary's wiring (and
+//! SDK errors into [`crate::ports::StoreError`]s ([`error::from_sdk`]). Only the binary's wiring (and
 //! the one-shot commands) name this module.
 //!
-//! - [`sqs::SqsQueue`]: [`crate::ports::Queue`].
-//! - [`s3::S3Store`]: [`crate::ports::ObjectStore`].
-//! - [`dynamodb::DynamoRecords`]: [`crate::ports::RecordStore`].
-//! - [`ledger::DynamoLedger`]: [`crate::ports::Ledger`].
-//! - [`athena::Athena`]: [`crate::ports::QueryRunner`].
+//! - [`sqs::SqsQueue`] implements [`crate::ports::Queue`];
+//! - [`s3::S3Store`] implements [`crate::ports::ObjectStore`];
+//! - [`dynamodb::DynamoRecords`] implements [`crate::ports::RecordStore`];
+//! - [`ledger::DynamoLedger`] implements [`crate::ports::Ledger`];
+//! - [`athena::Athena`] implements [`crate::ports::QueryRunner`].
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
