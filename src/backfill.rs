@@ -178,7 +178,7 @@ pub async fn backfill(
                 last_modified: object
                     .last_modified()
                     .and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok())
-                    .unwrap_or_else(|| crate::ledger::timestamp(chrono::Utc::now())),
+                    .unwrap_or_else(|| crate::domain::ledger::timestamp(chrono::Utc::now())),
             };
             if dry_run {
                 report.planned.push((listed.key, found.name.clone()));
@@ -252,7 +252,7 @@ async fn send(clients: &Clients, queue: &str, bodies: Vec<String>) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{self, Envelope};
+    use crate::domain::envelope::{self, Envelope};
 
     #[test]
     fn targets_parse_and_bad_ones_say_so() {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use lakeworker::config::Settings;
 use lakeworker::convert::{self, ConvertError, Lineage, ParquetFile, Quarantine};
-use lakeworker::schema::date_to_days;
+use lakeworker::domain::schema::date_to_days;
 use lakeworker::telemetry::{self, Output};
 
 #[derive(Parser)]

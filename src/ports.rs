@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::NewPartition;
-use crate::envelope::ObjectRef;
-use crate::ledger::{Claim, ClaimOutcome, Completion};
+use crate::domain::envelope::ObjectRef;
+use crate::domain::ledger::{Claim, ClaimOutcome, Completion};
 use crate::records::Item;
 
 /// What kind of failure a call had, which decides what the worker does next.
@@ -210,7 +210,7 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// The ledger of object versions (see [`crate::ledger`]). Every write after the claim is
+/// The ledger of object versions (see [`crate::domain::ledger`]). Every write after the claim is
 /// conditioned on the owner still holding the claim (and, but for `fail` and `release`, a
 /// lease that has not run out): `false` means it no longer does and nothing was written.
 pub trait Ledger: Send + Sync + 'static {

@@ -21,8 +21,8 @@ use arrow::record_batch::RecordBatch;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
-use crate::datasets::Dataset;
-use crate::schema::{days_to_date, micros_to_datetime, ColumnType, Parsed, RawCell};
+use crate::domain::dataset::Dataset;
+use crate::domain::schema::{days_to_date, micros_to_datetime, ColumnType, Parsed, RawCell};
 
 /// DynamoDB's largest item: attribute names and values, 400 KB.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -92,7 +92,7 @@ pub fn value_text(kind: ColumnType, array: &dyn Array, row: usize) -> Option<Str
 
 /// Why DynamoDB would refuse a row's item: the rule (`dynamodb_number`, `dynamodb_key`,
 /// `dynamodb_item_size`), the column it concerns (an index into the dataset's columns)
-/// and why, with values shown as the column allows ([`crate::schema::Column::shown`]).
+/// and why, with values shown as the column allows ([`crate::domain::schema::Column::shown`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemProblem {
     pub column: Option<usize>,
@@ -241,8 +241,8 @@ pub fn last_per_key(items: Vec<Item>, key: &str) -> Vec<Item> {
 mod tests {
     use super::*;
     use crate::convert::{convert, Collect, ConvertOptions, Lineage};
-    use crate::datasets::{testing, FileFormat, Partition};
-    use crate::schema::Column;
+    use crate::domain::dataset::{testing, FileFormat, Partition};
+    use crate::domain::schema::Column;
     use arrow::array::Float64Array;
 
     fn dataset() -> Dataset {
@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn refused_rows_are_bad_rows_of_the_conversion() {
         let mut d = dataset();
-        d.records = Some(crate::datasets::RecordsTarget {
+        d.records = Some(crate::domain::dataset::RecordsTarget {
             table: "t".into(),
             key_index: 0,
         });
@@ -384,7 +384,7 @@ mod tests {
         nulls.nulls = vec!["NULL".into()];
         d.columns[0] = nulls;
         let mut secret = d.columns[2].clone();
-        secret.pii = Some(crate::schema::Redaction::Omit);
+        secret.pii = Some(crate::domain::schema::Redaction::Omit);
         d.columns[2] = secret;
         let lineage = Lineage {
             source: "s".into(),

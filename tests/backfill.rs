@@ -171,7 +171,7 @@ async fn reprocess_after_a_settings_change_leaves_no_stale_parts() {
     );
     wait_for("the reprocessed version", WAIT, || async {
         env.ledger(key).await[0].attempts == 2
-            && env.ledger(key).await[0].status == Some(lakeworker::ledger::Status::Done)
+            && env.ledger(key).await[0].status == Some(lakeworker::domain::ledger::Status::Done)
     })
     .await;
     env.wait_drained().await;

@@ -142,7 +142,7 @@ async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start()
         .await;
     wait_for("the file to be done", WAIT, || async {
         env.ledger(key).await.first().and_then(|r| r.status)
-            == Some(lakeworker::ledger::Status::Done)
+            == Some(lakeworker::domain::ledger::Status::Done)
     })
     .await;
     env.wait_drained().await;

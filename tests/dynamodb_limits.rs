@@ -7,7 +7,7 @@ mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
-use lakeworker::ledger::Status;
+use lakeworker::domain::ledger::Status;
 
 /// A user dataset with a float column, upserted into the environment's users table; its
 /// key column reads only `NULL` as null, so an empty key is a value.

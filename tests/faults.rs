@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
 use common::*;
-use lakeworker::ledger::Status;
+use lakeworker::domain::ledger::Status;
 
 const NOW: &str = "2024-06-01T00:00:00.000Z";
 

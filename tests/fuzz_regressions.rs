@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use lakeworker::datasets::FileFormat;
+use lakeworker::domain::dataset::FileFormat;
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,7 +39,7 @@ fn jsonl_and_envelope_inputs_stay_fixed() {
     }
     for (_, data) in inputs("envelope") {
         if let Ok(body) = std::str::from_utf8(&data) {
-            let _ = lakeworker::envelope::parse(body);
+            let _ = lakeworker::domain::envelope::parse(body);
         }
     }
 }

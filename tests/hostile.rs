@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use lakeworker::ledger::{LedgerRecord, Status};
+use lakeworker::domain::ledger::{LedgerRecord, Status};
 use serde::Deserialize;
 
 const CONFIG: &str = "tests/fixtures/hostile/config.toml";

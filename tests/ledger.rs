@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use lakeworker::aws::ledger::DynamoLedger;
-use lakeworker::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, Status};
+use lakeworker::domain::ledger::{Claim, ClaimOutcome, Completion, LedgerKey, Status};
 use lakeworker::ports::Ledger;
 
 fn claim(owner: &str, lease: Duration, reprocess: Option<&str>) -> Claim {

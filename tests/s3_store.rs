@@ -94,7 +94,7 @@ async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
         .send()
         .await
         .unwrap();
-    let mut object = lakeworker::envelope::ObjectRef {
+    let mut object = lakeworker::domain::envelope::ObjectRef {
         bucket: env.landing.clone(),
         key: "users/a.csv".into(),
         size: None,
@@ -115,7 +115,7 @@ async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
     assert_eq!(store.open(&object).await.unwrap().size, Some(8));
 
     // Server-side copies pin the version too, and keys need no care from the caller.
-    let spaced = lakeworker::envelope::ObjectRef {
+    let spaced = lakeworker::domain::envelope::ObjectRef {
         key: "users/a b+ü.csv".into(),
         etag: Some(env.put("users/a b+ü.csv", b"user_id\nx\n").await),
         ..object.clone()

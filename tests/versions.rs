@@ -10,7 +10,7 @@ mod common;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use common::*;
-use lakeworker::ledger::Status;
+use lakeworker::domain::ledger::Status;
 
 const NOW: &str = "2024-06-01T00:00:00.000Z";
 

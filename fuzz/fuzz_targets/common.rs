@@ -2,10 +2,10 @@
 // options come from the first input byte, and the invariants every run must keep.
 
 use lakeworker::convert::{convert, Collect, ConvertOptions, Lineage, MemoryBudget, Quarantine};
-use lakeworker::datasets::{
+use lakeworker::domain::dataset::{
     compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, Partition, Policy,
 };
-use lakeworker::schema::{Column, ColumnType, LakeOutput, Limit, ValueFormat};
+use lakeworker::domain::schema::{Column, ColumnType, LakeOutput, Limit, ValueFormat};
 
 pub fn dataset(format: FileFormat, knobs: u8) -> Dataset {
     let mut name = Column::new("name", ColumnType::String, false);

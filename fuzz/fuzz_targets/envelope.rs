@@ -3,6 +3,6 @@
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(body) = std::str::from_utf8(data) {
-        let _ = lakeworker::envelope::parse(body);
+        let _ = lakeworker::domain::envelope::parse(body);
     }
 });

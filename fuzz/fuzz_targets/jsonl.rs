@@ -5,5 +5,5 @@
 mod common;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    common::check(lakeworker::datasets::FileFormat::Jsonl, data);
+    common::check(lakeworker::domain::dataset::FileFormat::Jsonl, data);
 });

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 use chrono::{DateTime, Utc};
 
 use crate::catalog::NewPartition;
-use crate::ledger::{
+use crate::domain::ledger::{
     timestamp, Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
 };
 use crate::ports::{Ledger, StoreError, StoreErrorKind};

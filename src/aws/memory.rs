@@ -9,8 +9,8 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::NewPartition;
-use crate::envelope::ObjectRef;
-use crate::ledger::{
+use crate::domain::envelope::ObjectRef;
+use crate::domain::ledger::{
     Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
 };
 use crate::ports::{

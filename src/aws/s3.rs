@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::timeouts;
 use crate::config::AwsTimeouts;
 use crate::convert::SourceFailed;
-use crate::envelope::ObjectRef;
+use crate::domain::envelope::ObjectRef;
 use crate::ports::{ObjectInfo, ObjectStore, Opened, StoreError, StoreErrorKind};
 
 /// Files above this size are uploaded in parts.

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CatalogSettings, LakeSettings};
 use crate::convert::LakeProjection;
-use crate::datasets::Dataset;
-use crate::lake;
+use crate::domain::dataset::Dataset;
+use crate::domain::lake;
 use crate::ports::{Ledger, QueryRunner};
 
 /// Partitions added by one ALTER TABLE at most.

@@ -11,11 +11,11 @@ use super::{
     choice, is_identifier, is_table_name, size_in, Problems, RawSize, Secret, EXTRA_COLUMN,
     INGESTED_AT_COLUMN, SOURCE_COLUMN,
 };
-use crate::datasets::{
+use crate::domain::dataset::{
     compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, OnInvalid, Partition,
     Policy, RecordsTarget, INGEST_DATE,
 };
-use crate::schema::{
+use crate::domain::schema::{
     parse_date, parse_timestamp, strftime_is_valid, Allowed, Column, ColumnType, LakeOutput, Limit,
     Redaction, Rules, ValueFormat,
 };
@@ -847,8 +847,8 @@ fn first_line(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{load, problems, GOOD};
-    use crate::datasets::{CsvOptions, ExtraColumns, Header, OnInvalid, Policy};
-    use crate::schema::{Allowed, LakeOutput, Limit, Redaction, ValueFormat};
+    use crate::domain::dataset::{CsvOptions, ExtraColumns, Header, OnInvalid, Policy};
+    use crate::domain::schema::{Allowed, LakeOutput, Limit, Redaction, ValueFormat};
 
     /// GOOD with `extra` appended to the users dataset and `column` to its columns.
     fn with(extra: &str, column: &str) -> String {
@@ -958,7 +958,7 @@ mod tests {
                 extra_columns: ExtraColumns::Ignore,
                 unique_key: vec![],
                 max_object_bytes: 100 * 1024 * 1024 * 1024,
-                expansion: crate::datasets::Expansion {
+                expansion: crate::domain::dataset::Expansion {
                     max_bytes: 100 * 1024 * 1024 * 1024,
                     max_ratio: 200,
                     ratio_free_bytes: 64 * 1024 * 1024,

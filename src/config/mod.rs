@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::datasets::Router;
-use crate::envelope::TopicPolicy;
+use crate::domain::dataset::Router;
+use crate::domain::envelope::TopicPolicy;
 
 /// The prefix of environment overrides; sections and keys are separated by `__`.
 pub const ENV_PREFIX: &str = "LAKEWORKER";
@@ -1401,7 +1401,7 @@ format = "%Y/%m/%d"
         let users = s.datasets.by_name("users").unwrap();
         assert_eq!(
             users.partition,
-            crate::datasets::Partition::DateColumn { index: 1 }
+            crate::domain::dataset::Partition::DateColumn { index: 1 }
         );
         assert_eq!(users.records.as_ref().unwrap().table, "lakeworker-users");
         assert!(s
@@ -1652,7 +1652,7 @@ format = "%Y/%m/%d"
         )
     }
 
-    fn users(s: &Settings) -> &crate::datasets::Policy {
+    fn users(s: &Settings) -> &crate::domain::dataset::Policy {
         &s.datasets.by_name("users").unwrap().policy
     }
 

@@ -13,8 +13,10 @@ use serde_json::Value;
 
 use super::{ConvertError, Lineage, RowSource};
 use crate::config::{EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN};
-use crate::datasets::{Dataset, ExtraColumns};
-use crate::schema::{arrow_field, timestamp_type, Column, ColumnType, Parsed, RawCell, UTC};
+use crate::domain::dataset::{Dataset, ExtraColumns};
+use crate::domain::schema::{
+    arrow_field, timestamp_type, Column, ColumnType, Parsed, RawCell, UTC,
+};
 
 /// The schema of converted batches: the dataset's columns, `_extra` when kept, then
 /// `_source` and `_ingested_at`.

@@ -15,8 +15,8 @@ use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 
 use super::input::read_error;
 use super::{ConvertError, RowCheck, RowSource};
-use crate::datasets::{Dataset, ExtraColumns, Header};
-use crate::schema::RawCell;
+use crate::domain::dataset::{Dataset, ExtraColumns, Header};
+use crate::domain::schema::RawCell;
 
 /// Fields per record at first; grown as needed up to `max_columns`.
 const START_FIELDS: usize = 64;

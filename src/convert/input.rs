@@ -12,7 +12,7 @@ use std::sync::Arc;
 use flate2::read::MultiGzDecoder;
 
 use super::ConvertError;
-use crate::datasets::Expansion;
+use crate::domain::dataset::Expansion;
 
 /// Read buffer of the converter's input.
 const BUFFER: usize = 256 * 1024;

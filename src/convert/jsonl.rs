@@ -19,8 +19,8 @@ use serde_json::Value;
 use super::csv::read_line_capped;
 use super::input::read_error;
 use super::{ConvertError, RowCheck, RowSource};
-use crate::datasets::{Dataset, ExtraColumns};
-use crate::schema::RawCell;
+use crate::domain::dataset::{Dataset, ExtraColumns};
+use crate::domain::schema::RawCell;
 
 #[derive(Debug)]
 struct Line {

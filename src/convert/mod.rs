@@ -14,7 +14,7 @@
 //!   the quarantine.
 //!
 //! Each row: the source checks its shape (fields, UTF-8, JSON, length), every column
-//! parses its cell ([`crate::schema::Column::parse`]), then `unique_key` is checked. A row
+//! parses its cell ([`crate::domain::schema::Column::parse`]), then `unique_key` is checked. A row
 //! with any problem goes to the [`BadRowSink`] with all its problems; a good row goes to
 //! the batch. The [`ConvertReport`] counts both. Rows are split, typed and written in
 //! three stages so one file uses several cores (see [`convert`]).
@@ -27,9 +27,9 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
-use crate::datasets::{Dataset, FileFormat};
+use crate::domain::dataset::{Dataset, FileFormat};
+use crate::domain::schema::{Parsed, RawCell};
 use crate::records;
-use crate::schema::{Parsed, RawCell};
 
 pub mod batch;
 mod budget;

@@ -13,8 +13,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::ParquetOptions;
-use crate::datasets::{testing, Partition};
-use crate::schema::{days_to_date, micros_to_datetime, Column, ColumnType, DEFAULT_NULLS};
+use crate::domain::dataset::{testing, Partition};
+use crate::domain::schema::{days_to_date, micros_to_datetime, Column, ColumnType, DEFAULT_NULLS};
 
 /// One generated row: typed values, and whether its `age` cell is made unparsable.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use csv_core::{QuoteStyle, WriteResult, Writer, WriterBuilder};
 use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde_json::Value;
 
-use crate::datasets::{CsvOptions, Dataset};
-use crate::schema::Column;
+use crate::domain::dataset::{CsvOptions, Dataset};
+use crate::domain::schema::Column;
 
 /// Whether bad rows of `dataset` need their raw text redacted.
 pub(super) fn has_pii(dataset: &Dataset) -> bool {
@@ -161,8 +161,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::datasets::{testing, FileFormat, Partition};
-    use crate::schema::{pii_hash, ColumnType, Redaction};
+    use crate::domain::dataset::{testing, FileFormat, Partition};
+    use crate::domain::schema::{pii_hash, ColumnType, Redaction};
 
     fn dataset() -> Dataset {
         let mut email = Column::new("email", ColumnType::String, false);

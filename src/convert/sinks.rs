@@ -21,9 +21,9 @@ use parquet::file::properties::WriterProperties;
 use super::batch::full_schema;
 use super::{BadRow, BadRowSink, BatchSink, ConvertError, Lineage};
 use crate::config::{Compression, MemoryBudget, ParquetOptions, Secret};
-use crate::datasets::{Dataset, Partition};
+use crate::domain::dataset::{Dataset, Partition};
+use crate::domain::schema::{pii_hash, ColumnType, LakeOutput};
 use crate::records::value_text;
-use crate::schema::{pii_hash, ColumnType, LakeOutput};
 
 /// Most partitions one file may write; each open partition holds a writer and a buffer.
 pub const MAX_PARTITIONS_PER_FILE: usize = 1000;
@@ -164,8 +164,7 @@ impl LakeProjection {
     }
 }
 
-/// A Hive partition value: a date in days since the epoch, or null.
-pub type PartitionValue = Option<i32>;
+pub use crate::domain::lake::PartitionValue;
 
 /// A finished local Parquet part, ready to upload.
 #[derive(Debug, Clone, PartialEq, Eq)]

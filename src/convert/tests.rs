@@ -17,8 +17,8 @@ use super::*;
 use crate::config::{
     Compression, ParquetOptions, Secret, EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN,
 };
-use crate::datasets::{testing, ExtraColumns, FileFormat, Header, Partition};
-use crate::schema::{timestamp_type, Column, ColumnType, LakeOutput, UTC};
+use crate::domain::dataset::{testing, ExtraColumns, FileFormat, Header, Partition};
+use crate::domain::schema::{timestamp_type, Column, ColumnType, LakeOutput, UTC};
 
 fn columns() -> Vec<Column> {
     vec![
@@ -277,7 +277,7 @@ fn too_many_partitions_reject_the_file() {
     for day in 0..=sinks::MAX_PARTITIONS_PER_FILE {
         input.push_str(&format!(
             "u{day},{}\n",
-            crate::schema::days_to_date(day as i32).unwrap()
+            crate::domain::schema::days_to_date(day as i32).unwrap()
         ));
     }
     let dir = tempfile::tempdir().unwrap();
@@ -628,13 +628,13 @@ fn timestamp_partitions_keep_the_column() {
 #[test]
 fn epoch_timestamps_beyond_the_range_are_bad_rows_not_null_partitions() {
     let mut cols = columns();
-    cols[5].format = Some(crate::schema::ValueFormat::EpochMillis);
+    cols[5].format = Some(crate::domain::schema::ValueFormat::EpochMillis);
     let d = testing::dataset(
         FileFormat::Jsonl,
         Partition::TimestampColumn { index: 5 },
         cols,
     );
-    let beyond = crate::schema::MAX_TIMESTAMP_MICROS / 1000 + 1;
+    let beyond = crate::domain::schema::MAX_TIMESTAMP_MICROS / 1000 + 1;
     let input = format!(
         "{{\"user_id\":\"a\",\"seen_at\":0}}\n{{\"user_id\":\"b\",\"seen_at\":{beyond}}}\n{{\"user_id\":\"c\",\"seen_at\":\"{beyond}\"}}\n"
     );
@@ -853,7 +853,7 @@ fn long_rows(format: FileFormat, rows: usize, bytes: usize, days: usize) -> Stri
     };
     for row in 0..rows {
         let id = format!("{row:06}-{}", noise(row as u64, bytes));
-        let day = crate::schema::days_to_date((row % days) as i32).unwrap();
+        let day = crate::domain::schema::days_to_date((row % days) as i32).unwrap();
         match format {
             FileFormat::Csv => text.push_str(&format!("{id},{day}\n")),
             FileFormat::Jsonl => text.push_str(&format!(

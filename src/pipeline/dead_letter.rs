@@ -2,7 +2,7 @@
 //! can end without losing it (see [`crate::worker::dead_letter`]).
 
 use super::Pipeline;
-use crate::lake;
+use crate::domain::lake;
 use crate::ports::{Ledger, ObjectStore, RecordStore, StoreError};
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {

@@ -4,10 +4,10 @@
 
 use super::{lineage, rejection_reason, Outcome, Pipeline};
 use crate::convert::{self, Collect, Quarantine};
-use crate::envelope::InlineRecords;
-use crate::error::JobError;
-use crate::job::Job;
-use crate::lake;
+use crate::domain::envelope::InlineRecords;
+use crate::domain::lake;
+use crate::pipeline::error::JobError;
+use crate::pipeline::job::Job;
 use crate::ports::{Ledger, ObjectStore, RecordStore};
 use crate::records::{self, Item};
 

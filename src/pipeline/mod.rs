@@ -21,17 +21,19 @@ use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::convert::{self, ConvertReport, Lineage};
-use crate::datasets::{Dataset, OnInvalid, Policy};
-use crate::envelope::{self, Envelope, ObjectRef};
-use crate::error::JobError;
-use crate::job::{Job, StopReason};
-use crate::lake;
-use crate::ledger::{Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, Status};
+use crate::domain::dataset::{Dataset, OnInvalid, Policy};
+use crate::domain::envelope::{self, Envelope, ObjectRef};
+use crate::domain::lake;
+use crate::domain::ledger::{Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, Status};
+use crate::domain::schema::date_to_days;
+use crate::pipeline::error::JobError;
+use crate::pipeline::job::{Job, StopReason};
 use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind};
-use crate::schema::date_to_days;
 
 mod dead_letter;
+pub mod error;
 mod inline;
+pub mod job;
 mod object;
 #[cfg(test)]
 mod tests;
@@ -506,9 +508,9 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .map(|output| match output.starts_with("s3://") {
                 true => output.clone(),
                 false if output.starts_with(&quarantine) => {
-                    crate::ledger::output_uri(&lake.quarantine_bucket, output)
+                    crate::domain::ledger::output_uri(&lake.quarantine_bucket, output)
                 }
-                false => crate::ledger::output_uri(&lake.bucket, output),
+                false => crate::domain::ledger::output_uri(&lake.bucket, output),
             })
             .collect()
     }
@@ -618,7 +620,7 @@ struct Pinned {
 
 /// The ledger outputs of a written object: its parts, bad rows and raw copy.
 fn summary_outputs(lake: &crate::config::LakeSettings, summary: &ObjectSummary) -> Vec<String> {
-    let in_lake = |key: &String| crate::ledger::output_uri(&lake.bucket, key);
+    let in_lake = |key: &String| crate::domain::ledger::output_uri(&lake.bucket, key);
     summary
         .parts
         .iter()
@@ -627,7 +629,7 @@ fn summary_outputs(lake: &crate::config::LakeSettings, summary: &ObjectSummary) 
             summary
                 .quarantine
                 .iter()
-                .map(|key| crate::ledger::output_uri(&lake.quarantine_bucket, key)),
+                .map(|key| crate::domain::ledger::output_uri(&lake.quarantine_bucket, key)),
         )
         .chain(summary.raw.iter().map(in_lake))
         .collect()
@@ -636,8 +638,8 @@ fn summary_outputs(lake: &crate::config::LakeSettings, summary: &ObjectSummary) 
 /// The ledger outputs of a rejected file: its copy in the quarantine and the report.
 fn rejection_outputs(quarantine_bucket: &str, copy: &str) -> Vec<String> {
     vec![
-        crate::ledger::output_uri(quarantine_bucket, copy),
-        crate::ledger::output_uri(quarantine_bucket, &format!("{copy}.error.json")),
+        crate::domain::ledger::output_uri(quarantine_bucket, copy),
+        crate::domain::ledger::output_uri(quarantine_bucket, &format!("{copy}.error.json")),
     ]
 }
 

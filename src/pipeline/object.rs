@@ -18,12 +18,12 @@ use crate::convert::{
     self, ConvertError, ConvertOptions, ConvertReport, LakeParts, Lineage, PartFile, Quarantine,
     Spool,
 };
-use crate::datasets::Dataset;
-use crate::envelope::ObjectRef;
-use crate::error::JobError;
-use crate::job::{Job, StoppableReader};
-use crate::lake;
-use crate::ledger::output_uri;
+use crate::domain::dataset::Dataset;
+use crate::domain::envelope::ObjectRef;
+use crate::domain::lake;
+use crate::domain::ledger::output_uri;
+use crate::pipeline::error::JobError;
+use crate::pipeline::job::{Job, StoppableReader};
 use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind};
 use crate::records::{self, Item};
 
@@ -378,7 +378,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         let document = serde_json::json!({
             "source": object.uri(),
             "dataset": dataset.name,
-            "rejected_at": crate::ledger::timestamp(chrono::Utc::now()),
+            "rejected_at": crate::domain::ledger::timestamp(chrono::Utc::now()),
             "reason": reason,
             "rows_in": counts.rows_in,
             "rows_valid": counts.rows_in - counts.rows_rejected,

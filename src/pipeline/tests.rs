@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::aws::memory::{MemoryLedger, MemoryRecords, MemoryStore};
-use crate::error::ErrorClass;
+use crate::pipeline::error::ErrorClass;
 
 type TestPipeline = Pipeline<MemoryStore, MemoryRecords, MemoryLedger>;
 
@@ -358,7 +358,7 @@ async fn a_superseded_version_loses_what_an_unfinished_attempt_published() {
         etag: Some("e1".into()),
         ..ObjectRef::default()
     };
-    let id = crate::lake::object_id(&object);
+    let id = crate::domain::lake::object_id(&object);
     let partial = format!("curated/users/signup_date=2024-01-01/part-{id}.parquet");
     p.store.insert(LAKE, &partial, b"part of e1");
     let crashed = claim_of(
@@ -1255,7 +1255,7 @@ async fn raw_zone_keeps_the_original_and_delete_after_empties_the_landing_bucket
     let ObjectOutcome::Written(summary) = one_object(&p, "users/in/a.csv").await else {
         panic!()
     };
-    let id = crate::lake::object_id(&ObjectRef {
+    let id = crate::domain::lake::object_id(&ObjectRef {
         bucket: LANDING.into(),
         key: "users/in/a.csv".into(),
         size: None,
@@ -1435,7 +1435,9 @@ async fn scratch_files_are_removed_whatever_the_outcome() {
     // Refused after a thousand part files were begun: they go too.
     let mut many = String::from("user_id,signup_date\n");
     for day in 0..=1000 {
-        let date = crate::schema::days_to_date(day).unwrap().format("%Y/%m/%d");
+        let date = crate::domain::schema::days_to_date(day)
+            .unwrap()
+            .format("%Y/%m/%d");
         many.push_str(&format!("u-{day},{date}\n"));
     }
     p.store.insert(LANDING, "users/many.csv", many.as_bytes());

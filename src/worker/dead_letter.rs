@@ -8,7 +8,7 @@
 //! 2. the original body with trimmed attributes (`error_class`, `error` up to 256 bytes,
 //!    `attempts`, `message_id`);
 //! 3. the body kept in the quarantine bucket, at a key derived from the message id
-//!    ([`crate::lake::dead_letter_body_key`]), and a small pointer message sent instead:
+//!    ([`crate::domain::lake::dead_letter_body_key`]), and a small pointer message sent instead:
 //!    the body `{"lakeworker_dead_letter": {"body_uri", "message_id", "body_bytes"}}`
 //!    with the trimmed attributes plus `lakeworker.body_uri`. `lakeworker redrive` puts
 //!    the original body back.
@@ -27,7 +27,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::disposition::RetryPolicy;
 use crate::aws::sqs::truncate;
-use crate::error::ErrorClass;
+use crate::pipeline::error::ErrorClass;
 use crate::ports::{DeadLetter, MessageAttribute, Queue, Received, StoreError};
 
 /// SQS's largest message: body and attributes (names, types and values) together.

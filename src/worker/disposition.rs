@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::error::{ErrorClass, JobError};
-use crate::job::StopReason;
+use crate::pipeline::error::{ErrorClass, JobError};
+use crate::pipeline::job::StopReason;
 use crate::pipeline::Outcome;
 
 /// SQS's longest visibility timeout (12 hours).

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::disposition::MAX_VISIBILITY;
-use crate::job::{Job, StopReason};
+use crate::pipeline::job::{Job, StopReason};
 use crate::ports::{Queue, Received, StoreErrorKind};
 
 /// The most an extension is done ahead of the deadline.

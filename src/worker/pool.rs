@@ -24,9 +24,9 @@ use super::dead_letter::{self, Ending, KeepBody};
 use super::disposition::{self, Disposition, RetryPolicy};
 use super::heartbeat::Heartbeat;
 use crate::config::QueueSettings;
-use crate::error::JobError;
 use crate::health::Health;
-use crate::job::Job;
+use crate::pipeline::error::JobError;
+use crate::pipeline::job::Job;
 use crate::pipeline::{ObjectOutcome, Outcome, Pipeline};
 use crate::ports::{Ledger, ObjectStore, Queue, Received, RecordStore, StoreError};
 

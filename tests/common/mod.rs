@@ -295,7 +295,7 @@ impl TestEnv {
     }
 
     /// The ledger records of one object (newest version first).
-    pub async fn ledger(&self, key: &str) -> Vec<lakeworker::ledger::LedgerRecord> {
+    pub async fn ledger(&self, key: &str) -> Vec<lakeworker::domain::ledger::LedgerRecord> {
         lakeworker::aws::ledger::DynamoLedger::new(
             self.clients.dynamodb.clone(),
             self.ledger_table.clone(),
@@ -617,7 +617,7 @@ pub fn key_of(uri: &str) -> String {
 /// The object id (which names a file's lake parts and quarantine objects) of
 /// `s3://bucket/key` at `etag`.
 pub fn part_id(bucket: &str, key: &str, etag: &str) -> String {
-    lakeworker::lake::object_id(&lakeworker::envelope::ObjectRef {
+    lakeworker::domain::lake::object_id(&lakeworker::domain::envelope::ObjectRef {
         bucket: bucket.into(),
         key: key.into(),
         size: None,

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::convert::ConvertError;
-use crate::envelope::EnvelopeError;
+use crate::domain::envelope::EnvelopeError;
 use crate::ports::{StoreError, StoreErrorKind};
 
 /// Whether a failed message can succeed later.

@@ -16,14 +16,15 @@
 //! rewrite (after a change of `target_file_size`, say): every recorded output of a version
 //! is either part of its final outputs or deleted.
 //!
-//! This module holds the types; [`crate::aws::ledger::DynamoLedger`] stores them.
+//! This module holds the types; the [`crate::ports::Ledger`] port stores them (DynamoDB in
+//! production).
 
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::envelope::ObjectRef;
+use crate::domain::envelope::ObjectRef;
 
 /// Where an object version stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +102,7 @@ pub struct Claim {
     /// claimed again, once per request id.
     pub reprocess: Option<String>,
     /// The version's ETag, kept so an ETag-only event for a version that is gone can
-    /// still be matched to its record ([`crate::aws::Ledger::version_with_etag`]).
+    /// still be matched to its record ([`crate::ports::Ledger::version_with_etag`]).
     pub etag: Option<String>,
 }
 

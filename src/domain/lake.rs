@@ -17,9 +17,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::convert::PartitionValue;
-use crate::envelope::ObjectRef;
-use crate::schema::days_to_date;
+use crate::domain::envelope::ObjectRef;
+use crate::domain::schema::days_to_date;
 
 /// Hive's name for the partition of rows whose partition value is null.
 pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -45,6 +44,9 @@ pub fn object_id(object: &ObjectRef) -> String {
 }
 
 /// The text of a partition value in a key: `YYYY-MM-DD`, or Hive's null partition.
+/// A Hive partition value: a date in days since the epoch, or null.
+pub type PartitionValue = Option<i32>;
+
 pub fn partition_text(value: PartitionValue) -> String {
     match value.and_then(days_to_date) {
         Some(date) => date.format("%Y-%m-%d").to_string(),

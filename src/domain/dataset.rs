@@ -5,7 +5,7 @@
 
 use globset::GlobMatcher;
 
-use crate::schema::Column;
+use crate::domain::schema::Column;
 
 /// The name of the partition column when partitioning by arrival date.
 pub const INGEST_DATE: &str = "ingest_date";
