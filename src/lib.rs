@@ -49,4 +49,6 @@ pub mod provision;
 pub mod records;
 pub mod redrive;
 pub mod telemetry;
+#[cfg(test)]
+pub mod testing;
 pub mod worker;

@@ -17,8 +17,6 @@ pub mod athena;
 pub mod dynamodb;
 pub mod error;
 pub mod ledger;
-#[cfg(test)]
-pub mod memory;
 pub mod s3;
 pub mod sqs;
 pub mod timeouts;

@@ -117,7 +117,7 @@ async fn partitions_are_batched_registered_once_and_retried() {
     let shutdown = CancellationToken::new();
     let (partitions, stats, task) = start(
         fake.clone(),
-        Arc::new(crate::aws::memory::MemoryLedger::default()),
+        Arc::new(crate::testing::memory::MemoryLedger::default()),
         catalog,
         s.lake.clone(),
         s.datasets.datasets().to_vec(),
@@ -181,7 +181,7 @@ async fn a_failing_catalog_gives_up_counts_and_tries_the_partition_again_later()
     let shutdown = CancellationToken::new();
     let (partitions, stats, task) = start(
         fake.clone(),
-        Arc::new(crate::aws::memory::MemoryLedger::default()),
+        Arc::new(crate::testing::memory::MemoryLedger::default()),
         catalog,
         s.lake.clone(),
         vec![],
@@ -207,7 +207,7 @@ async fn a_failing_catalog_gives_up_counts_and_tries_the_partition_again_later()
 async fn partitions_noted_by_an_earlier_run_are_registered_at_start_and_forgotten() {
     let s = settings();
     let fake = Fake::default();
-    let log = Arc::new(crate::aws::memory::MemoryLedger::default());
+    let log = Arc::new(crate::testing::memory::MemoryLedger::default());
     log.note_partitions("lake", &[partition("users", "2024-05-01")])
         .await
         .unwrap();

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::aws::memory::{MemoryLedger, MemoryRecords, MemoryStore};
 use crate::pipeline::error::ErrorClass;
+use crate::testing::memory::{MemoryLedger, MemoryRecords, MemoryStore};
 
 type TestPipeline = Pipeline<MemoryStore, MemoryRecords, MemoryLedger>;
 

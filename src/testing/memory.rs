@@ -1,4 +1,4 @@
-//! In-memory fakes of the AWS traits, for pipeline unit tests.
+//! In-memory object store, records table and ledger.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
