@@ -48,6 +48,7 @@ pub mod ports;
 pub mod provision;
 pub mod records;
 pub mod redrive;
+pub mod table;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;

@@ -7,6 +7,8 @@
 //! - [`RecordStore`]: upsert user rows.
 //! - [`Ledger`]: claim, renew and settle object versions.
 //! - [`QueryRunner`]: run one SQL statement (Athena DDL for the catalog).
+//! - [`TableSink`]: make an object's converted parts visible in its dataset's table
+//!   (Hive-partitioned Parquet with catalog partitions: [`crate::table::hive`]).
 //!
 //! Every call fails with a [`StoreError`] whose [`StoreErrorKind`] says whether a retry
 //! can help.
@@ -20,6 +22,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::NewPartition;
+use crate::convert::PartFile;
+use crate::domain::dataset::Dataset;
 use crate::domain::envelope::ObjectRef;
 use crate::domain::ledger::{Claim, ClaimOutcome, Completion};
 use crate::records::Item;
@@ -296,5 +300,37 @@ pub trait QueryRunner: Send + Sync + 'static {
         &self,
         sql: &str,
         database: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Where one part of an object's table output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartLocation {
+    pub bucket: String,
+    pub key: String,
+}
+
+/// A dataset's table: makes the converted parts of one object visible, idempotently (a
+/// retry with the same object id writes the same locations). The pipeline records
+/// [`TableSink::locations`] in the ledger before [`TableSink::publish`], so a later
+/// attempt can remove what it does not rewrite.
+pub trait TableSink: Send + Sync + 'static {
+    /// Where each of `parts` will be written, in the same order. `object_id` names the
+    /// source version ([`crate::domain::lake::object_id`]).
+    fn locations(
+        &self,
+        dataset: &Dataset,
+        object_id: &str,
+        parts: &[PartFile],
+    ) -> Vec<PartLocation>;
+
+    /// Uploads the parts to their locations and makes them visible in the table. On
+    /// `cancel` it stops and fails with [`StoreErrorKind::Cancelled`].
+    fn publish(
+        &self,
+        dataset: &Dataset,
+        parts: &[PartFile],
+        locations: &[PartLocation],
+        cancel: &CancellationToken,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

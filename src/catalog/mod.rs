@@ -59,14 +59,6 @@ pub fn create_database(database: &str) -> String {
 }
 
 /// Where a dataset's data lives: `s3://{bucket}/{prefix}/{dataset}/`.
-pub fn dataset_location(lake: &LakeSettings, dataset: &str) -> String {
-    format!(
-        "s3://{}/{}/",
-        lake.bucket,
-        lake::dataset_prefix(&lake.prefix, dataset)
-    )
-}
-
 /// The external table of a dataset: the lake columns (after renames, hashing and drops),
 /// the partition column as a string (so Hive's null partition fits), Parquet at the
 /// dataset's location.
@@ -83,7 +75,7 @@ pub fn create_table(database: &str, dataset: &Dataset, lake: &LakeSettings) -> S
         quoted(&dataset.name),
         columns.join(",\n"),
         quoted(&dataset.partition_name()),
-        literal(&dataset_location(lake, &dataset.name)),
+        literal(&lake::dataset_location(&lake.bucket, &lake.prefix, &dataset.name)),
     )
 }
 

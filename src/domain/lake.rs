@@ -150,6 +150,25 @@ pub fn dataset_prefix(prefix: &str, dataset: &str) -> String {
     }
 }
 
+/// A dataset's table location, `s3://{bucket}/{prefix}/{dataset}/`.
+pub fn dataset_location(bucket: &str, prefix: &str, dataset: &str) -> String {
+    format!("s3://{bucket}/{}/", dataset_prefix(prefix, dataset))
+}
+
+/// One Hive partition's location, `s3://{bucket}/{prefix}/{dataset}/{name}={value}/`.
+pub fn partition_location(
+    bucket: &str,
+    prefix: &str,
+    dataset: &str,
+    partition_name: &str,
+    value: &str,
+) -> String {
+    format!(
+        "{}{partition_name}={value}/",
+        dataset_location(bucket, prefix, dataset)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

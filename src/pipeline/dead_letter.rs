@@ -3,9 +3,9 @@
 
 use super::Pipeline;
 use crate::domain::lake;
-use crate::ports::{Ledger, ObjectStore, RecordStore, StoreError};
+use crate::ports::{Ledger, ObjectStore, RecordStore, StoreError, TableSink};
 
-impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
+impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
     /// Writes `body` to the quarantine bucket at a key derived from the message id
     /// (a second delivery overwrites the first copy); returns its `s3://` URI.
     pub async fn keep_dead_letter_body(

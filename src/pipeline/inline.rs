@@ -8,10 +8,10 @@ use crate::domain::envelope::InlineRecords;
 use crate::domain::lake;
 use crate::pipeline::error::JobError;
 use crate::pipeline::job::Job;
-use crate::ports::{Ledger, ObjectStore, RecordStore};
+use crate::ports::{Ledger, ObjectStore, RecordStore, TableSink};
 use crate::records::{self, Item};
 
-impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
+impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
     pub(super) async fn upsert_inline(
         &self,
         inline: InlineRecords,

@@ -28,7 +28,8 @@ use crate::domain::ledger::{Claim, ClaimOutcome, Completion, EarlierOutputs, Led
 use crate::domain::schema::date_to_days;
 use crate::pipeline::error::JobError;
 use crate::pipeline::job::{Job, StopReason};
-use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind};
+use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind, TableSink};
+use crate::table::hive::HiveTable;
 
 mod dead_letter;
 pub mod error;
@@ -111,19 +112,20 @@ pub struct Rejection {
     pub quarantined_as: String,
 }
 
-/// The message handler, shared by every job of a worker.
-pub struct Pipeline<S, R, L> {
+/// The message handler, shared by every job of a worker. `T` is the table format of
+/// the lake ([`HiveTable`] unless [`Pipeline::with_table`] gives another).
+pub struct Pipeline<S, R, L, T = HiveTable<S, L>> {
     settings: Arc<Settings>,
-    store: S,
+    store: Arc<S>,
     records: R,
     ledger: Arc<L>,
+    table: T,
     /// Identifies this process in ledger claims.
     worker_id: String,
-    /// Where new partitions are announced for the catalog, when it is on.
-    partitions: Option<crate::catalog::Partitions>,
 }
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
+    /// A pipeline writing Hive tables to `lake.bucket`.
     pub fn new(
         settings: Arc<Settings>,
         store: S,
@@ -131,20 +133,42 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         ledger: L,
         worker_id: String,
     ) -> Self {
+        let store = Arc::new(store);
+        let ledger = Arc::new(ledger);
+        let table = HiveTable::new(
+            store.clone(),
+            ledger.clone(),
+            settings.lake.bucket.clone(),
+            settings.lake.prefix.clone(),
+        );
         Pipeline {
             settings,
             store,
             records,
-            ledger: Arc::new(ledger),
+            ledger,
+            table,
             worker_id,
-            partitions: None,
         }
     }
 
     /// Announces every partition written to the catalog registrar.
     pub fn with_catalog(mut self, partitions: crate::catalog::Partitions) -> Self {
-        self.partitions = Some(partitions);
+        self.table = self.table.with_catalog(partitions);
         self
+    }
+}
+
+impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
+    /// The same pipeline writing its tables with `table`.
+    pub fn with_table<U: TableSink>(self, table: U) -> Pipeline<S, R, L, U> {
+        Pipeline {
+            settings: self.settings,
+            store: self.store,
+            records: self.records,
+            ledger: self.ledger,
+            table,
+            worker_id: self.worker_id,
+        }
     }
 
     /// Handles one message body. Deletion is the caller's business: `Ok` means every

@@ -12,7 +12,6 @@ use super::{
     arrival, ingest_date, lineage, rejection_outputs, rejection_reason, stopped_or, Attempt,
     ObjectOutcome, ObjectSummary, Pipeline, Rejection,
 };
-use crate::catalog::NewPartition;
 use crate::config::{ParquetOptions, Secret};
 use crate::convert::{
     self, ConvertError, ConvertOptions, ConvertReport, LakeParts, Lineage, PartFile, Quarantine,
@@ -24,11 +23,9 @@ use crate::domain::lake;
 use crate::domain::ledger::output_uri;
 use crate::pipeline::error::JobError;
 use crate::pipeline::job::{Job, StoppableReader};
-use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind};
+use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind, TableSink};
 use crate::records::{self, Item};
-
-/// Lake parts uploaded at once per object.
-const UPLOAD_CONCURRENCY: usize = 4;
+use crate::table::UPLOADS_AT_ONCE;
 
 /// What the blocking conversion produced in the scratch directory.
 pub(super) struct Converted {
@@ -39,7 +36,7 @@ pub(super) struct Converted {
     bad_rows: Option<PathBuf>,
 }
 
-impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
+impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
     pub(super) async fn process_object(
         &self,
         object: &ObjectRef,
@@ -162,21 +159,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         } = converted;
         let lake_settings = &self.settings.lake;
         let id = lake::object_id(object);
-        let partition_name = dataset.partition_name();
-        let mut uploads: Vec<(PathBuf, &str, String)> = parts
-            .iter()
-            .map(|p| {
-                let key = lake::part_key(
-                    &lake_settings.prefix,
-                    &dataset.name,
-                    &partition_name,
-                    p.partition,
-                    &id,
-                    p.seq,
-                );
-                (p.path.clone(), lake_settings.bucket.as_str(), key)
-            })
-            .collect();
+        let locations = self.table.locations(dataset, &id, &parts);
         let quarantine = bad_rows.map(|path| {
             let key = lake::quarantine_rows_key(
                 &lake_settings.quarantine_prefix,
@@ -184,18 +167,24 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 lineage.ingest_date,
                 &id,
             );
-            uploads.push((path, lake_settings.quarantine_bucket.as_str(), key.clone()));
-            key
+            (path, key)
         });
-        let bytes_written: u64 = uploads
+        let bytes_written: u64 = parts
             .iter()
-            .filter_map(|(path, _, _)| std::fs::metadata(path).ok())
+            .map(|p| p.path.as_path())
+            .chain(quarantine.iter().map(|(path, _)| path.as_path()))
+            .filter_map(|path| std::fs::metadata(path).ok())
             .map(|m| m.len())
             .sum();
         let raw_key = self.raw_key(object, dataset, lineage);
-        let publishing: Vec<String> = uploads
+        let publishing: Vec<String> = locations
             .iter()
-            .map(|(_, bucket, key)| output_uri(bucket, key))
+            .map(|at| output_uri(&at.bucket, &at.key))
+            .chain(
+                quarantine
+                    .iter()
+                    .map(|(_, key)| output_uri(&lake_settings.quarantine_bucket, key)),
+            )
             .chain(
                 raw_key
                     .iter()
@@ -203,44 +192,31 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             )
             .collect();
         self.publishing(attempt, object, &publishing).await?;
-        self.upload(&uploads, job)
-            .instrument(tracing::info_span!(
-                "lake_write",
-                files = uploads.len(),
-                bytes = bytes_written
-            ))
-            .await?;
-
-        if let Some(catalog) = &self.partitions {
-            let written: Vec<NewPartition> = parts
-                .iter()
-                .map(|part| {
-                    let value = lake::partition_text(part.partition);
-                    NewPartition {
-                        dataset: dataset.name.clone(),
-                        location: format!(
-                            "s3://{}/{}/{partition_name}={value}/",
-                            lake_settings.bucket,
-                            lake::dataset_prefix(&lake_settings.prefix, &dataset.name)
-                        ),
-                        partition_name: partition_name.clone(),
-                        value,
-                    }
-                })
-                .collect();
-            // Noted durably before the message can be deleted; the registrar drops the
-            // note once Athena has the partition.
-            let new = catalog.unregistered(&written);
-            if !new.is_empty() {
-                self.ledger
-                    .note_partitions(catalog.database(), &new)
-                    .instrument(tracing::info_span!("ledger", operation = "note_partitions"))
-                    .await?;
-            }
-            for partition in written {
-                catalog.send(partition);
-            }
+        let bad_rows_upload = quarantine
+            .iter()
+            .map(|(path, key)| {
+                (
+                    path.clone(),
+                    lake_settings.quarantine_bucket.as_str(),
+                    key.clone(),
+                )
+            })
+            .collect::<Vec<_>>();
+        async {
+            let table = async {
+                self.table
+                    .publish(dataset, &parts, &locations, job.token())
+                    .await
+                    .map_err(|e| stopped_or(e.into(), job))
+            };
+            tokio::try_join!(table, self.upload(&bad_rows_upload, job)).map(|_| ())
         }
+        .instrument(tracing::info_span!(
+            "lake_write",
+            files = parts.len() + bad_rows_upload.len(),
+            bytes = bytes_written
+        ))
+        .await?;
 
         let mut records_upserted = 0;
         if let (Some(target), Some(spool)) = (&dataset.records, spool) {
@@ -259,12 +235,8 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             rows_in: report.rows_in,
             rows_written: report.rows_written,
             rows_quarantined: report.rows_rejected,
-            parts: uploads
-                .iter()
-                .take(parts.len())
-                .map(|(_, _, key)| key.clone())
-                .collect(),
-            quarantine,
+            parts: locations.into_iter().map(|at| at.key).collect(),
+            quarantine: quarantine.map(|(_, key)| key),
             raw,
             records_upserted,
         };
@@ -334,7 +306,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             .map(|(path, bucket, key)| self.store.put_file(bucket, key, path, job.token()))
             .collect();
         futures_util::stream::iter(uploads)
-            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .buffer_unordered(UPLOADS_AT_ONCE)
             .try_collect::<()>()
             .await
             .map_err(|e| stopped_or(e.into(), job))

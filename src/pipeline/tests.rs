@@ -154,8 +154,8 @@ async fn ingest_date_partitions_use_the_event_time() {
 
 #[tokio::test]
 async fn an_event_without_a_time_takes_the_objects_last_modified_never_the_clock() {
-    let mut p = pipeline();
-    p.store.last_modified = "2023-01-02T03:04:05Z".parse().unwrap();
+    let p = pipeline();
+    *p.store.last_modified.lock().unwrap() = "2023-01-02T03:04:05Z".parse().unwrap();
     let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
     p.store.insert(LANDING, "events/a.jsonl", line.as_bytes());
     let body = serde_json::json!({"Records": [{

@@ -23,7 +23,7 @@ use crate::records::Item;
 pub struct MemoryStore {
     pub objects: Mutex<BTreeMap<(String, String), Vec<u8>>>,
     /// What HeadObject says of every object's LastModified.
-    pub last_modified: chrono::DateTime<Utc>,
+    pub last_modified: Mutex<chrono::DateTime<Utc>>,
     /// ETags of landing objects, where a test sets them: HeadObject of an object naming
     /// another ETag is refused (412), as S3's If-Match is.
     pub etags: Mutex<BTreeMap<(String, String), String>>,
@@ -87,7 +87,7 @@ impl ObjectStore for MemoryStore {
                 version_id: object.version_id.clone(),
                 etag: object.etag.clone(),
                 size: Some(body.len() as u64),
-                last_modified: Some(self.last_modified),
+                last_modified: Some(*self.last_modified.lock().unwrap()),
             }),
             None => Err(StoreError::new(
                 "HeadObject",

@@ -28,7 +28,7 @@ use crate::health::Health;
 use crate::pipeline::error::JobError;
 use crate::pipeline::job::Job;
 use crate::pipeline::{ObjectOutcome, Outcome, Pipeline};
-use crate::ports::{Ledger, ObjectStore, Queue, Received, RecordStore, StoreError};
+use crate::ports::{Ledger, ObjectStore, Queue, Received, RecordStore, StoreError, TableSink};
 
 /// SQS's limit on messages per ReceiveMessage and per DeleteMessageBatch.
 const SQS_BATCH: usize = 10;
@@ -56,7 +56,7 @@ pub trait Handler: KeepBody {
     ) -> impl Future<Output = Result<Outcome, JobError>> + Send;
 }
 
-impl<S: ObjectStore, R: RecordStore, L: Ledger> Handler for Pipeline<S, R, L> {
+impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Handler for Pipeline<S, R, L, T> {
     fn handle(
         &self,
         body: &str,
@@ -66,7 +66,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Handler for Pipeline<S, R, L> {
     }
 }
 
-impl<S: ObjectStore, R: RecordStore, L: Ledger> KeepBody for Pipeline<S, R, L> {
+impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> KeepBody for Pipeline<S, R, L, T> {
     fn keep_body(
         &self,
         message_id: &str,
