@@ -36,8 +36,8 @@
 //! - [`error`]: the job error type and its class (transient or permanent).
 
 pub mod aws;
-pub mod backfill;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod domain;
@@ -45,9 +45,7 @@ pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod ports;
-pub mod provision;
 pub mod records;
-pub mod redrive;
 pub mod table;
 pub mod telemetry;
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! Athena adapter of the catalog: runs a statement and waits for it to finish.
 
-use super::error::from_sdk;
 use std::time::Duration;
 
 use aws_sdk_athena::types::{QueryExecutionContext, QueryExecutionState, ResultConfiguration};
 
+use super::error::from_sdk;
 use crate::ports::QueryRunner;
 use crate::ports::{StoreError, StoreErrorKind};
 

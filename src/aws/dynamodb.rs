@@ -1,13 +1,13 @@
 //! DynamoDB adapter: BatchWriteItem in chunks of 25, resending unprocessed items with
 //! exponential backoff.
 
-use super::error::from_sdk;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use futures_util::{StreamExt, TryStreamExt};
 
+use super::error::from_sdk;
 use super::timeouts;
 use crate::config::AwsTimeouts;
 use crate::ports::{RecordStore, StoreError, StoreErrorKind};

@@ -10,12 +10,12 @@
 //! `catalog:{database}.{table}`, range key the partition value) from the moment they are
 //! written until Athena has them.
 
-use super::error::from_sdk;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
 
+use super::error::from_sdk;
 use crate::catalog::NewPartition;
 use crate::domain::ledger::{
     timestamp, Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,

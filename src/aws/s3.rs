@@ -1,7 +1,6 @@
 //! S3 adapter: stream a landing object into a blocking reader; upload lake parts, with
 //! multipart upload for large ones.
 
-use super::error::from_sdk;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -12,6 +11,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::error::from_sdk;
 use super::timeouts;
 use crate::config::AwsTimeouts;
 use crate::convert::SourceFailed;

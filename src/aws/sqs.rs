@@ -1,13 +1,13 @@
 //! SQS adapter: long-poll receive, visibility changes, batched delete and dead-lettering
 //! for one queue and its dead-letter queue.
 
-use super::error::from_sdk;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
 };
 
+use super::error::from_sdk;
 use super::timeouts;
 use crate::config::AwsTimeouts;
 use crate::ports::{DeadLetter, Queue, Received, StoreError, StoreErrorKind};

@@ -10,11 +10,14 @@
 //!
 //! Pure parts (parsing the target, building an event body) are apart from the AWS calls.
 
-use crate::aws::error::from_sdk;
 use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
+use super::EXIT_CONFIG;
+use crate::aws::error::from_sdk;
 use crate::aws::Clients;
 use crate::config::Settings;
 use crate::ports::StoreError;
@@ -247,6 +250,54 @@ async fn send(clients: &Clients, queue: &str, bodies: Vec<String>) -> Result<(),
         failed: left.len(),
         first: last_error,
     })
+}
+
+/// The command: runs it and prints what it did.
+pub async fn command(
+    settings: Arc<Settings>,
+    target: String,
+    options: Options,
+) -> anyhow::Result<ExitCode> {
+    use BackfillError;
+    let clients = crate::aws::Clients::connect(&settings.aws).await;
+    let dry_run = options.dry_run;
+    let report = match backfill(&settings, &clients, &target, &options).await {
+        Ok(report) => report,
+        Err(
+            e @ (BackfillError::Target(_)
+            | BackfillError::NotLanding { .. }
+            | BackfillError::UnknownDataset(_)),
+        ) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for (key, dataset) in &report.planned {
+        println!("{dataset}\t{key}");
+    }
+    let total: usize = report.enqueued.values().sum();
+    let per_dataset: Vec<String> = report
+        .enqueued
+        .iter()
+        .map(|(name, n)| format!("{name}: {n}"))
+        .collect();
+    println!(
+        "listed {} object(s); {} {} ({}); {} skipped (no matching dataset)",
+        report.listed,
+        total,
+        if dry_run {
+            "would be enqueued (dry run)"
+        } else {
+            "enqueued"
+        },
+        per_dataset.join(", "),
+        report.skipped
+    );
+    if let Some(request) = &options.reprocess {
+        println!("reprocess request {request}: versions already done are processed once more");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

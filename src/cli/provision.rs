@@ -7,8 +7,9 @@
 //! `s3:ObjectCreated:*` notification to the queue; one on-demand DynamoDB table per
 //! `records_table` with the string hash key `records_key`; the ledger table.
 
-use crate::aws::error::from_sdk;
 use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
@@ -20,6 +21,7 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
+use crate::aws::error::from_sdk;
 use crate::aws::ledger::LEDGER_KEYS;
 use crate::aws::Clients;
 use crate::config::Settings;
@@ -347,4 +349,13 @@ async fn wait_for_table(clients: &Clients, table: &str) -> Result<(), StoreError
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The command: runs it and prints what it did.
+pub async fn command(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {
+    let clients = crate::aws::Clients::connect(&settings.aws).await;
+    for line in provision(&settings, &clients).await? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,11 +6,13 @@
 //! `lakeworker.body_uri`, see [`crate::worker::dead_letter`]): redrive sends the original
 //! body, read back from the quarantine bucket, and then deletes that copy.
 
-use crate::aws::error::from_sdk;
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 
+use crate::aws::error::from_sdk;
 use crate::aws::Clients;
 use crate::config::Settings;
 use crate::ports::{StoreError, StoreErrorKind};
@@ -224,6 +226,32 @@ async fn delete_kept_body(clients: &Clients, uri: &str) -> Result<(), StoreError
         .await
         .map_err(|e| from_sdk("S3 DeleteObject (kept dead-letter body)", e))?;
     Ok(())
+}
+
+/// The command: runs it and prints what it did.
+pub async fn command(
+    settings: Arc<Settings>,
+    dry_run: bool,
+    max: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let clients = crate::aws::Clients::connect(&settings.aws).await;
+    let letters = redrive(&settings, &clients, dry_run, max).await?;
+    if dry_run {
+        for letter in &letters {
+            println!("{letter}");
+        }
+        println!(
+            "{} message(s) in the dead-letter queue (dry run: nothing moved)",
+            letters.len()
+        );
+    } else {
+        println!(
+            "moved {} message(s) back to {}",
+            letters.len(),
+            settings.queue.url
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

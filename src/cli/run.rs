@@ -1,0 +1,181 @@
+//! `lakeworker run`: the worker wired to AWS (SQS queue, S3 store, DynamoDB records and
+//! ledger, Athena catalog), running until SIGINT or SIGTERM, with every shutdown step
+//! bounded.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::athena::Athena;
+use crate::aws::dynamodb::DynamoRecords;
+use crate::aws::ledger::DynamoLedger;
+use crate::aws::s3::S3Store;
+use crate::aws::sqs::SqsQueue;
+use crate::aws::Clients;
+use crate::config::Settings;
+use crate::health::{self, Health};
+use crate::pipeline::Pipeline;
+use crate::worker::pool;
+
+/// How long the catalog may take to register the last partitions at shutdown, at most.
+const CATALOG_FLUSH: Duration = Duration::from_secs(10);
+/// After the grace period, [`run`] returns within this (the pool's cleanup and last
+/// deletes, then the catalog's last registrations), leaving the process a second to exit:
+/// SIGTERM to exit is at most `shutdown_grace_seconds` + 5 s.
+const AFTER_GRACE: Duration = Duration::from_secs(4);
+
+/// How long after the grace period a stopping worker has exited, whatever hangs.
+const EXIT_BOUND: std::time::Duration = std::time::Duration::from_millis(4900);
+
+pub async fn command(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(stop_on_signal(shutdown.clone()));
+    // Every shutdown step is bounded (the pool, the catalog flush, the runtime, the
+    // telemetry flush); this watchdog makes the bound hold even for a bug in one of them.
+    let grace = settings.worker.shutdown_grace;
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            std::thread::spawn(move || {
+                std::thread::sleep(grace + EXIT_BOUND);
+                tracing::error!("still stopping at the shutdown bound; exiting now");
+                std::process::exit(1);
+            });
+        }
+    });
+    let ran = run(settings, shutdown).await;
+    signals.abort();
+    ran?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM (ECS stops tasks with SIGTERM).
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for signals; stopping");
+                shutdown.cancel();
+                return;
+            }
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    }
+    shutdown.cancel();
+}
+
+/// Connects to AWS and runs the pool until `shutdown` is cancelled, then lets in-flight
+/// jobs finish (within the grace period) and flushes pending deletes. With
+/// `[health] listen` set, serves the health endpoint meanwhile; failing to bind it is the
+/// only error.
+pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let health = Health::new(
+        settings.queue.pollers.get(),
+        health::stall_bound(settings.queue.wait, settings.aws.timeouts.call),
+    );
+    if let Some(address) = settings.health.listen {
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("health endpoint on {address}: {e}"))
+        })?;
+        tracing::info!(%address, "health endpoint listening (/healthz, /readyz)");
+        tokio::spawn(health::serve(listener, health.clone(), shutdown.clone()));
+    }
+    let clients = Clients::connect(&settings.aws).await;
+    let timeouts = settings.aws.timeouts;
+    let queue = SqsQueue::new(
+        clients.sqs.clone(),
+        settings.queue.url.clone(),
+        settings.queue.dead_letter_url.clone(),
+    )
+    .with_timeouts(timeouts);
+    let worker_id = worker_id();
+    tracing::info!(%worker_id, "this worker's ledger owner id");
+    let mut pipeline = Pipeline::new(
+        settings.clone(),
+        S3Store::new(clients.s3.clone())
+            .with_upload(
+                settings.lake.upload_part_size,
+                settings.lake.upload_concurrency.get(),
+            )
+            .with_timeouts(timeouts),
+        DynamoRecords::new(clients.dynamodb.clone()).with_timeouts(timeouts),
+        DynamoLedger::new(clients.dynamodb.clone(), settings.ledger.table.clone()),
+        worker_id,
+    );
+    // The catalog runs beside the pool and outlives it briefly to register what the last
+    // jobs wrote.
+    let catalog_stop = CancellationToken::new();
+    let mut catalog_task = None;
+    if let Some(catalog) = &settings.catalog {
+        let runner = Athena::new(
+            clients.athena.clone(),
+            catalog.workgroup.clone(),
+            catalog.output_location.clone(),
+        );
+        let (partitions, _stats, task) = crate::catalog::start(
+            runner,
+            Arc::new(DynamoLedger::new(
+                clients.dynamodb.clone(),
+                settings.ledger.table.clone(),
+            )),
+            catalog.clone(),
+            settings.lake.clone(),
+            settings.datasets.datasets().to_vec(),
+            catalog_stop.clone(),
+        );
+        pipeline = pipeline.with_catalog(partitions);
+        catalog_task = Some(task);
+    }
+    let stopped = pool::Pool::new(
+        Arc::new(queue),
+        Arc::new(pipeline),
+        settings.queue.clone(),
+        settings.worker.shutdown_grace,
+        health,
+    )
+    .run(shutdown)
+    .await;
+    let exit_by = stopped + settings.worker.shutdown_grace + AFTER_GRACE;
+    catalog_stop.cancel();
+    if let Some(task) = catalog_task {
+        let flush_by = exit_by.min(Instant::now() + CATALOG_FLUSH);
+        if tokio::time::timeout_at(flush_by, task).await.is_err() {
+            tracing::warn!(
+                "catalog registrar still busy at exit; later writes or a restart register the rest"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// This process in ledger claims: host name, process id and start time, so a restarted
+/// container (often pid 1 again) is a new owner.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    let started = chrono::Utc::now().timestamp_millis();
+    format!("{host}-{}-{started}", std::process::id())
+}
