@@ -12,7 +12,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_too_large_for_the_dead_letter_queue_is_kept_and_redriven_whole() {
-    let env = TestEnv::quiet("dlq-fallback", &[]).await;
+    let env = TestEnv::builder("dlq-fallback").quiet().start().await;
     env.clients
         .sqs
         .set_queue_attributes()

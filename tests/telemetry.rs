@@ -116,11 +116,12 @@ struct Span {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_exports_spans_and_metrics_over_otlp() {
     let (url, received) = receiver();
-    let env = TestEnv::new("otel", &[]).await;
-    let worker = env.start_worker_with(&[
-        ("LAKEWORKER__TELEMETRY__OTLP_ENDPOINT", url.as_str()),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-    ]);
+    let env = TestEnv::builder("otel").start().await;
+    let worker = env
+        .worker()
+        .env("LAKEWORKER__TELEMETRY__OTLP_ENDPOINT", url.as_str())
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+        .start();
     let key = "users/otel.csv";
     env.put(key, &example("users/signups-2024-05.csv")).await;
     env.wait_lake_keys(3).await;
