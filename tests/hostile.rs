@@ -321,4 +321,6 @@ async fn a_decompression_bomb_is_rejected_before_anything_reaches_the_lake() {
     assert_eq!(report["reason"], error.as_str());
     let rejected = worker.events("file rejected");
     assert_eq!(rejected.len(), 1, "{}", worker.log());
+    assert_eq!(rejected[0]["fields"]["reason"], error.as_str());
+    assert_eq!(rejected[0]["fields"]["quarantined_as"], copy.as_str());
 }

@@ -261,8 +261,9 @@ async fn a_run_exports_spans_and_metrics_over_otlp() {
 
     // The log lines of that message carry the same trace id.
     assert!(
-        log.lines().any(|l| l.contains("\"message handled\"")
-            && l.contains(&format!("\"trace_id\":\"{}\"", message.trace_id))),
+        events_in(&log, "message handled").iter().any(|event| {
+            span_field(event, "message", "trace_id") == Some(&message.trace_id.as_str().into())
+        }),
         "no log line with trace id {}:\n{log}",
         message.trace_id
     );

@@ -100,10 +100,13 @@ async fn users_csv_lands_in_date_partitions_and_dynamodb() {
     assert!(!users["u-005"].contains_key("newsletter"));
 
     assert_eq!(env.depth(&env.dlq_url).await, 0);
-    let log = worker.log();
     assert!(
-        log.contains("s3:TestEvent"),
-        "the provisioning TestEvent is discarded: {log}"
+        worker
+            .events("message handled")
+            .iter()
+            .any(|event| event["fields"]["outcome"] == "discarded: s3:TestEvent"),
+        "the provisioning TestEvent is discarded: {}",
+        worker.log()
     );
     let status = worker.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
@@ -386,8 +389,15 @@ async fn an_overwritten_object_is_processed_by_its_newest_event_only() {
         "{keys:#?}"
     );
     assert_eq!(keys.len(), 2);
+    let superseded = format!(
+        "s3://{}/orders/changing.csv superseded by a newer version",
+        env.landing
+    );
     assert!(
-        worker.log().contains("superseded by a newer version"),
+        worker
+            .events("message handled")
+            .iter()
+            .any(|event| event["fields"]["outcome"] == superseded.as_str()),
         "{}",
         worker.log()
     );
