@@ -12,7 +12,7 @@ fn stdout(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_enqueues_existing_objects_once_and_reruns_are_harmless() {
-    let env = TestEnv::quiet("backfill", &[]).await;
+    let env = TestEnv::builder("backfill").quiet().start().await;
     env.put(
         "users/old/a file.csv",
         &example("users/signups-2024-05.csv"),
@@ -95,7 +95,7 @@ async fn backfill_enqueues_existing_objects_once_and_reruns_are_harmless() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_refuses_other_buckets_and_unknown_datasets() {
-    let env = TestEnv::quiet("backfillbad", &[]).await;
+    let env = TestEnv::builder("backfillbad").quiet().start().await;
     let other = env.cli(&[
         "backfill",
         "--config",
@@ -123,19 +123,20 @@ async fn backfill_refuses_other_buckets_and_unknown_datasets() {
 async fn reprocess_after_a_settings_change_leaves_no_stale_parts() {
     // The first worker's last long poll may still take a message after it exited (SQS
     // hands messages to a poll whose client is gone); they come back after 5 s.
-    let env = TestEnv::quiet(
-        "reprocess",
-        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5")],
-    )
-    .await;
+    let env = TestEnv::builder("reprocess")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5")
+        .quiet()
+        .start()
+        .await;
     let key = "orders/2024-05.csv";
     let rows = 100_000;
     let etag = env.put(key, &incompressible_orders(rows)).await;
     let target = format!("s3://{}/orders/", env.landing);
-    let first = env.start_worker_with(&[
-        ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1MiB"),
-        ("LAKEWORKER__LAKE__ROW_GROUP_SIZE", "20000"),
-    ]);
+    let first = env
+        .worker()
+        .env("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1MiB")
+        .env("LAKEWORKER__LAKE__ROW_GROUP_SIZE", "20000")
+        .start();
     assert!(env
         .cli(&["backfill", "--config", env.config_str(), &target])
         .status

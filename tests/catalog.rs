@@ -42,47 +42,23 @@ async fn statements(env: &TestEnv, workgroup: &str) -> Vec<String> {
     found.into_iter().map(|(_, q)| q).collect()
 }
 
-/// An environment with a `[catalog]` in a fresh database and workgroup (with the landing
-/// bucket's notification when `notified`); returns it with the database and workgroup.
-async fn with_catalog(tag: &str, notified: bool) -> (TestEnv, String, String) {
-    let database = unique("db").replace('-', "_");
-    let workgroup = unique("wg");
-    let overrides = [
-        ("LAKEWORKER__CATALOG__DATABASE", database.as_str()),
-        ("LAKEWORKER__CATALOG__WORKGROUP", workgroup.as_str()),
-        (
-            "LAKEWORKER__CATALOG__OUTPUT_LOCATION",
-            "s3://athena-results/q/",
-        ),
-    ];
-    let env = if notified {
-        TestEnv::new(tag, &overrides).await
-    } else {
-        TestEnv::quiet(tag, &overrides).await
-    };
-    env.clients
-        .athena
-        .create_work_group()
-        .name(&workgroup)
-        .send()
-        .await
-        .expect("create workgroup");
-    (env, database, workgroup)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_at_start_and_each_new_partition_once() {
-    let (env, database, workgroup) = with_catalog("catalog", true).await;
+    let env = TestEnv::builder("catalog").catalog().start().await;
+    let Catalog {
+        database,
+        workgroup,
+    } = env.catalog();
     let _worker = env.start_worker();
     wait_for("the start-up DDL", WAIT, || async {
-        statements(&env, &workgroup).await.len() >= 4
+        statements(&env, workgroup).await.len() >= 4
     })
     .await;
 
     env.put("users/a.csv", &example("users/signups-2024-05.csv"))
         .await;
     wait_for("the partitions", WAIT, || async {
-        statements(&env, &workgroup)
+        statements(&env, workgroup)
             .await
             .iter()
             .any(|s| s.starts_with("ALTER TABLE"))
@@ -95,7 +71,7 @@ async fn tables_at_start_and_each_new_partition_once() {
     env.wait_lake_keys(6).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
 
-    let sent = statements(&env, &workgroup).await;
+    let sent = statements(&env, workgroup).await;
     assert_eq!(
         sent[0],
         format!("CREATE DATABASE IF NOT EXISTS `{database}`")
@@ -132,11 +108,19 @@ async fn tables_at_start_and_each_new_partition_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start() {
-    let (env, database, workgroup) = with_catalog("catalogcrash", false).await;
+    let env = TestEnv::builder("catalogcrash")
+        .catalog()
+        .quiet()
+        .start()
+        .await;
+    let Catalog {
+        database,
+        workgroup,
+    } = env.catalog();
     // Athena never answers the first worker; everything else does.
     let proxy = common::proxy::Proxy::start(&endpoint()).await;
     proxy.silence_requests_containing(Some(b"AmazonAthena."));
-    let first = env.start_worker_via(&proxy);
+    let first = env.worker().via(&proxy).start();
     let key = "users/a.csv";
     env.put_and_announce(key, &example("users/signups-2024-05.csv"))
         .await;
@@ -147,7 +131,7 @@ async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start()
     .await;
     env.wait_drained().await;
     // The message is deleted, the partitions are in the lake, the catalog has none.
-    assert!(!statements(&env, &workgroup)
+    assert!(!statements(&env, workgroup)
         .await
         .iter()
         .any(|s| s.starts_with("ALTER TABLE")));
@@ -155,13 +139,13 @@ async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start()
 
     let _second = env.start_worker();
     wait_for("the partitions to be registered", WAIT, || async {
-        statements(&env, &workgroup)
+        statements(&env, workgroup)
             .await
             .iter()
             .any(|s| s.starts_with("ALTER TABLE"))
     })
     .await;
-    let sent = statements(&env, &workgroup).await;
+    let sent = statements(&env, workgroup).await;
     let alters: Vec<&String> = sent
         .iter()
         .filter(|s| s.starts_with("ALTER TABLE"))
@@ -182,7 +166,7 @@ async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start()
         );
         use lakeworker::ports::Ledger;
         ledger
-            .pending_partitions(&database, "users")
+            .pending_partitions(database, "users")
             .await
             .expect("pending partitions")
             .is_empty()

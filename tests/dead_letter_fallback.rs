@@ -10,9 +10,12 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
 
+/// What `redrive` logs when a pointer's kept body is gone.
+const POINTER_BODY_GONE: &str = "the kept body of this pointer is gone (brought back by an earlier pointer of the same message, or expired); the pointer stays in the dead-letter queue";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_too_large_for_the_dead_letter_queue_is_kept_and_redriven_whole() {
-    let env = TestEnv::quiet("dlq-fallback", &[]).await;
+    let env = TestEnv::builder("dlq-fallback").quiet().start().await;
     env.clients
         .sqs
         .set_queue_attributes()
@@ -71,7 +74,12 @@ async fn a_message_too_large_for_the_dead_letter_queue_is_kept_and_redriven_whol
                 .unwrap(),
         );
     }
-    duplicate.send().await.expect("a duplicate pointer");
+    let duplicate_id = duplicate
+        .send()
+        .await
+        .expect("a duplicate pointer")
+        .message_id
+        .expect("the duplicate's message id");
 
     // Redrive sends the original body back, not the pointer, and drops the kept copy: the
     // worker gets the whole body again (still poison), so it keeps it anew under the new
@@ -83,11 +91,11 @@ async fn a_message_too_large_for_the_dead_letter_queue_is_kept_and_redriven_whol
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the kept body of this pointer is gone"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let gone = events_in(&stderr, POINTER_BODY_GONE);
+    assert_eq!(gone.len(), 1, "{stderr}");
+    assert_eq!(gone[0]["fields"]["uri"], uri.as_str(), "{stderr}");
+    assert_eq!(gone[0]["fields"]["message_id"], duplicate_id, "{stderr}");
     wait_for("the second dead letter", WAIT, || async {
         worker.events("dead-lettered after a fallback").len() == 2
     })

@@ -9,18 +9,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
 use lakeworker::domain::ledger::Status;
 
-/// A user dataset with a float column, upserted into the environment's users table; its
-/// key column reads only `NULL` as null, so an empty key is a value.
-fn readings(table: &str) -> String {
-    format!(
-        "[[datasets]]\nname = \"readings\"\nmatch = \"readings/**\"\nformat = \"jsonl\"\n\
-         records_table = \"{table}\"\nrecords_key = \"user_id\"\nmax_invalid_fraction = 0.9\n\
-         [[datasets.columns]]\nname = \"user_id\"\ntype = \"string\"\nrequired = true\nnulls = [\"NULL\"]\n\
-         [[datasets.columns]]\nname = \"value\"\ntype = \"float\"\n\
-         [[datasets.columns]]\nname = \"note\"\ntype = \"string\"\n"
-    )
-}
-
 /// JSON lines: good rows `r-1`, `r-6`, `r-7`, `r-8` (at DynamoDB's number limits) and
 /// bad ones with the rule each must be quarantined with.
 fn lines(prefix: &str) -> (Vec<serde_json::Value>, Vec<(&'static str, &'static str)>) {
@@ -63,9 +51,12 @@ fn rules_of(quarantine: &[u8]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_dynamodb_cannot_store_are_quarantined_and_the_file_is_done() {
-    let mut env = TestEnv::quiet("ddb-limits", &[]).await;
-    let datasets = readings(&env.users_table);
-    env.overrides.push(("LAKEWORKER_DATASETS".into(), datasets));
+    // The `readings` dataset, upserted into the users table, given as LAKEWORKER_DATASETS.
+    let env = TestEnv::builder("ddb-limits")
+        .datasets("tests/fixtures/readings.toml")
+        .quiet()
+        .start()
+        .await;
     let worker = env.start_worker();
 
     let (rows, expected) = lines("r-");

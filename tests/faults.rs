@@ -95,6 +95,15 @@ async fn assert_finished_once(env: &TestEnv, key: &str, etag: &str, second: &Wor
     assert_eq!(second.events("message handled").len(), 1);
 }
 
+/// Whether any log event, or a span around it, has `attempt` 2: a message received a
+/// second time (the message span), or a second claim of an object.
+fn a_second_attempt(worker: &Worker) -> bool {
+    worker
+        .log_events()
+        .iter()
+        .any(|event| has_field(event, "attempt", 2))
+}
+
 fn seconds_between(start: &Option<String>, end: &Option<String>) -> f64 {
     let parse =
         |t: &Option<String>| chrono::DateTime::parse_from_rfc3339(t.as_deref().unwrap()).unwrap();
@@ -103,15 +112,15 @@ fn seconds_between(start: &Option<String>, end: &Option<String>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_longer_than_the_visibility_timeout_runs_once() {
-    let env = TestEnv::quiet(
-        "long",
-        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")],
-    )
-    .await;
+    let env = TestEnv::builder("long")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")
+        .quiet()
+        .start()
+        .await;
     let proxy = Proxy::start(&endpoint()).await;
     // About 1.1 MB at 150 kB/s: a download of 7 s or more, over three visibility windows.
     proxy.throttle_downstream(150_000);
-    let worker = env.start_worker_via(&proxy);
+    let worker = env.worker().via(&proxy).start();
     let key = "orders/long.csv";
     let etag = env.put_and_announce(key, &orders_csv(22_000)).await;
     wait_claimed(&env, key).await;
@@ -154,7 +163,7 @@ async fn a_job_longer_than_the_visibility_timeout_runs_once() {
     let handled = worker.events("message handled");
     assert_eq!(handled.len(), 1, "received and handled once: {handled:?}");
     assert!(
-        !worker.log().contains("\"attempt\":2"),
+        !a_second_attempt(&worker),
         "the message was never received twice"
     );
     assert!(
@@ -166,14 +175,14 @@ async fn a_job_longer_than_the_visibility_timeout_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_job_is_finished_by_the_next_worker() {
-    let env = TestEnv::quiet(
-        "crash",
-        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")],
-    )
-    .await;
+    let env = TestEnv::builder("crash")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")
+        .quiet()
+        .start()
+        .await;
     let proxy = Proxy::start(&endpoint()).await;
     proxy.throttle_downstream(20_000);
-    let first = env.start_worker_via(&proxy);
+    let first = env.worker().via(&proxy).start();
     let key = "users/crash.csv";
     let etag = env.put_and_announce(key, &users_csv(3000, 1200)).await;
     wait_claimed(&env, key).await;
@@ -190,17 +199,15 @@ async fn a_crash_mid_job_is_finished_by_the_next_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_message_at_once() {
-    let env = TestEnv::quiet(
-        "sigterm",
-        &[
-            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "60"),
-            ("LAKEWORKER__WORKER__SHUTDOWN_GRACE_SECONDS", "1"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("sigterm")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "60")
+        .env("LAKEWORKER__WORKER__SHUTDOWN_GRACE_SECONDS", "1")
+        .quiet()
+        .start()
+        .await;
     let proxy = Proxy::start(&endpoint()).await;
     proxy.throttle_downstream(10_000);
-    let worker = env.start_worker_via(&proxy);
+    let worker = env.worker().via(&proxy).start();
     let key = "orders/slow.csv";
     let etag = env.put_and_announce(key, &orders_csv(5_000)).await;
     wait_claimed(&env, key).await;
@@ -254,11 +261,11 @@ async fn sigterm_releases_the_message_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_default_visibility_below_the_workers_does_not_redeliver() {
-    let env = TestEnv::quiet(
-        "qvis",
-        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "20")],
-    )
-    .await;
+    let env = TestEnv::builder("qvis")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "20")
+        .quiet()
+        .start()
+        .await;
     // The queue was made by someone else, with a default far below the worker's window:
     // a receive that does not ask for the worker's own would be redelivered after 1 s.
     env.clients
@@ -275,7 +282,7 @@ async fn a_queue_default_visibility_below_the_workers_does_not_redeliver() {
     let proxy = Proxy::start(&endpoint()).await;
     // About 220 kB at 40 kB/s: a job of 5 s or more, long before its first heartbeat (10 s).
     proxy.throttle_downstream(40_000);
-    let worker = env.start_worker_via(&proxy);
+    let worker = env.worker().via(&proxy).start();
     let key = "orders/qvis.csv";
     env.put_and_announce(key, &orders_csv(4_400)).await;
     env.wait_lake_keys(2).await;
@@ -288,7 +295,7 @@ async fn a_queue_default_visibility_below_the_workers_does_not_redeliver() {
         "the scenario needs a job of several seconds: {took:.1} s"
     );
     assert!(
-        !worker.log().contains("\"attempt\":2"),
+        !a_second_attempt(&worker),
         "received once: {:?}",
         worker.events("message handled")
     );
@@ -297,14 +304,12 @@ async fn a_queue_default_visibility_below_the_workers_does_not_redeliver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicated_event_is_processed_once() {
-    let env = TestEnv::quiet(
-        "dup",
-        &[
-            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "4"),
-            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("dup")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "4")
+        .env("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1")
+        .quiet()
+        .start()
+        .await;
     let worker = env.start_worker();
     let key = "users/dup.csv";
     let etag = env.put(key, &users_csv(500, 400)).await;
@@ -333,17 +338,14 @@ async fn a_duplicated_event_is_processed_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_outage_loses_nothing() {
-    let env = TestEnv::new(
-        "outage",
-        &[
-            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5"),
-            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
-            // max_attempts stays at its default (5).
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("outage")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5")
+        .env("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1")
+        // max_attempts stays at its default (5).
+        .start()
+        .await;
     let proxy = Proxy::start(&endpoint()).await;
-    let mut worker = env.start_worker_via(&proxy);
+    let mut worker = env.worker().via(&proxy).start();
     put_orders(&env, "before", 3).await;
     env.wait_lake_keys(6).await;
 
@@ -365,7 +367,10 @@ async fn an_endpoint_outage_loses_nothing() {
         Some(Status::Done)
     );
     assert!(
-        worker.log().contains("receive failed"),
+        worker
+            .events("receive failed")
+            .iter()
+            .any(|event| event["fields"]["error"].is_string()),
         "the outage was seen"
     );
 }
@@ -387,16 +392,13 @@ fn events_for(worker: &Worker, message: &str, key: &str) -> usize {
 async fn a_stalled_endpoint_times_out_and_loses_nothing() {
     // Default AWS deadlines: connect 3 s, first byte 10 s, small calls 5 s; long polls of
     // 1 s get 6 s.
-    let env = TestEnv::new(
-        "stall",
-        &[
-            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5"),
-            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("stall")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "5")
+        .env("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1")
+        .start()
+        .await;
     let proxy = Proxy::start(&endpoint()).await;
-    let mut worker = env.start_worker_via(&proxy);
+    let mut worker = env.worker().via(&proxy).start();
     put_orders(&env, "before", 3).await;
     env.wait_lake_keys(6).await;
 
@@ -447,14 +449,12 @@ async fn a_stalled_endpoint_times_out_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
-    let env = TestEnv::quiet(
-        "poison",
-        &[
-            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "2"),
-            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("poison")
+        .env("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "2")
+        .env("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1")
+        .quiet()
+        .start()
+        .await;
     let worker = env.start_worker();
     let misc = env.put("misc/unknown.csv", b"a,b\n1,2\n").await;
     let bad_rows = env
@@ -546,7 +546,14 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
     assert!(
         quarantined[0].ends_with("/bad.csv") && quarantined[1].ends_with("/bad.csv.error.json")
     );
-    assert!(worker.log().contains("\"error_class\":\"permanent\""));
+    let dead_lettered = worker.events("message failed; dead-lettering it");
+    assert_eq!(dead_lettered.len(), cases.len(), "{dead_lettered:#?}");
+    assert!(
+        dead_lettered
+            .iter()
+            .all(|event| event["fields"]["error_class"] == "permanent"),
+        "{dead_lettered:#?}"
+    );
 
     // `status --failed` lists what failed, newest first.
     let out = env.cli(&["status", "--config", env.config_str(), "--failed"]);
@@ -579,14 +586,12 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_brings_dead_letters_back_once_fixed() {
-    let env = TestEnv::quiet(
-        "redrive",
-        &[
-            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "1"),
-            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("redrive")
+        .env("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "1")
+        .env("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1")
+        .quiet()
+        .start()
+        .await;
     let _worker = env.start_worker();
     // The events arrive before their objects (say, a replica lagging behind).
     let body = users_csv(20, 20);
@@ -665,18 +670,19 @@ async fn redrive_brings_dead_letters_back_once_fixed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_lake_bucket_is_retried_before_it_is_dead_lettered() {
-    let env = TestEnv::quiet(
-        "nolake",
-        &[
-            ("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "3"),
-            ("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("nolake")
+        .env("LAKEWORKER__QUEUE__MAX_ATTEMPTS", "3")
+        .env("LAKEWORKER__QUEUE__RETRY_BASE_SECONDS", "1")
+        .quiet()
+        .start()
+        .await;
     // A deployment mistake, not the message's fault: every attempt fails the same way,
     // but only the attempts decide when it stops.
     let missing = format!("{}-gone", env.lake);
-    let worker = env.start_worker_with(&[("LAKEWORKER__LAKE__BUCKET", missing.as_str())]);
+    let worker = env
+        .worker()
+        .env("LAKEWORKER__LAKE__BUCKET", missing.as_str())
+        .start();
     env.put_and_announce("orders/a.csv", &orders_csv(10)).await;
     wait_for("the dead letter", WAIT, || async {
         env.depth(&env.dlq_url).await == 1
@@ -701,16 +707,14 @@ async fn a_missing_lake_bucket_is_retried_before_it_is_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_time_while_every_core_converts() {
-    let env = TestEnv::quiet(
-        "busy",
-        &[
-            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2"),
-            // One row per Arrow batch: a small file that keeps every core converting for
-            // several visibility windows (about 9 s on the 2-core development machine).
-            ("LAKEWORKER__WORKER__BATCH_ROWS", "1"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("busy")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")
+        // One row per Arrow batch: a small file that keeps every core converting for
+        // several visibility windows (about 9 s on the 2-core development machine).
+        .env("LAKEWORKER__WORKER__BATCH_ROWS", "1")
+        .quiet()
+        .start()
+        .await;
     let worker = env.start_worker();
     let key = "orders/busy.csv";
     env.put_and_announce(key, &orders_csv(200_000)).await;
@@ -725,7 +729,7 @@ async fn heartbeats_keep_time_while_every_core_converts() {
         "the scenario needs a conversion of 3 visibility windows; it took {took:.1} s"
     );
     assert!(
-        !worker.log().contains("\"attempt\":2"),
+        !a_second_attempt(&worker),
         "the message was never received twice"
     );
     let extensions = worker.events("visibility extended");
@@ -740,16 +744,16 @@ async fn heartbeats_keep_time_while_every_core_converts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_lake_and_table_is_finished_by_the_next_worker() {
-    let env = TestEnv::quiet(
-        "crash2",
-        &[("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")],
-    )
-    .await;
+    let env = TestEnv::builder("crash2")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")
+        .quiet()
+        .start()
+        .await;
     let proxy = Proxy::start(&endpoint()).await;
     // Slow requests: the lake parts go up in a few seconds, then the DynamoDB writes
     // (1200 items, about 4 kB a call) crawl.
     proxy.throttle_upstream(8_000);
-    let first = env.start_worker_via(&proxy);
+    let first = env.worker().via(&proxy).start();
     let key = "users/crash-late.csv";
     let etag = env.put_and_announce(key, &users_csv(3000, 1200)).await;
     env.wait_lake_keys(3).await;
@@ -772,23 +776,22 @@ async fn a_crash_between_lake_and_table_is_finished_by_the_next_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_settings_change_leaves_no_stale_parts() {
-    let env = TestEnv::quiet(
-        "stale",
-        &[
-            ("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "3"),
-            ("LAKEWORKER__LAKE__RAW_PREFIX", "raw"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("stale")
+        .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "3")
+        .env("LAKEWORKER__LAKE__RAW_PREFIX", "raw")
+        .quiet()
+        .start()
+        .await;
     let proxy = Proxy::start(&endpoint()).await;
     // The first worker's raw-zone copy (the step after the lake upload) never returns,
     // so it is killed with its parts uploaded and the ledger still `processing`.
     proxy.silence_requests_containing(Some(b"x-amz-copy-source"));
-    let first = env.start_worker_with(&[
-        ("LAKEWORKER__AWS__ENDPOINT_URL", &proxy.url()),
-        ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1MiB"),
-        ("LAKEWORKER__LAKE__ROW_GROUP_SIZE", "20000"),
-    ]);
+    let first = env
+        .worker()
+        .via(&proxy)
+        .env("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1MiB")
+        .env("LAKEWORKER__LAKE__ROW_GROUP_SIZE", "20000")
+        .start();
     let key = "orders/settings.csv";
     let rows = 100_000;
     let etag = env

@@ -10,7 +10,7 @@ use lakeworker::domain::ledger::{LedgerRecord, Status};
 use serde::Deserialize;
 
 const CONFIG: &str = "tests/fixtures/hostile/config.toml";
-const SALT: (&str, &str) = ("LAKEWORKER_PII_SALT", "corpus-salt");
+const SALT: &str = "corpus-salt";
 const EVENT_TIME: &str = "2024-06-01T00:00:00.000Z";
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +36,16 @@ struct ExpectedMessage {
     reason: Option<String>,
 }
 
+/// An environment with the corpus's datasets, the test sending every message.
+async fn corpus_env(tag: &str) -> TestEnv {
+    TestEnv::builder(tag)
+        .config(CONFIG)
+        .env("LAKEWORKER_PII_SALT", SALT)
+        .quiet()
+        .start()
+        .await
+}
+
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(root().join("tests/fixtures/hostile").join(name)).expect("fixture")
 }
@@ -44,7 +54,7 @@ fn fixture(name: &str) -> String {
 async fn every_hostile_file_gets_its_expected_outcome() {
     let expected: Vec<ExpectedFile> = serde_json::from_str(&fixture("expected.json")).unwrap();
     assert!(expected.len() >= 30, "the corpus holds at least 30 files");
-    let env = TestEnv::quiet_from("hostile-files", CONFIG, &[SALT]).await;
+    let env = corpus_env("hostile-files").await;
     let worker = env.start_worker();
     // Each file's object id, which names everything it puts in the lake.
     let mut ids = HashMap::new();
@@ -199,7 +209,7 @@ async fn every_hostile_message_gets_its_expected_outcome() {
         expected.len() >= 15,
         "the corpus holds at least 15 messages"
     );
-    let env = TestEnv::quiet_from("hostile-messages", CONFIG, &[SALT]).await;
+    let env = corpus_env("hostile-messages").await;
     let worker = env.start_worker();
     let bodies: Vec<String> = expected
         .iter()
@@ -263,7 +273,7 @@ async fn every_hostile_message_gets_its_expected_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompression_bomb_is_rejected_before_anything_reaches_the_lake() {
-    let env = TestEnv::quiet_from("bomb", CONFIG, &[SALT]).await;
+    let env = corpus_env("bomb").await;
     // The `strict` dataset: CSV `id,amount`, no records table. The undeclared `note`
     // column is ignored; long runs in it compress 800 to 1, and make few rows to convert.
     let note = "x".repeat(8000);
@@ -311,4 +321,6 @@ async fn a_decompression_bomb_is_rejected_before_anything_reaches_the_lake() {
     assert_eq!(report["reason"], error.as_str());
     let rejected = worker.events("file rejected");
     assert_eq!(rejected.len(), 1, "{}", worker.log());
+    assert_eq!(rejected[0]["fields"]["reason"], error.as_str());
+    assert_eq!(rejected[0]["fields"]["quarantined_as"], copy.as_str());
 }

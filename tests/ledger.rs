@@ -35,7 +35,7 @@ fn claimed(outcome: ClaimOutcome) -> (u32, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_live_owner_writes_and_reprocess_claims_once() {
-    let env = TestEnv::quiet("ledger", &[]).await;
+    let env = TestEnv::builder("ledger").quiet().start().await;
     let ledger = DynamoLedger::new(env.clients.dynamodb.clone(), env.ledger_table.clone());
     let part = |n: u32| format!("s3://lake/curated/users/d=1/part-id-{n}.parquet");
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_small_and_multipart_files_and_aborts_failed_uploads() {
-    let env = TestEnv::new("s3store", &[]).await;
+    let env = TestEnv::builder("s3store").start().await;
     let store = S3Store::new(env.clients.s3.clone()).with_multipart(MIN_PART_SIZE, MIN_PART_SIZE);
     let dir = tempfile::tempdir().unwrap();
     let go = CancellationToken::new();

@@ -116,11 +116,12 @@ struct Span {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_exports_spans_and_metrics_over_otlp() {
     let (url, received) = receiver();
-    let env = TestEnv::new("otel", &[]).await;
-    let worker = env.start_worker_with(&[
-        ("LAKEWORKER__TELEMETRY__OTLP_ENDPOINT", url.as_str()),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-    ]);
+    let env = TestEnv::builder("otel").start().await;
+    let worker = env
+        .worker()
+        .env("LAKEWORKER__TELEMETRY__OTLP_ENDPOINT", url.as_str())
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+        .start();
     let key = "users/otel.csv";
     env.put(key, &example("users/signups-2024-05.csv")).await;
     env.wait_lake_keys(3).await;
@@ -260,8 +261,9 @@ async fn a_run_exports_spans_and_metrics_over_otlp() {
 
     // The log lines of that message carry the same trace id.
     assert!(
-        log.lines().any(|l| l.contains("\"message handled\"")
-            && l.contains(&format!("\"trace_id\":\"{}\"", message.trace_id))),
+        events_in(&log, "message handled").iter().any(|event| {
+            span_field(event, "message", "trace_id") == Some(&message.trace_id.as_str().into())
+        }),
         "no log line with trace id {}:\n{log}",
         message.trace_id
     );

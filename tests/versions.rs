@@ -65,7 +65,7 @@ async fn wait_done(env: &TestEnv, key: &str, versions: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_after_the_notification_adds_no_part_and_no_row() {
-    let env = TestEnv::quiet("vbackfill", &[]).await;
+    let env = TestEnv::builder("vbackfill").quiet().start().await;
     enable_versioning(&env).await;
     let worker = env.start_worker();
     let key = "users/2024/signups.csv";
@@ -112,14 +112,12 @@ async fn a_backfill_after_the_notification_adds_no_part_and_no_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_versions_of_a_key_both_survive_in_the_raw_zone() {
-    let env = TestEnv::quiet(
-        "vraw",
-        &[
-            ("LAKEWORKER__LAKE__RAW_PREFIX", "raw"),
-            ("LAKEWORKER__LANDING__DELETE_AFTER", "true"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("vraw")
+        .env("LAKEWORKER__LAKE__RAW_PREFIX", "raw")
+        .env("LAKEWORKER__LANDING__DELETE_AFTER", "true")
+        .quiet()
+        .start()
+        .await;
     enable_versioning(&env).await;
     let _worker = env.start_worker();
     let key = "users/daily.csv";

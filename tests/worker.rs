@@ -15,7 +15,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_csv_lands_in_date_partitions_and_dynamodb() {
-    let env = TestEnv::new("users", &[]).await;
+    let env = TestEnv::builder("users").start().await;
     let worker = env.start_worker();
     // S3 notifications carry this key as "users/signups+2024%2B05.csv".
     let key = "users/signups 2024+05.csv";
@@ -100,10 +100,13 @@ async fn users_csv_lands_in_date_partitions_and_dynamodb() {
     assert!(!users["u-005"].contains_key("newsletter"));
 
     assert_eq!(env.depth(&env.dlq_url).await, 0);
-    let log = worker.log();
     assert!(
-        log.contains("s3:TestEvent"),
-        "the provisioning TestEvent is discarded: {log}"
+        worker
+            .events("message handled")
+            .iter()
+            .any(|event| event["fields"]["outcome"] == "discarded: s3:TestEvent"),
+        "the provisioning TestEvent is discarded: {}",
+        worker.log()
     );
     let status = worker.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
@@ -111,7 +114,7 @@ async fn users_csv_lands_in_date_partitions_and_dynamodb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonl_ingest_date_comes_from_the_event_and_keys_are_decoded() {
-    let env = TestEnv::quiet("events", &[]).await;
+    let env = TestEnv::builder("events").quiet().start().await;
     let _worker = env.start_worker();
     let key = "events/2024/a b+c ü%.jsonl";
     let etag = env.put(key, &example("events/2024/clicks.jsonl")).await;
@@ -170,11 +173,11 @@ async fn sns_eventbridge_and_multi_record_messages() {
     let topic = "arn:aws:sns:us-east-1:123456789012:landing";
     // The environment's form of the list, as a task definition would set it.
     let allowed = format!("arn:aws:sns:eu-west-1:123456789012:elsewhere, {topic}");
-    let env = TestEnv::quiet(
-        "shapes",
-        &[("LAKEWORKER__QUEUE__ALLOWED_TOPIC_ARNS", &allowed)],
-    )
-    .await;
+    let env = TestEnv::builder("shapes")
+        .env("LAKEWORKER__QUEUE__ALLOWED_TOPIC_ARNS", &allowed)
+        .quiet()
+        .start()
+        .await;
     let _worker = env.start_worker();
     let orders = example("orders/orders-2024-05.csv");
     let via_sns = env.put("orders/via-sns.csv", &orders).await;
@@ -277,7 +280,7 @@ async fn sns_eventbridge_and_multi_record_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_records_are_upserted() {
-    let env = TestEnv::quiet("inline", &[]).await;
+    let env = TestEnv::builder("inline").quiet().start().await;
     let _worker = env.start_worker();
     env.send(&String::from_utf8(example("messages/users-inline.json")).unwrap())
         .await;
@@ -321,13 +324,11 @@ async fn inline_records_are_upserted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dataset_with_inline_false_refuses_inline_records_and_still_takes_files() {
-    let template = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    let anchor = "records_key = \"user_id\"";
-    let text = std::fs::read_to_string(root().join("config/local.toml")).unwrap();
-    assert!(text.contains(anchor), "config/local.toml changed");
-    let text = text.replacen(anchor, &format!("{anchor}\ninline = false"), 1);
-    std::fs::write(template.path(), text).unwrap();
-    let env = TestEnv::quiet_from("noinline", template.path().to_str().unwrap(), &[]).await;
+    let env = TestEnv::builder("noinline")
+        .set("datasets.users.inline", false)
+        .quiet()
+        .start()
+        .await;
     let _worker = env.start_worker();
     let inline = String::from_utf8(example("messages/users-inline.json")).unwrap();
     env.send(&inline).await;
@@ -363,7 +364,7 @@ async fn a_dataset_with_inline_false_refuses_inline_records_and_still_takes_file
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overwritten_object_is_processed_by_its_newest_event_only() {
-    let env = TestEnv::quiet("superseded", &[]).await;
+    let env = TestEnv::builder("superseded").quiet().start().await;
     let worker = env.start_worker();
     let now = "2024-06-01T00:00:00.000Z";
     let old = env
@@ -388,8 +389,15 @@ async fn an_overwritten_object_is_processed_by_its_newest_event_only() {
         "{keys:#?}"
     );
     assert_eq!(keys.len(), 2);
+    let superseded = format!(
+        "s3://{}/orders/changing.csv superseded by a newer version",
+        env.landing
+    );
     assert!(
-        worker.log().contains("superseded by a newer version"),
+        worker
+            .events("message handled")
+            .iter()
+            .any(|event| event["fields"]["outcome"] == superseded.as_str()),
         "{}",
         worker.log()
     );
@@ -397,14 +405,11 @@ async fn an_overwritten_object_is_processed_by_its_newest_event_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_file_rolls_over_into_parts_of_the_target_size() {
-    let env = TestEnv::new(
-        "roll",
-        &[
-            ("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1MiB"),
-            ("LAKEWORKER__LAKE__ROW_GROUP_SIZE", "20000"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("roll")
+        .env("LAKEWORKER__LAKE__TARGET_FILE_SIZE", "1MiB")
+        .env("LAKEWORKER__LAKE__ROW_GROUP_SIZE", "20000")
+        .start()
+        .await;
     let _worker = env.start_worker();
     let rows = 100_000u64;
     let key = "orders/big.csv";
@@ -446,11 +451,10 @@ async fn a_large_file_rolls_over_into_parts_of_the_target_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_separate_quarantine_bucket_gets_bad_rows_and_rejected_files() {
     let quarantine = format!("{}-q", unique("qb"));
-    let env = TestEnv::new(
-        "qbucket",
-        &[("LAKEWORKER__LAKE__QUARANTINE_BUCKET", quarantine.as_str())],
-    )
-    .await;
+    let env = TestEnv::builder("qbucket")
+        .env("LAKEWORKER__LAKE__QUARANTINE_BUCKET", quarantine.as_str())
+        .start()
+        .await;
     let _worker = env.start_worker();
     env.put("users/typos.csv", &example("users/signups-with-typos.csv"))
         .await;
@@ -495,14 +499,11 @@ async fn a_separate_quarantine_bucket_gets_bad_rows_and_rejected_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_zone_copies_the_original_and_delete_after_removes_it_from_landing() {
-    let env = TestEnv::new(
-        "raw",
-        &[
-            ("LAKEWORKER__LAKE__RAW_PREFIX", "raw"),
-            ("LAKEWORKER__LANDING__DELETE_AFTER", "true"),
-        ],
-    )
-    .await;
+    let env = TestEnv::builder("raw")
+        .env("LAKEWORKER__LAKE__RAW_PREFIX", "raw")
+        .env("LAKEWORKER__LANDING__DELETE_AFTER", "true")
+        .start()
+        .await;
     let _worker = env.start_worker();
     let body = example("users/signups-2024-05.csv");
     let key = "users/2024/signups.csv";
@@ -531,7 +532,7 @@ async fn raw_zone_copies_the_original_and_delete_after_removes_it_from_landing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_stops_the_worker_cleanly() {
-    let env = TestEnv::quiet("sigint", &[]).await;
+    let env = TestEnv::builder("sigint").quiet().start().await;
     let mut worker = env.start_worker();
     env.put_and_announce("users/sigint.csv", &example("users/signups-2024-05.csv"))
         .await;
