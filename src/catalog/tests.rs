@@ -7,7 +7,7 @@ use crate::config::Settings;
 use crate::ports::StoreError;
 
 fn settings() -> Settings {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.toml");
     Settings::load_with_env(&path, Vec::<(String, String)>::new()).unwrap()
 }
 

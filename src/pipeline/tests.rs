@@ -21,7 +21,7 @@ fn pipeline() -> TestPipeline {
 }
 
 fn pipeline_with(env: &[(&str, &str)]) -> TestPipeline {
-    pipeline_from("config/local.toml", env)
+    pipeline_from("tests/fixtures/worker.toml", env)
 }
 
 fn pipeline_from(config: &str, env: &[(&str, &str)]) -> TestPipeline {
@@ -1048,12 +1048,12 @@ async fn sns_notifications_from_topics_not_allowed_are_permanent_and_write_nothi
     ));
 }
 
-/// A pipeline on `config/local.toml` with `line` added to the users dataset.
+/// A pipeline on the tests' config (`tests/fixtures/worker.toml`) with `line` added to the users dataset.
 fn pipeline_with_users(line: &str) -> TestPipeline {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("config/local.toml")).unwrap();
+    let text = std::fs::read_to_string(root.join("tests/fixtures/worker.toml")).unwrap();
     let anchor = "records_key = \"user_id\"";
-    assert!(text.contains(anchor), "config/local.toml changed");
+    assert!(text.contains(anchor), "tests/fixtures/worker.toml changed");
     let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::fs::write(
         file.path(),
