@@ -7,10 +7,9 @@ use std::collections::HashSet;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{
-    choice, is_identifier, is_table_name, size_in, Problems, RawSize, Secret, EXTRA_COLUMN,
-    INGESTED_AT_COLUMN, SOURCE_COLUMN,
-};
+use super::checks::{choice, is_identifier, is_table_name};
+use super::size::{size_in, RawSize};
+use super::{Problems, Secret, EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN};
 use crate::datasets::{
     compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, OnInvalid, Partition,
     Policy, RecordsTarget, INGEST_DATE,

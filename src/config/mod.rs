@@ -25,10 +25,16 @@ pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
 /// With `extra_columns = "keep"`, undeclared columns as one JSON object per row.
 pub const EXTRA_COLUMN: &str = "_extra";
 
+mod checks;
 mod dataset;
 mod memory;
+mod size;
+
+use checks::{check_bucket, choice, is_http_url, is_table_name};
+use size::{size_in, RawSize};
 
 pub use memory::MemoryBudget;
+pub use size::parse_size;
 
 /// Every problem found in a configuration, each with its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -755,129 +761,6 @@ impl Problems {
     }
 }
 
-/// Maps a word to one of its allowed values, or records which words are allowed.
-fn choice<T: Copy>(
-    p: &mut Problems,
-    path: impl Into<String>,
-    word: &str,
-    choices: &[(&str, T)],
-) -> Option<T> {
-    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == word) {
-        return Some(*value);
-    }
-    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-    p.add(
-        path,
-        format!("{word:?} is not one of: {}", names.join(", ")),
-    );
-    None
-}
-
-/// Reads a byte size: a plain number of bytes, or a number with a unit `KiB`, `MiB`, `GiB`,
-/// `TiB` (powers of 1024; `K`, `M`, `G`, `T`, `KB`, `MB`, `GB`, `TB` mean the same,
-/// case-insensitive).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return None,
-    };
-    number.checked_mul(1 << shift)
-}
-
-/// A size key as written: a TOML integer, or a string holding a number of bytes or a
-/// number with a unit (`"128MiB"`, `"5 GB"`). Environment overrides always arrive as
-/// strings, so every size key takes both. Checked by [`size_in`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RawSize {
-    Integer(i64),
-    Text(String),
-}
-
-impl RawSize {
-    fn text(text: &str) -> RawSize {
-        RawSize::Text(text.to_owned())
-    }
-
-    fn bytes(&self) -> Option<u64> {
-        match self {
-            RawSize::Integer(n) => u64::try_from(*n).ok(),
-            RawSize::Text(text) => parse_size(text),
-        }
-    }
-}
-
-/// As written: an integer as is, a string quoted.
-impl fmt::Display for RawSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RawSize::Integer(n) => write!(f, "{n}"),
-            RawSize::Text(text) => write!(f, "{text:?}"),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for RawSize {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SizeVisitor;
-
-        impl serde::de::Visitor<'_> for SizeVisitor {
-            type Value = RawSize;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a size: bytes, or a string such as \"128MiB\"")
-            }
-
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RawSize, E> {
-                Ok(RawSize::Integer(n))
-            }
-
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RawSize, E> {
-                // Past i64 it cannot be a valid size anyway; keep it for the message.
-                Ok(
-                    i64::try_from(n)
-                        .map_or_else(|_| RawSize::Text(n.to_string()), RawSize::Integer),
-                )
-            }
-
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawSize, E> {
-                Ok(RawSize::text(text))
-            }
-        }
-
-        deserializer.deserialize_any(SizeVisitor)
-    }
-}
-
-/// A size key within `range` (`range_text` says it in words), or a recorded problem. Every
-/// size key goes through here, so each takes the same forms and words its problems alike.
-fn size_in(
-    p: &mut Problems,
-    path: &str,
-    raw: &RawSize,
-    range: std::ops::RangeInclusive<u64>,
-    range_text: &str,
-) -> u64 {
-    match raw.bytes() {
-        Some(size) if range.contains(&size) => return size,
-        Some(_) => p.add(path, format!("{raw} must be {range_text}")),
-        None => p.add(
-            path,
-            format!("{raw} is not a size such as 134217728 or \"128MiB\""),
-        ),
-    }
-    *range.start()
-}
-
 const COMPRESSIONS: [(&str, Compression); 3] = [
     ("zstd", Compression::Zstd),
     ("snappy", Compression::Snappy),
@@ -1275,28 +1158,6 @@ impl RawSettings {
     }
 }
 
-fn is_http_url(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    matches!(rest, Some(host) if !host.is_empty() && !host.starts_with('/'))
-}
-
-/// S3 bucket naming rules (the common subset): 3-63 of a-z 0-9 . -, starting and ending
-/// with a letter or digit.
-fn check_bucket(p: &mut Problems, path: &str, name: &str) {
-    let chars_ok = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    let ends_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    p.check(
-        (3..=63).contains(&name.len()) && chars_ok && ends_ok,
-        path,
-        format!("{name:?} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)"),
-    );
-}
-
 /// Whether two key prefixes are the same or one is a folder of the other.
 fn nested(a: &str, b: &str) -> bool {
     let inside = |outer: &str, inner: &str| {
@@ -1313,20 +1174,6 @@ fn check_prefix(p: &mut Problems, path: &str, prefix: &str) {
         path,
         format!("{prefix:?} must not start or end with / (write \"curated\", not \"/curated/\")"),
     );
-}
-
-fn is_identifier(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-fn is_table_name(name: &str) -> bool {
-    (3..=255).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
