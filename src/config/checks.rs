@@ -1,6 +1,8 @@
 //! Checks shared by several sections: a word from a list of choices, http(s) URLs, S3
 //! bucket names, identifiers and DynamoDB table names.
 
+use std::num::NonZeroUsize;
+
 use super::Problems;
 
 /// Maps a word to one of its allowed values, or records which words are allowed.
@@ -55,4 +57,9 @@ pub(super) fn is_table_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A count known to be at least 1 once its problems are checked (0 was reported).
+pub(super) fn nonzero(n: u32) -> NonZeroUsize {
+    NonZeroUsize::new(n as usize).unwrap_or(NonZeroUsize::MIN)
 }

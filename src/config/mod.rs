@@ -25,15 +25,23 @@ pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
 /// With `extra_columns = "keep"`, undeclared columns as one JSON object per row.
 pub const EXTRA_COLUMN: &str = "_extra";
 
+mod aws;
 mod checks;
 mod dataset;
+mod landing;
+mod ledger;
 mod memory;
+mod queue;
 mod size;
 
-use checks::{check_bucket, choice, is_http_url, is_table_name};
+use checks::{check_bucket, choice, nonzero};
 use size::{size_in, RawSize};
 
+pub use aws::{AwsSettings, AwsTimeouts};
+pub use landing::LandingSettings;
+pub use ledger::LedgerSettings;
 pub use memory::MemoryBudget;
+pub use queue::QueueSettings;
 pub use size::parse_size;
 
 /// Every problem found in a configuration, each with its key path.
@@ -108,85 +116,6 @@ pub struct CatalogSettings {
 pub struct HealthSettings {
     /// Where `/healthz` and `/readyz` are served; `None` turns the endpoint off.
     pub listen: Option<std::net::SocketAddr>,
-}
-
-#[derive(Debug, Clone)]
-pub struct AwsSettings {
-    pub region: String,
-    /// Set only for a local emulator; also switches S3 to path-style addressing.
-    pub endpoint_url: Option<String>,
-    /// Deadlines of every AWS call (see [`crate::aws::timeouts`]).
-    pub timeouts: AwsTimeouts,
-}
-
-/// The deadlines of AWS calls (`[aws]` `connect_timeout_seconds`, `read_timeout_seconds`,
-/// `call_timeout_seconds`, `min_transfer_rate`); [`crate::aws::timeouts`] turns them into
-/// SDK settings per call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AwsTimeouts {
-    /// Opening a connection (TCP and TLS).
-    pub connect: Duration,
-    /// The first byte of an answer, and the longest gap in a streamed download.
-    pub read: Duration,
-    /// One attempt of a small call.
-    pub call: Duration,
-    /// Bytes per second a transfer is granted at least, on top of `call`.
-    pub min_transfer_rate: u64,
-}
-
-impl Default for AwsTimeouts {
-    /// The `[aws]` defaults: connect 3 s, read 10 s, call 5 s, 1 MiB/s.
-    fn default() -> Self {
-        AwsTimeouts {
-            connect: Duration::from_secs(3),
-            read: Duration::from_secs(10),
-            call: Duration::from_secs(5),
-            min_transfer_rate: 1 << 20,
-        }
-    }
-}
-
-impl AwsTimeouts {
-    /// One attempt of a ReceiveMessage long poll of `wait`: SQS answers when it ends.
-    pub fn long_poll_time(&self, wait: Duration) -> Duration {
-        wait + self.call
-    }
-
-    /// One attempt of a call that sends or copies `bytes`: `call` plus the bytes at the
-    /// minimum transfer rate.
-    pub fn transfer_time(&self, bytes: u64) -> Duration {
-        let rate = self.min_transfer_rate.max(1);
-        self.call + Duration::from_secs_f64(bytes as f64 / rate as f64)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct LandingSettings {
-    pub bucket: String,
-    /// Delete a landing object once converted and copied to the raw zone.
-    pub delete_after: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct QueueSettings {
-    pub url: String,
-    pub dead_letter_url: String,
-    pub pollers: NonZeroUsize,
-    pub max_in_flight: NonZeroUsize,
-    pub wait: Duration,
-    pub visibility_timeout: Duration,
-    pub max_attempts: u32,
-    /// Backoff of a transient failure: `retry_base` × 2^(attempt − 1), at most `retry_max`.
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    /// `queue.allowed_topic_arns`: the SNS topics a notification may come from.
-    pub sns_topics: TopicPolicy,
-}
-
-#[derive(Debug, Clone)]
-pub struct LedgerSettings {
-    /// DynamoDB table with one item per source object version.
-    pub table: String,
 }
 
 #[derive(Debug, Clone)]
@@ -296,11 +225,11 @@ pub enum LogFormat {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSettings {
-    aws: RawAws,
-    landing: RawLanding,
-    queue: RawQueue,
+    aws: aws::RawAws,
+    landing: landing::RawLanding,
+    queue: queue::RawQueue,
     lake: RawLake,
-    ledger: RawLedger,
+    ledger: ledger::RawLedger,
     #[serde(default)]
     worker: RawWorker,
     #[serde(default)]
@@ -348,170 +277,6 @@ fn default_workgroup() -> String {
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     listen: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAws {
-    region: String,
-    endpoint_url: Option<String>,
-    #[serde(default = "default_connect_timeout_seconds")]
-    connect_timeout_seconds: u32,
-    #[serde(default = "default_read_timeout_seconds")]
-    read_timeout_seconds: u32,
-    #[serde(default = "default_call_timeout_seconds")]
-    call_timeout_seconds: u32,
-    #[serde(default = "default_min_transfer_rate")]
-    min_transfer_rate: RawSize,
-}
-
-fn default_connect_timeout_seconds() -> u32 {
-    AwsTimeouts::default().connect.as_secs() as u32
-}
-fn default_read_timeout_seconds() -> u32 {
-    AwsTimeouts::default().read.as_secs() as u32
-}
-fn default_call_timeout_seconds() -> u32 {
-    AwsTimeouts::default().call.as_secs() as u32
-}
-fn default_min_transfer_rate() -> RawSize {
-    RawSize::text("1MiB")
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLanding {
-    bucket: String,
-    #[serde(default)]
-    delete_after: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQueue {
-    url: String,
-    dead_letter_url: String,
-    #[serde(default = "default_pollers")]
-    pollers: u32,
-    #[serde(default = "default_max_in_flight")]
-    max_in_flight: u32,
-    #[serde(default = "default_wait_seconds")]
-    wait_seconds: u32,
-    #[serde(default = "default_visibility_timeout_seconds")]
-    visibility_timeout_seconds: u32,
-    #[serde(default = "default_max_attempts")]
-    max_attempts: u32,
-    #[serde(default = "default_retry_base_seconds")]
-    retry_base_seconds: u32,
-    #[serde(default = "default_retry_max_seconds")]
-    retry_max_seconds: u32,
-    allowed_topic_arns: Option<RawTopicArns>,
-}
-
-/// `queue.allowed_topic_arns` as written: a TOML list, or (as environment overrides
-/// arrive) one string of comma-separated ARNs. Entries are trimmed; empty ones are
-/// dropped, each keeping its index for problems.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RawTopicArns(Vec<(usize, String)>);
-
-impl RawTopicArns {
-    fn new<'a>(entries: impl IntoIterator<Item = &'a str>) -> RawTopicArns {
-        RawTopicArns(
-            entries
-                .into_iter()
-                .map(str::trim)
-                .enumerate()
-                .filter(|(_, arn)| !arn.is_empty())
-                .map(|(i, arn)| (i, arn.to_owned()))
-                .collect(),
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for RawTopicArns {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TopicsVisitor;
-
-        impl<'de> serde::de::Visitor<'de> for TopicsVisitor {
-            type Value = RawTopicArns;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of SNS topic ARNs, or one string of them separated by commas")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawTopicArns, E> {
-                Ok(RawTopicArns::new(text.split(',')))
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<RawTopicArns, A::Error> {
-                let mut entries: Vec<String> = Vec::new();
-                while let Some(arn) = seq.next_element::<String>()? {
-                    entries.push(arn);
-                }
-                Ok(RawTopicArns::new(entries.iter().map(String::as_str)))
-            }
-        }
-
-        deserializer.deserialize_any(TopicsVisitor)
-    }
-}
-
-/// Whether `arn` is an SNS topic ARN, `arn:<partition>:sns:<region>:<account>:<name>`
-/// (a standard or `.fifo` topic name, a 12-digit account).
-fn is_topic_arn(arn: &str) -> bool {
-    let parts: Vec<&str> = arn.split(':').collect();
-    let [prefix, partition, service, region, account, name] = parts[..] else {
-        return false;
-    };
-    let word = |text: &str| {
-        !text.is_empty()
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    let base = name.strip_suffix(".fifo").unwrap_or(name);
-    prefix == "arn"
-        && word(partition)
-        && service == "sns"
-        && word(region)
-        && account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && (1..=256).contains(&name.len())
-        && !base.is_empty()
-        && base
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn default_pollers() -> u32 {
-    2
-}
-fn default_max_in_flight() -> u32 {
-    8
-}
-fn default_wait_seconds() -> u32 {
-    20
-}
-fn default_visibility_timeout_seconds() -> u32 {
-    60
-}
-fn default_max_attempts() -> u32 {
-    5
-}
-fn default_retry_base_seconds() -> u32 {
-    5
-}
-fn default_retry_max_seconds() -> u32 {
-    300
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLedger {
-    table: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -780,118 +545,10 @@ impl RawSettings {
             .filter(|salt| !salt.is_empty())
             .map(|salt| Secret(salt.clone()));
 
-        p.check(
-            !self.aws.region.trim().is_empty(),
-            "aws.region",
-            "must not be empty",
-        );
-        if let Some(url) = &self.aws.endpoint_url {
-            p.check(
-                is_http_url(url),
-                "aws.endpoint_url",
-                format!("{url:?} is not an http(s) URL"),
-            );
-        }
-        let a = &self.aws;
-        for (key, seconds) in [
-            ("aws.connect_timeout_seconds", a.connect_timeout_seconds),
-            ("aws.read_timeout_seconds", a.read_timeout_seconds),
-            ("aws.call_timeout_seconds", a.call_timeout_seconds),
-        ] {
-            p.check(
-                (1..=600).contains(&seconds),
-                key,
-                "must be between 1 and 600 seconds",
-            );
-        }
-        let min_transfer_rate = size_in(
-            &mut p,
-            "aws.min_transfer_rate",
-            &a.min_transfer_rate,
-            1 << 10..=1 << 30,
-            "1KiB and 1GiB (bytes per second)",
-        );
-        let timeouts = AwsTimeouts {
-            connect: Duration::from_secs(a.connect_timeout_seconds.into()),
-            read: Duration::from_secs(a.read_timeout_seconds.into()),
-            call: Duration::from_secs(a.call_timeout_seconds.into()),
-            min_transfer_rate,
-        };
-        check_bucket(&mut p, "landing.bucket", &self.landing.bucket);
-
-        let q = &self.queue;
-        p.check(
-            is_http_url(&q.url),
-            "queue.url",
-            format!("{:?} is not an http(s) queue URL", q.url),
-        );
-        p.check(
-            is_http_url(&q.dead_letter_url),
-            "queue.dead_letter_url",
-            format!("{:?} is not an http(s) queue URL", q.dead_letter_url),
-        );
-        p.check(
-            q.url != q.dead_letter_url,
-            "queue.dead_letter_url",
-            "must differ from queue.url",
-        );
-        p.check(
-            (1..=256).contains(&q.pollers),
-            "queue.pollers",
-            "must be between 1 and 256",
-        );
-        p.check(
-            (1..=10_000).contains(&q.max_in_flight),
-            "queue.max_in_flight",
-            "must be between 1 and 10000",
-        );
-        p.check(
-            q.wait_seconds <= 20,
-            "queue.wait_seconds",
-            "must be between 0 and 20 (SQS long-poll limit)",
-        );
-        p.check(
-            (1..=43_200).contains(&q.visibility_timeout_seconds),
-            "queue.visibility_timeout_seconds",
-            "must be between 1 and 43200 (12 hours, the SQS limit)",
-        );
-        // The redrive policy uses max_attempts + 1, and SQS allows at most 1000 receives.
-        p.check(
-            (1..=999).contains(&q.max_attempts),
-            "queue.max_attempts",
-            "must be between 1 and 999",
-        );
-        p.check(
-            (1..=43_200).contains(&q.retry_base_seconds),
-            "queue.retry_base_seconds",
-            "must be between 1 and 43200",
-        );
-        p.check(
-            (q.retry_base_seconds..=43_200).contains(&q.retry_max_seconds),
-            "queue.retry_max_seconds",
-            "must be between queue.retry_base_seconds and 43200 (the SQS visibility limit)",
-        );
-        let sns_topics = match &q.allowed_topic_arns {
-            None => TopicPolicy::AnyTopic,
-            Some(RawTopicArns(entries)) => {
-                for (i, arn) in entries {
-                    p.check(
-                        is_topic_arn(arn),
-                        format!("queue.allowed_topic_arns[{i}]"),
-                        format!("{arn:?} is not an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>)"),
-                    );
-                }
-                TopicPolicy::Only(entries.iter().map(|(_, arn)| arn.clone()).collect())
-            }
-        };
-        p.check(
-            is_table_name(&self.ledger.table),
-            "ledger.table",
-            format!(
-                "{:?} is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ . -)",
-                self.ledger.table
-            ),
-        );
+        let aws = self.aws.validate(&mut p);
+        let landing = self.landing.validate(&mut p);
+        let queue = self.queue.validate(&mut p);
+        let ledger = self.ledger.validate(&mut p);
 
         check_bucket(&mut p, "lake.bucket", &self.lake.bucket);
         if let Some(bucket) = &self.lake.quarantine_bucket {
@@ -952,7 +609,7 @@ impl RawSettings {
             "must differ from lake.prefix in the same bucket, and neither may contain the other",
         );
         p.check(
-            !self.landing.delete_after || self.lake.raw_prefix.is_some(),
+            !landing.delete_after || self.lake.raw_prefix.is_some(),
             "landing.delete_after",
             "needs lake.raw_prefix: a landing object is deleted only once its original is kept in the raw zone",
         );
@@ -1090,31 +747,10 @@ impl RawSettings {
         else {
             return Err(ConfigError { problems: p.0 });
         };
-        let nonzero = |n: u32| NonZeroUsize::new(n as usize).unwrap_or(NonZeroUsize::MIN);
         Ok(Settings {
-            aws: AwsSettings {
-                region: self.aws.region,
-                endpoint_url: self.aws.endpoint_url,
-                timeouts,
-            },
-            landing: LandingSettings {
-                bucket: self.landing.bucket,
-                delete_after: self.landing.delete_after,
-            },
-            queue: QueueSettings {
-                pollers: nonzero(self.queue.pollers),
-                max_in_flight: nonzero(self.queue.max_in_flight),
-                wait: Duration::from_secs(self.queue.wait_seconds.into()),
-                visibility_timeout: Duration::from_secs(
-                    self.queue.visibility_timeout_seconds.into(),
-                ),
-                max_attempts: self.queue.max_attempts,
-                retry_base: Duration::from_secs(self.queue.retry_base_seconds.into()),
-                retry_max: Duration::from_secs(self.queue.retry_max_seconds.into()),
-                url: self.queue.url,
-                dead_letter_url: self.queue.dead_letter_url,
-                sns_topics,
-            },
+            aws,
+            landing,
+            queue,
             lake: LakeSettings {
                 quarantine_bucket: self
                     .lake
@@ -1133,9 +769,7 @@ impl RawSettings {
                 upload_part_size,
                 upload_concurrency: nonzero(self.lake.upload_concurrency),
             },
-            ledger: LedgerSettings {
-                table: self.ledger.table,
-            },
+            ledger,
             worker: WorkerSettings {
                 scratch_dir: self.worker.scratch_dir,
                 batch_rows: nonzero(self.worker.batch_rows),
@@ -1270,166 +904,6 @@ format = "%Y/%m/%d"
         assert_eq!(s.queue.url, "http://elsewhere/1/q");
         assert_eq!(s.queue.pollers.get(), 7);
         assert_eq!(s.lake.parquet.compression, Compression::Snappy);
-    }
-
-    const TOPICS_ENV: &str = "LAKEWORKER__QUEUE__ALLOWED_TOPIC_ARNS";
-
-    fn with_topics(value: &str) -> String {
-        GOOD.replace(
-            "[queue]\n",
-            &format!("[queue]\nallowed_topic_arns = {value}\n"),
-        )
-    }
-
-    #[test]
-    fn allowed_topic_arns_take_a_list_or_a_comma_separated_string() {
-        let s = load(GOOD, &[]).unwrap();
-        assert_eq!(
-            s.queue.sns_topics,
-            TopicPolicy::AnyTopic,
-            "absent: any topic"
-        );
-        assert!(!s.summary().contains("SNS"), "{}", s.summary());
-        let a = "arn:aws:sns:us-east-1:123456789012:landing";
-        let b = "arn:aws-cn:sns:cn-north-1:123456789012:Events_2.fifo";
-        let both = TopicPolicy::Only(vec![a.into(), b.into()]);
-        let listed = with_topics(&format!("[\"{a}\", \" {b} \", \"\"]"));
-        let s = load(&listed, &[]).unwrap();
-        assert_eq!(s.queue.sns_topics, both);
-        assert!(
-            s.summary()
-                .contains(&format!("SNS notifications: only from {a}, {b}\n")),
-            "{}",
-            s.summary()
-        );
-        let env_text = format!(" {a} ,{b},");
-        let s = load(GOOD, &[(TOPICS_ENV, &env_text)]).unwrap();
-        assert_eq!(s.queue.sns_topics, both);
-        let s = load(&with_topics("[]"), &[(TOPICS_ENV, a)]).unwrap();
-        assert_eq!(
-            s.queue.sns_topics,
-            TopicPolicy::Only(vec![a.into()]),
-            "the environment overrides the file"
-        );
-        // Present but empty: no SNS notification is accepted, and check-config says so.
-        for (text, env) in [
-            (with_topics("[]"), None),
-            (GOOD.to_owned(), Some(" , ")),
-            (GOOD.to_owned(), Some("")),
-        ] {
-            let env: Vec<(&str, &str)> = env.map(|v| (TOPICS_ENV, v)).into_iter().collect();
-            let s = load(&text, &env).unwrap();
-            assert_eq!(s.queue.sns_topics, TopicPolicy::Only(vec![]), "{env:?}");
-            assert!(
-                s.summary()
-                    .contains("SNS notifications: refused from every topic"),
-                "{}",
-                s.summary()
-            );
-        }
-    }
-
-    #[test]
-    fn allowed_topic_arns_must_be_sns_topic_arns() {
-        let not_arn = |i: usize, arn: &str| {
-            format!("queue.allowed_topic_arns[{i}]: {arn:?} is not an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>)")
-        };
-        let bad = [
-            "landing",
-            "arn:aws:sqs:us-east-1:123456789012:landing",
-            "arn:aws:sns:us-east-1:1234:landing",
-            "arn:aws:sns:us-east-1:123456789012:*",
-            "arn:aws:sns::123456789012:landing",
-            "arn:aws:sns:us-east-1:123456789012:landing:sub-id",
-            "arn:aws:sns:us-east-1:123456789012:.fifo",
-        ];
-        let list: Vec<String> = std::iter::once("arn:aws:sns:us-east-1:123456789012:ok")
-            .chain(bad)
-            .map(|arn| format!("{arn:?}"))
-            .collect();
-        let expected: Vec<String> = bad
-            .iter()
-            .enumerate()
-            .map(|(i, arn)| not_arn(i + 1, arn))
-            .collect();
-        assert_eq!(
-            problems(&with_topics(&format!("[{}]", list.join(", ")))),
-            expected
-        );
-        // The environment's form: indexes count the entries as written, empty ones too.
-        let err = load(
-            GOOD,
-            &[(
-                TOPICS_ENV,
-                "arn:aws:sns:us-east-1:123456789012:ok,,sns:topic",
-            )],
-        )
-        .unwrap_err();
-        assert_eq!(err.to_string(), not_arn(2, "sns:topic"));
-        // Neither a list nor a string.
-        let found = problems(&with_topics("5"));
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(
-            found[0].starts_with("queue.allowed_topic_arns: invalid type: integer `5`, expected a list of SNS topic ARNs"),
-            "{found:?}"
-        );
-        // The config crate reads a number in the list as its text.
-        assert_eq!(
-            problems(&with_topics(
-                "[\"arn:aws:sns:us-east-1:123456789012:ok\", 5]"
-            )),
-            [not_arn(1, "5")]
-        );
-    }
-
-    #[test]
-    fn aws_timeouts_have_defaults_overrides_and_limits() {
-        let s = load(GOOD, &[]).unwrap();
-        assert_eq!(s.aws.timeouts, AwsTimeouts::default());
-        assert_eq!(
-            (
-                s.aws.timeouts.connect,
-                s.aws.timeouts.read,
-                s.aws.timeouts.call
-            ),
-            (
-                Duration::from_secs(3),
-                Duration::from_secs(10),
-                Duration::from_secs(5)
-            )
-        );
-        assert_eq!(s.aws.timeouts.min_transfer_rate, 1 << 20);
-        let s = load(
-            GOOD,
-            &[
-                ("LAKEWORKER__AWS__CALL_TIMEOUT_SECONDS", "2"),
-                ("LAKEWORKER__AWS__MIN_TRANSFER_RATE", "512KiB"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(s.aws.timeouts.call, Duration::from_secs(2));
-        assert_eq!(s.aws.timeouts.min_transfer_rate, 512 << 10);
-        // A 16 MiB part at 512 KiB/s gets 2 s + 32 s per attempt; a 20 s poll 22 s.
-        assert_eq!(
-            s.aws.timeouts.transfer_time(16 << 20),
-            Duration::from_secs(34)
-        );
-        assert_eq!(
-            s.aws.timeouts.long_poll_time(Duration::from_secs(20)),
-            Duration::from_secs(22)
-        );
-        let text = GOOD.replace(
-            "region = \"us-east-1\"",
-            "region = \"us-east-1\"\nconnect_timeout_seconds = 0\ncall_timeout_seconds = 601\nmin_transfer_rate = \"fast\"",
-        );
-        assert_eq!(
-            problems(&text),
-            [
-                "aws.connect_timeout_seconds: must be between 1 and 600 seconds",
-                "aws.call_timeout_seconds: must be between 1 and 600 seconds",
-                "aws.min_transfer_rate: \"fast\" is not a size such as 134217728 or \"128MiB\"",
-            ]
-        );
     }
 
     #[test]
