@@ -43,6 +43,7 @@ enum Pii {
     Hash,
     Drop,
 }
+
 const PII: [(&str, Pii); 2] = [("hash", Pii::Hash), ("drop", Pii::Drop)];
 
 #[derive(Debug, Deserialize)]

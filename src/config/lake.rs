@@ -229,6 +229,7 @@ impl RawLake {
         })
     }
 }
+
 /// Whether two key prefixes are the same or one is a folder of the other.
 fn nested(a: &str, b: &str) -> bool {
     let inside = |outer: &str, inner: &str| {

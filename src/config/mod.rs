@@ -24,22 +24,26 @@ pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
 pub const EXTRA_COLUMN: &str = "_extra";
 
 mod aws;
+mod catalog;
 mod checks;
 mod dataset;
+mod health;
 mod lake;
 mod landing;
 mod ledger;
+mod log;
 mod memory;
 mod queue;
 mod size;
 mod worker;
 
-use checks::choice;
-
 pub use aws::{AwsSettings, AwsTimeouts};
+pub use catalog::CatalogSettings;
+pub use health::HealthSettings;
 pub use lake::{Compression, LakeSettings, ParquetOptions, Secret};
 pub use landing::LandingSettings;
 pub use ledger::LedgerSettings;
+pub use log::{LogFormat, LogSettings};
 pub use memory::MemoryBudget;
 pub use queue::QueueSettings;
 pub use size::parse_size;
@@ -103,41 +107,6 @@ pub struct Settings {
     pub datasets: Router,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogSettings {
-    pub database: String,
-    pub workgroup: String,
-    /// Where Athena writes query results (`s3://…`); the workgroup's setting if `None`.
-    pub output_location: Option<String>,
-    /// `CREATE OR REPLACE VIEW` name and query, in order.
-    pub views: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct HealthSettings {
-    /// Where `/healthz` and `/readyz` are served; `None` turns the endpoint off.
-    pub listen: Option<std::net::SocketAddr>,
-}
-
-#[derive(Debug, Clone)]
-pub struct LogSettings {
-    pub format: LogFormat,
-    /// A tracing filter directive such as `info` or `lakeworker=debug,info`.
-    pub level: String,
-    /// `[telemetry] otlp_endpoint`: the OTLP/HTTP base URL (`…/v1/traces` and
-    /// `…/v1/metrics` are appended). Unset: the standard `OTEL_EXPORTER_OTLP_*` variables
-    /// decide, and without them telemetry is off.
-    pub otlp_endpoint: Option<String>,
-}
-
-/// Log output format. `auto` is JSON when stdout is not a terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Auto,
-    Json,
-    Pretty,
-}
-
 // ----- raw, as written -------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -151,75 +120,16 @@ struct RawSettings {
     #[serde(default)]
     worker: worker::RawWorker,
     #[serde(default)]
-    log: RawLog,
+    log: log::RawLog,
     #[serde(default)]
-    health: RawHealth,
-    catalog: Option<RawCatalog>,
+    health: health::RawHealth,
+    catalog: Option<catalog::RawCatalog>,
     #[serde(default)]
-    telemetry: RawTelemetry,
+    telemetry: log::RawTelemetry,
     /// A TOML file with more `[[datasets]]`, relative to this config file.
     datasets_file: Option<PathBuf>,
     #[serde(default)]
     datasets: Vec<dataset::RawDataset>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTelemetry {
-    otlp_endpoint: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCatalog {
-    database: String,
-    #[serde(default = "default_workgroup")]
-    workgroup: String,
-    output_location: Option<String>,
-    #[serde(default)]
-    views: Vec<RawView>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawView {
-    name: String,
-    sql: String,
-}
-
-fn default_workgroup() -> String {
-    "primary".into()
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHealth {
-    listen: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    #[serde(default = "default_log_format")]
-    format: String,
-    #[serde(default = "default_log_level")]
-    level: String,
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        RawLog {
-            format: default_log_format(),
-            level: default_log_level(),
-        }
-    }
-}
-
-fn default_log_format() -> String {
-    "auto".into()
-}
-fn default_log_level() -> String {
-    "info".into()
 }
 
 // ----- loading ---------------------------------------------------------------------------
@@ -358,11 +268,6 @@ impl Problems {
     }
 }
 
-const LOG_FORMATS: [(&str, LogFormat); 3] = [
-    ("auto", LogFormat::Auto),
-    ("json", LogFormat::Json),
-    ("pretty", LogFormat::Pretty),
-];
 impl RawSettings {
     /// `env` is where the PII salt is looked up.
     fn validate(self, env: &config::Map<String, String>) -> Result<Settings, ConfigError> {
@@ -387,78 +292,13 @@ impl RawSettings {
         lake::check_prefix(&mut p, "lake.quarantine_prefix", &quarantine_prefix);
 
         let worker = self.worker.validate(&mut p);
-        let log_format = choice(&mut p, "log.format", &self.log.format, &LOG_FORMATS);
-        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
-            p.check(
-                endpoint.starts_with("http://") || endpoint.starts_with("https://"),
-                "telemetry.otlp_endpoint",
-                format!("{endpoint:?} is not an http(s):// URL such as \"http://collector:4318\""),
-            );
-        }
-        let catalog = self.catalog.map(|raw| {
-            let name_ok = |name: &str| {
-                !name.is_empty()
-                    && name.len() <= 255
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            };
-            p.check(
-                name_ok(&raw.database),
-                "catalog.database",
-                format!(
-                    "{:?} is not a Glue database name (a-z, 0-9, _)",
-                    raw.database
-                ),
-            );
-            p.check(
-                !raw.workgroup.trim().is_empty(),
-                "catalog.workgroup",
-                "must not be empty",
-            );
-            if let Some(location) = &raw.output_location {
-                p.check(
-                    location.starts_with("s3://") && location.len() > 5,
-                    "catalog.output_location",
-                    format!("{location:?} is not an s3:// URI"),
-                );
-            }
-            for (i, view) in raw.views.iter().enumerate() {
-                p.check(
-                    name_ok(&view.name),
-                    format!("catalog.views[{i}].name"),
-                    format!("{:?} is not a view name (a-z, 0-9, _)", view.name),
-                );
-                p.check(
-                    !view.sql.trim().is_empty(),
-                    format!("catalog.views[{i}].sql"),
-                    "must not be empty",
-                );
-            }
-            CatalogSettings {
-                database: raw.database,
-                workgroup: raw.workgroup,
-                output_location: raw.output_location,
-                views: raw.views.into_iter().map(|v| (v.name, v.sql)).collect(),
-            }
-        });
-        let listen = self.health.listen.as_deref().and_then(|text| {
-            let parsed = text.parse().ok();
-            p.check(
-                parsed.is_some(),
-                "health.listen",
-                format!("{text:?} is not an address such as \"0.0.0.0:8080\""),
-            );
-            parsed
-        });
-        p.check(
-            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
-            "log.level",
-            format!(
-                "{:?} is not a tracing filter such as \"info\"",
-                self.log.level
-            ),
-        );
+        // log.level is checked after [catalog] and [health]: the order its problems have
+        // always been reported in.
+        let log_format = self.log.validate_format(&mut p);
+        self.telemetry.validate(&mut p);
+        let catalog = self.catalog.map(|raw| raw.validate(&mut p));
+        let health = self.health.validate(&mut p);
+        let log = self.log.validate(log_format, self.telemetry, &mut p);
 
         if self.datasets.is_empty() {
             p.add("datasets", "at least one [[datasets]] entry is needed");
@@ -489,7 +329,7 @@ impl RawSettings {
             }
         }
 
-        let (Some(lake), Some(log_format), true) = (lake, log_format, p.0.is_empty()) else {
+        let (Some(lake), Some(log), true) = (lake, log, p.0.is_empty()) else {
             return Err(ConfigError { problems: p.0 });
         };
         Ok(Settings {
@@ -499,12 +339,8 @@ impl RawSettings {
             lake,
             ledger,
             worker,
-            log: LogSettings {
-                format: log_format,
-                level: self.log.level,
-                otlp_endpoint: self.telemetry.otlp_endpoint,
-            },
-            health: HealthSettings { listen },
+            log,
+            health,
             catalog,
             datasets: Router::new(datasets),
         })
@@ -814,28 +650,6 @@ format = "%Y/%m/%d"
     }
 
     #[test]
-    fn the_catalog_is_optional_and_checked() {
-        assert_eq!(load(GOOD, &[]).unwrap().catalog, None);
-        let text = format!(
-            "{GOOD}\n[catalog]\ndatabase = \"lake\"\noutput_location = \"s3://results/athena/\"\n[[catalog.views]]\nname = \"pro_users\"\nsql = \"SELECT * FROM users WHERE plan = 'pro'\"\n"
-        );
-        let catalog = load(&text, &[]).unwrap().catalog.unwrap();
-        assert_eq!(catalog.database, "lake");
-        assert_eq!(catalog.workgroup, "primary");
-        assert_eq!(catalog.views[0].0, "pro_users");
-        let bad = text
-            .replace("database = \"lake\"", "database = \"Lake-DB\"")
-            .replace("s3://results/athena/", "results");
-        assert_eq!(
-            problems(&bad),
-            [
-                "catalog.database: \"Lake-DB\" is not a Glue database name (a-z, 0-9, _)",
-                "catalog.output_location: \"results\" is not an s3:// URI"
-            ]
-        );
-    }
-
-    #[test]
     fn delete_after_needs_the_raw_zone() {
         let err = load(GOOD, &[("LAKEWORKER__LANDING__DELETE_AFTER", "true")]).unwrap_err();
         assert!(
@@ -858,19 +672,6 @@ format = "%Y/%m/%d"
         .unwrap();
         assert!(s.landing.delete_after);
         assert_eq!(s.lake.raw_prefix.as_deref(), Some("raw"));
-    }
-
-    #[test]
-    fn health_endpoint_is_off_unless_an_address_is_given() {
-        assert_eq!(load(GOOD, &[]).unwrap().health.listen, None);
-        let s = load(GOOD, &[("LAKEWORKER__HEALTH__LISTEN", "0.0.0.0:8080")]).unwrap();
-        assert_eq!(s.health.listen, Some("0.0.0.0:8080".parse().unwrap()));
-        let err = load(GOOD, &[("LAKEWORKER__HEALTH__LISTEN", "localhost")]).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("health.listen: \"localhost\" is not an address"),
-            "{err}"
-        );
     }
 
     /// The `events` dataset of GOOD, renamed, as its own TOML text.
