@@ -8,8 +8,9 @@
 //! This file holds [`Settings`], loading and the problem types. Each section has a file of
 //! its own with its raw struct, defaults, validated settings and checks: `aws.rs`,
 //! `landing.rs`, `queue.rs`, `ledger.rs`, `lake.rs`, `worker.rs`, `log.rs` (with
-//! `[telemetry]`), `catalog.rs`, `health.rs`, and `dataset.rs` for `[[datasets]]`.
-//! `validate.rs` checks them all in order, with the checks that span sections; `size.rs`
+//! `[telemetry]`), `catalog.rs`, `health.rs`, and `dataset.rs` for `[[datasets]]` (with
+//! `dataset_columns.rs` and `dataset_csv.rs`). `validate.rs` checks them all in order,
+//! with the checks that span sections; `size.rs`
 //! and `checks.rs` hold what several sections share, `memory.rs` the conversion memory
 //! budget, `tests.rs` the shared test fixtures.
 
@@ -34,6 +35,8 @@ mod aws;
 mod catalog;
 mod checks;
 mod dataset;
+mod dataset_columns;
+mod dataset_csv;
 mod health;
 mod lake;
 mod landing;

@@ -66,6 +66,15 @@ pub(super) fn in_dataset(line: &str) -> String {
     )
 }
 
+/// GOOD with `extra` appended to the users dataset and `column` to its columns.
+pub(super) fn with(extra: &str, column: &str) -> String {
+    let text = GOOD.replace(
+        "records_key = \"user_id\"\n",
+        &format!("records_key = \"user_id\"\n{extra}\n"),
+    );
+    format!("{text}{column}\n")
+}
+
 /// The `events` dataset of GOOD, renamed, as its own TOML text.
 pub(super) fn another_dataset(name: &str) -> String {
     format!(
