@@ -1,5 +1,5 @@
 //! Checks shared by several sections: a word from a list of choices, http(s) URLs, S3
-//! bucket names, identifiers and DynamoDB table names.
+//! bucket names, identifiers, DynamoDB table names, and counts of at least 1.
 
 use std::num::NonZeroUsize;
 

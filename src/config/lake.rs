@@ -92,7 +92,8 @@ pub(super) struct RawLake {
     #[serde(default = "default_prefix")]
     prefix: String,
     quarantine_bucket: Option<String>,
-    /// Also read by the check of `landing.delete_after` (see [`super::validate`]).
+    /// This and `quarantine_prefix` are also read by [`super::validate`]: `landing.delete_after`
+    /// needs the raw zone, and the form of `quarantine_prefix` is checked after that.
     pub(super) raw_prefix: Option<String>,
     #[serde(default = "default_quarantine_prefix")]
     pub(super) quarantine_prefix: String,

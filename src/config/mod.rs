@@ -10,9 +10,9 @@
 //! `landing.rs`, `queue.rs`, `ledger.rs`, `lake.rs`, `worker.rs`, `log.rs` (with
 //! `[telemetry]`), `catalog.rs`, `health.rs`, and `dataset.rs` for `[[datasets]]` (with
 //! `dataset_columns.rs` and `dataset_csv.rs`). `validate.rs` checks them all in order,
-//! with the checks that span sections; `size.rs`
-//! and `checks.rs` hold what several sections share, `memory.rs` the conversion memory
-//! budget, `tests.rs` the shared test fixtures.
+//! with the checks that span sections; `size.rs` and `checks.rs` hold what several
+//! sections share, `memory.rs` the conversion memory budget, `tests.rs` the shared test
+//! fixtures and the tests of a whole configuration.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Tests of loading a whole configuration, and the fixtures the tests of every section
-//! share: [`GOOD`], a valid configuration, and [`load`] and [`problems`], which read a
-//! text with an environment.
+//! share: [`GOOD`], a valid configuration, helpers that add to it, and [`load`] and
+//! [`problems`], which read a text with an environment.
 
 use std::io::Write;
 use std::time::Duration;
