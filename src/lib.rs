@@ -45,7 +45,6 @@ pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod ports;
-pub mod records;
 pub mod table;
 pub mod telemetry;
 #[cfg(test)]

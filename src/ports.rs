@@ -18,6 +18,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +27,6 @@ use crate::convert::PartFile;
 use crate::domain::dataset::Dataset;
 use crate::domain::envelope::ObjectRef;
 use crate::domain::ledger::{Claim, ClaimOutcome, Completion};
-use crate::records::Item;
 
 /// What kind of failure a call had, which decides what the worker does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,12 +206,15 @@ pub trait ObjectStore: Send + Sync + 'static {
 
 /// The DynamoDB tables of user datasets.
 pub trait RecordStore: Send + Sync + 'static {
-    /// Puts every item (whole-item upsert by key). No two items may share a key.
+    /// Puts the rows of `batch` (every column of `dataset`, as the conversion makes them)
+    /// into `table`, whole-item by the dataset's records key; of rows sharing a key, the
+    /// last wins. Returns how many items were written.
     fn upsert(
         &self,
         table: &str,
-        items: Vec<Item>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        dataset: &Dataset,
+        batch: &RecordBatch,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// The ledger of object versions (see [`crate::domain::ledger`]). Every write after the claim is

@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use arrow::record_batch::RecordBatch;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::error::from_sdk;
+use super::items::{items_from_batch, last_per_key, Item};
 use super::timeouts;
 use crate::config::AwsTimeouts;
+use crate::domain::dataset::Dataset;
 use crate::ports::{RecordStore, StoreError, StoreErrorKind};
-use crate::records::Item;
 
 /// BatchWriteItem's limit on requests per call.
 pub const BATCH_SIZE: usize = 25;
@@ -174,12 +176,21 @@ fn approximate_size(item: &Item) -> u64 {
 }
 
 impl RecordStore for DynamoRecords {
-    async fn upsert(&self, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
+    async fn upsert(
+        &self,
+        table: &str,
+        dataset: &Dataset,
+        batch: &RecordBatch,
+    ) -> Result<u64, StoreError> {
+        let key = dataset.records.as_ref().map_or(0, |t| t.key_index);
+        let items = last_per_key(items_from_batch(dataset, batch), &dataset.columns[key].name);
+        let written = items.len() as u64;
         futures_util::stream::iter(chunks(items))
             .map(|chunk| self.write_chunk(table, chunk))
             .buffer_unordered(CONCURRENCY)
             .try_collect::<()>()
-            .await
+            .await?;
+        Ok(written)
     }
 }
 

@@ -16,6 +16,7 @@ pub use crate::ports::StoreError;
 pub mod athena;
 pub mod dynamodb;
 pub mod error;
+pub mod items;
 pub mod ledger;
 pub mod s3;
 pub mod sqs;

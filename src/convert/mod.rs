@@ -28,8 +28,8 @@ use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
 use crate::domain::dataset::{Dataset, FileFormat};
+use crate::domain::records;
 use crate::domain::schema::{Parsed, RawCell};
-use crate::records;
 
 pub mod batch;
 mod budget;

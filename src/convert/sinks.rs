@@ -22,8 +22,8 @@ use super::batch::full_schema;
 use super::{BadRow, BadRowSink, BatchSink, ConvertError, Lineage};
 use crate::config::{Compression, MemoryBudget, ParquetOptions, Secret};
 use crate::domain::dataset::{Dataset, Partition};
+use crate::domain::records::value_text;
 use crate::domain::schema::{pii_hash, ColumnType, LakeOutput};
-use crate::records::value_text;
 
 /// Most partitions one file may write; each open partition holds a writer and a buffer.
 pub const MAX_PARTITIONS_PER_FILE: usize = 1000;

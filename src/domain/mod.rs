@@ -7,9 +7,11 @@
 //! - [`schema`]: column types, cell parsing, Arrow mapping.
 //! - [`lake`]: every key and location in the lake and quarantine.
 //! - [`ledger`]: the ledger's model: claims, leases, status.
+//! - [`records`]: a cell's canonical text, the records table's limits.
 
 pub mod dataset;
 pub mod envelope;
 pub mod lake;
 pub mod ledger;
+pub mod records;
 pub mod schema;

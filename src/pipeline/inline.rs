@@ -9,7 +9,6 @@ use crate::domain::lake;
 use crate::pipeline::error::JobError;
 use crate::pipeline::job::Job;
 use crate::ports::{Ledger, ObjectStore, RecordStore, TableSink};
-use crate::records::{self, Item};
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
     pub(super) async fn upsert_inline(
@@ -67,16 +66,18 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 .await?;
             tracing::warn!(quarantined = report.rows_rejected, %key, "bad inline records quarantined");
         }
-        let items: Vec<Item> = batches
-            .iter()
-            .flat_map(|b| records::items_from_batch(dataset, b))
-            .collect();
-        let items = records::last_per_key(items, &dataset.columns[target.key_index].name);
-        let rows = items.len() as u64;
-        tokio::select! {
-            upserted = self.records.upsert(&target.table, items) => upserted?,
-            _ = job.token().cancelled() => return Err(JobError::Stopped),
-        }
+        // One batch, so the last record of a key wins across the whole message.
+        let rows = match batches.first() {
+            Some(first) => {
+                let all = arrow::compute::concat_batches(&first.schema(), &batches)
+                    .map_err(|e| JobError::Internal(format!("joining inline batches: {e}")))?;
+                tokio::select! {
+                    upserted = self.records.upsert(&target.table, dataset, &all) => upserted?,
+                    _ = job.token().cancelled() => return Err(JobError::Stopped),
+                }
+            }
+            None => 0,
+        };
         tracing::info!(dataset = %dataset.name, rows, "inline records upserted");
         Ok(Outcome::Upserted {
             dataset: dataset.name.clone(),

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use arrow::record_batch::RecordBatch;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -24,7 +25,6 @@ use crate::domain::ledger::output_uri;
 use crate::pipeline::error::JobError;
 use crate::pipeline::job::{Job, StoppableReader};
 use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind, TableSink};
-use crate::records::{self, Item};
 use crate::table::UPLOADS_AT_ONCE;
 
 /// What the blocking conversion produced in the scratch directory.
@@ -381,11 +381,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         spool: PathBuf,
         job: &Job,
     ) -> Result<u64, JobError> {
-        let key = dataset.columns[dataset.records.as_ref().map_or(0, |t| t.key_index)]
-            .name
-            .clone();
-        let (sender, mut receiver) = mpsc::channel::<Result<Vec<Item>, JobError>>(2);
-        let reader_dataset = dataset.clone();
+        let (sender, mut receiver) = mpsc::channel::<Result<RecordBatch, JobError>>(2);
         let reader = tokio::task::spawn_blocking(move || {
             let batches = match convert::read_spool(&spool) {
                 Ok(batches) => batches,
@@ -398,24 +394,20 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 }
             };
             for batch in batches {
-                let items = batch
-                    .map(|b| {
-                        records::last_per_key(records::items_from_batch(&reader_dataset, &b), &key)
-                    })
-                    .map_err(|e| JobError::Internal(format!("reading records spool: {e}")));
-                if sender.blocking_send(items).is_err() {
+                let batch =
+                    batch.map_err(|e| JobError::Internal(format!("reading records spool: {e}")));
+                if sender.blocking_send(batch).is_err() {
                     return;
                 }
             }
         });
         let mut written = 0;
-        while let Some(items) = receiver.recv().await {
-            let items = items?;
-            written += items.len() as u64;
-            tokio::select! {
-                upserted = self.records.upsert(table, items) => upserted?,
+        while let Some(batch) = receiver.recv().await {
+            let batch = batch?;
+            written += tokio::select! {
+                upserted = self.records.upsert(table, dataset, &batch) => upserted?,
                 _ = job.token().cancelled() => return Err(JobError::Stopped),
-            }
+            };
         }
         reader
             .await

@@ -5,10 +5,13 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::Mutex;
 
+use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::items::{items_from_batch, last_per_key, Item};
 use crate::catalog::NewPartition;
+use crate::domain::dataset::Dataset;
 use crate::domain::envelope::ObjectRef;
 use crate::domain::ledger::{
     Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
@@ -16,7 +19,6 @@ use crate::domain::ledger::{
 use crate::ports::{
     Ledger, ObjectInfo, ObjectStore, Opened, RecordStore, StoreError, StoreErrorKind,
 };
-use crate::records::Item;
 
 /// Objects by `(bucket, key)`.
 #[derive(Default)]
@@ -152,7 +154,16 @@ pub struct MemoryRecords {
 }
 
 impl RecordStore for MemoryRecords {
-    async fn upsert(&self, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
+    async fn upsert(
+        &self,
+        table: &str,
+        dataset: &Dataset,
+        batch: &RecordBatch,
+    ) -> Result<u64, StoreError> {
+        // What the DynamoDB adapter would send.
+        let key = dataset.records.as_ref().map_or(0, |t| t.key_index);
+        let items = last_per_key(items_from_batch(dataset, batch), &dataset.columns[key].name);
+        let written = items.len() as u64;
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::new(
                 "BatchWriteItem",
@@ -166,7 +177,7 @@ impl RecordStore for MemoryRecords {
             .entry(table.to_owned())
             .or_default()
             .extend(items);
-        Ok(())
+        Ok(written)
     }
 }
 

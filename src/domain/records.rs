@@ -1,24 +1,16 @@
-//! User records: typed Arrow rows → DynamoDB items. Pure; the writes are in
-//! [`crate::aws::dynamodb`].
-//!
-//! Mapping: string → S, int and float → N, bool → BOOL, date → S (`YYYY-MM-DD`),
-//! timestamp → S (RFC 3339, UTC, `Z`). Nulls are omitted. Within one upsert call, rows
-//! with the same key keep only the last, so "last wins" holds and one BatchWriteItem never
-//! names a key twice (DynamoDB refuses that).
+//! User records: the canonical text of a cell ([`value_text`], for table items and PII
+//! hashes) and the records table's limits. The items themselves are the adapter's
+//! business ([`crate::ports::RecordStore`]; DynamoDB's mapping is in `aws::items`).
 //!
 //! [`item_problems`] finds, while a file is converted, the rows whose item DynamoDB would
 //! refuse (a number out of its range, an empty or oversized key, an item over 400 KB), so
 //! they become bad rows before anything is published instead of failing the whole file's
 //! writes afterwards.
 
-use std::collections::HashMap;
-
 use arrow::array::{
     Array, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::record_batch::RecordBatch;
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use crate::domain::dataset::Dataset;
@@ -33,42 +25,6 @@ pub const MAX_KEY_BYTES: usize = 2048;
 /// exactly when the float is 0 or its magnitude is at least `1e-130` and below `1e126`.
 const SMALLEST_NUMBER: f64 = 1e-130;
 const NUMBER_CEILING: f64 = 1e126;
-
-/// One DynamoDB item.
-pub type Item = HashMap<String, AttributeValue>;
-
-/// The items of a batch with every dataset column (as produced by [`crate::convert`]).
-/// Columns beyond the dataset's (lineage) are not written.
-pub fn items_from_batch(dataset: &Dataset, batch: &RecordBatch) -> Vec<Item> {
-    let mut items: Vec<Item> = (0..batch.num_rows())
-        .map(|_| Item::with_capacity(dataset.columns.len()))
-        .collect();
-    for (index, column) in dataset.columns.iter().enumerate() {
-        let array = batch.column(index);
-        for (row, item) in items.iter_mut().enumerate() {
-            if array.is_null(row) {
-                continue;
-            }
-            if let Some(value) = attribute(column.kind, array.as_ref(), row) {
-                item.insert(column.name.clone(), value);
-            }
-        }
-    }
-    items
-}
-
-fn attribute(kind: ColumnType, array: &dyn Array, row: usize) -> Option<AttributeValue> {
-    if kind == ColumnType::Bool {
-        return Some(AttributeValue::Bool(
-            array.as_any().downcast_ref::<BooleanArray>()?.value(row),
-        ));
-    }
-    let text = value_text(kind, array, row)?;
-    Some(match kind {
-        ColumnType::Int | ColumnType::Float => AttributeValue::N(text),
-        _ => AttributeValue::S(text),
-    })
-}
 
 /// The canonical text of a cell (`None` for null): strings as they are, numbers in
 /// decimal, booleans `true`/`false`, dates `YYYY-MM-DD`, timestamps RFC 3339 in UTC with
@@ -210,31 +166,14 @@ fn float_digits(value: f64) -> usize {
     mantissa.bytes().filter(u8::is_ascii_digit).count().max(1)
 }
 
-fn date_text(date: NaiveDate) -> String {
+/// A date as a table item holds it, `YYYY-MM-DD`.
+pub fn date_text(date: NaiveDate) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
-fn timestamp_text(instant: DateTime<Utc>) -> String {
+/// A timestamp as a table item holds it, RFC 3339 in UTC with `Z`.
+pub fn timestamp_text(instant: DateTime<Utc>) -> String {
     instant.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// Keeps the last item per key, in the order of their last occurrence.
-pub fn last_per_key(items: Vec<Item>, key: &str) -> Vec<Item> {
-    let mut last: HashMap<String, usize> = HashMap::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        if let Some(AttributeValue::S(k)) = item.get(key) {
-            last.insert(k.clone(), i);
-        }
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .filter(|(i, item)| match item.get(key) {
-            Some(AttributeValue::S(k)) => last.get(k) == Some(i),
-            _ => false,
-        })
-        .map(|(_, item)| item)
-        .collect()
 }
 
 #[cfg(test)]
@@ -243,61 +182,8 @@ mod tests {
     use crate::convert::{convert, Collect, ConvertOptions, Lineage};
     use crate::domain::dataset::{testing, FileFormat, Partition};
     use crate::domain::schema::Column;
+    use crate::testing::records::all_types_dataset as dataset;
     use arrow::array::Float64Array;
-
-    fn dataset() -> Dataset {
-        let col = |name: &str, kind| Column::new(name, kind, name == "id");
-        testing::dataset(
-            FileFormat::Csv,
-            Partition::IngestDate,
-            vec![
-                col("id", ColumnType::String),
-                col("n", ColumnType::Int),
-                col("f", ColumnType::Float),
-                col("b", ColumnType::Bool),
-                col("d", ColumnType::Date),
-                col("t", ColumnType::Timestamp),
-            ],
-        )
-    }
-
-    fn batch(csv: &str) -> RecordBatch {
-        let lineage = Lineage {
-            source: "s".into(),
-            ingested_at: 0,
-            ingest_date: 0,
-        };
-        let mut sink = Collect::default();
-        convert(
-            csv.as_bytes(),
-            "t.csv",
-            &dataset(),
-            &lineage,
-            ConvertOptions::sequential(100),
-            &mut sink,
-            &mut (),
-        )
-        .unwrap();
-        sink.0.remove(0)
-    }
-
-    #[test]
-    fn types_map_to_attributes_and_nulls_are_omitted() {
-        let b = batch("id,n,f,b,d,t\nu1,-3,2.5,true,2024-01-02,2024-01-02T03:04:05.5Z\nu2,,,,,\n");
-        let items = items_from_batch(&dataset(), &b);
-        let first = &items[0];
-        assert_eq!(first["id"], AttributeValue::S("u1".into()));
-        assert_eq!(first["n"], AttributeValue::N("-3".into()));
-        assert_eq!(first["f"], AttributeValue::N("2.5".into()));
-        assert_eq!(first["b"], AttributeValue::Bool(true));
-        assert_eq!(first["d"], AttributeValue::S("2024-01-02".into()));
-        assert_eq!(
-            first["t"],
-            AttributeValue::S("2024-01-02T03:04:05.500Z".into())
-        );
-        assert!(!first.contains_key("_source"));
-        assert_eq!(items[1].len(), 1);
-    }
 
     #[test]
     fn numbers_fit_dynamodb_exactly_within_its_range() {
@@ -425,23 +311,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(report.rows_rejected, 0);
-    }
-
-    #[test]
-    fn last_item_per_key_wins() {
-        let b = batch("id,n\na,1\nb,2\na,3\nc,4\nb,5\n");
-        let items = last_per_key(items_from_batch(&dataset(), &b), "id");
-        let pairs: Vec<(String, String)> = items
-            .iter()
-            .map(|i| {
-                (
-                    i["id"].as_s().unwrap().clone(),
-                    i["n"].as_n().unwrap().clone(),
-                )
-            })
-            .collect();
-        let expected =
-            [("a", "3"), ("c", "4"), ("b", "5")].map(|(a, b)| (a.to_owned(), b.to_owned()));
-        assert_eq!(pairs, expected);
     }
 }
