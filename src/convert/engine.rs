@@ -1,0 +1,464 @@
+//! The three-stage engine behind [`super::convert`]: one thread splits the input into
+//! chunks of whole rows, worker threads type the rows of each chunk, and one thread puts
+//! the typed chunks back in file order and writes them, with the rows in flight held
+//! within the memory budget.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::sync::{mpsc, Arc, Mutex};
+
+use arrow::record_batch::RecordBatch;
+use serde_json::Value;
+
+use super::budget::InFlight;
+use super::{
+    batch, csv, jsonl, redact, BadRow, BadRowSink, BatchSink, ConvertError, ConvertOptions,
+    ConvertReport, Lineage, RowError,
+};
+use crate::domain::dataset::Dataset;
+use crate::domain::records;
+use crate::domain::schema::{Parsed, RawCell};
+
+/// The first stage: whole rows, in file order.
+pub(super) enum Splitter<R: BufRead> {
+    Csv(Box<csv::CsvSplitter<R>>),
+    Lines(jsonl::LineSplitter<R>),
+}
+
+/// A chunk of whole rows.
+enum Chunk {
+    Csv(csv::CsvChunk),
+    Lines(jsonl::LineChunk),
+}
+
+impl Chunk {
+    /// What it counts in the rows in flight until typed: its allocated bytes twice, for
+    /// itself and for the batch it becomes.
+    fn weight(&self) -> u64 {
+        let allocated = match self {
+            Chunk::Csv(c) => c.allocated(),
+            Chunk::Lines(l) => l.allocated(),
+        };
+        2 * allocated as u64
+    }
+}
+
+impl<R: BufRead> Splitter<R> {
+    /// The next chunk: at most `rows` rows, closed once it holds `bytes`.
+    fn next_chunk(&mut self, rows: usize, bytes: usize) -> Result<Option<Chunk>, ConvertError> {
+        Ok(match self {
+            Splitter::Csv(s) => s.next_chunk(rows, bytes)?.map(Chunk::Csv),
+            Splitter::Lines(s) => s.next_chunk(rows, bytes)?.map(Chunk::Lines),
+        })
+    }
+
+    fn header(&self) -> Option<Arc<csv::HeaderMap>> {
+        match self {
+            Splitter::Csv(s) => Some(s.header()),
+            Splitter::Lines(_) => None,
+        }
+    }
+}
+
+/// What the typing stage needs besides the chunk.
+struct Typing<'a> {
+    dataset: &'a Dataset,
+    lineage: &'a Lineage,
+    header: Option<Arc<csv::HeaderMap>>,
+    /// Whether bad rows' raw text must be redacted.
+    pii: bool,
+}
+
+/// A bad row that can travel between threads.
+struct OwnedBadRow {
+    line: u64,
+    byte_offset: Option<u64>,
+    raw: Option<Vec<u8>>,
+    errors: Vec<RowError>,
+}
+
+/// One chunk typed: a batch of its good rows, its bad rows, and how many rows it had.
+struct Typed {
+    batch: Option<RecordBatch>,
+    bad: Vec<OwnedBadRow>,
+    rows_in: u64,
+}
+
+impl Typed {
+    /// Bytes it holds until written: the batch's buffers and the bad rows.
+    fn weight(&self) -> u64 {
+        let batch = self
+            .batch
+            .as_ref()
+            .map_or(0, RecordBatch::get_array_memory_size);
+        let bad: usize = self
+            .bad
+            .iter()
+            .map(|row| {
+                let reasons: usize = row.errors.iter().map(|e| e.reason.capacity()).sum();
+                size_of::<OwnedBadRow>()
+                    + row.raw.as_ref().map_or(0, Vec::capacity)
+                    + row.errors.capacity() * size_of::<RowError>()
+                    + reasons
+            })
+            .sum();
+        (batch + bad) as u64
+    }
+}
+
+impl Typing<'_> {
+    /// The second stage, for one chunk. `seen_keys` is the file's `unique_key` state.
+    fn chunk(
+        &self,
+        chunk: &Chunk,
+        seen_keys: Option<&mut HashMap<String, u64>>,
+    ) -> Result<Typed, ConvertError> {
+        match (chunk, &self.header) {
+            (Chunk::Csv(c), Some(header)) => self.rows(
+                csv::CsvChunkRows::new(c, header, self.dataset),
+                c.len(),
+                seen_keys,
+            ),
+            (Chunk::Lines(l), _) => self.rows(
+                jsonl::JsonChunkRows::new(l, self.dataset),
+                l.len(),
+                seen_keys,
+            ),
+            (Chunk::Csv(_), None) => {
+                Err(ConvertError::Write("a CSV chunk without a header".into()))
+            }
+        }
+    }
+
+    fn rows<S: RowSource>(
+        &self,
+        mut rows: S,
+        capacity: usize,
+        mut seen_keys: Option<&mut HashMap<String, u64>>,
+    ) -> Result<Typed, ConvertError> {
+        let dataset = self.dataset;
+        let mut builder = batch::BatchBuilder::new(dataset, self.lineage, capacity);
+        let mut parsed = vec![Parsed::Null; dataset.columns.len()];
+        let mut typed = Typed {
+            batch: None,
+            bad: Vec::new(),
+            rows_in: 0,
+        };
+        let mut errors: Vec<RowError> = Vec::new();
+        while let Some(check) = rows.next_row()? {
+            typed.rows_in += 1;
+            let line = rows.line();
+            match check {
+                RowCheck::Bad { rule, reason } => errors.push(RowError {
+                    line,
+                    column: None,
+                    rule,
+                    reason,
+                }),
+                RowCheck::Ok => {
+                    for (i, column) in dataset.columns.iter().enumerate() {
+                        if let Err(e) = column.parse_into(rows.cell(i), &mut parsed[i]) {
+                            errors.push(RowError {
+                                line,
+                                column: Some(column.name.clone()),
+                                rule: e.rule(),
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                    // DynamoDB's limits, once the cells are typed: such a row is bad before
+                    // anything is published.
+                    if let (true, Some(target)) = (errors.is_empty(), &dataset.records) {
+                        let problems =
+                            records::item_problems(dataset, target.key_index, &parsed, |i| {
+                                rows.cell(i)
+                            });
+                        errors.extend(problems.into_iter().map(|p| RowError {
+                            line,
+                            column: p.column.map(|i| dataset.columns[i].name.clone()),
+                            rule: p.rule,
+                            reason: p.reason,
+                        }));
+                    }
+                    if let (true, Some(seen)) = (errors.is_empty(), seen_keys.as_deref_mut()) {
+                        if let Some(first) = check_unique(&rows, dataset, seen, line) {
+                            errors.push(RowError {
+                                line,
+                                column: None,
+                                rule: "unique_key",
+                                reason: format!("duplicate key; first seen at line {first}"),
+                            });
+                        }
+                    }
+                }
+            }
+            if errors.is_empty() {
+                builder.append(&parsed, &rows);
+            } else {
+                let raw = if self.pii {
+                    rows.redacted_raw(dataset)
+                } else {
+                    Some(rows.raw().to_vec())
+                };
+                typed.bad.push(OwnedBadRow {
+                    line,
+                    byte_offset: rows.byte_offset(),
+                    raw,
+                    errors: std::mem::take(&mut errors),
+                });
+            }
+        }
+        if builder.len() > 0 {
+            typed.batch = Some(builder.finish()?);
+        }
+        Ok(typed)
+    }
+}
+
+/// The third stage: typed chunks, written in file order.
+struct Writer<'s, S, B> {
+    sink: &'s mut S,
+    bad_rows: &'s mut B,
+    report: ConvertReport,
+    next: u64,
+    /// Typed chunks that came early, with their weight in the rows in flight.
+    waiting: BTreeMap<u64, (Typed, u64)>,
+    /// Where written chunks free their weight, when the stages run on several threads.
+    in_flight: Option<&'s InFlight>,
+}
+
+impl<'s, S: BatchSink, B: BadRowSink> Writer<'s, S, B> {
+    fn new(sink: &'s mut S, bad_rows: &'s mut B, in_flight: Option<&'s InFlight>) -> Self {
+        Writer {
+            sink,
+            bad_rows,
+            report: ConvertReport::default(),
+            next: 0,
+            waiting: BTreeMap::new(),
+            in_flight,
+        }
+    }
+
+    /// Takes chunk `seq` (weighing `weight` in the rows in flight); writes every chunk that
+    /// is next in order.
+    fn accept(&mut self, seq: u64, typed: Typed, weight: u64) -> Result<(), ConvertError> {
+        self.waiting.insert(seq, (typed, weight));
+        while let Some((typed, weight)) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            self.report.rows_in += typed.rows_in;
+            for bad in &typed.bad {
+                self.report.reject(&bad.errors);
+                self.bad_rows.bad_row(&BadRow {
+                    line: bad.line,
+                    byte_offset: bad.byte_offset,
+                    raw: bad.raw.as_deref(),
+                    errors: &bad.errors,
+                })?;
+            }
+            if let Some(batch) = typed.batch {
+                self.report.rows_written += batch.num_rows() as u64;
+                self.sink.write(&batch)?;
+            }
+            if let Some(in_flight) = self.in_flight {
+                in_flight.release(weight);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Closes the rows in flight when dropped (always, or only while panicking): a later stage
+/// is gone, so the splitter must not wait for room that will never be freed.
+struct CloseOnDrop<'a> {
+    in_flight: &'a InFlight,
+    always: bool,
+}
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.always || std::thread::panicking() {
+            self.in_flight.close();
+        }
+    }
+}
+
+/// Runs the three stages, on one thread or on several, within `options.memory`: chunks
+/// close at `batch_rows` rows or the budget's chunk size, and on several threads the
+/// splitter waits while the rows in flight fill their share (see [`MemoryBudget`]).
+pub(super) fn drive<R, S, B>(
+    mut splitter: Splitter<R>,
+    dataset: &Dataset,
+    lineage: &Lineage,
+    options: ConvertOptions,
+    sink: &mut S,
+    bad_rows: &mut B,
+) -> Result<ConvertReport, ConvertError>
+where
+    R: BufRead,
+    S: BatchSink + Send,
+    B: BadRowSink + Send,
+{
+    let typing = Typing {
+        dataset,
+        lineage,
+        header: splitter.header(),
+        pii: redact::has_pii(dataset),
+    };
+    let rows = options.batch_rows.max(1);
+    let threads = if dataset.policy.unique_key.is_empty() {
+        options.threads.max(1)
+    } else {
+        1
+    };
+    let chunk_bytes = options.memory.chunk_bytes(dataset.policy.max_row_bytes);
+    if threads == 1 {
+        let mut seen = HashMap::new();
+        let mut writer = Writer::new(sink, bad_rows, None);
+        let mut seq = 0;
+        while let Some(chunk) = splitter.next_chunk(rows, chunk_bytes)? {
+            let keys = (!dataset.policy.unique_key.is_empty()).then_some(&mut seen);
+            writer.accept(seq, typing.chunk(&chunk, keys)?, 0)?;
+            seq += 1;
+        }
+        return Ok(writer.report);
+    }
+
+    let in_flight = InFlight::new(options.memory.rows_in_flight());
+    std::thread::scope(|scope| {
+        // Chunks carry their weight in the rows in flight; the channels bound their count.
+        let (work, chunks) = mpsc::sync_channel::<(u64, Chunk, u64)>(threads * 2);
+        let (done, results) =
+            mpsc::sync_channel::<Result<(u64, Typed, u64), ConvertError>>(threads * 2);
+        // Shared by the typing threads; it is dropped with the last of them, which makes
+        // the splitter's next send fail if they all stop early.
+        let chunks = Arc::new(Mutex::new(chunks));
+        for _ in 0..threads {
+            let (chunks, done, typing) = (chunks.clone(), done.clone(), &typing);
+            let in_flight = &in_flight;
+            scope.spawn(move || {
+                let _closes = CloseOnDrop {
+                    in_flight,
+                    always: false,
+                };
+                loop {
+                    let next = match chunks.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok((seq, chunk, weight)) = next else {
+                        break;
+                    };
+                    let typed = typing.chunk(&chunk, None);
+                    drop(chunk);
+                    let typed = typed.map(|typed| {
+                        let typed_weight = typed.weight();
+                        in_flight.exchange(weight, typed_weight);
+                        (seq, typed, typed_weight)
+                    });
+                    if typed.is_err() {
+                        in_flight.release(weight);
+                    }
+                    if done.send(typed).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((chunks, done));
+        let in_flight = &in_flight;
+        let writer = scope.spawn(move || {
+            let _closes = CloseOnDrop {
+                in_flight,
+                always: true,
+            };
+            let mut writer = Writer::new(sink, bad_rows, Some(in_flight));
+            for result in results {
+                let (seq, typed, weight) = result?;
+                writer.accept(seq, typed, weight)?;
+            }
+            Ok::<_, ConvertError>(writer.report)
+        });
+        let mut split = Ok(());
+        let mut seq = 0;
+        loop {
+            match splitter.next_chunk(rows, chunk_bytes) {
+                Ok(Some(chunk)) => {
+                    let weight = chunk.weight();
+                    // Waits for room; refused once a later stage has stopped.
+                    if !in_flight.admit(weight) || work.send((seq, chunk, weight)).is_err() {
+                        break; // a later stage failed; its error is reported below
+                    }
+                    seq += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    split = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(work);
+        let written = writer
+            .join()
+            .map_err(|_| ConvertError::Write("the writing thread panicked".into()))?;
+        split.and(written)
+    })
+}
+
+/// Whether the source itself could read the row.
+pub(crate) enum RowCheck {
+    Ok,
+    Bad { rule: &'static str, reason: String },
+}
+
+impl RowCheck {
+    pub(crate) fn bad(rule: &'static str, reason: String) -> RowCheck {
+        RowCheck::Bad { rule, reason }
+    }
+}
+
+/// Rows of a chunk, one at a time, with their cells looked up by dataset column index.
+pub(crate) trait RowSource {
+    /// Advances to the next row.
+    fn next_row(&mut self) -> Result<Option<RowCheck>, ConvertError>;
+    /// The current row's line number.
+    fn line(&self) -> u64;
+    fn byte_offset(&self) -> Option<u64>;
+    /// The current row as it appeared in the input (at most `max_row_bytes`).
+    fn raw(&self) -> &[u8];
+    /// The current row with the values of `pii` columns replaced by their stand-ins, or
+    /// `None` when it cannot be split into its columns with certainty.
+    fn redacted_raw(&self, dataset: &Dataset) -> Option<Vec<u8>>;
+    /// The current row's cell for dataset column `column`.
+    fn cell(&self, column: usize) -> RawCell<'_>;
+    /// Undeclared fields of the current row as a JSON object (`extra_columns = "keep"`).
+    fn extra(&self) -> Option<String>;
+}
+
+/// Records the row's key; returns the line of an earlier row with the same key.
+fn check_unique<S: RowSource>(
+    rows: &S,
+    dataset: &Dataset,
+    seen: &mut HashMap<String, u64>,
+    line: u64,
+) -> Option<u64> {
+    let mut key = String::new();
+    for (n, index) in dataset.policy.unique_key.iter().enumerate() {
+        if n > 0 {
+            key.push('\u{1f}');
+        }
+        match rows.cell(*index) {
+            RawCell::Text(text) => key.push_str(text),
+            RawCell::Json(Value::String(text)) => key.push_str(text),
+            RawCell::Json(other) => key.push_str(&other.to_string()),
+            RawCell::Missing => {}
+        }
+    }
+    match seen.entry(key) {
+        std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(line);
+            None
+        }
+    }
+}
