@@ -10,11 +10,18 @@
 //! reason to discard the message. Anything else is an [`EnvelopeError`] naming what was wrong.
 //! [`parse_from`] does the same but accepts an SNS notification only from the topics of a
 //! [`TopicPolicy`] (`queue.allowed_topic_arns`).
+//!
+//! The other direction, an S3 notification body built from its fields, is [`S3Event`]
+//! (in `event.rs`), which `lakeworker backfill` and the tests use; the parser's tests are
+//! in `tests.rs`.
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+mod event;
+pub use event::{form_encode, notification, S3Event};
 
 /// What a message asks the worker to do.
 #[derive(Debug, Clone, PartialEq)]
