@@ -313,7 +313,7 @@ async fn a_duplicated_event_is_processed_once() {
     let worker = env.start_worker();
     let key = "users/dup.csv";
     let etag = env.put(key, &users_csv(500, 400)).await;
-    let event = s3_event(&env.landing, key, &etag, NOW).to_string();
+    let event = s3_event(&env.landing, key, &etag, NOW).body();
     for _ in 0..3 {
         env.send(&event).await;
     }
@@ -475,17 +475,17 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
             "body is not a known message shape (keys: hello)",
         ),
         (
-            s3_event(&env.landing, "misc/unknown.csv", &misc, NOW).to_string(),
+            s3_event(&env.landing, "misc/unknown.csv", &misc, NOW).body(),
             "permanent",
             "misc/unknown.csv: no dataset matches the key",
         ),
         (
-            s3_event("some-other-bucket", "users/a.csv", "e", NOW).to_string(),
+            s3_event("some-other-bucket", "users/a.csv", "e", NOW).body(),
             "permanent",
             "bucket \"some-other-bucket\" is not the landing bucket",
         ),
         (
-            s3_event(&env.landing, "users/missing.csv", "e", NOW).to_string(),
+            s3_event(&env.landing, "users/missing.csv", "e", NOW).body(),
             "permanent",
             "gave up after 2 attempts: object s3://",
         ),
@@ -499,7 +499,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() {
         env.send(body).await;
     }
     // A file with too many bad rows is an answered question, not a poison message.
-    env.send(&s3_event(&env.landing, "users/bad.csv", &bad_rows, NOW).to_string())
+    env.send(&s3_event(&env.landing, "users/bad.csv", &bad_rows, NOW).body())
         .await;
     wait_for("every message in the DLQ", WAIT, || async {
         env.depth(&env.dlq_url).await == cases.len() as u64
@@ -598,7 +598,7 @@ async fn redrive_brings_dead_letters_back_once_fixed() {
     let keys = ["users/late-0.csv", "users/late-1.csv", "users/late-2.csv"];
     let probe = env.put("users/probe.csv", &body).await;
     for key in keys {
-        env.send(&s3_event(&env.landing, key, &probe, NOW).to_string())
+        env.send(&s3_event(&env.landing, key, &probe, NOW).body())
             .await;
     }
     wait_for("the dead letters", WAIT, || async {

@@ -62,9 +62,8 @@ async fn every_hostile_file_gets_its_expected_outcome() {
         let body =
             std::fs::read(root().join("tests/fixtures/hostile/files").join(&file.file)).unwrap();
         let etag = env.put(&file.key, &body).await;
-        let mut event = s3_event(&env.landing, &file.key, &etag, EVENT_TIME);
-        event["Records"][0]["s3"]["object"]["size"] = body.len().into();
-        env.send(&event.to_string()).await;
+        let event = s3_event(&env.landing, &file.key, &etag, EVENT_TIME).size(body.len() as u64);
+        env.send(&event.body()).await;
         ids.insert(file.key.clone(), part_id(&env.landing, &file.key, &etag));
     }
     env.wait_drained().await;
@@ -285,9 +284,8 @@ async fn a_decompression_bomb_is_rejected_before_anything_reaches_the_lake() {
     );
     let key = "strict/bomb.csv.gz";
     let etag = env.put(key, &bomb).await;
-    let mut event = s3_event(&env.landing, key, &etag, EVENT_TIME);
-    event["Records"][0]["s3"]["object"]["size"] = bomb.len().into();
-    env.send(&event.to_string()).await;
+    let event = s3_event(&env.landing, key, &etag, EVENT_TIME).size(bomb.len() as u64);
+    env.send(&event.body()).await;
     let worker = env.start_worker();
 
     // Converting 3 GiB would take minutes here; the bomb is refused after 64 MiB.

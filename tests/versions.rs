@@ -49,10 +49,8 @@ async fn put_version(env: &TestEnv, key: &str, body: &[u8]) -> (String, String) 
 
 /// The notification S3 sends for a version of a versioned bucket.
 async fn announce_version(env: &TestEnv, key: &str, etag: &str, version: &str) {
-    let mut record = s3_record("ObjectCreated:Put", &env.landing, key, etag, NOW);
-    record["s3"]["object"]["versionId"] = version.into();
-    env.send(&serde_json::json!({ "Records": [record] }).to_string())
-        .await;
+    let event = s3_event(&env.landing, key, etag, NOW).version_id(version);
+    env.send(&event.body()).await;
 }
 
 async fn wait_done(env: &TestEnv, key: &str, versions: usize) {

@@ -11,6 +11,7 @@ use arrow::array::{Array, StringArray};
 use arrow::datatypes::{DataType, TimeUnit};
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
+use lakeworker::domain::envelope::{notification, S3Event};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,11 +120,9 @@ async fn jsonl_ingest_date_comes_from_the_event_and_keys_are_decoded() {
     let key = "events/2024/a b+c ü%.jsonl";
     let etag = env.put(key, &example("events/2024/clicks.jsonl")).await;
     let event = s3_event(&env.landing, key, &etag, "2024-02-03T23:59:59.000Z");
-    assert!(
-        event.to_string().contains("a+b%2Bc+%C3%BC%25.jsonl"),
-        "{event}"
-    );
-    env.send(&event.to_string()).await;
+    let body = event.body();
+    assert!(body.contains("a+b%2Bc+%C3%BC%25.jsonl"), "{body}");
+    env.send(&body).await;
 
     let keys = env.wait_lake_keys(1).await;
     env.wait_drained().await;
@@ -198,7 +197,7 @@ async fn sns_eventbridge_and_multi_record_messages() {
     let stranger = "arn:aws:sns:us-east-1:999999999999:landing";
     let refused = sns_from(
         stranger,
-        s3_event(&env.landing, "orders/via-stranger.csv", &via_stranger, now).to_string(),
+        s3_event(&env.landing, "orders/via-stranger.csv", &via_stranger, now).body(),
     );
     env.send(&refused).await;
     env.send(&sns(s3_event(
@@ -207,7 +206,7 @@ async fn sns_eventbridge_and_multi_record_messages() {
         &via_sns,
         now,
     )
-    .to_string()))
+    .body()))
         .await;
     let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": now,
         "Bucket": env.landing, "RequestId": "r", "HostId": "h"});
@@ -218,14 +217,17 @@ async fn sns_eventbridge_and_multi_record_messages() {
                    "object": {"key": "orders/via-eventbridge.csv", "size": orders.len(), "etag": via_eventbridge, "sequencer": "1"},
                    "request-id": "r", "requester": "123456789012", "reason": "PutObject"}});
     env.send(&eventbridge.to_string()).await;
-    let several = json!({"Records": [
-        s3_record("ObjectCreated:Put", &env.landing, "orders/first.csv", &first, now),
-        s3_record("ObjectRemoved:Delete", &env.landing, "orders/gone.csv", "x", now),
-        s3_record("ObjectCreated:CompleteMultipartUpload", &env.landing, "orders/second.csv", &second, now),
-    ]});
-    env.send(&several.to_string()).await;
-    let removed = json!({"Records": [s3_record("ObjectRemoved:Delete", &env.landing, "orders/gone.csv", "x", now)]});
-    env.send(&removed.to_string()).await;
+    let removed = S3Event::new("ObjectRemoved:Delete", &env.landing, "orders/gone.csv").at(now);
+    let several = notification(&[
+        s3_event(&env.landing, "orders/first.csv", &first, now),
+        removed.clone(),
+        S3Event {
+            event_name: "ObjectCreated:CompleteMultipartUpload".into(),
+            ..s3_event(&env.landing, "orders/second.csv", &second, now)
+        },
+    ]);
+    env.send(&several).await;
+    env.send(&removed.body()).await;
 
     // Four objects, each split into two timestamp-date partitions.
     let keys = env.wait_lake_keys(8).await;
@@ -376,9 +378,9 @@ async fn an_overwritten_object_is_processed_by_its_newest_event_only() {
     let new = env
         .put("orders/changing.csv", &example("orders/orders-2024-05.csv"))
         .await;
-    env.send(&s3_event(&env.landing, "orders/changing.csv", &old, now).to_string())
+    env.send(&s3_event(&env.landing, "orders/changing.csv", &old, now).body())
         .await;
-    env.send(&s3_event(&env.landing, "orders/changing.csv", &new, now).to_string())
+    env.send(&s3_event(&env.landing, "orders/changing.csv", &new, now).body())
         .await;
     let keys = env.wait_lake_keys(2).await;
     env.wait_drained().await;

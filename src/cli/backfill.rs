@@ -20,6 +20,7 @@ use super::EXIT_CONFIG;
 use crate::aws::error::from_sdk;
 use crate::aws::Clients;
 use crate::config::Settings;
+use crate::domain::envelope::S3Event;
 use crate::ports::StoreError;
 
 /// SQS's limit on entries per SendMessageBatch.
@@ -64,28 +65,16 @@ pub struct Listed {
     pub last_modified: String,
 }
 
-/// The body of a synthetic S3 notification for one object, shaped like S3's own (the key
-/// form-encoded as S3 does), with `eventName` `ObjectCreated:Backfill`, and with
-/// `lakeworker.reprocess` when it is a reprocess request.
+/// The body of a synthetic S3 notification for one object, shaped like S3's own (the
+/// domain's [`S3Event`], which form-encodes the key as S3 does), with `eventName`
+/// `ObjectCreated:Backfill`, and with `lakeworker.reprocess` when it is a reprocess request.
 pub fn event_body(bucket: &str, object: &Listed, reprocess: Option<&str>) -> String {
-    let mut record = serde_json::json!({
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Backfill",
-        "eventTime": object.last_modified,
-        "s3": {
-            "bucket": {"name": bucket},
-            "object": {
-                "key": form_encode(&object.key),
-                "size": object.size,
-                "eTag": object.etag,
-            }
-        }
-    });
-    if let Some(request) = reprocess {
-        record["lakeworker"] = serde_json::json!({ "reprocess": request });
-    }
-    serde_json::json!({ "Records": [record] }).to_string()
+    let mut event = S3Event::new("ObjectCreated:Backfill", bucket, &object.key)
+        .etag(&object.etag)
+        .at(&object.last_modified);
+    event.size = u64::try_from(object.size).ok();
+    event.reprocess = reprocess.map(str::to_owned);
+    event.body()
 }
 
 /// What to backfill and how.
@@ -97,20 +86,6 @@ pub struct Options {
     pub dry_run: bool,
     /// Process versions already done again, for this request id.
     pub reprocess: Option<String>,
-}
-
-/// S3's key encoding in notifications: form style, a space becomes `+`.
-fn form_encode(key: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~')
-        .remove(b'/')
-        .remove(b' ');
-    percent_encoding::utf8_percent_encode(key, KEEP)
-        .to_string()
-        .replace(' ', "+")
 }
 
 /// What a backfill found and did.

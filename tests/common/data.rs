@@ -1,12 +1,13 @@
-//! Test data and what becomes of it: S3 event bodies, generated and example files,
+//! Test data and what becomes of it: S3 events, generated and example files,
 //! Parquet read by the parquet crate and (independently) by pyarrow, object ids.
 
 use std::path::Path;
 use std::process::Command;
 
 use arrow::record_batch::RecordBatch;
+use lakeworker::domain::envelope::S3Event;
 
-use super::{python, root, run_bounded, REGION, WAIT};
+use super::{python, root, run_bounded, WAIT};
 
 /// Reads a Parquet file with the parquet crate.
 pub fn read_parquet(bytes: bytes::Bytes) -> Vec<RecordBatch> {
@@ -55,40 +56,11 @@ pub fn part_id(bucket: &str, key: &str, etag: &str) -> String {
     })
 }
 
-/// An S3 `ObjectCreated:Put` notification body, with the key form-encoded as S3 does.
-pub fn s3_event(bucket: &str, key: &str, etag: &str, event_time: &str) -> serde_json::Value {
-    serde_json::json!({"Records": [s3_record("ObjectCreated:Put", bucket, key, etag, event_time)]})
-}
-
-pub fn s3_record(
-    name: &str,
-    bucket: &str,
-    key: &str,
-    etag: &str,
-    event_time: &str,
-) -> serde_json::Value {
-    serde_json::json!({
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": REGION,
-        "eventTime": event_time, "eventName": name,
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "test",
-               "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
-               "object": {"key": form_encode(key), "size": 1, "eTag": etag, "sequencer": "0A"}}
-    })
-}
-
-/// S3's key encoding in events: percent-encoding with spaces as `+`.
-pub fn form_encode(key: &str) -> String {
-    let mut out = String::new();
-    for byte in key.bytes() {
-        match byte {
-            b' ' => out.push('+'),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
+/// The S3 event the tests send for an object: `ObjectCreated:Put` of `key` at `etag`, at
+/// `event_time`, with size 1 unless a test sets the real one. Built by the worker's own
+/// [`S3Event`], which form-encodes the key as S3 does; `.body()` is the message.
+pub fn s3_event(bucket: &str, key: &str, etag: &str, event_time: &str) -> S3Event {
+    S3Event::put(bucket, key).size(1).etag(etag).at(event_time)
 }
 
 /// A CSV of `rows` orders on one day whose values do not compress away (about 60 bytes a

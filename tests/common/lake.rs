@@ -28,7 +28,7 @@ impl TestEnv {
     pub async fn put_and_announce(&self, key: &str, body: &[u8]) -> String {
         let etag = self.put(key, body).await;
         let event = s3_event(&self.landing, key, &etag, "2024-06-01T00:00:00.000Z");
-        self.send(&event.to_string()).await;
+        self.send(&event.body()).await;
         etag
     }
 
