@@ -2,3 +2,4 @@
 //! the catalog (the integration tests use the emulator instead).
 
 pub mod memory;
+pub mod queue;

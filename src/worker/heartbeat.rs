@@ -153,61 +153,7 @@ impl<Q: Queue> Beat<Q> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{DeadLetter, StoreError};
-    use std::sync::Mutex;
-
-    /// Records extensions as (seconds since start, extension); can be told the message is
-    /// gone, or to fail a number of calls first.
-    struct Extensions {
-        start: Instant,
-        calls: Mutex<Vec<(u64, u64)>>,
-        gone_after: usize,
-        failures: Mutex<u32>,
-    }
-
-    impl Queue for Extensions {
-        async fn receive(
-            &self,
-            _: i32,
-            _: Duration,
-            _: Duration,
-        ) -> Result<Vec<Received>, StoreError> {
-            Ok(Vec::new())
-        }
-        async fn delete_batch(&self, _: &[Received]) -> Result<Vec<String>, StoreError> {
-            Ok(Vec::new())
-        }
-        async fn change_visibility(
-            &self,
-            _: &Received,
-            timeout: Duration,
-        ) -> Result<(), StoreError> {
-            {
-                let mut failures = self.failures.lock().unwrap();
-                if *failures > 0 {
-                    *failures -= 1;
-                    return Err(StoreError::new(
-                        "SQS ChangeMessageVisibility",
-                        StoreErrorKind::Transient,
-                        "throttled",
-                    ));
-                }
-            }
-            let mut calls = self.calls.lock().unwrap();
-            if calls.len() >= self.gone_after {
-                return Err(StoreError::new(
-                    "SQS ChangeMessageVisibility",
-                    StoreErrorKind::NotFound,
-                    "gone",
-                ));
-            }
-            calls.push((self.start.elapsed().as_secs(), timeout.as_secs()));
-            Ok(())
-        }
-        async fn dead_letter(&self, _: &DeadLetter<'_>) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
+    use crate::testing::queue::MemoryQueue;
 
     fn message() -> Received {
         Received {
@@ -220,19 +166,15 @@ mod tests {
         }
     }
 
-    fn queue(gone_after: usize) -> Arc<Extensions> {
-        Arc::new(Extensions {
-            start: Instant::now(),
-            calls: Mutex::new(Vec::new()),
-            gone_after,
-            failures: Mutex::new(0),
-        })
+    /// Records extensions as (seconds since start, extension); told the message is gone
+    /// after `gone_after` of them.
+    fn queue(gone_after: usize) -> Arc<MemoryQueue> {
+        Arc::new(MemoryQueue::default().gone_after(gone_after))
     }
 
     #[tokio::test(start_paused = true)]
     async fn failed_extensions_are_retried_every_second() {
-        let queue = queue(usize::MAX);
-        *queue.failures.lock().unwrap() = 2;
+        let queue = Arc::new(MemoryQueue::default().failing_visibility_changes(2));
         let job = Job::new("m", &CancellationToken::new());
         let beat = Heartbeat::start(
             queue.clone(),
@@ -243,7 +185,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(13)).await;
         beat.stop().await;
         // Failed at 5 and 6 s, extended at 7 s, next at 7 + 10 - 5 = 12 s.
-        assert_eq!(*queue.calls.lock().unwrap(), [(7, 10), (12, 10)]);
+        assert_eq!(queue.extensions(), [(7, 10), (12, 10)]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -260,7 +202,7 @@ mod tests {
         beat.stop().await;
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(
-            *queue.calls.lock().unwrap(),
+            queue.extensions(),
             [(5, 10), (10, 10), (15, 10), (20, 10), (25, 10), (30, 10)]
         );
         assert_eq!(job.stopped(), None);
@@ -279,7 +221,7 @@ mod tests {
             job.clone(),
         );
         tokio::time::sleep(Duration::from_secs(20)).await;
-        assert_eq!(*queue.calls.lock().unwrap(), [(2, 4), (4, 4)]);
+        assert_eq!(queue.extensions(), [(2, 4), (4, 4)]);
         assert_eq!(job.stopped(), Some(StopReason::Lost));
     }
 
@@ -298,7 +240,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
         // At 15 s only 8 s are left under the cap; at 18 s (8 s later minus the margin) no
         // meaningful extension is possible.
-        assert_eq!(*queue.calls.lock().unwrap(), [(5, 10), (10, 10), (15, 8)]);
+        assert_eq!(queue.extensions(), [(5, 10), (10, 10), (15, 8)]);
         assert_eq!(job.stopped(), None);
     }
 }

@@ -540,140 +540,10 @@ async fn delete_with_retries<Q: Queue>(queue: &Q, batch: &[Received]) {
 mod tests {
     use super::*;
     use crate::ports::{StoreError, StoreErrorKind};
+    use crate::testing::queue::{received, Call, MemoryQueue};
     use std::num::NonZeroUsize;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
-
-    /// What the fake queue was asked to do.
-    #[derive(Debug, Clone, PartialEq)]
-    enum Call {
-        Delete(Vec<String>),
-        Visibility(String, u64),
-        /// Message id, error class and error of a dead letter (from its attributes).
-        DeadLetter(String, String, String),
-    }
-
-    /// The `n`th message handed out: id `m{n}`, first delivery.
-    fn received(n: usize, body: String) -> Received {
-        Received {
-            message_id: format!("m{n}"),
-            receipt_handle: format!("r{n}"),
-            body,
-            receive_count: 1,
-            received_at: std::time::Instant::now(),
-            sent_at_ms: None,
-        }
-    }
-
-    /// Hands out messages whose bodies come from `bodies`, then nothing.
-    struct FakeQueue {
-        bodies: Mutex<Vec<String>>,
-        handed: AtomicUsize,
-        /// (max messages, visibility seconds) of each receive.
-        asked: Mutex<Vec<(i32, u64)>>,
-        calls: Mutex<Vec<Call>>,
-        /// The dead-letter queue refuses every message (as a DLQ that is gone would).
-        refuse_dead_letters: bool,
-    }
-
-    impl FakeQueue {
-        fn new(bodies: Vec<&str>) -> Arc<FakeQueue> {
-            Arc::new(FakeQueue {
-                bodies: Mutex::new(bodies.into_iter().rev().map(str::to_owned).collect()),
-                handed: AtomicUsize::new(0),
-                asked: Mutex::new(Vec::new()),
-                calls: Mutex::new(Vec::new()),
-                refuse_dead_letters: false,
-            })
-        }
-
-        fn refusing_dead_letters(bodies: Vec<&str>) -> Arc<FakeQueue> {
-            let mut queue = Arc::into_inner(FakeQueue::new(bodies)).unwrap();
-            queue.refuse_dead_letters = true;
-            Arc::new(queue)
-        }
-
-        fn calls(&self) -> Vec<Call> {
-            self.calls.lock().unwrap().clone()
-        }
-
-        fn deleted(&self) -> Vec<String> {
-            self.calls()
-                .into_iter()
-                .flat_map(|c| match c {
-                    Call::Delete(ids) => ids,
-                    _ => Vec::new(),
-                })
-                .collect()
-        }
-    }
-
-    impl Queue for FakeQueue {
-        async fn receive(
-            &self,
-            max: i32,
-            wait: Duration,
-            visibility: Duration,
-        ) -> Result<Vec<Received>, StoreError> {
-            self.asked.lock().unwrap().push((max, visibility.as_secs()));
-            let mut out = Vec::new();
-            while out.len() < max as usize {
-                let Some(body) = self.bodies.lock().unwrap().pop() else {
-                    break;
-                };
-                let n = self.handed.fetch_add(1, Ordering::SeqCst);
-                out.push(received(n, body));
-            }
-            if out.is_empty() {
-                tokio::time::sleep(wait).await;
-            }
-            Ok(out)
-        }
-
-        async fn delete_batch(&self, messages: &[Received]) -> Result<Vec<String>, StoreError> {
-            let ids = messages.iter().map(|m| m.message_id.clone()).collect();
-            self.calls.lock().unwrap().push(Call::Delete(ids));
-            Ok(Vec::new())
-        }
-
-        async fn change_visibility(
-            &self,
-            message: &Received,
-            timeout: Duration,
-        ) -> Result<(), StoreError> {
-            let call = Call::Visibility(message.message_id.clone(), timeout.as_secs());
-            self.calls.lock().unwrap().push(call);
-            Ok(())
-        }
-
-        async fn dead_letter(
-            &self,
-            letter: &crate::ports::DeadLetter<'_>,
-        ) -> Result<(), StoreError> {
-            let attribute = |name: &str| {
-                letter
-                    .attributes
-                    .iter()
-                    .find(|a| a.name == name)
-                    .map(|a| a.value.clone())
-                    .unwrap_or_default()
-            };
-            let call = Call::DeadLetter(
-                attribute("lakeworker.message_id"),
-                attribute("lakeworker.error_class"),
-                attribute("lakeworker.error"),
-            );
-            self.calls.lock().unwrap().push(call);
-            if self.refuse_dead_letters {
-                return Err(StoreError::new(
-                    "SQS SendMessage (dead letter)",
-                    StoreErrorKind::NotFound,
-                    "AWS.SimpleQueueService.NonExistentQueue",
-                ));
-            }
-            Ok(())
-        }
-    }
 
     /// Acts on the body: "ok", "permanent", "transient", "hang" (until stopped), "stuck"
     /// (ignores its stop); counts how many run at once. Keeps dead-letter bodies in
@@ -741,7 +611,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_flight_limit_holds_and_deletes_are_batched() {
-        let queue = FakeQueue::new(vec!["ok"; 25]);
+        let queue = Arc::new(MemoryQueue::new(vec!["ok"; 25]));
         let handler = Arc::new(FakeHandler::default());
         let pool = Pool::new(
             queue.clone(),
@@ -781,7 +651,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failures_are_retried_or_dead_lettered() {
-        let queue = FakeQueue::new(vec!["permanent", "transient"]);
+        let queue = Arc::new(MemoryQueue::new(vec!["permanent", "transient"]));
         let pool = Pool::new(
             queue.clone(),
             Arc::new(FakeHandler::default()),
@@ -817,7 +687,9 @@ mod tests {
     /// every `retry_base` seconds for ever.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_message_that_cannot_be_dead_lettered_does_not_loop() {
-        let queue = FakeQueue::refusing_dead_letters(vec!["permanent"]);
+        let queue = Arc::new(
+            MemoryQueue::new(vec!["permanent"]).refusing_dead_letters(StoreErrorKind::NotFound),
+        );
         let handler = Arc::new(FakeHandler::default());
         let pool = Pool::new(
             queue.clone(),
@@ -856,7 +728,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_waits_for_the_grace_then_releases() {
-        let queue = FakeQueue::new(vec!["hang", "ok"]);
+        let queue = Arc::new(MemoryQueue::new(vec!["hang", "ok"]));
         let pool = Pool::new(
             queue.clone(),
             Arc::new(FakeHandler::default()),
@@ -884,7 +756,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_is_bounded_even_when_a_job_never_stops() {
-        let queue = FakeQueue::new(vec!["stuck", "ok"]);
+        let queue = Arc::new(MemoryQueue::new(vec!["stuck", "ok"]));
         let grace = Duration::from_secs(2);
         let pool = Pool::new(
             queue.clone(),
@@ -911,7 +783,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn finished_messages_are_deleted_ten_at_a_time() {
-        let queue = FakeQueue::new(Vec::new());
+        let queue = Arc::new(MemoryQueue::new(Vec::new()));
         let (send, pending) = mpsc::channel(16);
         for n in 0..12 {
             send.send(received(n, String::new())).await.unwrap();
