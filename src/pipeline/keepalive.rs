@@ -1,6 +1,6 @@
 //! Keep-alive: the one loop behind what a job keeps renewing while it runs, its message's
 //! visibility ([`crate::worker::heartbeat`]) and its ledger claim's lease
-//! ([`super::LeaseRenewal`]).
+//! (the pipeline's `LeaseRenewal`).
 //!
 //! A keep-alive task sleeps until its next renewal is due (or its stop signal), asks its
 //! [`Renew`] whether to renew now and by when the call must finish, renews, and schedules

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::disposition::MAX_VISIBILITY;
+use super::events::VisibilityExtended;
 use crate::pipeline::job::Job;
 use crate::pipeline::keepalive::{Check, KeepAlive, Renew, Renewed, RETRY};
 use crate::ports::{Queue, Received, StoreErrorKind};
@@ -113,12 +114,11 @@ impl<Q: Queue> Renew for Beat<Q> {
         }
         match self.queue.change_visibility(&self.message, extend_by).await {
             Ok(()) => {
-                crate::metrics::get().extension();
-                tracing::debug!(
-                    extended_by_s = extend_by.as_secs(),
-                    lateness_ms = late.as_millis() as u64,
-                    "visibility extended"
-                );
+                VisibilityExtended {
+                    by: extend_by,
+                    late,
+                }
+                .emit();
                 self.deadline = now + extend_by;
                 Renewed::Next(self.deadline - self.margin)
             }
