@@ -20,7 +20,7 @@ from cfnlint.decode import decode
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "lakeworker.yaml"
 METRICS_RS = ROOT / "src" / "metrics.rs"
-POOL_RS = ROOT / "src" / "worker" / "pool.rs"
+EVENTS_RS = ROOT / "src" / "worker" / "events.rs"
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -570,12 +570,12 @@ class Secrets(unittest.TestCase):
 
 def emitted_metrics():
     """Instrument names and attribute keys from src/metrics.rs, the outcome values from
-    the worker pool's outcome_name (plus `received`), the other attribute values from the
+    the worker events' outcome_name (plus `received`), the other attribute values from the
     calls that record them."""
     metrics = METRICS_RS.read_text()
     names = set(re.findall(r'_(?:counter|histogram|up_down_counter|observable_gauge|gauge)\("([a-z_.]+)"\)', metrics))
-    pool = POOL_RS.read_text()
-    body = pool[pool.index("fn outcome_name"):]
+    events = EVENTS_RS.read_text()
+    body = events[events.index("fn outcome_name"):]
     body = body[: body.index("\n}\n")]
     source = "\n".join(p.read_text() for p in (ROOT / "src").rglob("*.rs"))
     values = {

@@ -8,6 +8,7 @@
 //! and [`Ledger`] traits, so tests can drive it with in-memory fakes.
 //!
 //! - this module: routing, ledger claims and settlement, lease renewal;
+//! - [`keepalive`]: the renewal loop of the lease and of the worker's visibility heartbeat;
 //! - [`object`]: one object: size limit, download, conversion, rejection or lake write;
 //! - [`inline`]: inline user records;
 //! - [`dead_letter`]: keeping a body the dead-letter queue would not take.
@@ -27,7 +28,10 @@ use crate::domain::lake;
 use crate::domain::ledger::{Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, Status};
 use crate::domain::schema::date_to_days;
 use crate::pipeline::error::JobError;
-use crate::pipeline::job::{Job, StopReason};
+use crate::pipeline::job::Job;
+#[cfg(test)] // the tests (tests.rs) stop jobs; the keep-alive does it for the lease
+use crate::pipeline::job::StopReason;
+use crate::pipeline::keepalive::{Check, KeepAlive, Renew, Renewed};
 use crate::ports::{Ledger, ObjectStore, RecordStore, StoreErrorKind, TableSink};
 use crate::table::hive::HiveTable;
 
@@ -35,6 +39,7 @@ mod dead_letter;
 pub mod error;
 mod inline;
 pub mod job;
+pub mod keepalive;
 mod object;
 #[cfg(test)]
 mod tests;
@@ -667,9 +672,6 @@ fn rejection_outputs(quarantine_bucket: &str, copy: &str) -> Vec<String> {
     ]
 }
 
-/// Pause between renewals after a failed one.
-const RENEW_RETRY: Duration = Duration::from_secs(1);
-
 /// How long before its lease would run out a job that could not renew it is stopped: a
 /// quarter of the lease, so it has time to abandon its uploads before anyone may claim.
 fn fence_margin(lease: Duration) -> Duration {
@@ -681,10 +683,7 @@ fn fence_margin(lease: Duration) -> Duration {
 /// else's, or the lease would run out before a renewal succeeds (the job is then stopped
 /// a quarter lease before it does), the job is stopped (reason: lost) and its outputs are
 /// abandoned: no job works on without a live lease.
-struct LeaseRenewal {
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
+struct LeaseRenewal(KeepAlive);
 
 impl LeaseRenewal {
     /// `claimed_at`: when the claim was sent, where its lease began at the latest.
@@ -694,56 +693,75 @@ impl LeaseRenewal {
         job: Job,
         claimed_at: tokio::time::Instant,
     ) -> LeaseRenewal {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let stopped = stop.clone();
         let lease = claim.lease;
         let every = (lease / 2).max(Duration::from_millis(100));
-        let task = tokio::spawn(
-            async move {
-                let mut valid_until = claimed_at + lease;
-                let mut next = claimed_at + every;
-                loop {
-                    let fence = valid_until - fence_margin(lease);
-                    tokio::select! {
-                        _ = stopped.cancelled() => return,
-                        _ = tokio::time::sleep_until(next.min(fence)) => {}
-                    }
-                    if tokio::time::Instant::now() >= fence {
-                        tracing::warn!(
-                            lease_s = lease.as_secs_f64(),
-                            "the ledger lease could not be renewed and runs out soon; stopping this job and abandoning its outputs"
-                        );
-                        job.stop(StopReason::Lost);
-                        return;
-                    }
-                    let sent = tokio::time::Instant::now();
-                    match tokio::time::timeout_at(fence, ledger.renew(&claim)).await {
-                        Ok(Ok(true)) => {
-                            valid_until = sent + lease;
-                            next = sent + every;
-                        }
-                        Ok(Ok(false)) => {
-                            tracing::warn!("the ledger claim was taken over; stopping this job");
-                            job.stop(StopReason::Lost);
-                            return;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "could not renew the ledger lease; retrying");
-                            next = tokio::time::Instant::now() + RENEW_RETRY;
-                        }
-                        // The fence passed during the call: stopped at the top of the loop.
-                        Err(_) => next = fence,
-                    }
-                }
-            }
-            .in_current_span(),
-        );
-        LeaseRenewal { stop, task }
+        let renewal = Lease {
+            ledger,
+            claim,
+            every,
+            valid_until: claimed_at + lease,
+        };
+        LeaseRenewal(KeepAlive::start(renewal, claimed_at + every, job))
     }
 
     async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
+        self.0.stop().await
+    }
+}
+
+/// A ledger claim's lease, as the keep-alive renews it.
+struct Lease<L> {
+    ledger: Arc<L>,
+    claim: Claim,
+    every: Duration,
+    /// When the lease runs out unless renewed.
+    valid_until: tokio::time::Instant,
+}
+
+impl<L> Lease<L> {
+    /// When the job is stopped unless the lease was renewed.
+    fn fence(&self) -> tokio::time::Instant {
+        self.valid_until - fence_margin(self.claim.lease)
+    }
+}
+
+impl<L: Ledger> Renew for Lease<L> {
+    fn wake_at(&self, due: tokio::time::Instant) -> tokio::time::Instant {
+        due.min(self.fence())
+    }
+
+    fn check(&mut self, now: tokio::time::Instant) -> Check {
+        let fence = self.fence();
+        if now >= fence {
+            tracing::warn!(
+                lease_s = self.claim.lease.as_secs_f64(),
+                "the ledger lease could not be renewed and runs out soon; stopping this job and abandoning its outputs"
+            );
+            return Check::Lost;
+        }
+        Check::Renew { deadline: fence }
+    }
+
+    async fn renew(&mut self, sent: tokio::time::Instant, _late: Duration) -> Renewed {
+        match self.ledger.renew(&self.claim).await {
+            Ok(true) => {
+                self.valid_until = sent + self.claim.lease;
+                Renewed::Next(sent + self.every)
+            }
+            Ok(false) => {
+                tracing::warn!("the ledger claim was taken over; stopping this job");
+                Renewed::Lost
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew the ledger lease; retrying");
+                Renewed::Failed
+            }
+        }
+    }
+
+    /// The fence passed during the call: the job is stopped at the next check.
+    fn timed_out(&mut self, fence: tokio::time::Instant) -> tokio::time::Instant {
+        fence
     }
 }
 

@@ -241,6 +241,7 @@ mod tests {
 
     use super::*;
     use crate::ports::StoreErrorKind;
+    use crate::testing::queue::MemoryQueue;
 
     const POLICY: RetryPolicy = RetryPolicy {
         max_attempts: 4,
@@ -250,71 +251,11 @@ mod tests {
 
     /// A dead-letter queue that takes messages up to `limit` bytes (body and attributes,
     /// as SQS counts), or refuses everything with `refuse`.
-    struct FakeDlq {
-        limit: usize,
-        refuse: Option<StoreErrorKind>,
-        /// Every send: body, attributes, accepted.
-        sent: Mutex<Vec<(String, Vec<MessageAttribute>, bool)>>,
-    }
-
-    impl FakeDlq {
-        fn new(limit: usize, refuse: Option<StoreErrorKind>) -> FakeDlq {
-            FakeDlq {
-                limit,
-                refuse,
-                sent: Mutex::new(Vec::new()),
-            }
-        }
-
-        fn accepted(&self) -> Vec<(String, Vec<MessageAttribute>)> {
-            let sent = self.sent.lock().unwrap();
-            sent.iter()
-                .filter(|(_, _, ok)| *ok)
-                .map(|(b, a, _)| (b.clone(), a.clone()))
-                .collect()
-        }
-
-        fn tries(&self) -> usize {
-            self.sent.lock().unwrap().len()
-        }
-    }
-
-    impl Queue for FakeDlq {
-        async fn receive(
-            &self,
-            _: i32,
-            _: Duration,
-            _: Duration,
-        ) -> Result<Vec<Received>, StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn delete_batch(&self, _: &[Received]) -> Result<Vec<String>, StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn change_visibility(&self, _: &Received, _: Duration) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), StoreError> {
-            let fits = message_bytes(letter.body, &letter.attributes) <= self.limit;
-            let refusal = match self.refuse {
-                Some(kind) => Some(StoreError::new("SQS SendMessage", kind, "refused")),
-                None if !fits => Some(StoreError::new(
-                    "SQS SendMessage",
-                    StoreErrorKind::Rejected,
-                    "InvalidParameterValue: Message must be shorter than the limit",
-                )),
-                None => None,
-            };
-            let sent = (
-                letter.body.to_owned(),
-                letter.attributes.clone(),
-                refusal.is_none(),
-            );
-            self.sent.lock().unwrap().push(sent);
-            refusal.map_or(Ok(()), Err)
+    fn dead_letter_queue(limit: usize, refuse: Option<StoreErrorKind>) -> MemoryQueue {
+        let dlq = MemoryQueue::default().dead_letter_limit(limit);
+        match refuse {
+            Some(kind) => dlq.refusing_dead_letters(kind),
+            None => dlq,
         }
     }
 
@@ -361,7 +302,7 @@ mod tests {
 
     const QUEUE: &str = "https://sqs.eu-west-1.amazonaws.com/1/landing";
 
-    async fn run(dlq: &FakeDlq, keeper: &FakeKeeper, message: &Received) -> Ending {
+    async fn run(dlq: &MemoryQueue, keeper: &FakeKeeper, message: &Received) -> Ending {
         let context = Context {
             source_queue: QUEUE,
             policy: &POLICY,
@@ -382,7 +323,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_that_fits_goes_with_every_attribute() {
-        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, None);
+        let dlq = dead_letter_queue(MAX_MESSAGE_BYTES, None);
         let keeper = FakeKeeper::default();
         let m = message("{".into(), 1);
         assert!(matches!(
@@ -422,7 +363,7 @@ mod tests {
             &attributes(Step::Trimmed, &m, &reason, QUEUE, Utc::now(), None),
         );
         assert!(trimmed + 700 < full, "{trimmed} against {full}");
-        let dlq = FakeDlq::new(trimmed, None);
+        let dlq = dead_letter_queue(trimmed, None);
         let keeper = FakeKeeper::default();
         let context = Context {
             source_queue: QUEUE,
@@ -443,7 +384,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_the_queue_cannot_hold_is_kept_in_s3_and_a_pointer_sent() {
         // A dead-letter queue set to SQS's smallest limit, and a body above it.
-        let dlq = FakeDlq::new(1024, None);
+        let dlq = dead_letter_queue(1024, None);
         let keeper = FakeKeeper::default();
         let m = message("b".repeat(2000), 1);
         let ending = run(&dlq, &keeper, &m).await;
@@ -467,7 +408,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_over_a_mebibyte_with_attributes_skips_the_sends_that_cannot_fit() {
-        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, None);
+        let dlq = dead_letter_queue(MAX_MESSAGE_BYTES, None);
         let keeper = FakeKeeper::default();
         let m = message("z".repeat(MAX_MESSAGE_BYTES - 50), 1);
         let ending = run(&dlq, &keeper, &m).await;
@@ -477,7 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queue_that_refuses_everything_ends_with_the_body_kept_in_s3() {
-        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, Some(StoreErrorKind::NotFound));
+        let dlq = dead_letter_queue(MAX_MESSAGE_BYTES, Some(StoreErrorKind::NotFound));
         let keeper = FakeKeeper::default();
         let m = message("{".into(), 1);
         match run(&dlq, &keeper, &m).await {
@@ -491,7 +432,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_transient_refusal_comes_back_while_attempts_are_left() {
-        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, Some(StoreErrorKind::Transient));
+        let dlq = dead_letter_queue(MAX_MESSAGE_BYTES, Some(StoreErrorKind::Transient));
         let keeper = FakeKeeper::default();
         match run(&dlq, &keeper, &message("{".into(), 2)).await {
             Ending::Retry { after, .. } => assert_eq!(after, POLICY.backoff(2)),
@@ -507,7 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_s3_fails_too_the_message_comes_back_after_a_growing_backoff() {
-        let dlq = FakeDlq::new(MAX_MESSAGE_BYTES, Some(StoreErrorKind::NotFound));
+        let dlq = dead_letter_queue(MAX_MESSAGE_BYTES, Some(StoreErrorKind::NotFound));
         let keeper = FakeKeeper {
             fail: true,
             ..FakeKeeper::default()

@@ -7,7 +7,8 @@
 //! `visibility_timeout` from now. A failed call is retried every second until the deadline.
 //! If SQS says the receipt handle is no longer valid, the message is not ours any more:
 //! the job is stopped (reason: lost). SQS caps visibility at 12 hours from the receive; near
-//! the cap the heartbeat warns once and extends only up to it.
+//! the cap the heartbeat warns once and extends only up to it. The loop is the job's
+//! keep-alive ([`crate::pipeline::keepalive`]), the same as the ledger lease's.
 //!
 //! Extensions run on the async reactor while conversions run on blocking threads, so busy
 //! cores delay a heartbeat only by OS scheduling; each extension logs its lateness.
@@ -15,19 +16,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::disposition::MAX_VISIBILITY;
-use crate::pipeline::job::{Job, StopReason};
+use super::events::VisibilityExtended;
+use crate::pipeline::job::Job;
+use crate::pipeline::keepalive::{Check, KeepAlive, Renew, Renewed, RETRY};
 use crate::ports::{Queue, Received, StoreErrorKind};
 
 /// The most an extension is done ahead of the deadline.
 const MAX_MARGIN: Duration = Duration::from_secs(30);
-/// Pause between tries after a failed extension.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// How long before the deadline to extend: half the window, at most [`MAX_MARGIN`].
 pub fn margin(visibility: Duration) -> Duration {
@@ -35,10 +33,7 @@ pub fn margin(visibility: Duration) -> Duration {
 }
 
 /// A running heartbeat; [`Heartbeat::stop`] ends it before the message's disposition.
-pub struct Heartbeat {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
+pub struct Heartbeat(KeepAlive);
 
 impl Heartbeat {
     pub fn start<Q: Queue>(
@@ -58,156 +53,101 @@ impl Heartbeat {
         job: Job,
         cap: Duration,
     ) -> Heartbeat {
-        let stop = CancellationToken::new();
         let beat = Beat {
             queue,
             deadline: Instant::from_std(message.received_at) + visibility,
             cap_at: Instant::from_std(message.received_at) + cap,
             message,
             visibility,
-            job,
+            margin: margin(visibility),
+            warned: false,
         };
-        let task = tokio::spawn(beat.run(stop.clone()).in_current_span());
-        Heartbeat { stop, task }
+        let first = beat.deadline - beat.margin;
+        Heartbeat(KeepAlive::start(beat, first, job))
     }
 
     /// Stops extending and waits for an extension under way to finish.
     pub async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
+        self.0.stop().await
     }
 }
 
+/// One message's visibility, as the keep-alive renews it.
 struct Beat<Q> {
     queue: Arc<Q>,
     message: Received,
     visibility: Duration,
-    job: Job,
+    /// [`margin`] of `visibility`: how long before the deadline to extend, and how long an
+    /// extension may take.
+    margin: Duration,
     /// When the message becomes visible unless extended.
     deadline: Instant,
     /// SQS refuses visibility beyond this.
     cap_at: Instant,
+    /// Whether the warning near the cap was logged.
+    warned: bool,
 }
 
-impl<Q: Queue> Beat<Q> {
-    async fn run(mut self, stop: CancellationToken) {
-        let margin = margin(self.visibility);
-        let mut next = self.deadline - margin;
-        let mut warned = false;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep_until(next) => {}
+impl<Q: Queue> Renew for Beat<Q> {
+    fn check(&mut self, now: Instant) -> Check {
+        if self.cap_at.saturating_duration_since(now) <= self.margin {
+            tracing::warn!(
+                visible_in_s = self.deadline.saturating_duration_since(now).as_secs(),
+                "reached SQS's 12-hour visibility cap; the message will become visible to other consumers"
+            );
+            return Check::End;
+        }
+        Check::Renew {
+            deadline: now + self.margin,
+        }
+    }
+
+    async fn renew(&mut self, now: Instant, late: Duration) -> Renewed {
+        let room = self.cap_at.saturating_duration_since(now);
+        let extend_by = self.visibility.min(room);
+        if extend_by < self.visibility && !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                left_s = room.as_secs(),
+                "near SQS's 12-hour visibility cap; extending only up to it"
+            );
+        }
+        match self.queue.change_visibility(&self.message, extend_by).await {
+            Ok(()) => {
+                VisibilityExtended {
+                    by: extend_by,
+                    late,
+                }
+                .emit();
+                self.deadline = now + extend_by;
+                Renewed::Next(self.deadline - self.margin)
             }
-            let now = Instant::now();
-            let lateness = now.saturating_duration_since(next);
-            let room = self.cap_at.saturating_duration_since(now);
-            if room <= margin {
-                tracing::warn!(
-                    visible_in_s = self.deadline.saturating_duration_since(now).as_secs(),
-                    "reached SQS's 12-hour visibility cap; the message will become visible to other consumers"
-                );
-                return;
+            Err(e) if e.kind == StoreErrorKind::NotFound => {
+                tracing::warn!(error = %e, "the message is no longer ours; stopping its job");
+                Renewed::Lost
             }
-            let extend_by = self.visibility.min(room);
-            if extend_by < self.visibility && !warned {
-                warned = true;
-                tracing::warn!(
-                    left_s = room.as_secs(),
-                    "near SQS's 12-hour visibility cap; extending only up to it"
-                );
-            }
-            let call = self.queue.change_visibility(&self.message, extend_by);
-            match tokio::time::timeout(margin, call).await {
-                Ok(Ok(())) => {
-                    crate::metrics::get().extension();
-                    self.deadline = now + extend_by;
-                    next = self.deadline - margin;
-                    tracing::debug!(
-                        extended_by_s = extend_by.as_secs(),
-                        lateness_ms = lateness.as_millis() as u64,
-                        "visibility extended"
-                    );
-                }
-                Ok(Err(e)) if e.kind == StoreErrorKind::NotFound => {
-                    tracing::warn!(error = %e, "the message is no longer ours; stopping its job");
-                    self.job.stop(StopReason::Lost);
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not extend visibility; retrying");
-                    next = Instant::now() + RETRY;
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        timeout_ms = margin.as_millis() as u64,
-                        "visibility extension timed out; retrying"
-                    );
-                    next = Instant::now() + RETRY;
-                }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not extend visibility; retrying");
+                Renewed::Failed
             }
         }
+    }
+
+    fn timed_out(&mut self, _deadline: Instant) -> Instant {
+        tracing::warn!(
+            timeout_ms = self.margin.as_millis() as u64,
+            "visibility extension timed out; retrying"
+        );
+        Instant::now() + RETRY
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{DeadLetter, StoreError};
-    use std::sync::Mutex;
-
-    /// Records extensions as (seconds since start, extension); can be told the message is
-    /// gone, or to fail a number of calls first.
-    struct Extensions {
-        start: Instant,
-        calls: Mutex<Vec<(u64, u64)>>,
-        gone_after: usize,
-        failures: Mutex<u32>,
-    }
-
-    impl Queue for Extensions {
-        async fn receive(
-            &self,
-            _: i32,
-            _: Duration,
-            _: Duration,
-        ) -> Result<Vec<Received>, StoreError> {
-            Ok(Vec::new())
-        }
-        async fn delete_batch(&self, _: &[Received]) -> Result<Vec<String>, StoreError> {
-            Ok(Vec::new())
-        }
-        async fn change_visibility(
-            &self,
-            _: &Received,
-            timeout: Duration,
-        ) -> Result<(), StoreError> {
-            {
-                let mut failures = self.failures.lock().unwrap();
-                if *failures > 0 {
-                    *failures -= 1;
-                    return Err(StoreError::new(
-                        "SQS ChangeMessageVisibility",
-                        StoreErrorKind::Transient,
-                        "throttled",
-                    ));
-                }
-            }
-            let mut calls = self.calls.lock().unwrap();
-            if calls.len() >= self.gone_after {
-                return Err(StoreError::new(
-                    "SQS ChangeMessageVisibility",
-                    StoreErrorKind::NotFound,
-                    "gone",
-                ));
-            }
-            calls.push((self.start.elapsed().as_secs(), timeout.as_secs()));
-            Ok(())
-        }
-        async fn dead_letter(&self, _: &DeadLetter<'_>) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
+    use crate::pipeline::job::StopReason;
+    use crate::testing::queue::MemoryQueue;
+    use tokio_util::sync::CancellationToken;
 
     fn message() -> Received {
         Received {
@@ -220,19 +160,15 @@ mod tests {
         }
     }
 
-    fn queue(gone_after: usize) -> Arc<Extensions> {
-        Arc::new(Extensions {
-            start: Instant::now(),
-            calls: Mutex::new(Vec::new()),
-            gone_after,
-            failures: Mutex::new(0),
-        })
+    /// Records extensions as (seconds since start, extension); told the message is gone
+    /// after `gone_after` of them.
+    fn queue(gone_after: usize) -> Arc<MemoryQueue> {
+        Arc::new(MemoryQueue::default().gone_after(gone_after))
     }
 
     #[tokio::test(start_paused = true)]
     async fn failed_extensions_are_retried_every_second() {
-        let queue = queue(usize::MAX);
-        *queue.failures.lock().unwrap() = 2;
+        let queue = Arc::new(MemoryQueue::default().failing_visibility_changes(2));
         let job = Job::new("m", &CancellationToken::new());
         let beat = Heartbeat::start(
             queue.clone(),
@@ -243,7 +179,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(13)).await;
         beat.stop().await;
         // Failed at 5 and 6 s, extended at 7 s, next at 7 + 10 - 5 = 12 s.
-        assert_eq!(*queue.calls.lock().unwrap(), [(7, 10), (12, 10)]);
+        assert_eq!(queue.extensions(), [(7, 10), (12, 10)]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -260,7 +196,7 @@ mod tests {
         beat.stop().await;
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(
-            *queue.calls.lock().unwrap(),
+            queue.extensions(),
             [(5, 10), (10, 10), (15, 10), (20, 10), (25, 10), (30, 10)]
         );
         assert_eq!(job.stopped(), None);
@@ -279,7 +215,7 @@ mod tests {
             job.clone(),
         );
         tokio::time::sleep(Duration::from_secs(20)).await;
-        assert_eq!(*queue.calls.lock().unwrap(), [(2, 4), (4, 4)]);
+        assert_eq!(queue.extensions(), [(2, 4), (4, 4)]);
         assert_eq!(job.stopped(), Some(StopReason::Lost));
     }
 
@@ -298,7 +234,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
         // At 15 s only 8 s are left under the cap; at 18 s (8 s later minus the margin) no
         // meaningful extension is possible.
-        assert_eq!(*queue.calls.lock().unwrap(), [(5, 10), (10, 10), (15, 8)]);
+        assert_eq!(queue.extensions(), [(5, 10), (10, 10), (15, 8)]);
         assert_eq!(job.stopped(), None);
     }
 }

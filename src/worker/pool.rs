@@ -1,8 +1,8 @@
 //! The poller pool: `pollers` long-poll loops share `max_in_flight` permits. A poller asks
 //! SQS only for as many messages as it holds permits, so no received message waits for a
 //! slot while its visibility clock runs. Each message runs as its own job task with its
-//! own heartbeat; its result becomes a [`Disposition`] that the job carries out. Deletes
-//! are batched (up to 10) by one deleter task.
+//! own heartbeat ([`super::job`]); its result becomes a disposition that the job carries
+//! out. Deletes are batched (up to 10) by one deleter task ([`super::deleter`]).
 //!
 //! Shutdown: cancelling the token stops the pollers at once (an in-progress long poll is
 //! abandoned; anything SQS had already handed out reappears after its visibility timeout).
@@ -10,88 +10,39 @@
 //! uploads, releases its ledger claim and makes its message visible again. Pending deletes
 //! are flushed last.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::dead_letter::{self, Ending, KeepBody};
-use super::disposition::{self, Disposition, RetryPolicy};
-use super::heartbeat::Heartbeat;
+use super::deleter::delete_loop;
+use super::disposition::RetryPolicy;
+use super::events::{PollFailed, Polled};
+use super::job::{self, Handler, Shared};
 use crate::config::QueueSettings;
 use crate::health::Health;
-use crate::pipeline::error::JobError;
-use crate::pipeline::job::Job;
-use crate::pipeline::{ObjectOutcome, Outcome, Pipeline};
-use crate::ports::{Ledger, ObjectStore, Queue, Received, RecordStore, StoreError, TableSink};
+use crate::ports::{Queue, Received};
 
 /// SQS's limit on messages per ReceiveMessage and per DeleteMessageBatch.
-const SQS_BATCH: usize = 10;
-/// How long a finished message may wait for others to share its delete call.
-const DELETE_LINGER: Duration = Duration::from_millis(20);
+pub(super) const SQS_BATCH: usize = 10;
 /// Backoff after a failed ReceiveMessage, doubling up to the cap.
 const RECEIVE_BACKOFF: Duration = Duration::from_millis(200);
 const RECEIVE_BACKOFF_CAP: Duration = Duration::from_secs(20);
-/// Tries per delete batch before leaving the messages to come back (harmless: outputs are
-/// idempotent and the ledger says they are done).
-const DELETE_TRIES: u32 = 3;
 /// After the grace period, how long stopped jobs get to clean up.
 const CLEANUP: Duration = Duration::from_millis(2500);
 /// Then how long the last deletes may take. [`Pool::run`] returns at most
 /// `grace + CLEANUP + DELETE_FLUSH` after shutdown began, even if a job never stops.
 const DELETE_FLUSH: Duration = Duration::from_secs(1);
 
-/// What the pool runs for each message: the pipeline, or a fake in tests. It also keeps
-/// the bodies the dead-letter queue would not take ([`KeepBody`]).
-pub trait Handler: KeepBody {
-    fn handle(
-        &self,
-        body: &str,
-        job: &Job,
-    ) -> impl Future<Output = Result<Outcome, JobError>> + Send;
-}
-
-impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Handler for Pipeline<S, R, L, T> {
-    fn handle(
-        &self,
-        body: &str,
-        job: &Job,
-    ) -> impl Future<Output = Result<Outcome, JobError>> + Send {
-        Pipeline::handle(self, body, job)
-    }
-}
-
-impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> KeepBody for Pipeline<S, R, L, T> {
-    fn keep_body(
-        &self,
-        message_id: &str,
-        body: &str,
-    ) -> impl Future<Output = Result<String, StoreError>> + Send {
-        self.keep_dead_letter_body(message_id, body)
-    }
-}
-
 /// A worker's pollers, jobs and deleter.
 pub struct Pool<Q, H> {
     shared: Arc<Shared<Q, H>>,
     settings: QueueSettings,
     grace: Duration,
-}
-
-/// What every job needs.
-struct Shared<Q, H> {
-    queue: Arc<Q>,
-    handler: Arc<H>,
-    /// The work queue's URL, for dead letters' `lakeworker.source_queue`.
-    source_queue: String,
-    policy: RetryPolicy,
-    visibility: Duration,
-    health: Arc<Health>,
 }
 
 impl<Q: Queue, H: Handler> Pool<Q, H> {
@@ -251,15 +202,19 @@ impl<Q: Queue, H: Handler> Poller<Q, H> {
                 _ = shutdown.cancelled() => return,
                 received = receive => received,
             };
-            crate::metrics::get().poll(polled.elapsed().as_secs_f64());
+            let took = polled.elapsed();
             match received {
                 Ok(messages) => {
                     health.received(self.index);
-                    crate::metrics::get().received(messages.len());
+                    Polled {
+                        took,
+                        messages: messages.len(),
+                    }
+                    .emit();
                     backoff = RECEIVE_BACKOFF;
                     // Permits beyond the messages received are released when `held` drops.
                     for (message, permit) in messages.into_iter().zip(held.drain(..)) {
-                        let job = run_job(
+                        let job = job::run(
                             self.shared.clone(),
                             message,
                             permit,
@@ -270,7 +225,12 @@ impl<Q: Queue, H: Handler> Poller<Q, H> {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "receive failed");
+                    PollFailed {
+                        took,
+                        error: &e,
+                        retry_in: backoff,
+                    }
+                    .emit();
                     drop(held);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -283,397 +243,18 @@ impl<Q: Queue, H: Handler> Poller<Q, H> {
     }
 }
 
-/// Handles one message under its heartbeat and carries out its disposition.
-async fn run_job<Q: Queue, H: Handler>(
-    shared: Arc<Shared<Q, H>>,
-    message: Received,
-    _permit: OwnedSemaphorePermit,
-    stop_jobs: CancellationToken,
-    deletes: mpsc::Sender<Received>,
-) {
-    let span = tracing::info_span!(
-        "message",
-        message_id = %message.message_id,
-        attempt = message.receive_count,
-        dataset = tracing::field::Empty,
-        bucket = tracing::field::Empty,
-        key = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-    );
-    if let Some(id) = crate::telemetry::trace_id(&span) {
-        span.record("trace_id", id);
-    }
-    async {
-        let _in_flight = shared.health.job();
-        let metrics = crate::metrics::get();
-        metrics.in_flight(1);
-        let job = Job::new(message.message_id.clone(), &stop_jobs);
-        let heartbeat = Heartbeat::start(
-            shared.queue.clone(),
-            message.clone(),
-            shared.visibility,
-            job.clone(),
-        );
-        let result = shared.handler.handle(&message.body, &job).await;
-        let disposition = disposition::decide(
-            &result,
-            message.receive_count,
-            &shared.policy,
-            job.stopped(),
-        );
-        heartbeat.stop().await;
-        log_result(&message, &result, &disposition);
-        let outcome = outcome_name(&result, &disposition);
-        tracing::Span::current().record("outcome", outcome);
-        metrics.message(outcome);
-        metrics.duration(message.received_at.elapsed().as_secs_f64(), outcome);
-        metrics.in_flight(-1);
-        carry_out(&shared, message, disposition, &deletes).await;
-    }
-    .instrument(span)
-    .await
-}
-
-/// What became of a message, as the `outcome` of its span and metrics.
-fn outcome_name(result: &Result<Outcome, JobError>, disposition: &Disposition) -> &'static str {
-    match (result, disposition) {
-        (Ok(Outcome::Discarded(_)), _) => "discarded",
-        (Ok(_), _) => "succeeded",
-        (Err(_), Disposition::Retry(_)) => "retried",
-        (Err(_), Disposition::DeadLetter { .. }) => "dead_lettered",
-        (Err(_), Disposition::Release) => "released",
-        (Err(_), Disposition::Abandon) => "abandoned",
-        (Err(_), Disposition::Delete) => "deleted",
-    }
-}
-
-fn log_result(message: &Received, result: &Result<Outcome, JobError>, disposition: &Disposition) {
-    match (result, disposition) {
-        (Ok(outcome), _) => {
-            // Time since receipt, and since the message entered the queue (queue wait
-            // included), for latency measurements.
-            let since_sent_ms = message.sent_at_ms.map(|sent| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                now.saturating_sub(sent)
-            });
-            tracing::info!(
-                outcome = %describe(outcome),
-                handled_in_ms = message.received_at.elapsed().as_millis() as u64,
-                since_sent_ms,
-                "message handled"
-            )
-        }
-        (Err(e), Disposition::Retry(after)) => tracing::warn!(
-            error = %e,
-            error_class = e.class().as_str(),
-            retry_in_s = after.as_secs(),
-            "message failed; retrying later"
-        ),
-        (Err(e), Disposition::DeadLetter { class, reason }) => tracing::error!(
-            error = %reason,
-            error_class = class.as_str(),
-            cause = %e,
-            "message failed; dead-lettering it"
-        ),
-        (Err(_), Disposition::Release) => {
-            tracing::info!("stopped at shutdown; releasing the message")
-        }
-        (Err(_), Disposition::Abandon) => {
-            tracing::warn!("message lost to another consumer; leaving it")
-        }
-        (Err(e), Disposition::Delete) => {
-            tracing::error!(error = %e, "unexpected: an error that deletes")
-        }
-    }
-}
-
-async fn carry_out<Q: Queue, H: Handler>(
-    shared: &Shared<Q, H>,
-    message: Received,
-    disposition: Disposition,
-    deletes: &mpsc::Sender<Received>,
-) {
-    let queue = shared.queue.as_ref();
-    match disposition {
-        Disposition::Delete => {
-            if deletes.send(message).await.is_err() {
-                tracing::error!("delete queue closed; the message will be delivered again");
-            }
-        }
-        Disposition::Retry(after) => set_visibility(queue, &message, after).await,
-        Disposition::Release => set_visibility(queue, &message, Duration::ZERO).await,
-        Disposition::Abandon => {}
-        Disposition::DeadLetter { class, reason } => {
-            let reason = dead_letter::Reason {
-                class,
-                error: &reason,
-                attempts: message.receive_count,
-            };
-            let context = dead_letter::Context {
-                source_queue: &shared.source_queue,
-                policy: &shared.policy,
-            };
-            let ending =
-                dead_letter::send(queue, shared.handler.as_ref(), &message, &reason, context).await;
-            let metrics = crate::metrics::get();
-            let delete = match ending {
-                Ending::Sent(step) => {
-                    metrics.dead_letter(step.as_str());
-                    if step != dead_letter::Step::Full {
-                        tracing::info!(via = step.as_str(), "dead-lettered after a fallback");
-                    }
-                    true
-                }
-                Ending::KeptOnly { uri, error } => {
-                    metrics.dead_letter("kept_in_s3");
-                    tracing::error!(
-                        body_uri = %uri,
-                        error = %error,
-                        "the dead-letter queue refused the message; its body is kept only in the quarantine bucket and the message is deleted"
-                    );
-                    true
-                }
-                Ending::Retry { after, error } => {
-                    metrics.dead_letter("retried");
-                    tracing::error!(
-                        error = %error,
-                        retry_in_s = after.as_secs(),
-                        "could not dead-letter the message nor keep its body; it comes back later"
-                    );
-                    set_visibility(queue, &message, after).await;
-                    false
-                }
-            };
-            if delete && deletes.send(message).await.is_err() {
-                tracing::error!(
-                    "delete queue closed; the dead-lettered message will be delivered again"
-                );
-            }
-        }
-    }
-}
-
-async fn set_visibility<Q: Queue>(queue: &Q, message: &Received, timeout: Duration) {
-    if let Err(e) = queue.change_visibility(message, timeout).await {
-        tracing::warn!(
-            error = %e,
-            "could not change the message's visibility; it comes back when its current timeout ends"
-        );
-    }
-}
-
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Discarded(reason) => format!("discarded: {reason}"),
-        Outcome::Upserted {
-            dataset,
-            rows,
-            quarantined,
-        } => {
-            format!("upserted {rows} inline records into {dataset}, quarantined {quarantined}")
-        }
-        Outcome::Converted(objects) => objects
-            .iter()
-            .map(|o| match o {
-                ObjectOutcome::Written(s) => format!(
-                    "{} → {} rows in {} part(s), {} quarantined",
-                    s.uri,
-                    s.rows_written,
-                    s.parts.len(),
-                    s.rows_quarantined
-                ),
-                ObjectOutcome::Rejected(r) => format!("{} rejected: {}", r.uri, r.reason),
-                ObjectOutcome::AlreadyDone { uri, status } => {
-                    format!("{uri} already {}", status.as_str())
-                }
-                ObjectOutcome::Superseded { uri } => format!("{uri} superseded by a newer version"),
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-    }
-}
-
-/// Collects finished messages and deletes them in batches of up to 10.
-async fn delete_loop<Q: Queue>(queue: Arc<Q>, mut pending: mpsc::Receiver<Received>) {
-    let mut batch = Vec::with_capacity(SQS_BATCH);
-    while let Some(first) = pending.recv().await {
-        batch.push(first);
-        let deadline = Instant::now() + DELETE_LINGER;
-        while batch.len() < SQS_BATCH {
-            match timeout_at(deadline, pending.recv()).await {
-                Ok(Some(message)) => batch.push(message),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        delete_with_retries(queue.as_ref(), &batch).await;
-        batch.clear();
-    }
-}
-
-async fn delete_with_retries<Q: Queue>(queue: &Q, batch: &[Received]) {
-    for attempt in 1..=DELETE_TRIES {
-        match queue.delete_batch(batch).await {
-            Ok(failed) if failed.is_empty() => return,
-            Ok(failed) => {
-                tracing::warn!(
-                    ?failed,
-                    "some deletes failed; those messages will be delivered again"
-                );
-                return;
-            }
-            Err(e) if e.is_transient() && attempt < DELETE_TRIES => {
-                tracing::warn!(error = %e, attempt, "delete failed; retrying");
-                tokio::time::sleep(RECEIVE_BACKOFF * attempt).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, messages = batch.len(), "delete failed; the messages will be delivered again");
-                return;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::error::JobError;
+    use crate::pipeline::job::Job;
+    use crate::pipeline::Outcome;
     use crate::ports::{StoreError, StoreErrorKind};
+    use crate::testing::queue::{Call, MemoryQueue};
+    use crate::worker::dead_letter::KeepBody;
     use std::num::NonZeroUsize;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
-
-    /// What the fake queue was asked to do.
-    #[derive(Debug, Clone, PartialEq)]
-    enum Call {
-        Delete(Vec<String>),
-        Visibility(String, u64),
-        /// Message id, error class and error of a dead letter (from its attributes).
-        DeadLetter(String, String, String),
-    }
-
-    /// The `n`th message handed out: id `m{n}`, first delivery.
-    fn received(n: usize, body: String) -> Received {
-        Received {
-            message_id: format!("m{n}"),
-            receipt_handle: format!("r{n}"),
-            body,
-            receive_count: 1,
-            received_at: std::time::Instant::now(),
-            sent_at_ms: None,
-        }
-    }
-
-    /// Hands out messages whose bodies come from `bodies`, then nothing.
-    struct FakeQueue {
-        bodies: Mutex<Vec<String>>,
-        handed: AtomicUsize,
-        /// (max messages, visibility seconds) of each receive.
-        asked: Mutex<Vec<(i32, u64)>>,
-        calls: Mutex<Vec<Call>>,
-        /// The dead-letter queue refuses every message (as a DLQ that is gone would).
-        refuse_dead_letters: bool,
-    }
-
-    impl FakeQueue {
-        fn new(bodies: Vec<&str>) -> Arc<FakeQueue> {
-            Arc::new(FakeQueue {
-                bodies: Mutex::new(bodies.into_iter().rev().map(str::to_owned).collect()),
-                handed: AtomicUsize::new(0),
-                asked: Mutex::new(Vec::new()),
-                calls: Mutex::new(Vec::new()),
-                refuse_dead_letters: false,
-            })
-        }
-
-        fn refusing_dead_letters(bodies: Vec<&str>) -> Arc<FakeQueue> {
-            let mut queue = Arc::into_inner(FakeQueue::new(bodies)).unwrap();
-            queue.refuse_dead_letters = true;
-            Arc::new(queue)
-        }
-
-        fn calls(&self) -> Vec<Call> {
-            self.calls.lock().unwrap().clone()
-        }
-
-        fn deleted(&self) -> Vec<String> {
-            self.calls()
-                .into_iter()
-                .flat_map(|c| match c {
-                    Call::Delete(ids) => ids,
-                    _ => Vec::new(),
-                })
-                .collect()
-        }
-    }
-
-    impl Queue for FakeQueue {
-        async fn receive(
-            &self,
-            max: i32,
-            wait: Duration,
-            visibility: Duration,
-        ) -> Result<Vec<Received>, StoreError> {
-            self.asked.lock().unwrap().push((max, visibility.as_secs()));
-            let mut out = Vec::new();
-            while out.len() < max as usize {
-                let Some(body) = self.bodies.lock().unwrap().pop() else {
-                    break;
-                };
-                let n = self.handed.fetch_add(1, Ordering::SeqCst);
-                out.push(received(n, body));
-            }
-            if out.is_empty() {
-                tokio::time::sleep(wait).await;
-            }
-            Ok(out)
-        }
-
-        async fn delete_batch(&self, messages: &[Received]) -> Result<Vec<String>, StoreError> {
-            let ids = messages.iter().map(|m| m.message_id.clone()).collect();
-            self.calls.lock().unwrap().push(Call::Delete(ids));
-            Ok(Vec::new())
-        }
-
-        async fn change_visibility(
-            &self,
-            message: &Received,
-            timeout: Duration,
-        ) -> Result<(), StoreError> {
-            let call = Call::Visibility(message.message_id.clone(), timeout.as_secs());
-            self.calls.lock().unwrap().push(call);
-            Ok(())
-        }
-
-        async fn dead_letter(
-            &self,
-            letter: &crate::ports::DeadLetter<'_>,
-        ) -> Result<(), StoreError> {
-            let attribute = |name: &str| {
-                letter
-                    .attributes
-                    .iter()
-                    .find(|a| a.name == name)
-                    .map(|a| a.value.clone())
-                    .unwrap_or_default()
-            };
-            let call = Call::DeadLetter(
-                attribute("lakeworker.message_id"),
-                attribute("lakeworker.error_class"),
-                attribute("lakeworker.error"),
-            );
-            self.calls.lock().unwrap().push(call);
-            if self.refuse_dead_letters {
-                return Err(StoreError::new(
-                    "SQS SendMessage (dead letter)",
-                    StoreErrorKind::NotFound,
-                    "AWS.SimpleQueueService.NonExistentQueue",
-                ));
-            }
-            Ok(())
-        }
-    }
 
     /// Acts on the body: "ok", "permanent", "transient", "hang" (until stopped), "stuck"
     /// (ignores its stop); counts how many run at once. Keeps dead-letter bodies in
@@ -741,7 +322,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_flight_limit_holds_and_deletes_are_batched() {
-        let queue = FakeQueue::new(vec!["ok"; 25]);
+        let queue = Arc::new(MemoryQueue::new(vec!["ok"; 25]));
         let handler = Arc::new(FakeHandler::default());
         let pool = Pool::new(
             queue.clone(),
@@ -781,7 +362,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failures_are_retried_or_dead_lettered() {
-        let queue = FakeQueue::new(vec!["permanent", "transient"]);
+        let queue = Arc::new(MemoryQueue::new(vec!["permanent", "transient"]));
         let pool = Pool::new(
             queue.clone(),
             Arc::new(FakeHandler::default()),
@@ -817,7 +398,9 @@ mod tests {
     /// every `retry_base` seconds for ever.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_message_that_cannot_be_dead_lettered_does_not_loop() {
-        let queue = FakeQueue::refusing_dead_letters(vec!["permanent"]);
+        let queue = Arc::new(
+            MemoryQueue::new(vec!["permanent"]).refusing_dead_letters(StoreErrorKind::NotFound),
+        );
         let handler = Arc::new(FakeHandler::default());
         let pool = Pool::new(
             queue.clone(),
@@ -856,7 +439,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_waits_for_the_grace_then_releases() {
-        let queue = FakeQueue::new(vec!["hang", "ok"]);
+        let queue = Arc::new(MemoryQueue::new(vec!["hang", "ok"]));
         let pool = Pool::new(
             queue.clone(),
             Arc::new(FakeHandler::default()),
@@ -884,7 +467,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_is_bounded_even_when_a_job_never_stops() {
-        let queue = FakeQueue::new(vec!["stuck", "ok"]);
+        let queue = Arc::new(MemoryQueue::new(vec!["stuck", "ok"]));
         let grace = Duration::from_secs(2);
         let pool = Pool::new(
             queue.clone(),
@@ -907,26 +490,5 @@ mod tests {
             took <= grace + CLEANUP + DELETE_FLUSH + Duration::from_millis(100),
             "took {took:?}"
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn finished_messages_are_deleted_ten_at_a_time() {
-        let queue = FakeQueue::new(Vec::new());
-        let (send, pending) = mpsc::channel(16);
-        for n in 0..12 {
-            send.send(received(n, String::new())).await.unwrap();
-        }
-        drop(send);
-        delete_loop(queue.clone(), pending).await;
-        let sizes: Vec<usize> = queue
-            .calls()
-            .iter()
-            .map(|call| match call {
-                Call::Delete(ids) => ids.len(),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(sizes, [10, 2]);
-        assert_eq!(queue.deleted().len(), 12);
     }
 }
