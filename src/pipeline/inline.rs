@@ -2,7 +2,7 @@
 //! dataset's table, bad ones quarantined (or, past the dataset's limits, the whole message
 //! refused).
 
-use super::{lineage, rejection_reason, Outcome, Pipeline};
+use super::{convert_on_blocking_thread, lineage, rejection_reason, Outcome, Pipeline};
 use crate::convert::{self, Collect, Quarantine};
 use crate::domain::envelope::InlineRecords;
 use crate::domain::lake;
@@ -33,7 +33,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         let lineage = lineage(&what, chrono::Utc::now());
         let owned = dataset.clone();
         let batch_lineage = lineage.clone();
-        let converted = tokio::task::spawn_blocking(move || {
+        let converted = convert_on_blocking_thread(move || {
             let mut batches = Collect::default();
             let mut bad = Quarantine::in_memory();
             let report = convert::convert_records(
@@ -43,10 +43,9 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 &mut batches,
                 &mut bad,
             )?;
-            Ok::<_, convert::ConvertError>((report, batches.0, bad.finish()?))
+            Ok((report, batches.0, bad.finish()?))
         })
-        .await
-        .map_err(|e| JobError::Internal(format!("conversion task: {e}")))?;
+        .await?;
         let (report, batches, bad_rows) = converted.map_err(|source| JobError::Convert {
             what: what.clone(),
             source,

@@ -283,6 +283,18 @@ pub fn rejection_reason(policy: &Policy, report: &ConvertReport) -> Option<Strin
     })
 }
 
+/// Runs a conversion on a blocking thread (it is CPU-bound and reads synchronously) inside
+/// a `convert` span; the outer error is the thread's own failure, the inner the
+/// conversion's.
+async fn convert_on_blocking_thread<T: Send + 'static>(
+    conversion: impl FnOnce() -> Result<T, convert::ConvertError> + Send + 'static,
+) -> Result<Result<T, convert::ConvertError>, JobError> {
+    let span = tracing::info_span!("convert");
+    tokio::task::spawn_blocking(move || span.in_scope(conversion))
+        .await
+        .map_err(|e| JobError::Internal(format!("conversion task: {e}")))
+}
+
 /// A failure caused by the job being stopped is reported as the stop, not as the failure.
 fn stopped_or(error: JobError, job: &Job) -> JobError {
     if job.stopped().is_some() {

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::{
-    arrival, ingest_date, lineage, rejection_outputs, rejection_reason, stopped_or, Attempt,
-    ObjectOutcome, ObjectSummary, Pipeline, Rejection,
+    arrival, convert_on_blocking_thread, ingest_date, lineage, rejection_outputs, rejection_reason,
+    stopped_or, Attempt, ObjectOutcome, ObjectSummary, Pipeline, Rejection,
 };
 use crate::config::{ParquetOptions, Secret};
 use crate::convert::{
@@ -94,10 +94,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 threads: self.settings.worker.conversion_threads.get(),
                 memory: self.settings.worker.conversion_memory,
             };
-            let span = tracing::info_span!("convert");
-            let inner = span.clone();
-            tokio::task::spawn_blocking(move || {
-                let _convert = inner.enter();
+            convert_on_blocking_thread(move || {
                 convert_to_parts(
                     input,
                     &key,
@@ -109,8 +106,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                     salt.as_ref(),
                 )
             })
-            .await
-            .map_err(|e| JobError::Internal(format!("conversion task: {e}")))?
+            .await?
         };
         if job.stopped().is_some() {
             return Err(JobError::Stopped);
