@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::error::from_sdk;
-use super::items::{items_from_batch, last_per_key, Item};
+use super::items::{upsert_items, Item};
 use super::timeouts;
 use crate::config::AwsTimeouts;
 use crate::domain::dataset::Dataset;
@@ -182,8 +182,7 @@ impl RecordStore for DynamoRecords {
         dataset: &Dataset,
         batch: &RecordBatch,
     ) -> Result<u64, StoreError> {
-        let key = dataset.records.as_ref().map_or(0, |t| t.key_index);
-        let items = last_per_key(items_from_batch(dataset, batch), &dataset.columns[key].name);
+        let items = upsert_items(dataset, batch);
         let written = items.len() as u64;
         futures_util::stream::iter(chunks(items))
             .map(|chunk| self.write_chunk(table, chunk))

@@ -49,6 +49,12 @@ fn attribute(kind: ColumnType, array: &dyn Array, row: usize) -> Option<Attribut
     })
 }
 
+/// The items one upsert of `batch` writes: one per row, the last of each records key.
+pub fn upsert_items(dataset: &Dataset, batch: &RecordBatch) -> Vec<Item> {
+    let key = dataset.records.as_ref().map_or(0, |t| t.key_index);
+    last_per_key(items_from_batch(dataset, batch), &dataset.columns[key].name)
+}
+
 /// Keeps the last item per key, in the order of their last occurrence.
 pub fn last_per_key(items: Vec<Item>, key: &str) -> Vec<Item> {
     let mut last: HashMap<String, usize> = HashMap::with_capacity(items.len());

@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::items::{items_from_batch, last_per_key, Item};
+use crate::aws::items::{upsert_items, Item};
 use crate::catalog::NewPartition;
 use crate::domain::dataset::Dataset;
 use crate::domain::envelope::ObjectRef;
@@ -161,8 +161,7 @@ impl RecordStore for MemoryRecords {
         batch: &RecordBatch,
     ) -> Result<u64, StoreError> {
         // What the DynamoDB adapter would send.
-        let key = dataset.records.as_ref().map_or(0, |t| t.key_index);
-        let items = last_per_key(items_from_batch(dataset, batch), &dataset.columns[key].name);
+        let items = upsert_items(dataset, batch);
         let written = items.len() as u64;
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::new(
