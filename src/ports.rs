@@ -22,10 +22,10 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::NewPartition;
 use crate::convert::PartFile;
 use crate::domain::dataset::Dataset;
 use crate::domain::envelope::ObjectRef;
+use crate::domain::lake::NewPartition;
 use crate::domain::ledger::{Claim, ClaimOutcome, Completion};
 
 /// What kind of failure a call had, which decides what the worker does next.

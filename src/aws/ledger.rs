@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 use chrono::{DateTime, Utc};
 
 use super::error::from_sdk;
-use crate::catalog::NewPartition;
+use crate::domain::lake::NewPartition;
 use crate::domain::ledger::{
     timestamp, Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
 };

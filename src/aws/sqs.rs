@@ -83,18 +83,6 @@ fn attribute(
         .map_err(|e| StoreError::new("SQS SendMessage", StoreErrorKind::Rejected, e.to_string()))
 }
 
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
 impl Queue for SqsQueue {
     async fn receive(
         &self,
@@ -237,17 +225,5 @@ impl Queue for SqsQueue {
             .await
             .map_err(|e| from_sdk("SQS SendMessage (dead letter)", e))?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncation_respects_characters() {
-        assert_eq!(truncate("short", 10), "short");
-        let cut = truncate(&"é".repeat(100), 11);
-        assert_eq!(cut, "éééé…");
     }
 }

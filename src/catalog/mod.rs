@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CatalogSettings, LakeSettings};
 use crate::convert::LakeProjection;
 use crate::domain::dataset::Dataset;
-use crate::domain::lake;
+use crate::domain::lake::{self, NewPartition};
 use crate::ports::{Ledger, QueryRunner};
 
 /// Partitions added by one ALTER TABLE at most.
@@ -113,16 +113,6 @@ pub fn create_view(database: &str, name: &str, sql: &str) -> String {
         name.replace('"', ""),
         sql.trim().trim_end_matches(';')
     )
-}
-
-/// A partition a job wrote to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NewPartition {
-    pub dataset: String,
-    pub partition_name: String,
-    /// `YYYY-MM-DD` or Hive's null partition.
-    pub value: String,
-    pub location: String,
 }
 
 /// Counts of catalog work, for logs and telemetry.

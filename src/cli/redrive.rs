@@ -44,7 +44,11 @@ impl std::fmt::Display for DeadLettered {
         if let Some(uri) = &self.body_uri {
             writeln!(f, "  body kept at: {uri}")?;
         }
-        write!(f, "  body: {}", crate::aws::sqs::truncate(&self.body, 300))
+        write!(
+            f,
+            "  body: {}",
+            crate::worker::dead_letter::truncate(&self.body, 300)
+        )
     }
 }
 

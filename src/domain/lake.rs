@@ -44,6 +44,17 @@ pub fn object_id(object: &ObjectRef) -> String {
 }
 
 /// The text of a partition value in a key: `YYYY-MM-DD`, or Hive's null partition.
+/// A Hive partition a job wrote to, as the catalog registers it (and the ledger keeps it
+/// until then).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NewPartition {
+    pub dataset: String,
+    pub partition_name: String,
+    /// `YYYY-MM-DD` or Hive's null partition.
+    pub value: String,
+    pub location: String,
+}
+
 /// A Hive partition value: a date in days since the epoch, or null.
 pub type PartitionValue = Option<i32>;
 

@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::UPLOADS_AT_ONCE;
-use crate::catalog::{NewPartition, Partitions};
+use crate::catalog::Partitions;
 use crate::convert::PartFile;
 use crate::domain::dataset::Dataset;
-use crate::domain::lake;
+use crate::domain::lake::{self, NewPartition};
 use crate::ports::{Ledger, ObjectStore, PartLocation, StoreError, TableSink};
 
 /// Hive-partitioned Parquet in the lake bucket.

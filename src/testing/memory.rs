@@ -10,9 +10,9 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::items::{upsert_items, Item};
-use crate::catalog::NewPartition;
 use crate::domain::dataset::Dataset;
 use crate::domain::envelope::ObjectRef;
+use crate::domain::lake::NewPartition;
 use crate::domain::ledger::{
     Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
 };

@@ -26,7 +26,6 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::disposition::RetryPolicy;
-use crate::aws::sqs::truncate;
 use crate::pipeline::error::ErrorClass;
 use crate::ports::{DeadLetter, MessageAttribute, Queue, Received, StoreError};
 
@@ -235,6 +234,18 @@ fn after_the_pointer_failed(
     }
 }
 
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -260,6 +271,14 @@ mod tests {
     }
 
     /// Keeps bodies in memory, or fails like an unreachable S3.
+
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(truncate("short", 10), "short");
+        let cut = truncate(&"é".repeat(100), 11);
+        assert_eq!(cut, "éééé…");
+    }
+
     #[derive(Default)]
     struct FakeKeeper {
         fail: bool,
