@@ -1,52 +1,46 @@
 //! lakeworker: a long-running SQS worker that turns files landing in S3 into typed,
 //! partitioned Parquet in a lake bucket and, for user datasets, rows in DynamoDB.
 //!
+//! One S3 message, from receive to delete, in six functions:
+//!
 //! ```text
-//! SQS ──receive──▶ worker::pool ──▶ pipeline::Pipeline::handle(body)
-//!                                     ├─ envelope::parse      body → objects | records | discard
-//!                                     ├─ datasets::Router     key glob → Dataset
-//!                                     ├─ ledger (claim)       object version → claimed | done | busy
-//!                                     ├─ convert::convert     S3 stream → validate → Parquet parts
-//!                                     ├─ lake / records       part keys; DynamoDB items
-//!                                     ├─ aws::{s3, dynamodb}  upload parts, upsert rows
-//!                                     └─ ledger (settle)      done | failed | released
-//!                        ◀── worker::disposition: delete | retry later | dead-letter | release
-//!                        (worker::heartbeat extends visibility while the job runs)
+//! SQS ─▶ 1 worker::pool::Poller::run          ReceiveMessage (long poll), one job per message
+//!        2 worker::job::run                   heartbeat on; handle; disposition::decide; carry it out
+//!        3 pipeline::Pipeline::handle         envelope::parse_from → route the key to a dataset
+//!        4 pipeline::claim::claim_and_process pin the version, ledger claim, lease renewal, settle
+//!        5 pipeline::object::process_object   download → convert → reject | TableSink::publish,
+//!                                             bad rows, records (RecordStore::upsert)
+//!        6 worker::deleter::delete_loop       DeleteMessageBatch, ten at a time
 //! ```
 //!
-//! Modules, one line each:
-//! - [`config`]: TOML + `LAKEWORKER__…` env overrides → validated [`config::Settings`].
-//! - [`telemetry`]: tracing subscriber (JSON or pretty), OpenTelemetry export;
-//!   [`metrics`]: the OpenTelemetry instruments.
-//! - [`envelope`]: pure parsing of S3, SNS, EventBridge and inline-records bodies.
-//! - [`datasets`], [`schema`]: datasets, key routing, column types, cell parsing.
+//! Layers, each depending only on those listed before it:
+//! - [`domain`]: pure: message envelopes, datasets, schemas, lake keys, the ledger model.
+//! - [`config`]: TOML + `LAKEWORKER__…` env overrides → validated [`config::Settings`];
+//!   [`telemetry`], `metrics`, `health`: logs, OpenTelemetry, the health endpoint.
 //! - [`convert`]: streaming CSV / JSON lines → Arrow batches → Parquet / spool sinks.
-//! - [`catalog`]: Athena / Glue tables, partitions and views for the lake.
-//! - [`lake`]: deterministic lake keys; [`records`]: Arrow rows → DynamoDB items.
-//! - [`ledger`]: one record per object version: claims, leases, status.
-//! - [`pipeline`]: one message end to end, against the [`aws`] traits; [`job`]: its
-//!   identity and cancellation.
-//! - [`worker`]: pollers, heartbeats, dispositions (delete, retry, dead-letter, release),
-//!   batched deletes, graceful shutdown.
-//! - [`redrive`]: move dead-lettered messages back to the work queue.
-//! - [`backfill`]: enqueue synthetic events for objects already in the landing bucket.
-//! - [`aws`]: thin SDK adapters behind `Queue`, `ObjectStore`, `RecordStore`.
-//! - [`health`]: `/healthz` and `/readyz` for orchestrators, and the healthcheck client.
-//! - [`provision`]: create buckets, queues, notification and tables for dev setups.
-//! - [`error`]: the job error type and its class (transient or permanent).
+//! - [`ports`]: the traits the layers below `cli` need from outside, one `StoreError`.
+//! - `catalog`: Athena DDL and the partition registrar; `table`: table formats behind the
+//!   `TableSink` port (Hive today).
+//! - `pipeline`: one message end to end against the ports.
+//! - `worker`: pollers, jobs, heartbeats, dispositions, dead letters, batched deletes.
+//! - [`aws`]: the ports over the AWS SDK; [`cli`]: the commands and the binary's wiring,
+//!   the only layer that names [`aws`].
+//! - `testing`: the in-memory fakes of the ports (test builds).
 
+// What the binary, the integration tests, the benchmarks and the fuzz targets use is
+// public; the layers in between are private.
 pub mod aws;
-pub mod catalog;
+mod catalog;
 pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod domain;
-pub mod health;
-pub mod metrics;
-pub mod pipeline;
+mod health;
+mod metrics;
+mod pipeline;
 pub mod ports;
-pub mod table;
+mod table;
 pub mod telemetry;
 #[cfg(test)]
-pub mod testing;
-pub mod worker;
+mod testing;
+mod worker;
