@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::domain::envelope::S3Event;
 use crate::pipeline::error::ErrorClass;
 use crate::testing::memory::{MemoryLedger, MemoryRecords, MemoryStore};
 
@@ -66,13 +67,13 @@ fn event(bucket: &str, key: &str) -> String {
     event_sized(bucket, key, None)
 }
 
+/// An `ObjectCreated:Put` event for the stored `key` (form-encoded in the body, as S3
+/// writes it), ETag `e1`, at 2024-03-04T05:06:07Z; `size` left out when `None`.
 fn event_sized(bucket: &str, key: &str, size: Option<u64>) -> String {
-    serde_json::json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "eventTime": "2024-03-04T05:06:07Z",
-        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": "e1", "size": size}}
-    }]})
-    .to_string()
+    let event = S3Event::put(bucket, key)
+        .etag("e1")
+        .at("2024-03-04T05:06:07Z");
+    S3Event { size, ..event }.body()
 }
 
 async fn one_object(p: &TestPipeline, key: &str) -> ObjectOutcome {
@@ -108,7 +109,7 @@ async fn a_user_file_becomes_lake_parts_and_table_rows() {
     let csv = "user_id,age,signup_date\nu-1,1,2024/01/01\nu-2,2,2024/01/02\nu-1,3,2024/01/02\n";
     p.store.insert(LANDING, "users/x y.csv", csv.as_bytes());
     let outcome = p
-        .handle(&event(LANDING, "users/x+y.csv"), &job("m1"))
+        .handle(&event(LANDING, "users/x y.csv"), &job("m1"))
         .await
         .unwrap();
     let Outcome::Converted(objects) = outcome else {
@@ -158,11 +159,8 @@ async fn an_event_without_a_time_takes_the_objects_last_modified_never_the_clock
     *p.store.last_modified.lock().unwrap() = "2023-01-02T03:04:05Z".parse().unwrap();
     let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
     p.store.insert(LANDING, "events/a.jsonl", line.as_bytes());
-    let body = serde_json::json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": LANDING}, "object": {"key": "events/a.jsonl", "eTag": "e1"}}
-    }]});
-    p.handle(&body.to_string(), &job("m1")).await.unwrap();
+    let body = S3Event::put(LANDING, "events/a.jsonl").etag("e1").body();
+    p.handle(&body, &job("m1")).await.unwrap();
     let keys = p.store.keys(LAKE);
     assert!(
         keys[0].starts_with("curated/events/ingest_date=2023-01-02/part-"),
