@@ -1,0 +1,90 @@
+//! Row rules in either format: every problem of a row, unique keys, extra columns, long rows.
+
+use super::*;
+use crate::config::EXTRA_COLUMN;
+use crate::domain::dataset::ExtraColumns;
+
+#[test]
+fn every_problem_of_a_row_is_reported() {
+    let d = dataset(FileFormat::Csv, Partition::IngestDate);
+    let (report, _, bad) = run_on(b"user_id,age,score\n,x,y\n", &d, 10);
+    assert_eq!(report.rows_rejected, 1);
+    let rules: Vec<&str> = bad[0]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["required", "type", "type"]);
+}
+
+#[test]
+fn duplicate_keys_are_bad_rows_when_a_unique_key_is_set() {
+    let mut d = dataset(FileFormat::Csv, Partition::IngestDate);
+    d.policy.unique_key = vec![0, 1];
+    let (report, _) = collect("user_id,age\na,1\na,2\nb,1\na,1\n,1\n", &d);
+    assert_eq!((report.rows_written, report.rows_rejected), (3, 2));
+    assert_eq!(
+        errors(&report),
+        [
+            "line 5: duplicate key; first seen at line 2",
+            "line 6, column user_id: required value is missing"
+        ]
+    );
+}
+
+#[test]
+fn extra_columns_can_be_kept_as_json() {
+    let mut d = dataset(FileFormat::Csv, Partition::IngestDate);
+    d.policy.extra_columns = ExtraColumns::Keep;
+    let (report, batches) = collect("user_id,nickname,team\na,ace,red\nb,,blue\n", &d);
+    assert_eq!(report.rows_written, 2);
+    let schema = batches[0].schema();
+    assert_eq!(schema.field(6).name(), EXTRA_COLUMN);
+    assert_eq!(
+        strings(&batches, 6),
+        [
+            Some(r#"{"nickname":"ace","team":"red"}"#.into()),
+            Some(r#"{"nickname":"","team":"blue"}"#.into())
+        ]
+    );
+    let mut j = dataset(FileFormat::Jsonl, Partition::IngestDate);
+    j.policy.extra_columns = ExtraColumns::Keep;
+    let (_, batches) = collect(
+        "{\"user_id\": \"a\", \"x\": [1]}\n{\"user_id\": \"b\"}\n",
+        &j,
+    );
+    assert_eq!(strings(&batches, 6), [Some(r#"{"x":[1]}"#.into()), None]);
+    j.policy.extra_columns = ExtraColumns::Reject;
+    let (report, _) = collect("{\"user_id\": \"a\", \"x\": 1}\n", &j);
+    assert_eq!(
+        errors(&report),
+        ["line 1: keys the dataset does not declare: x"]
+    );
+}
+
+#[test]
+fn long_rows_are_bad_rows_and_never_held_whole() {
+    let mut d = dataset(FileFormat::Csv, Partition::IngestDate);
+    d.policy.max_row_bytes = 64;
+    let long = "x".repeat(10_000);
+    let input = format!("user_id,age\nu1,1\n\"{long}\n{long}\",2\nu3,3\n");
+    let (report, _, bad) = run_on(input.as_bytes(), &d, 10);
+    assert_eq!((report.rows_written, report.rows_rejected), (2, 1));
+    assert_eq!(errors(&report), ["line 3: the row is longer than 64 bytes"]);
+    assert_eq!(
+        bad[0]["raw"].as_str().unwrap().len(),
+        64,
+        "the quarantine keeps only the first bytes"
+    );
+    let mut j = dataset(FileFormat::Jsonl, Partition::IngestDate);
+    j.policy.max_row_bytes = 64;
+    let input =
+        format!("{{\"user_id\": \"a\"}}\n{{\"user_id\": \"{long}\"}}\n{{\"user_id\": \"c\"}}\n");
+    let (report, _, _) = run_on(input.as_bytes(), &j, 10);
+    assert_eq!((report.rows_written, report.rows_rejected), (2, 1));
+    assert_eq!(
+        errors(&report),
+        ["line 2: the line is longer than 64 bytes"]
+    );
+}
