@@ -32,13 +32,13 @@ use crate::domain::ledger::Status;
 use crate::domain::schema::date_to_days;
 use crate::pipeline::error::JobError;
 use crate::pipeline::job::Job;
-#[cfg(test)] // the tests (tests.rs) stop jobs; the keep-alive does it for the lease
+#[cfg(test)] // the tests (tests/) stop jobs; the keep-alive does it for the lease
 use crate::pipeline::job::StopReason;
 use crate::ports::{Ledger, ObjectStore, RecordStore, TableSink};
 use crate::table::hive::HiveTable;
 use claim::Attempt;
 use outputs::rejection_outputs;
-// What the tests (tests.rs) reach through `use super::*`.
+// What the tests (tests/) reach through `use super::*`.
 #[cfg(test)]
 use crate::domain::ledger::{Claim, ClaimOutcome, Completion, LedgerKey};
 #[cfg(test)]
@@ -108,8 +108,10 @@ pub struct ObjectSummary {
     pub rows_written: u64,
     /// Bad rows, written to `quarantine` (when there were any).
     pub rows_quarantined: u64,
-    /// Lake keys written, in partition order.
+    /// Keys of the table's parts, in partition order.
     pub parts: Vec<String>,
+    /// The same parts as `s3://` URIs (the table format decides their bucket).
+    pub part_uris: Vec<String>,
     pub quarantine: Option<String>,
     /// The original's copy in the raw zone, when `lake.raw_prefix` is set.
     pub raw: Option<String>,
@@ -176,6 +178,9 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
     /// The same pipeline writing its tables with `table`.
+    // Only the tests use another table format yet; the Iceberg table will be the first in
+    // the binary.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn with_table<U: TableSink>(self, table: U) -> Pipeline<S, R, L, U> {
         Pipeline {
             settings: self.settings,

@@ -231,6 +231,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             rows_in: report.rows_in,
             rows_written: report.rows_written,
             rows_quarantined: report.rows_rejected,
+            part_uris: locations
+                .iter()
+                .map(|at| output_uri(&at.bucket, &at.key))
+                .collect(),
             parts: locations.into_iter().map(|at| at.key).collect(),
             quarantine: quarantine.map(|(_, key)| key),
             raw,

@@ -142,9 +142,9 @@ pub(super) fn summary_outputs(
 ) -> Vec<String> {
     let in_lake = |key: &String| crate::domain::ledger::output_uri(&lake.bucket, key);
     summary
-        .parts
+        .part_uris
         .iter()
-        .map(in_lake)
+        .cloned()
         .chain(
             summary
                 .quarantine

@@ -16,6 +16,7 @@ mod pii;
 mod rejection;
 mod routing;
 mod scratch;
+mod table;
 
 type TestPipeline = Pipeline<MemoryStore, MemoryRecords, MemoryLedger>;
 
@@ -88,7 +89,8 @@ async fn one_object(p: &TestPipeline, key: &str) -> ObjectOutcome {
     }
 }
 
-fn table(p: &TestPipeline) -> Vec<(String, String)> {
+/// The users table's (user_id, age) items.
+fn table<T>(p: &Pipeline<MemoryStore, MemoryRecords, MemoryLedger, T>) -> Vec<(String, String)> {
     let tables = p.records.tables.lock().unwrap();
     tables
         .get("lakeworker-users")
