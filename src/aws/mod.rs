@@ -11,7 +11,6 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::config::AwsSettings;
-pub use crate::ports::StoreError;
 
 pub mod athena;
 pub mod dynamodb;

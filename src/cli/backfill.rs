@@ -233,7 +233,6 @@ pub async fn command(
     target: String,
     options: Options,
 ) -> anyhow::Result<ExitCode> {
-    use BackfillError;
     let clients = crate::aws::Clients::connect(&settings.aws).await;
     let dry_run = options.dry_run;
     let report = match backfill(&settings, &clients, &target, &options).await {

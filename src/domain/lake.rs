@@ -43,7 +43,6 @@ pub fn object_id(object: &ObjectRef) -> String {
         .collect()
 }
 
-/// The text of a partition value in a key: `YYYY-MM-DD`, or Hive's null partition.
 /// A Hive partition a job wrote to, as the catalog registers it (and the ledger keeps it
 /// until then).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,6 +57,7 @@ pub struct NewPartition {
 /// A Hive partition value: a date in days since the epoch, or null.
 pub type PartitionValue = Option<i32>;
 
+/// The text of a partition value in a key: `YYYY-MM-DD`, or Hive's null partition.
 pub fn partition_text(value: PartitionValue) -> String {
     match value.and_then(days_to_date) {
         Some(date) => date.format("%Y-%m-%d").to_string(),

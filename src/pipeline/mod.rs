@@ -5,7 +5,7 @@
 //! [`Pipeline::handle`] is the step function the worker pool calls for every message; it
 //! does not touch the queue. Its result decides the message's fate
 //! ([`crate::worker::disposition`]). It works against the [`ObjectStore`], [`RecordStore`]
-//! and [`Ledger`] traits, so tests can drive it with in-memory fakes.
+//! and [`Ledger`] traits and the table port ([`TableSink`]), so tests can drive it with in-memory fakes.
 //!
 //! - this module: the outcome types, [`Pipeline::handle`] and routing;
 //! - [`claim`]: one object in the ledger: pin its version, claim, renew the lease,
@@ -180,7 +180,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
     /// The same pipeline writing its tables with `table`.
     // Only the tests use another table format yet; the Iceberg table will be the first in
     // the binary.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub fn with_table<U: TableSink>(self, table: U) -> Pipeline<S, R, L, U> {
         Pipeline {
             settings: self.settings,

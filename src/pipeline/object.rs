@@ -198,14 +198,15 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 )
             })
             .collect::<Vec<_>>();
+        // The bad rows first, then the table: the table makes its parts visible (for Hive,
+        // notes and registers their partitions) only once everything else is up, and a
+        // publish is never dropped half-way.
         async {
-            let table = async {
-                self.table
-                    .publish(dataset, &parts, &locations, job.token())
-                    .await
-                    .map_err(|e| stopped_or(e.into(), job))
-            };
-            tokio::try_join!(table, self.upload(&bad_rows_upload, job)).map(|_| ())
+            self.upload(&bad_rows_upload, job).await?;
+            self.table
+                .publish(dataset, &parts, &locations, job.token())
+                .await
+                .map_err(|e| stopped_or(e.into(), job))
         }
         .instrument(tracing::info_span!(
             "lake_write",

@@ -270,8 +270,6 @@ mod tests {
         }
     }
 
-    /// Keeps bodies in memory, or fails like an unreachable S3.
-
     #[test]
     fn truncation_respects_characters() {
         assert_eq!(truncate("short", 10), "short");
@@ -279,6 +277,7 @@ mod tests {
         assert_eq!(cut, "éééé…");
     }
 
+    /// Keeps bodies in memory, or fails like an unreachable S3.
     #[derive(Default)]
     struct FakeKeeper {
         fail: bool,
