@@ -193,6 +193,26 @@ pub struct MemoryLedger {
 }
 
 impl MemoryLedger {
+    /// Records a finished claim (done or rejected) with its counts, outputs and error.
+    fn settle(
+        &self,
+        claim: &Claim,
+        status: Status,
+        counts: &Completion,
+        error: Option<&str>,
+    ) -> bool {
+        self.owned(claim, |r| {
+            r.status = Some(status);
+            r.lease_expires_at = None;
+            r.rows_in = Some(counts.rows_in);
+            r.rows_written = Some(counts.rows_written);
+            r.rows_rejected = Some(counts.rows_rejected);
+            r.outputs = counts.outputs.clone();
+            r.pending_outputs.clear();
+            r.last_error = error.map(str::to_owned);
+        })
+    }
+
     pub fn status(&self, uri: &str) -> Option<Status> {
         let records = self.records.lock().unwrap();
         records
@@ -287,16 +307,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn finish(&self, claim: &Claim, done: &Completion) -> Result<bool, StoreError> {
-        Ok(self.owned(claim, |r| {
-            r.status = Some(Status::Done);
-            r.lease_expires_at = None;
-            r.rows_in = Some(done.rows_in);
-            r.rows_written = Some(done.rows_written);
-            r.rows_rejected = Some(done.rows_rejected);
-            r.outputs = done.outputs.clone();
-            r.pending_outputs.clear();
-            r.last_error = None;
-        }))
+        Ok(self.settle(claim, Status::Done, done, None))
     }
 
     async fn reject(
@@ -305,16 +316,7 @@ impl Ledger for MemoryLedger {
         counts: &Completion,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        Ok(self.owned(claim, |r| {
-            r.status = Some(Status::Rejected);
-            r.lease_expires_at = None;
-            r.rows_in = Some(counts.rows_in);
-            r.rows_written = Some(counts.rows_written);
-            r.rows_rejected = Some(counts.rows_rejected);
-            r.outputs = counts.outputs.clone();
-            r.pending_outputs.clear();
-            r.last_error = Some(reason.to_owned());
-        }))
+        Ok(self.settle(claim, Status::Rejected, counts, Some(reason)))
     }
 
     async fn fail(&self, claim: &Claim, error: &str) -> Result<(), StoreError> {
