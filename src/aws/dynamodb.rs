@@ -182,7 +182,18 @@ impl RecordStore for DynamoRecords {
         dataset: &Dataset,
         batch: &RecordBatch,
     ) -> Result<u64, StoreError> {
-        let items = upsert_items(dataset, batch);
+        // Building items is CPU work over every cell: off the runtime's threads, which
+        // also run heartbeats and lease renewals.
+        let (dataset, batch) = (dataset.clone(), batch.clone());
+        let items = tokio::task::spawn_blocking(move || upsert_items(&dataset, &batch))
+            .await
+            .map_err(|e| {
+                StoreError::new(
+                    OPERATION,
+                    StoreErrorKind::Transient,
+                    format!("item task: {e}"),
+                )
+            })?;
         let written = items.len() as u64;
         futures_util::stream::iter(chunks(items))
             .map(|chunk| self.write_chunk(table, chunk))
