@@ -71,6 +71,7 @@ pub fn dataset(format: FileFormat, knobs: u8) -> Dataset {
         records: None,
         csv,
         policy,
+        table: Default::default(),
     }
 }
 

@@ -8,11 +8,12 @@ use serde::Deserialize;
 use super::checks::{choice, is_identifier, is_table_name};
 use super::dataset_columns::{validate_columns, Columns, RawColumn};
 use super::dataset_csv::{validate_header_names, RawCsv};
+use super::lake::TABLE_FORMATS;
 use super::size::{size_in, RawSize};
 use super::{Problems, Secret};
 use crate::domain::dataset::{
     compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, OnInvalid, Partition,
-    Policy, RecordsTarget, INGEST_DATE,
+    Policy, RecordsTarget, TableFormat, INGEST_DATE,
 };
 use crate::domain::schema::{Column, ColumnType, LakeOutput};
 
@@ -48,6 +49,7 @@ pub(super) struct RawDataset {
     max_row_bytes: Option<RawSize>,
     max_columns: Option<u64>,
     inline: Option<bool>,
+    table_format: Option<String>,
     csv: Option<RawCsv>,
     #[serde(default)]
     columns: Vec<RawColumn>,
@@ -68,6 +70,7 @@ impl RawDataset {
         path: &str,
         p: &mut Problems,
         pii_salt: Option<&Secret>,
+        default_table: TableFormat,
     ) -> Option<Dataset> {
         let before = p.0.len();
         p.check(
@@ -206,6 +209,13 @@ impl RawDataset {
         if p.0.len() != before {
             return None;
         }
+        let table = match &self.table_format {
+            None => Some(default_table),
+            Some(word) => choice(p, format!("{path}.table_format"), word, &TABLE_FORMATS),
+        };
+        if let (Some(TableFormat::Iceberg), Some(partition)) = (table, &partition) {
+            iceberg_partition_column_is_kept(p, path, &columns, partition);
+        }
         Some(Dataset {
             name: self.name,
             pattern: self.pattern,
@@ -216,8 +226,31 @@ impl RawDataset {
             records,
             csv,
             policy,
+            table: table?,
         })
     }
+}
+
+/// An Iceberg partition is computed from a column of the data files, so the partition
+/// column must be written to the lake as it is (not hashed, not dropped).
+fn iceberg_partition_column_is_kept(
+    p: &mut Problems,
+    path: &str,
+    columns: &[Column],
+    partition: &Partition,
+) {
+    let (Partition::DateColumn { index } | Partition::TimestampColumn { index }) = partition else {
+        return;
+    };
+    let column = &columns[*index];
+    p.check(
+        matches!(column.lake, LakeOutput::Keep { .. }),
+        format!("{path}.partition_by"),
+        format!(
+            "{:?} must be kept in the lake as it is for an Iceberg table (its partition is computed from it), so it may not be hashed or dropped",
+            column.name
+        ),
+    );
 }
 
 fn validate_partition(

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::checks::{check_bucket, choice, nonzero};
 use super::size::{size_in, RawSize};
 use super::Problems;
+use crate::domain::dataset::TableFormat;
 
 #[derive(Debug, Clone)]
 pub struct LakeSettings {
@@ -28,6 +29,8 @@ pub struct LakeSettings {
     /// Parts of one file uploaded at once; with `upload_part_size` this bounds upload
     /// buffers.
     pub upload_concurrency: NonZeroUsize,
+    /// The table format of datasets that do not set their own.
+    pub table_format: TableFormat,
 }
 
 /// A value that must not appear in logs or debug output.
@@ -109,7 +112,19 @@ pub(super) struct RawLake {
     upload_concurrency: u32,
     #[serde(default = "default_pii_salt_env")]
     pii_salt_env: String,
+    #[serde(default = "default_table_format")]
+    table_format: String,
 }
+
+fn default_table_format() -> String {
+    "hive".into()
+}
+
+/// `table_format` words (of `[lake]` and of a dataset).
+pub(super) const TABLE_FORMATS: [(&str, TableFormat); 2] = [
+    ("hive", TableFormat::Hive),
+    ("iceberg", TableFormat::Iceberg),
+];
 
 fn default_prefix() -> String {
     "curated".into()
@@ -211,6 +226,7 @@ impl RawLake {
             "lake.quarantine_prefix",
             "must differ from lake.prefix in the same bucket, and neither may contain the other",
         );
+        let table_format = choice(p, "lake.table_format", &self.table_format, &TABLE_FORMATS);
         Some(LakeSettings {
             quarantine_bucket: self
                 .quarantine_bucket
@@ -227,6 +243,7 @@ impl RawLake {
             pii_salt,
             upload_part_size,
             upload_concurrency: nonzero(self.upload_concurrency),
+            table_format: table_format?,
         })
     }
 }

@@ -38,6 +38,7 @@ mod dataset;
 mod dataset_columns;
 mod dataset_csv;
 mod health;
+mod iceberg;
 mod lake;
 mod landing;
 mod ledger;
@@ -51,6 +52,7 @@ mod worker;
 pub use aws::{AwsSettings, AwsTimeouts};
 pub use catalog::CatalogSettings;
 pub use health::HealthSettings;
+pub use iceberg::{parse_duration, IcebergSettings};
 pub use lake::{Compression, LakeSettings, ParquetOptions, Secret};
 pub use landing::LandingSettings;
 pub use ledger::LedgerSettings;
@@ -134,6 +136,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// The Athena / Glue catalog; `None` leaves it alone.
     pub catalog: Option<CatalogSettings>,
+    /// How Iceberg tables are committed and kept (defaults unless `[iceberg]` is given).
+    pub iceberg: IcebergSettings,
     pub datasets: Router,
 }
 
@@ -154,6 +158,8 @@ struct RawSettings {
     #[serde(default)]
     health: health::RawHealth,
     catalog: Option<catalog::RawCatalog>,
+    #[serde(default)]
+    iceberg: iceberg::RawIceberg,
     #[serde(default)]
     telemetry: log::RawTelemetry,
     /// A TOML file with more `[[datasets]]`, relative to this config file.

@@ -5,14 +5,16 @@
 //! - each dataset's `max_row_bytes` must fit `worker.conversion_memory`
 //!   ([`rows_fit_the_conversion_memory`]);
 //! - the salt of `pii = "hash"` columns is read as `lake.pii_salt_env` says, and each
-//!   dataset checks that its hashed columns have one.
+//!   dataset checks that its hashed columns have one;
+//! - a dataset's `table_format` defaults to `lake.table_format`, and an Iceberg dataset
+//!   needs `[catalog]` ([`iceberg_needs_the_catalog`]).
 
 use std::collections::HashSet;
 
 use super::dataset::RawDataset;
 use super::lake;
 use super::{ConfigError, LandingSettings, MemoryBudget, Problems, RawSettings, Secret, Settings};
-use crate::domain::dataset::{Dataset, Router};
+use crate::domain::dataset::{Dataset, Router, TableFormat};
 
 impl RawSettings {
     /// Checks every value and collects every problem, each with its key path; `env` is
@@ -46,14 +48,19 @@ impl RawSettings {
         let health = self.health.validate(&mut p);
         let log = self.log.validate(log_format, self.telemetry, &mut p);
 
+        let iceberg = self.iceberg.validate(&mut p);
+        let table_format = lake.as_ref().map(|l| l.table_format).unwrap_or_default();
         let datasets = validate_datasets(
             self.datasets,
             pii_salt.as_ref(),
             worker.conversion_memory,
+            table_format,
             &mut p,
         );
+        iceberg_needs_the_catalog(&mut p, &datasets, catalog.is_some());
 
-        let (Some(lake), Some(log), true) = (lake, log, p.0.is_empty()) else {
+        let (Some(lake), Some(log), Some(iceberg), true) = (lake, log, iceberg, p.0.is_empty())
+        else {
             return Err(ConfigError { problems: p.0 });
         };
         Ok(Settings {
@@ -66,6 +73,7 @@ impl RawSettings {
             log,
             health,
             catalog,
+            iceberg,
             datasets: Router::new(datasets),
         })
     }
@@ -87,6 +95,7 @@ fn validate_datasets(
     entries: Vec<RawDataset>,
     pii_salt: Option<&Secret>,
     conversion_memory: MemoryBudget,
+    table_format: TableFormat,
     p: &mut Problems,
 ) -> Vec<Dataset> {
     if entries.is_empty() {
@@ -103,12 +112,25 @@ fn validate_datasets(
                 format!("dataset name {:?} is used twice", raw.name),
             );
         }
-        if let Some(dataset) = raw.validate(&path, p, pii_salt) {
+        if let Some(dataset) = raw.validate(&path, p, pii_salt, table_format) {
             rows_fit_the_conversion_memory(p, &path, &dataset, conversion_memory);
             datasets.push(dataset);
         }
     }
     datasets
+}
+
+/// An Iceberg table lives in the Glue database of `[catalog]`.
+fn iceberg_needs_the_catalog(p: &mut Problems, datasets: &[Dataset], has_catalog: bool) {
+    if has_catalog {
+        return;
+    }
+    for dataset in datasets.iter().filter(|d| d.table == TableFormat::Iceberg) {
+        p.add(
+            format!("datasets.{}.table_format", dataset.name),
+            "\"iceberg\" needs [catalog] (its database holds the table)",
+        );
+    }
 }
 
 /// A dataset's longest rows (`max_row_bytes`) must fit `worker.conversion_memory`: see

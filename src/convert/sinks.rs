@@ -21,7 +21,7 @@ use parquet::file::properties::WriterProperties;
 use super::batch::full_schema;
 use super::{BadRow, BadRowSink, BatchSink, ConvertError, Lineage};
 use crate::config::{Compression, MemoryBudget, ParquetOptions, Secret};
-use crate::domain::dataset::{Dataset, Partition};
+use crate::domain::dataset::{Dataset, Partition, TableFormat, INGEST_DATE};
 use crate::domain::records::value_text;
 use crate::domain::schema::{pii_hash, ColumnType, LakeOutput};
 
@@ -94,13 +94,20 @@ impl BatchSink for ParquetFile {
 }
 
 /// How a full batch becomes a lake batch: the columns kept (not dropped, not the date
-/// partition column that lives in the path), renamed and hashed as configured.
+/// partition column that lives in the path), renamed and hashed as configured. For an
+/// Iceberg table every field carries its Iceberg field id (`PARQUET:field_id`, numbered
+/// in schema order from 1: see [`ICEBERG_FIELD_ID`]), and a table partitioned by ingest
+/// date gets a real `ingest_date` column last.
 pub struct LakeProjection {
     /// (column of the full batch, the column's type if its values are hashed).
     sources: Vec<(usize, Option<ColumnType>)>,
     schema: SchemaRef,
     salt: String,
+    ingest_date_column: bool,
 }
+
+/// The Arrow field metadata key the parquet crate writes as the Parquet field id.
+pub const ICEBERG_FIELD_ID: &str = "PARQUET:field_id";
 
 impl LakeProjection {
     pub fn new(dataset: &Dataset, salt: Option<&Secret>) -> Self {
@@ -130,10 +137,38 @@ impl LakeProjection {
                 LakeOutput::Drop => {}
             }
         }
+        let ingest_date_column = dataset.has_ingest_date_column();
+        if ingest_date_column {
+            fields.push(Field::new(INGEST_DATE, DataType::Date32, false));
+        }
+        let iceberg = dataset.table == TableFormat::Iceberg;
+        if iceberg {
+            fields = fields
+                .into_iter()
+                .enumerate()
+                .map(|(i, field)| {
+                    let id = (i + 1).to_string();
+                    // Iceberg `timestamp` (UTC values, no zone in the type): the Glue
+                    // catalog of iceberg-rust 0.10 cannot register `timestamptz` columns.
+                    let field = match field.data_type() {
+                        DataType::Timestamp(unit, Some(_)) => {
+                            let kind = DataType::Timestamp(*unit, None);
+                            field.with_data_type(kind)
+                        }
+                        _ => field,
+                    };
+                    field.with_metadata(std::collections::HashMap::from([(
+                        ICEBERG_FIELD_ID.to_owned(),
+                        id,
+                    )]))
+                })
+                .collect();
+        }
         LakeProjection {
             sources,
             schema: Arc::new(Schema::new(fields)),
             salt: salt.map(|s| s.expose().to_owned()).unwrap_or_default(),
+            ingest_date_column,
         }
     }
 
@@ -141,18 +176,34 @@ impl LakeProjection {
         self.schema.clone()
     }
 
-    pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch, ConvertError> {
-        let columns: Vec<ArrayRef> = self
+    /// The lake batch of `batch`, whose rows arrived on `ingest_date` (days since the epoch).
+    pub fn apply(
+        &self,
+        batch: &RecordBatch,
+        ingest_date: i32,
+    ) -> Result<RecordBatch, ConvertError> {
+        let mut columns: Vec<ArrayRef> = self
             .sources
             .iter()
-            .map(|(index, hashed)| {
+            .zip(self.schema.fields())
+            .map(|((index, hashed), field)| {
                 let column = batch.column(*index);
                 match hashed {
-                    None => column.clone(),
-                    Some(kind) => Arc::new(self.hash(*kind, column.as_ref())) as ArrayRef,
+                    // The same microseconds, without the zone (see `new`).
+                    None if column.data_type() != field.data_type() => {
+                        arrow::compute::cast(column, field.data_type()).map_err(ConvertError::from)
+                    }
+                    None => Ok(column.clone()),
+                    Some(kind) => Ok(Arc::new(self.hash(*kind, column.as_ref())) as ArrayRef),
                 }
             })
-            .collect();
+            .collect::<Result<_, ConvertError>>()?;
+        if self.ingest_date_column {
+            columns.push(Arc::new(Date32Array::from_value(
+                ingest_date,
+                batch.num_rows(),
+            )));
+        }
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
@@ -335,7 +386,7 @@ impl LakeParts {
         partition: PartitionValue,
         batch: &RecordBatch,
     ) -> Result<(), ConvertError> {
-        let lake = self.projection.apply(batch)?;
+        let lake = self.projection.apply(batch, self.ingest_date)?;
         // Room first, so the share holds while the batch is encoded (its arrays are an
         // upper bound of what it adds), then a look at what it did add.
         self.keep_within_budget(lake.get_array_memory_size())?;

@@ -163,6 +163,25 @@ pub struct RecordsTarget {
     pub key_index: usize,
 }
 
+/// How a dataset's table is laid out in the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableFormat {
+    /// Parquet under Hive partition folders, partitions registered in the catalog.
+    #[default]
+    Hive,
+    /// An Apache Iceberg table in the Glue Data Catalog, committed in batched snapshots.
+    Iceberg,
+}
+
+impl TableFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableFormat::Hive => "hive",
+            TableFormat::Iceberg => "iceberg",
+        }
+    }
+}
+
 /// One dataset, validated.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -176,6 +195,8 @@ pub struct Dataset {
     pub records: Option<RecordsTarget>,
     pub csv: CsvOptions,
     pub policy: Policy,
+    /// `table_format` (the dataset's, else `[lake]`'s).
+    pub table: TableFormat,
 }
 
 impl Dataset {
@@ -188,12 +209,19 @@ impl Dataset {
         }
     }
 
-    /// The index of a column that lives only in the partition path, if any.
+    /// The index of a column that lives only in the partition path, if any: a Hive date
+    /// partition column. Iceberg keeps every column in its data files.
     pub fn path_only_column(&self) -> Option<usize> {
-        match self.partition {
-            Partition::DateColumn { index } => Some(index),
+        match (self.table, &self.partition) {
+            (TableFormat::Hive, Partition::DateColumn { index }) => Some(*index),
             _ => None,
         }
+    }
+
+    /// Whether the lake files carry an `ingest_date` column: Iceberg tables partitioned by
+    /// ingest date (the partition source must be a real column there).
+    pub fn has_ingest_date_column(&self) -> bool {
+        self.table == TableFormat::Iceberg && self.partition == Partition::IngestDate
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -282,6 +310,7 @@ pub mod testing {
             records: None,
             csv: CsvOptions::default(),
             policy: Policy::default(),
+            table: TableFormat::Hive,
         }
     }
 }
@@ -301,6 +330,7 @@ mod tests {
             records: None,
             csv: CsvOptions::default(),
             policy: Policy::default(),
+            table: TableFormat::Hive,
         }
     }
 
