@@ -8,7 +8,10 @@
 //! - [`Ledger`]: claim, renew and settle object versions.
 //! - [`QueryRunner`]: run one SQL statement (Athena DDL for the catalog).
 //! - [`TableSink`]: make an object's converted parts visible in its dataset's table
-//!   (Hive-partitioned Parquet with catalog partitions: [`crate::table::hive`]).
+//!   (Hive-partitioned Parquet with catalog partitions: [`crate::table::hive`]; Apache
+//!   Iceberg: [`crate::table::iceberg`]).
+//! - [`CommitLog`]: the ledger's side of batched Iceberg commits: which commits an object
+//!   joined, what a commit carried, and the per-table commit lease.
 //!
 //! Every call fails with a [`StoreError`] whose [`StoreErrorKind`] says whether a retry
 //! can help.
@@ -26,7 +29,7 @@ use crate::convert::PartFile;
 use crate::domain::dataset::Dataset;
 use crate::domain::envelope::ObjectRef;
 use crate::domain::lake::NewPartition;
-use crate::domain::ledger::{Claim, ClaimOutcome, Completion};
+use crate::domain::ledger::{Claim, ClaimOutcome, CommitRecord, Completion, LedgerKey};
 
 /// What kind of failure a call had, which decides what the worker does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,13 +330,78 @@ pub trait TableSink: Send + Sync + 'static {
         parts: &[PartFile],
     ) -> Vec<PartLocation>;
 
-    /// Uploads the parts to their locations and makes them visible in the table. On
-    /// `cancel` it stops and fails with [`StoreErrorKind::Cancelled`].
+    /// Whether an earlier attempt of `claim`'s object already made its rows visible for
+    /// good (an Iceberg commit that landed before the ledger settled): then there is
+    /// nothing to write. Hive parts are rewritten idempotently instead, so: no.
+    fn committed(
+        &self,
+        _dataset: &Dataset,
+        _claim: &Claim,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async { Ok(false) }
+    }
+
+    /// Uploads the parts to their locations and makes them visible in the table, for the
+    /// object `claim` holds. On `cancel` it stops and fails with
+    /// [`StoreErrorKind::Cancelled`].
     fn publish(
         &self,
         dataset: &Dataset,
+        claim: &Claim,
         parts: &[PartFile],
         locations: &[PartLocation],
         cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The ledger's side of batched Iceberg commits ([`crate::table::iceberg`]).
+pub trait CommitLog: Send + Sync + 'static {
+    /// Adds `commit_id` to the commits the claimed object joined, while the claim is the
+    /// owner's with a live lease (`false`: it is not, and nothing was written).
+    fn join_commit(
+        &self,
+        claim: &Claim,
+        commit_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every commit id the object version ever joined, read consistently.
+    fn commit_ids(
+        &self,
+        key: &LedgerKey,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Writes the commit record (objects, no snapshot yet) unless it exists.
+    fn record_commit(
+        &self,
+        commit: &CommitRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The commit record, read consistently.
+    fn commit_record(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<CommitRecord>, StoreError>> + Send;
+
+    /// The commit landed as `snapshot_id`.
+    fn commit_landed(
+        &self,
+        id: &str,
+        snapshot_id: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes (or extends) the commit lease of `table` for `owner` unless another owner
+    /// holds a lease that has not run out.
+    fn take_table_lease(
+        &self,
+        table: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Drops `owner`'s lease of `table` (a no-op if it is not theirs).
+    fn drop_table_lease(
+        &self,
+        table: &str,
+        owner: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -6,6 +6,8 @@
 //! Outputs an attempt will publish are added to the string set `pending_outputs` before
 //! the upload; `done` moves the final list to `output_keys` and drops the set.
 //!
+//! Iceberg commits keep their records here too ([`super::commits`]).
+//!
 //! The same table keeps the catalog's pending partitions (hash key
 //! `catalog:{database}.{table}`, range key the partition value) from the moment they are
 //! written until Athena has them.
@@ -25,9 +27,10 @@ use crate::ports::{Ledger, StoreError, StoreErrorKind};
 /// The ledger table's hash and range key attributes (both strings).
 pub const LEDGER_KEYS: [&str; 2] = ["object_uri", "object_version"];
 
-const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
+pub(super) const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 /// The owner still holds a processing claim whose lease has not run out.
-const OWNED: &str = "lease_owner = :owner AND #status = :processing AND lease_expires_at > :now_ms";
+pub(super) const OWNED: &str =
+    "lease_owner = :owner AND #status = :processing AND lease_expires_at > :now_ms";
 
 /// Who may claim: nobody holds the record, or its lease ran out (or it had none) and it is
 /// not finished; with a reprocess request, also a finished record not claimed for that
@@ -59,19 +62,19 @@ const CLAIM_TRIES: u32 = 3;
 /// The ledger table through the SDK.
 #[derive(Clone, Debug)]
 pub struct DynamoLedger {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    pub(super) client: aws_sdk_dynamodb::Client,
+    pub(super) table: String,
 }
 
-fn s(text: impl Into<String>) -> AttributeValue {
+pub(super) fn s(text: impl Into<String>) -> AttributeValue {
     AttributeValue::S(text.into())
 }
 
-fn n(number: impl ToString) -> AttributeValue {
+pub(super) fn n(number: impl ToString) -> AttributeValue {
     AttributeValue::N(number.to_string())
 }
 
-fn millis(time: DateTime<Utc>) -> AttributeValue {
+pub(super) fn millis(time: DateTime<Utc>) -> AttributeValue {
     n(time.timestamp_millis())
 }
 
@@ -83,7 +86,7 @@ impl DynamoLedger {
         }
     }
 
-    fn update(
+    pub(super) fn update(
         &self,
         key: &LedgerKey,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
@@ -475,7 +478,7 @@ impl DynamoLedger {
 }
 
 /// The result of a write conditioned on ownership: `false` when the condition failed.
-fn owned<T, E>(
+pub(super) fn owned<T, E>(
     operation: &'static str,
     result: Result<T, aws_sdk_dynamodb::error::SdkError<E>>,
 ) -> Result<bool, StoreError>

@@ -268,3 +268,24 @@ mod tests {
         assert!(!Status::Failed.is_final());
     }
 }
+
+/// One batched Iceberg commit as the ledger keeps it (see [`crate::table::iceberg`]):
+/// written before the catalog is asked to commit, so that after a crash the objects a
+/// commit id carried are known; `snapshot_id` is set once the snapshot is known to have
+/// landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    /// The id the snapshot summary carries (`lakeworker.commit-id`).
+    pub id: String,
+    /// `{database}.{table}`.
+    pub table: String,
+    /// The object versions whose rows the commit's data files hold.
+    pub objects: Vec<LedgerKey>,
+    pub snapshot_id: Option<i64>,
+}
+
+impl CommitRecord {
+    pub fn carries(&self, key: &LedgerKey) -> bool {
+        self.objects.contains(key)
+    }
+}
