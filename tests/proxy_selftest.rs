@@ -1,12 +1,13 @@
 //! The fault-injection proxy of `common::proxy` against small upstream servers started
 //! here (no emulator needed): pass-through, outage and recovery on the same port,
-//! throttling in both directions, stalls (black holes) and silenced requests.
+//! throttling in both directions, stalls (black holes), silenced requests and lost answers.
 
 mod common;
 
 use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::proxy::Proxy;
@@ -258,4 +259,55 @@ async fn requests_with_a_pattern_are_silenced_and_others_pass() {
     proxy.silence_requests_containing(None);
     let mut later = connect(&proxy).await.unwrap();
     round_trip(&mut later, b"X-Amz-Target: AmazonAthena.GetQueryExecution").await;
+}
+
+/// An upstream that records every byte it receives and echoes it back.
+async fn recording_echo_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    record.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if socket.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_reaches_the_upstream_but_never_the_client() {
+    let (upstream, seen) = recording_echo_server().await;
+    let proxy = Proxy::start(&upstream.to_string()).await;
+    let quiet = Duration::from_millis(500);
+    let mut before = connect(&proxy).await.unwrap();
+    proxy.lose_answers_to_requests_containing(Some(b"AWSGlue.UpdateTable"));
+    round_trip(&mut before, b"X-Amz-Target: AWSGlue.GetTable").await;
+    let request = b"POST / HTTP/1.1\r\nX-Amz-Target: AWSGlue.UpdateTable\r\n\r\n";
+    silent(&mut before, request, quiet).await;
+    // The upstream got the request whole; the client got nothing, then or later.
+    let received = seen.lock().unwrap().clone();
+    assert!(
+        received.windows(request.len()).any(|w| w == request),
+        "the request went through"
+    );
+    silent(&mut before, b"X-Amz-Target: AWSGlue.GetTable", quiet).await;
+    let mut other = connect(&proxy).await.unwrap();
+    round_trip(&mut other, b"X-Amz-Target: AWSGlue.GetTable").await;
+
+    proxy.lose_answers_to_requests_containing(None);
+    let mut later = connect(&proxy).await.unwrap();
+    round_trip(&mut later, b"X-Amz-Target: AWSGlue.UpdateTable").await;
 }

@@ -16,8 +16,10 @@ use crate::aws::s3::S3Store;
 use crate::aws::sqs::SqsQueue;
 use crate::aws::Clients;
 use crate::config::Settings;
+use crate::domain::dataset::TableFormat;
 use crate::health::{self, Health};
 use crate::pipeline::Pipeline;
+use crate::table::iceberg::IcebergTables;
 use crate::worker::pool;
 
 /// How long the catalog may take to register the last partitions at shutdown, at most.
@@ -119,7 +121,7 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
             .with_timeouts(timeouts),
         DynamoRecords::new(clients.dynamodb.clone()).with_timeouts(timeouts),
         DynamoLedger::new(clients.dynamodb.clone(), settings.ledger.table.clone()),
-        worker_id,
+        worker_id.clone(),
     );
     // The catalog runs beside the pool and outlives it briefly to register what the last
     // jobs wrote.
@@ -139,12 +141,40 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
             )),
             catalog.clone(),
             settings.lake.clone(),
-            settings.datasets.datasets().to_vec(),
+            // Iceberg tables are the Iceberg committers' business.
+            settings
+                .datasets
+                .datasets()
+                .iter()
+                .filter(|d| d.table == TableFormat::Hive)
+                .cloned()
+                .collect(),
             catalog_stop.clone(),
         );
         pipeline = pipeline.with_catalog(partitions);
         catalog_task = Some(task);
     }
+    // Iceberg tables: created if absent before any message is taken; their committers
+    // stop after the pool, committing what its last jobs handed over.
+    let (store, ledger) = pipeline.shared();
+    let iceberg = match IcebergTables::open(
+        &settings,
+        store,
+        ledger,
+        &worker_id,
+        &shutdown,
+        &catalog_stop,
+    )
+    .await
+    {
+        Ok(iceberg) => iceberg,
+        Err(e) => {
+            return Err(std::io::Error::other(format!(
+                "cannot open the Iceberg tables: {e}"
+            )))
+        }
+    };
+    let pipeline = pipeline.with_iceberg(iceberg);
     let stopped = pool::Pool::new(
         Arc::new(queue),
         Arc::new(pipeline),

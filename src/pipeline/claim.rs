@@ -129,7 +129,24 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             tracing::info!(%uri, "object changed since this event; skipping this version");
             Ok(ObjectOutcome::Superseded { uri })
         } else {
-            self.process_object(object, dataset, job, &attempt).await
+            // An earlier attempt's rows may be in the table already (an Iceberg commit
+            // that landed before its ledger record settled): then this one only settles.
+            let committed = self
+                .table
+                .committed(dataset, &attempt.claim)
+                .instrument(tracing::info_span!("ledger", operation = "committed"))
+                .await;
+            match committed {
+                Ok(true) => {
+                    tracing::info!(%uri, "already committed to the table by an earlier attempt");
+                    Ok(ObjectOutcome::AlreadyDone {
+                        uri,
+                        status: crate::domain::ledger::Status::Done,
+                    })
+                }
+                Ok(false) => self.process_object(object, dataset, job, &attempt).await,
+                Err(e) => Err(e.into()),
+            }
         };
         let settled = self
             .settle(&attempt, object, result, job)

@@ -34,8 +34,10 @@ use crate::pipeline::error::JobError;
 use crate::pipeline::job::Job;
 #[cfg(test)] // the tests (tests/) stop jobs; the keep-alive does it for the lease
 use crate::pipeline::job::StopReason;
-use crate::ports::{Ledger, ObjectStore, RecordStore, TableSink};
+use crate::ports::{CommitLog, Ledger, ObjectStore, RecordStore, TableSink};
 use crate::table::hive::HiveTable;
+use crate::table::iceberg::IcebergTables;
+use crate::table::LakeTables;
 use claim::Attempt;
 use outputs::rejection_outputs;
 // What the tests (tests/) reach through `use super::*`.
@@ -174,12 +176,37 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
         self.table = self.table.with_catalog(partitions);
         self
     }
+
+    /// The store and the ledger this pipeline shares, for the tables built beside it.
+    pub fn shared(&self) -> (Arc<S>, Arc<L>) {
+        (self.store.clone(), self.ledger.clone())
+    }
+
+    /// The same pipeline writing Iceberg datasets to `iceberg` and the rest to its Hive
+    /// table.
+    pub fn with_iceberg(
+        self,
+        iceberg: Option<IcebergTables<S, L>>,
+    ) -> Pipeline<S, R, L, LakeTables<S, L>>
+    where
+        L: CommitLog,
+    {
+        Pipeline {
+            settings: self.settings,
+            store: self.store,
+            records: self.records,
+            ledger: self.ledger,
+            table: LakeTables {
+                hive: self.table,
+                iceberg,
+            },
+            worker_id: self.worker_id,
+        }
+    }
 }
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
     /// The same pipeline writing its tables with `table`.
-    // Only the tests use another table format yet; the Iceberg table will be the first in
-    // the binary.
     #[cfg(test)]
     pub fn with_table<U: TableSink>(self, table: U) -> Pipeline<S, R, L, U> {
         Pipeline {

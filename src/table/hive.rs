@@ -14,6 +14,7 @@ use crate::catalog::Partitions;
 use crate::convert::PartFile;
 use crate::domain::dataset::Dataset;
 use crate::domain::lake::{self, NewPartition};
+use crate::domain::ledger::Claim;
 use crate::ports::{Ledger, ObjectStore, PartLocation, StoreError, TableSink};
 
 /// Hive-partitioned Parquet in the lake bucket.
@@ -71,6 +72,7 @@ impl<S: ObjectStore, L: Ledger> TableSink for HiveTable<S, L> {
     async fn publish(
         &self,
         dataset: &Dataset,
+        _claim: &Claim,
         parts: &[PartFile],
         locations: &[PartLocation],
         cancel: &CancellationToken,

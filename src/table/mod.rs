@@ -3,8 +3,88 @@
 //!
 //! - [`hive`]: Parquet parts under Hive partition folders, each new partition noted in
 //!   the ledger and registered in the catalog.
+//! - [`iceberg`]: Apache Iceberg tables in the Glue Data Catalog, committed in batches.
+//! - [`LakeTables`]: both side by side, each dataset to the one its `table_format` names.
 
 pub mod hive;
+pub mod iceberg;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::convert::PartFile;
+use crate::domain::dataset::{Dataset, TableFormat};
+use crate::domain::ledger::Claim;
+use crate::ports::{
+    CommitLog, Ledger, ObjectStore, PartLocation, StoreError, StoreErrorKind, TableSink,
+};
+use hive::HiveTable;
+use iceberg::IcebergTables;
 
 /// Files uploaded at once per object.
 pub const UPLOADS_AT_ONCE: usize = 4;
+
+/// The lake's tables: Hive datasets to [`HiveTable`], Iceberg datasets to
+/// [`IcebergTables`] (present when some dataset is one).
+pub struct LakeTables<S, L> {
+    pub hive: HiveTable<S, L>,
+    pub iceberg: Option<IcebergTables<S, L>>,
+}
+
+impl<S, L> LakeTables<S, L> {
+    fn iceberg(&self, dataset: &Dataset) -> Result<&IcebergTables<S, L>, StoreError> {
+        self.iceberg.as_ref().ok_or_else(|| {
+            StoreError::new(
+                "Iceberg table",
+                StoreErrorKind::Rejected,
+                format!(
+                    "dataset {} is an Iceberg table but no Iceberg catalog was opened",
+                    dataset.name
+                ),
+            )
+        })
+    }
+}
+
+impl<S: ObjectStore, L: Ledger + CommitLog> TableSink for LakeTables<S, L> {
+    fn locations(
+        &self,
+        dataset: &Dataset,
+        object_id: &str,
+        parts: &[PartFile],
+    ) -> Vec<PartLocation> {
+        match (dataset.table, &self.iceberg) {
+            (TableFormat::Iceberg, Some(iceberg)) => iceberg.locations(dataset, object_id, parts),
+            (TableFormat::Iceberg, None) => Vec::new(),
+            (TableFormat::Hive, _) => self.hive.locations(dataset, object_id, parts),
+        }
+    }
+
+    async fn committed(&self, dataset: &Dataset, claim: &Claim) -> Result<bool, StoreError> {
+        match dataset.table {
+            TableFormat::Iceberg => self.iceberg(dataset)?.committed(dataset, claim).await,
+            TableFormat::Hive => self.hive.committed(dataset, claim).await,
+        }
+    }
+
+    async fn publish(
+        &self,
+        dataset: &Dataset,
+        claim: &Claim,
+        parts: &[PartFile],
+        locations: &[PartLocation],
+        cancel: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        match dataset.table {
+            TableFormat::Iceberg => {
+                self.iceberg(dataset)?
+                    .publish(dataset, claim, parts, locations, cancel)
+                    .await
+            }
+            TableFormat::Hive => {
+                self.hive
+                    .publish(dataset, claim, parts, locations, cancel)
+                    .await
+            }
+        }
+    }
+}

@@ -10,7 +10,8 @@
 //! through again, while those silenced stay silent until the client gives up on them.
 //! [`Proxy::silence_requests_containing`] black-holes only the connections that carry a
 //! request with some bytes (an `X-Amz-Target` header, say: one AWS service hangs, the
-//! others answer).
+//! others answer). [`Proxy::lose_answers_to_requests_containing`] forwards such a request
+//! but never its answer: the service acted, the client cannot know.
 //!
 //! Tasks are spawned on the current tokio runtime, so a [`Proxy`] must be started from
 //! inside one (e.g. a `#[tokio::test(flavor = "multi_thread")]`). I/O errors end the
@@ -50,6 +51,9 @@ struct Shared {
     stalled: watch::Sender<bool>,
     /// A connection whose request bytes contain this goes silent (from that request on).
     silence_pattern: Mutex<Option<Vec<u8>>>,
+    /// A connection whose request bytes contain this is forwarded, but nothing more comes
+    /// back on it (from that request on).
+    lose_answer_pattern: Mutex<Option<Vec<u8>>>,
 }
 
 /// A TCP proxy listening on `127.0.0.1` and forwarding to one upstream address.
@@ -91,6 +95,7 @@ impl Proxy {
             connections: Mutex::new(Vec::new()),
             stalled: watch::Sender::new(false),
             silence_pattern: Mutex::new(None),
+            lose_answer_pattern: Mutex::new(None),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Proxy {
@@ -171,6 +176,14 @@ impl Proxy {
         *lock(&self.shared.silence_pattern) = pattern.map(<[u8]>::to_vec);
     }
 
+    /// From now on, a request whose bytes contain `pattern` is forwarded whole, and its
+    /// answer (and anything after it on that connection) is read from the upstream and
+    /// dropped: the request took effect, the client waits for an answer that never comes.
+    /// `None` ends it for new requests.
+    pub fn lose_answers_to_requests_containing(&self, pattern: Option<&[u8]>) {
+        *lock(&self.shared.lose_answer_pattern) = pattern.map(<[u8]>::to_vec);
+    }
+
     /// Limits the bytes per second flowing from upstream to client, per connection
     /// (0 = unlimited). Applies to new and existing connections from their next chunk.
     pub fn throttle_downstream(&self, bytes_per_second: u64) {
@@ -235,6 +248,7 @@ async fn forward(mut client: TcpStream, shared: Arc<Shared>) {
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
+    let answers_lost = std::sync::atomic::AtomicBool::new(false);
     let silenced = {
         let (mut client_read, mut client_write) = client.split();
         let (mut upstream_read, mut upstream_write) = upstream.split();
@@ -244,13 +258,19 @@ async fn forward(mut client: TcpStream, shared: Arc<Shared>) {
                     &mut client_read,
                     &mut upstream_write,
                     Some(&shared.upstream_rate),
-                    Some(&shared.silence_pattern),
+                    Filter::Requests {
+                        silence: &shared.silence_pattern,
+                        lose_answer: &shared.lose_answer_pattern,
+                        lost: &answers_lost,
+                    },
                 ),
                 copy(
                     &mut upstream_read,
                     &mut client_write,
                     Some(&shared.downstream_rate),
-                    None,
+                    Filter::Answers {
+                        lost: &answers_lost,
+                    },
                 ),
             )
         };
@@ -272,16 +292,38 @@ async fn swallow(mut client: TcpStream) {
     while matches!(client.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
+/// What a copy looks for in the bytes it carries.
+enum Filter<'a> {
+    /// Client to upstream: a chunk with the `silence` pattern is not forwarded; one with
+    /// the `lose_answer` pattern is, and sets `lost`.
+    Requests {
+        silence: &'a Mutex<Option<Vec<u8>>>,
+        lose_answer: &'a Mutex<Option<Vec<u8>>>,
+        lost: &'a std::sync::atomic::AtomicBool,
+    },
+    /// Upstream to client: once `lost` is set, bytes are read and dropped.
+    Answers {
+        lost: &'a std::sync::atomic::AtomicBool,
+    },
+}
+
+fn contains(chunk: &[u8], pattern: &Mutex<Option<Vec<u8>>>) -> bool {
+    lock(pattern)
+        .as_deref()
+        .is_some_and(|p| !p.is_empty() && chunk.windows(p.len()).any(|w| w == p))
+}
+
 /// Copies `from` to `to` until end of stream, then shuts `to` down (half-close). With a
 /// `rate`, paces the copy to at most that many bytes per second (0 = unlimited), reading
-/// the rate again for every chunk and while waiting. A chunk containing the `silence`
-/// pattern is not forwarded: the copy fails with `Interrupted`, which silences the
-/// connection.
+/// the rate again for every chunk and while waiting. A request chunk containing the
+/// silence pattern is not forwarded: the copy fails with `Interrupted`, which silences the
+/// connection; one containing the lose-answer pattern is forwarded and its answers
+/// dropped ([`Filter`]).
 async fn copy<R, W>(
     from: &mut R,
     to: &mut W,
     rate: Option<&AtomicU64>,
-    silence: Option<&Mutex<Option<Vec<u8>>>>,
+    filter: Filter<'_>,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -300,9 +342,23 @@ where
         if n == 0 {
             return to.shutdown().await;
         }
-        if let Some(pattern) = silence.and_then(|p| lock(p).clone()) {
-            if !pattern.is_empty() && buf[..n].windows(pattern.len()).any(|w| w == pattern) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "silenced"));
+        match &filter {
+            Filter::Requests {
+                silence,
+                lose_answer,
+                lost,
+            } => {
+                if contains(&buf[..n], silence) {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, "silenced"));
+                }
+                if contains(&buf[..n], lose_answer) {
+                    lost.store(true, Ordering::SeqCst);
+                }
+            }
+            Filter::Answers { lost } => {
+                if lost.load(Ordering::SeqCst) {
+                    continue;
+                }
             }
         }
         to.write_all(&buf[..n]).await?;

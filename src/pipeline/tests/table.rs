@@ -35,6 +35,7 @@ impl TableSink for RecordingTable {
     async fn publish(
         &self,
         dataset: &Dataset,
+        _: &Claim,
         parts: &[PartFile],
         locations: &[PartLocation],
         _: &CancellationToken,

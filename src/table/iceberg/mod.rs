@@ -1,0 +1,214 @@
+//! The Iceberg table format: each Iceberg dataset is a table in the Glue Data Catalog,
+//! created at start-up if absent, whose data files our own Parquet writer makes and whose
+//! commits a per-table [`committer`] batches across jobs, exactly once per object version.
+//!
+//! - [`IcebergTables`]: the [`TableSink`] of Iceberg datasets (start-up, recovery of an
+//!   object whose commit landed before the ledger settled, and publishing through the
+//!   committer);
+//! - [`committer`]: batching, combining small files, the exactly-once commit;
+//! - [`catalog`]: Glue through the iceberg crate, commits pinned to a checked version;
+//! - [`schema`]: a dataset's Iceberg schema and partition spec;
+//! - [`stats`]: manifest entries from Parquet footers.
+
+pub mod catalog;
+pub mod committer;
+pub mod schema;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::convert::sinks::{writer_properties, LakeProjection};
+use crate::convert::PartFile;
+use crate::domain::dataset::{Dataset, TableFormat};
+use crate::domain::lake;
+use crate::domain::ledger::Claim;
+use crate::ports::{CommitLog, ObjectStore, PartLocation, StoreError, StoreErrorKind, TableSink};
+use catalog::{commit_ids, IcebergCatalog};
+use committer::{Committer, TableLayout};
+
+/// The Iceberg tables of a worker, one committer each.
+pub struct IcebergTables<S, L> {
+    ledger: Arc<L>,
+    catalog: Arc<IcebergCatalog>,
+    /// By dataset name.
+    committers: HashMap<String, Arc<Committer<S, L>>>,
+}
+
+impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
+    /// Connects to the catalog, creates every Iceberg dataset's table if absent (checking
+    /// an existing one matches), and starts their committers and snapshot expiry. Once
+    /// `draining` is cancelled (shutdown began) the committers commit whatever joins at
+    /// once; at `stop` (the pool has stopped) they end.
+    /// `None` when no dataset is an Iceberg table.
+    pub async fn open(
+        settings: &Settings,
+        store: Arc<S>,
+        ledger: Arc<L>,
+        owner: &str,
+        draining: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> Result<Option<Self>, StoreError> {
+        let datasets: Vec<&Dataset> = settings
+            .datasets
+            .datasets()
+            .iter()
+            .filter(|d| d.table == TableFormat::Iceberg)
+            .collect();
+        if datasets.is_empty() {
+            return Ok(None);
+        }
+        let database = settings
+            .catalog
+            .as_ref()
+            .map(|c| c.database.clone())
+            .ok_or_else(|| {
+                StoreError::new(
+                    "Iceberg tables",
+                    StoreErrorKind::Rejected,
+                    "Iceberg datasets need [catalog] database",
+                )
+            })?;
+        let lake = &settings.lake;
+        let warehouse = format!("s3://{}/{}", lake.bucket, lake.prefix);
+        // Half the commit lease: a commit abandoned at the bound is still under the lease.
+        let bound = settings.iceberg.commit_lease / 2;
+        let catalog =
+            Arc::new(IcebergCatalog::connect(&settings.aws, &database, warehouse, bound).await?);
+        catalog.ensure_namespace().await?;
+        let mut committers = HashMap::new();
+        for dataset in datasets {
+            let projection = LakeProjection::new(dataset, lake.pii_salt.as_ref());
+            let arrow_schema = projection.schema();
+            let rejected = |e: String| {
+                StoreError::new(
+                    "Iceberg table",
+                    StoreErrorKind::Rejected,
+                    format!("dataset {}: {e}", dataset.name),
+                )
+            };
+            let wanted = schema::table_schema(&arrow_schema).map_err(rejected)?;
+            let spec = schema::partition_spec(dataset, &wanted).map_err(rejected)?;
+            let location = lake::dataset_location(&lake.bucket, &lake.prefix, &dataset.name);
+            let table = catalog
+                .ensure_table(
+                    &dataset.name,
+                    wanted.clone(),
+                    spec,
+                    location.trim_end_matches('/').to_owned(),
+                )
+                .await?;
+            let metadata = table.metadata();
+            if let Some(problem) = schema::mismatch(metadata.current_schema(), &wanted) {
+                return Err(rejected(format!(
+                    "the table {database}.{} does not match the dataset's columns: {problem}",
+                    dataset.name
+                )));
+            }
+            let layout = TableLayout {
+                qualified: format!("{database}.{}", dataset.name),
+                name: dataset.name.clone(),
+                bucket: lake.bucket.clone(),
+                data_prefix: format!("{}/data", lake::dataset_prefix(&lake.prefix, &dataset.name)),
+                partition_name: dataset.partition_name(),
+                arrow_schema,
+                props: writer_properties(&lake.parquet),
+                target_file_size: lake.parquet.target_file_size,
+                schema: (**metadata.current_schema()).clone(),
+                spec_id: metadata.default_partition_spec_id(),
+            };
+            let committer = Arc::new(
+                Committer::new(
+                    layout,
+                    settings.iceberg.clone(),
+                    catalog.clone(),
+                    store.clone(),
+                    ledger.clone(),
+                    owner.to_owned(),
+                    settings.worker.scratch_dir.as_deref(),
+                )
+                .map_err(|e| {
+                    StoreError::new("Iceberg spool", StoreErrorKind::Rejected, e.to_string())
+                })?,
+            );
+            tokio::spawn(committer.clone().run(draining.clone(), stop.clone()));
+            tokio::spawn(committer.clone().expire_loop(stop.clone()));
+            committers.insert(dataset.name.clone(), committer);
+        }
+        Ok(Some(IcebergTables {
+            ledger,
+            catalog,
+            committers,
+        }))
+    }
+
+    fn committer(&self, dataset: &Dataset) -> Result<&Arc<Committer<S, L>>, StoreError> {
+        self.committers.get(&dataset.name).ok_or_else(|| {
+            StoreError::new(
+                "Iceberg table",
+                StoreErrorKind::Rejected,
+                format!(
+                    "dataset {} has no Iceberg table in this worker",
+                    dataset.name
+                ),
+            )
+        })
+    }
+}
+
+impl<S: ObjectStore, L: CommitLog> TableSink for IcebergTables<S, L> {
+    fn locations(&self, _: &Dataset, _: &str, _: &[PartFile]) -> Vec<PartLocation> {
+        // Data files get fresh keys at upload: no key of a committed file is ever
+        // written again, and nothing is recorded for a later attempt to remove.
+        Vec::new()
+    }
+
+    async fn committed(&self, dataset: &Dataset, claim: &Claim) -> Result<bool, StoreError> {
+        let ids = self.ledger.commit_ids(&claim.key).await?;
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let mut history = None;
+        for id in ids {
+            let Some(record) = self.ledger.commit_record(&id).await? else {
+                continue;
+            };
+            if !record.carries(&claim.key) {
+                continue;
+            }
+            if record.snapshot_id.is_some() {
+                return Ok(true);
+            }
+            if history.is_none() {
+                let table = self.catalog.load(self.committer(dataset)?.name()).await?;
+                history = Some(commit_ids(&table));
+            }
+            if let Some(snapshot) = history.as_ref().and_then(|h| h.get(&id)) {
+                tracing::info!(commit_id = %id, snapshot, "an earlier attempt's commit landed; nothing to write");
+                let _ = self.ledger.commit_landed(&id, *snapshot).await;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn publish(
+        &self,
+        dataset: &Dataset,
+        claim: &Claim,
+        parts: &[PartFile],
+        _locations: &[PartLocation],
+        cancel: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let committer = self.committer(dataset)?;
+        let snapshot = committer.publish(claim, parts, cancel).await?;
+        tracing::info!(table = %committer.qualified(), snapshot, "rows committed");
+        Ok(())
+    }
+}

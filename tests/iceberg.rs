@@ -1,0 +1,433 @@
+//! Iceberg tables against the emulator (moto's Glue, patched to honour `VersionId` like
+//! Glue: tests/moto_server.py), read back by pyiceberg (tests/pyiceberg_read.py) as well as
+//! by our own Parquet reader: every dataset kind, 500 small files, two workers on one
+//! table, `kill -9` at three points of a commit, duplicates and a settings change.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use lakeworker::domain::ledger::Status;
+use serde_json::Value;
+
+/// An environment whose datasets are all Iceberg tables, committed every `interval`.
+fn iceberg(tag: &str, interval: &str) -> TestEnvBuilder {
+    TestEnv::builder(tag)
+        .catalog()
+        .set("lake.table_format", "iceberg")
+        .set("iceberg.commit_interval", interval)
+        // Jobs wait for their commit while holding a slot: room for a batch's worth.
+        .set("queue.max_in_flight", 256)
+        .set("queue.visibility_timeout_seconds", 10)
+        .set("iceberg.commit_lease", "10s")
+}
+
+/// The table as pyiceberg reads it (see tests/pyiceberg_read.py for the shape).
+fn read_table(env: &TestEnv, table: &str) -> Value {
+    let script = root().join("tests/pyiceberg_read.py");
+    let out = run_bounded(
+        Command::new(python()).arg(script).args([
+            "--endpoint",
+            &endpoint(),
+            "--region",
+            REGION,
+            "--database",
+            &env.catalog().database,
+            "--table",
+            table,
+        ]),
+        WAIT,
+    );
+    assert!(
+        out.status.success(),
+        "pyiceberg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("pyiceberg JSON")
+}
+
+fn rows(table: &Value) -> &Vec<Value> {
+    table["rows"].as_array().expect("rows")
+}
+
+fn snapshots(table: &Value) -> &Vec<Value> {
+    table["snapshots"].as_array().expect("snapshots")
+}
+
+/// The values of `column` in the table's rows, counted.
+fn counted(table: &Value, column: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for row in rows(table) {
+        *counts.entry(row[column].to_string()).or_default() += 1;
+    }
+    counts
+}
+
+/// Waits until each key's newest ledger record is done; else fails with `worker`'s log.
+async fn wait_done(env: &TestEnv, keys: &[String], within: Duration, worker: &Worker) {
+    let deadline = std::time::Instant::now() + within;
+    'wait: loop {
+        for key in keys {
+            if env.ledger(key).await.first().and_then(|r| r.status) != Some(Status::Done) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{key} not done within {within:?}; the worker's log:\n{}",
+                    worker.log()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue 'wait;
+            }
+        }
+        return;
+    }
+}
+
+/// Our own reader over the table's live data files: rows per file path.
+async fn rows_by_our_reader(env: &TestEnv, table: &Value) -> u64 {
+    let mut total = 0;
+    for file in table["data_files"].as_array().expect("data files") {
+        let key = key_of(file["path"].as_str().expect("path"));
+        let batches = read_parquet(env.lake_object(&key).await);
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(n as u64, file["record_count"].as_u64().unwrap(), "{key}");
+        total += n as u64;
+    }
+    total
+}
+
+/// A small orders file: `rows` orders `o-{file}-{n}`, half on 2024-05-01, half on the 2nd.
+fn small_orders(file: usize, rows: usize) -> Vec<u8> {
+    let mut csv = String::from("order_id,user_id,total,paid,ordered_at\n");
+    for n in 0..rows {
+        let day = 1 + (file + n) % 2;
+        csv.push_str(&format!(
+            "o-{file}-{n},u-{n},{}.25,true,2024-05-0{day}T{:02}:00:00Z\n",
+            n + 1,
+            n % 24
+        ));
+    }
+    csv.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dataset_kind_is_a_table_pyiceberg_reads_exactly() {
+    let env = iceberg("icekinds", "1s").start().await;
+    let worker = env.start_worker();
+    let keys = [
+        "users/a.csv".to_owned(),
+        "events/2024/clicks.jsonl".to_owned(),
+        "orders/may.csv".to_owned(),
+    ];
+    let users_etag = env
+        .put(&keys[0], &example("users/signups-2024-05.csv"))
+        .await;
+    env.put(&keys[1], &example("events/2024/clicks.jsonl"))
+        .await;
+    env.put(&keys[2], &example("orders/orders-2024-05.csv"))
+        .await;
+    wait_done(&env, &keys, WAIT, &worker).await;
+    // A duplicate delivery of a committed file: nothing new.
+    let event = s3_event(
+        &env.landing,
+        &keys[0],
+        &users_etag,
+        "2024-06-01T00:00:00.000Z",
+    );
+    env.send(&event.body()).await;
+    env.wait_drained().await;
+    wait_for("the duplicate to be answered", WAIT, || async {
+        !worker.events("already processed; nothing to do").is_empty()
+    })
+    .await;
+
+    for (key, table) in keys.iter().zip(["users", "events", "orders"]) {
+        let written = env.ledger(key).await[0].rows_written.expect("rows written");
+        let read = read_table(&env, table);
+        assert_eq!(rows(&read).len() as u64, written, "{table}: {read:#}");
+        assert_eq!(rows_by_our_reader(&env, &read).await, written, "{table}");
+        // Field ids are 1.. in column order, the lineage columns included.
+        let ids: Vec<i64> = read["field_ids"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            (1..=ids.len() as i64).collect::<Vec<_>>(),
+            "{table}"
+        );
+        assert_eq!(read["schema"]["_source"], "string", "{table}");
+        assert_eq!(read["schema"]["_ingested_at"], "timestamp", "{table}");
+        let spec = &read["partition_spec"][0];
+        for file in read["data_files"].as_array().unwrap() {
+            assert!(
+                file["path"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("/curated/{table}/data/")),
+                "{file}"
+            );
+        }
+        match table {
+            "users" => {
+                assert_eq!(read["schema"]["age"], "long");
+                assert_eq!(read["schema"]["newsletter"], "boolean");
+                assert_eq!(read["schema"]["signup_date"], "date");
+                assert_eq!(spec["source"], "signup_date");
+                assert_eq!(spec["transform"], "identity");
+                let ada = rows(&read)
+                    .iter()
+                    .find(|r| r["user_id"] == "u-001")
+                    .expect("u-001");
+                assert_eq!(ada["age"], 36);
+                assert_eq!(ada["newsletter"], true);
+                assert_eq!(ada["signup_date"], "2024-05-01");
+                // The duplicate added no snapshot.
+                assert_eq!(snapshots(&read).len(), 1);
+                // Each data file holds one partition, whose value its rows carry.
+                let dates: BTreeSet<String> = rows(&read)
+                    .iter()
+                    .map(|r| r["signup_date"].as_str().unwrap().to_owned())
+                    .collect();
+                assert_eq!(read["data_files"].as_array().unwrap().len(), dates.len());
+            }
+            "events" => {
+                assert_eq!(read["schema"]["at"], "timestamp");
+                assert_eq!(read["schema"]["amount"], "double");
+                assert_eq!(read["schema"]["ingest_date"], "date");
+                assert_eq!(spec["source"], "ingest_date");
+                assert_eq!(spec["transform"], "identity");
+                assert!(rows(&read).iter().all(|r| r["ingest_date"].is_string()));
+            }
+            "orders" => {
+                assert_eq!(read["schema"]["ordered_at"], "timestamp");
+                assert_eq!(spec["source"], "ordered_at");
+                assert_eq!(spec["transform"], "day");
+                assert_eq!(spec["name"], "ordered_at_date");
+                let o1 = rows(&read)
+                    .iter()
+                    .find(|r| r["order_id"] == "o-1")
+                    .expect("o-1");
+                assert_eq!(o1["total"], 120.0);
+                assert!(o1["ordered_at"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("2024-05-01 23:59:59"));
+            }
+            _ => unreachable!(),
+        }
+        // One append snapshot per commit, each naming its commit id.
+        for snapshot in snapshots(&read) {
+            assert_eq!(snapshot["operation"], "append");
+            assert!(
+                snapshot["summary"]["lakeworker.commit-id"].is_string(),
+                "{snapshot}"
+            );
+        }
+    }
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_small_files_make_a_handful_of_data_files_and_snapshots() {
+    let env = iceberg("ice500", "5s").start().await;
+    let _worker = env.start_worker();
+    let files = 500;
+    let mut keys = Vec::new();
+    for file in 0..files {
+        let key = format!("orders/small-{file:03}.csv");
+        env.put(&key, &small_orders(file, 4)).await;
+        keys.push(key);
+    }
+    let expected = files * 4;
+    wait_for(
+        "every row in the table",
+        Duration::from_secs(240),
+        || async { rows(&read_table(&env, "orders")).len() >= expected },
+    )
+    .await;
+    env.wait_drained().await;
+    let read = read_table(&env, "orders");
+    let ids = counted(&read, "order_id");
+    assert_eq!(ids.len(), expected);
+    assert!(ids.values().all(|n| *n == 1), "a row twice");
+    let snapshot_count = snapshots(&read).len();
+    let data_files = read["data_files"].as_array().unwrap().len();
+    // The bound: a snapshot per commit interval while files arrive, and per snapshot one
+    // data file per partition (two days here).
+    assert!(snapshot_count <= 12, "{snapshot_count} snapshots");
+    assert!(data_files <= 2 * snapshot_count, "{data_files} data files");
+    println!("500 small files: {snapshot_count} snapshots, {data_files} data files");
+    // Every object is settled, its message deleted.
+    for key in keys.iter().step_by(50) {
+        assert_eq!(env.ledger(key).await[0].status, Some(Status::Done), "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_one_table_every_row_once_no_snapshot_lost() {
+    let env = iceberg("icetwo", "1s").start().await;
+    let _a = env.start_worker();
+    let _b = env.start_worker();
+    let files = 80;
+    for file in 0..files {
+        env.put(&format!("orders/two-{file:03}.csv"), &small_orders(file, 3))
+            .await;
+    }
+    let expected = files * 3;
+    wait_for(
+        "every row in the table",
+        Duration::from_secs(180),
+        || async { rows(&read_table(&env, "orders")).len() >= expected },
+    )
+    .await;
+    env.wait_drained().await;
+    let read = read_table(&env, "orders");
+    let ids = counted(&read, "order_id");
+    assert_eq!(ids.len(), expected);
+    assert!(ids.values().all(|n| *n == 1), "a row twice");
+    // No lost snapshot: one chain, each commit id once, and the records they added sum
+    // to the rows.
+    let snaps = snapshots(&read);
+    for pair in snaps.windows(2) {
+        assert_eq!(pair[1]["parent_id"], pair[0]["snapshot_id"], "{snaps:#?}");
+    }
+    let commit_ids: BTreeSet<&str> = snaps
+        .iter()
+        .map(|s| s["summary"]["lakeworker.commit-id"].as_str().unwrap())
+        .collect();
+    assert_eq!(commit_ids.len(), snaps.len());
+    let added: u64 = snaps
+        .iter()
+        .map(|s| {
+            s["summary"]["added-records"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(added, expected as u64);
+}
+
+/// Puts `files` small orders files for `worker` and returns their keys.
+async fn put_orders(env: &TestEnv, tag: &str, files: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    for file in 0..files {
+        let key = format!("orders/{tag}-{file:02}.csv");
+        env.put(&key, &small_orders(file, 5)).await;
+        keys.push(key);
+    }
+    keys
+}
+
+/// After the restart: every row of `files` files once.
+async fn assert_every_row_once(env: &TestEnv, keys: &[String], worker: &Worker) -> Value {
+    wait_done(env, keys, Duration::from_secs(120), worker).await;
+    env.wait_drained().await;
+    let read = read_table(env, "orders");
+    let ids = counted(&read, "order_id");
+    assert_eq!(ids.len(), keys.len() * 5, "{ids:?}");
+    assert!(ids.values().all(|n| *n == 1), "a row twice: {ids:?}");
+    read
+}
+
+/// Commit ids the ledger has for `key`.
+async fn joined(env: &TestEnv, key: &str) -> Vec<String> {
+    use lakeworker::ports::CommitLog;
+    let ledger = lakeworker::aws::ledger::DynamoLedger::new(
+        env.clients.dynamodb.clone(),
+        env.ledger_table.clone(),
+    );
+    let record = &env.ledger(key).await[0];
+    ledger
+        .commit_ids(&lakeworker::domain::ledger::LedgerKey {
+            uri: record.uri.clone(),
+            version: record.version.clone(),
+        })
+        .await
+        .expect("commit ids")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_a_batch_then_restarted_with_other_settings_every_row_once() {
+    // A long interval: the batch is open when the worker dies.
+    let env = iceberg("icekillbatch", "60s").start().await;
+    let first = env.start_worker();
+    let keys = put_orders(&env, "batch", 6).await;
+    wait_for("every file to join the batch", WAIT, || async {
+        for key in &keys {
+            if env.ledger(key).await.is_empty() || joined(&env, key).await.is_empty() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    first.kill();
+    // The next worker writes differently (another codec, a shorter interval).
+    let second = env
+        .worker()
+        .env("LAKEWORKER__LAKE__COMPRESSION", "snappy")
+        .env("LAKEWORKER__ICEBERG__COMMIT_INTERVAL", "1s")
+        .start();
+    let read = assert_every_row_once(&env, &keys, &second).await;
+    assert_eq!(snapshots(&read).len(), 1, "the killed batch never landed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_commit_before_the_ledger_settles_every_row_once() {
+    let env = iceberg("icekillsettle", "1s").start().await;
+    // The commit lands; the ledger's note of it never gets an answer.
+    let proxy = common::proxy::Proxy::start(&endpoint()).await;
+    proxy.silence_requests_containing(Some(b":snapshot"));
+    let first = env.worker().via(&proxy).start();
+    let keys = put_orders(&env, "settle", 4).await;
+    wait_for("a snapshot in the table", WAIT, || async {
+        !snapshots(&read_table(&env, "orders")).is_empty()
+    })
+    .await;
+    first.kill();
+    for key in &keys {
+        assert_ne!(
+            env.ledger(key).await[0].status,
+            Some(Status::Done),
+            "{key} settled"
+        );
+    }
+    let second = env.start_worker();
+    let read = assert_every_row_once(&env, &keys, &second).await;
+    assert_eq!(snapshots(&read).len(), 1, "recovered, not committed again");
+    let recovered = second
+        .events("already committed to the table by an earlier attempt")
+        .len();
+    assert!(recovered >= 1, "{}", second.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_the_glue_commit_is_unanswered_every_row_once() {
+    let env = iceberg("icekillglue", "1s").start().await;
+    // Glue gets the commit and acts on it; the answer is lost.
+    let proxy = common::proxy::Proxy::start(&endpoint()).await;
+    proxy.lose_answers_to_requests_containing(Some(b"AWSGlue.UpdateTable"));
+    let first = env.worker().via(&proxy).start();
+    let keys = put_orders(&env, "glue", 4).await;
+    wait_for("the commit to land in Glue", WAIT, || async {
+        !snapshots(&read_table(&env, "orders")).is_empty()
+    })
+    .await;
+    first.kill();
+    let second = env.start_worker();
+    let read = assert_every_row_once(&env, &keys, &second).await;
+    assert_eq!(
+        snapshots(&read).len(),
+        1,
+        "the unanswered commit was not repeated"
+    );
+}
