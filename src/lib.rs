@@ -19,8 +19,8 @@
 //!   [`telemetry`], `metrics`, `health`: logs, OpenTelemetry, the health endpoint.
 //! - [`convert`]: streaming CSV / JSON lines → Arrow batches → Parquet / spool sinks.
 //! - [`ports`]: the traits the layers below `cli` need from outside, one `StoreError`.
-//! - `catalog`: Athena DDL and the partition registrar; `table`: table formats behind the
-//!   `TableSink` port (Hive today).
+//! - `catalog`: Athena DDL and the partition registrar; [`table`]: table formats behind the
+//!   `TableSink` port (Hive and Iceberg).
 //! - `pipeline`: one message end to end against the ports.
 //! - `worker`: pollers, jobs, heartbeats, dispositions, dead letters, batched deletes.
 //! - [`aws`]: the ports over the AWS SDK; [`cli`]: the commands and the binary's wiring,
@@ -39,7 +39,7 @@ mod health;
 mod metrics;
 mod pipeline;
 pub mod ports;
-mod table;
+pub mod table;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

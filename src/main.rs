@@ -50,17 +50,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Show the ledger: one object's versions, or recent failures.
+    /// Show the ledger: one object's versions, or recent failures; or an Iceberg
+    /// dataset's last snapshots.
     Status {
         #[arg(long)]
         config: PathBuf,
         /// s3://bucket/key of the object.
-        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        #[arg(required_unless_present_any = ["failed", "table"], conflicts_with_all = ["failed", "table"])]
         uri: Option<String>,
         /// List the most recently failed or rejected objects instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "table")]
         failed: bool,
-        /// How many failures to list.
+        /// Show this Iceberg dataset's table: its last snapshots and what they hold.
+        #[arg(long)]
+        table: Option<String>,
+        /// How many failures (or snapshots) to list.
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
@@ -151,6 +155,11 @@ fn main() -> ExitCode {
         } => cli::convert::command(&settings, &dataset, &input, &output),
         Command::Run { .. } => block_on(cli::run::command(settings)),
         Command::Provision { .. } => block_on(cli::provision::command(settings)),
+        Command::Status {
+            table: Some(table),
+            limit,
+            ..
+        } => block_on(cli::status::table(settings, &table, limit)),
         Command::Status {
             uri, failed, limit, ..
         } => block_on(cli::status::command(settings, uri, failed, limit)),

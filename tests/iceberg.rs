@@ -231,7 +231,111 @@ async fn every_dataset_kind_is_a_table_pyiceberg_reads_exactly() {
             );
         }
     }
+
+    // `status --table` shows the snapshot and what the table holds.
+    let status = env.cli(&["status", "--config", env.config_str(), "--table", "orders"]);
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.status.success(), "{text}");
+    let orders = read_table(&env, "orders");
+    let (orders_rows, orders_files) = (
+        rows(&orders).len(),
+        orders["data_files"].as_array().unwrap().len(),
+    );
+    assert!(
+        text.contains(&format!(
+            ": {orders_rows} rows in {orders_files} data files"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Append: +"), "{text}");
+    let unknown = env.cli(&["status", "--config", env.config_str(), "--table", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+
+    // A reprocess of a committed object appends nothing.
+    let users_rows = rows(&read_table(&env, "users")).len();
+    let target = format!("s3://{}/users/", env.landing);
+    let again = env.cli(&[
+        "backfill",
+        "--config",
+        env.config_str(),
+        &target,
+        "--reprocess",
+    ]);
+    assert!(again.status.success());
+    wait_for("the reprocess to be answered", WAIT, || async {
+        env.ledger(&keys[0]).await[0].attempts >= 2
+            && env.ledger(&keys[0]).await[0].status == Some(Status::Done)
+    })
+    .await;
+    env.wait_drained().await;
+    let users = read_table(&env, "users");
+    assert_eq!(snapshots(&users).len(), 1, "{users:#}");
+    assert_eq!(rows(&users).len(), users_rows);
     drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_differs_from_the_dataset_stops_the_worker_with_the_column() {
+    let env = iceberg("iceschema", "1s").start().await;
+    let first = env.start_worker();
+    wait_for("the tables", WAIT, || async {
+        first.events("created the Iceberg table").len() == 3
+    })
+    .await;
+    first.terminate(WAIT);
+    // The same tables, the dataset's `age` now a string.
+    let mut config = ConfigFile::parse(&std::fs::read_to_string(&env.config).unwrap());
+    config.set("datasets.users.columns.age.type", "string");
+    config.remove("datasets.users.columns.age.min");
+    config.remove("datasets.users.columns.age.max");
+    let path = env.dir.path().join("changed.toml");
+    config.write(&path);
+    let out = run_bounded(
+        Command::new(BIN)
+            .args(["run", "--config", path.to_str().unwrap()])
+            .envs(env.env_pairs()),
+        WAIT,
+    );
+    assert!(!out.status.success());
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("column age is long in the table, string here"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_drops_old_snapshots_and_keeps_every_row() {
+    let env = iceberg("iceexpire", "1s").start().await;
+    let worker = env.start_worker();
+    let mut keys = put_orders(&env, "first", 2).await;
+    wait_done(&env, &keys, WAIT, &worker).await;
+    keys.extend(put_orders(&env, "second", 2).await);
+    wait_done(&env, &keys, WAIT, &worker).await;
+    let before = read_table(&env, "orders");
+    assert!(snapshots(&before).len() >= 2, "{before:#}");
+    // What the schedule runs, with every snapshot but the current one old enough.
+    let catalog = lakeworker::table::iceberg::catalog::IcebergCatalog::connect(
+        &lakeworker::config::AwsSettings {
+            region: REGION.into(),
+            endpoint_url: Some(endpoint()),
+            timeouts: Default::default(),
+        },
+        &env.catalog().database,
+        format!("s3://{}/curated", env.lake),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("catalog");
+    let table = catalog.load("orders").await.expect("table");
+    let now = chrono::Utc::now().timestamp_millis() + 1;
+    let expired = catalog.expire(&table, now).await.expect("expire");
+    assert_eq!(expired, snapshots(&before).len() - 1);
+    let after = read_table(&env, "orders");
+    assert_eq!(snapshots(&after).len(), 1);
+    assert_eq!(rows(&after).len(), rows(&before).len());
+    assert_eq!(rows(&after).len(), keys.len() * 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,5 @@
-//! `lakeworker status`: one object's ledger records, or the latest failures.
+//! `lakeworker status`: one object's ledger records, or the latest failures; with
+//! `--table`, an Iceberg dataset's last snapshots.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,6 +31,69 @@ pub async fn command(
     }
     for record in records {
         print!("{record}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the last `limit` snapshots of an Iceberg dataset's table, newest first, and what
+/// the current one holds.
+pub async fn table(settings: Arc<Settings>, name: &str, limit: usize) -> anyhow::Result<ExitCode> {
+    use crate::domain::dataset::TableFormat;
+    use crate::table::iceberg::catalog::{IcebergCatalog, COMMIT_ID_PROPERTY};
+    let Some(dataset) = settings.datasets.datasets().iter().find(|d| d.name == name) else {
+        eprintln!("no dataset is named {name:?}");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let (TableFormat::Iceberg, Some(catalog)) = (dataset.table, &settings.catalog) else {
+        eprintln!("dataset {name:?} is not an Iceberg table (table_format = \"iceberg\" with a [catalog])");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let lake = &settings.lake;
+    let iceberg = IcebergCatalog::connect(
+        &settings.aws,
+        &catalog.database,
+        format!("s3://{}/{}", lake.bucket, lake.prefix),
+        settings.aws.timeouts.call * 6,
+    )
+    .await?;
+    let table = iceberg.load(name).await?;
+    let metadata = table.metadata();
+    println!(
+        "table {}.{name} at {}",
+        catalog.database,
+        metadata.location()
+    );
+    let mut snapshots: Vec<_> = metadata.snapshots().collect();
+    snapshots.sort_by_key(|s| std::cmp::Reverse(s.timestamp_ms()));
+    match metadata.current_snapshot() {
+        None => println!("no snapshot yet"),
+        Some(current) => {
+            let summary = &current.summary().additional_properties;
+            let get = |key: &str| summary.get(key).map(String::as_str).unwrap_or("?");
+            println!(
+                "current snapshot {}: {} rows in {} data files ({} bytes); {} snapshots kept",
+                current.snapshot_id(),
+                get("total-records"),
+                get("total-data-files"),
+                get("total-files-size"),
+                snapshots.len()
+            );
+        }
+    }
+    for snapshot in snapshots.into_iter().take(limit) {
+        let summary = &snapshot.summary().additional_properties;
+        let get = |key: &str| summary.get(key).map(String::as_str).unwrap_or("-");
+        let at = chrono::DateTime::from_timestamp_millis(snapshot.timestamp_ms())
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        println!(
+            "  {} {at} {:?}: +{} rows, +{} data files, commit {}",
+            snapshot.snapshot_id(),
+            snapshot.summary().operation,
+            get("added-records"),
+            get("added-data-files"),
+            get(COMMIT_ID_PROPERTY),
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -240,7 +240,7 @@ impl TestEnv {
         self.catalog.as_ref().expect("built with .catalog()")
     }
 
-    pub(super) fn env_pairs(&self) -> Vec<(&str, &str)> {
+    pub fn env_pairs(&self) -> Vec<(&str, &str)> {
         self.vars
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
