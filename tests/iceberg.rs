@@ -190,6 +190,8 @@ async fn every_dataset_kind_is_a_table_pyiceberg_reads_exactly() {
                 assert_eq!(ada["signup_date"], "2024-05-01");
                 // The duplicate added no snapshot.
                 assert_eq!(snapshots(&read).len(), 1);
+                // The records table has every user (last wins per key).
+                assert_eq!(env.users().await.len(), counted(&read, "user_id").len());
                 // Each data file holds one partition, whose value its rows carry.
                 let dates: BTreeSet<String> = rows(&read)
                     .iter()
@@ -487,7 +489,10 @@ async fn killed_during_a_batch_then_restarted_with_other_settings_every_row_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_the_commit_before_the_ledger_settles_every_row_once() {
-    let env = iceberg("icekillsettle", "1s").start().await;
+    let env = iceberg("icekillsettle", "1s")
+        .set("lake.raw_prefix", "raw")
+        .start()
+        .await;
     // The commit lands; the ledger's note of it never gets an answer.
     let proxy = common::proxy::Proxy::start(&endpoint()).await;
     proxy.silence_requests_containing(Some(b":snapshot"));
@@ -512,6 +517,14 @@ async fn killed_after_the_commit_before_the_ledger_settles_every_row_once() {
         .events("already committed to the table by an earlier attempt")
         .len();
     assert!(recovered >= 1, "{}", second.log());
+    // What the first attempt published before its commit stays, and is listed.
+    let lake = env.lake_keys().await;
+    for key in &keys {
+        let outputs = env.ledger(key).await[0].outputs.clone();
+        let raw: Vec<&String> = outputs.iter().filter(|o| o.contains("/raw/")).collect();
+        assert_eq!(raw.len(), 1, "{key}: {outputs:?}");
+        assert!(lake.contains(&key_of(raw[0])), "{} is gone", raw[0]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,4 +547,67 @@ async fn killed_while_the_glue_commit_is_unanswered_every_row_once() {
         1,
         "the unanswered commit was not repeated"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hive_and_iceberg_datasets_side_by_side_in_one_worker() {
+    let env = TestEnv::builder("icemixed")
+        .catalog()
+        .set("datasets.orders.table_format", "iceberg")
+        .set("iceberg.commit_interval", "1s")
+        .start()
+        .await;
+    let worker = env.start_worker();
+    let keys = ["users/a.csv".to_owned(), "orders/may.csv".to_owned()];
+    env.put(&keys[0], &example("users/signups-2024-05.csv"))
+        .await;
+    env.put(&keys[1], &example("orders/orders-2024-05.csv"))
+        .await;
+    wait_done(&env, &keys, WAIT, &worker).await;
+    // users: Hive parts under their partition folders.
+    let lake = env.lake_keys().await;
+    assert!(
+        lake.iter()
+            .any(|k| k.starts_with("curated/users/signup_date=2024-05-01/part-")),
+        "{lake:#?}"
+    );
+    // orders: an Iceberg table, no Hive parts.
+    assert!(!lake
+        .iter()
+        .any(|k| k.starts_with("curated/orders/ordered_at_date=")));
+    let orders = read_table(&env, "orders");
+    let written = env.ledger(&keys[1]).await[0].rows_written.unwrap();
+    assert_eq!(rows(&orders).len() as u64, written);
+    assert_eq!(snapshots(&orders).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_table_that_fails_is_retried_before_the_rows_are_committed() {
+    let env = iceberg("icerecords", "1s")
+        .set("aws.call_timeout_seconds", 2)
+        .start()
+        .await;
+    // The users table hangs at first; the ledger, S3 and Glue answer.
+    let proxy = common::proxy::Proxy::start(&endpoint()).await;
+    proxy.silence_requests_containing(Some(b"DynamoDB_20120810.BatchWriteItem"));
+    let worker = env.worker().via(&proxy).start();
+    let key = "users/a.csv".to_owned();
+    env.put(&key, &example("users/signups-2024-05.csv")).await;
+    wait_for("the first attempt to fail", WAIT, || async {
+        env.ledger(&key).await.first().and_then(|r| r.status) == Some(Status::Failed)
+    })
+    .await;
+    proxy.silence_requests_containing(None);
+    wait_done(
+        &env,
+        std::slice::from_ref(&key),
+        Duration::from_secs(90),
+        &worker,
+    )
+    .await;
+    let read = read_table(&env, "users");
+    let written = env.ledger(&key).await[0].rows_written.unwrap();
+    assert_eq!(rows(&read).len() as u64, written);
+    assert_eq!(snapshots(&read).len(), 1);
+    assert_eq!(env.users().await.len(), counted(&read, "user_id").len());
 }

@@ -139,10 +139,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             match committed {
                 Ok(true) => {
                     tracing::info!(%uri, "already committed to the table by an earlier attempt");
-                    Ok(ObjectOutcome::AlreadyDone {
-                        uri,
-                        status: crate::domain::ledger::Status::Done,
-                    })
+                    Ok(ObjectOutcome::Committed { uri })
                 }
                 Ok(false) => self.process_object(object, dataset, job, &attempt).await,
                 Err(e) => Err(e.into()),
@@ -247,6 +244,21 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                     self.delete_landing(object, summary).await;
                 }
                 finished
+            }
+            // Everything an earlier attempt published went up before its commit landed:
+            // all of it stays, nothing is removed.
+            ObjectOutcome::Committed { .. } => {
+                let mut outputs = attempt.earlier.done.clone();
+                for output in &attempt.earlier.pending {
+                    if !outputs.contains(output) {
+                        outputs.push(output.clone());
+                    }
+                }
+                let completion = Completion {
+                    outputs,
+                    ..Completion::default()
+                };
+                self.ledger.finish(claim, &completion).await?
             }
             // A superseded version is an answered question too: nothing new to write.
             ObjectOutcome::Superseded { .. } | ObjectOutcome::AlreadyDone { .. } => {

@@ -87,16 +87,22 @@ pub enum ObjectOutcome {
     Superseded {
         uri: String,
     },
+    /// An earlier attempt's rows are in the table for good (an Iceberg commit that landed
+    /// before the ledger settled): only the ledger is settled, with what it published.
+    Committed {
+        uri: String,
+    },
 }
 
 impl ObjectOutcome {
-    /// A word for spans: written, rejected, already_done, superseded.
+    /// A word for spans: written, rejected, already_done, superseded, committed_earlier.
     pub fn kind(&self) -> &'static str {
         match self {
             ObjectOutcome::Written(_) => "written",
             ObjectOutcome::Rejected(_) => "rejected",
             ObjectOutcome::AlreadyDone { .. } => "already_done",
             ObjectOutcome::Superseded { .. } => "superseded",
+            ObjectOutcome::Committed { .. } => "committed_earlier",
         }
     }
 }

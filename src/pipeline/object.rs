@@ -18,7 +18,7 @@ use crate::convert::{
     self, ConvertError, ConvertOptions, ConvertReport, LakeParts, Lineage, PartFile, Quarantine,
     Spool,
 };
-use crate::domain::dataset::Dataset;
+use crate::domain::dataset::{Dataset, TableFormat};
 use crate::domain::envelope::ObjectRef;
 use crate::domain::lake;
 use crate::domain::ledger::output_uri;
@@ -198,6 +198,19 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 )
             })
             .collect::<Vec<_>>();
+        // An Iceberg commit is final: a retry after it only settles the ledger
+        // (`TableSink::committed`), so the records and the raw copy go first there (both
+        // are idempotent). For Hive they follow the lake write, as the parts are rewritten
+        // by a retry anyway.
+        let table_last = dataset.table == TableFormat::Iceberg;
+        let mut spool = spool;
+        let mut done_before = None;
+        if table_last {
+            done_before = Some(
+                self.records_and_raw(object, dataset, spool.take(), raw_key.clone(), job)
+                    .await?,
+            );
+        }
         // The bad rows first, then the table: the table makes its parts visible (for Hive,
         // notes and registers their partitions) only once everything else is up, and a
         // publish is never dropped half-way.
@@ -215,16 +228,12 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         ))
         .await?;
 
-        let mut records_upserted = 0;
-        if let (Some(target), Some(spool)) = (&dataset.records, spool) {
-            records_upserted = self
-                .upsert_spool(dataset, &target.table, spool, job)
-                .instrument(tracing::info_span!("table_write", table = %target.table))
-                .await?;
-        }
-        let raw = match raw_key {
-            Some(key) => self.copy_to_raw(object, key, job).await?,
-            None => None,
+        let (records_upserted, raw) = match done_before {
+            Some(done) => done,
+            None => {
+                self.records_and_raw(object, dataset, spool, raw_key, job)
+                    .await?
+            }
         };
         let summary = ObjectSummary {
             uri: object.uri(),
@@ -259,6 +268,31 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             "object converted"
         );
         Ok(ObjectOutcome::Written(summary))
+    }
+
+    /// Upserts the spooled rows into the dataset's records table (when it has one) and
+    /// copies the original to the raw zone (when `raw_key` is set); returns the rows
+    /// upserted and the raw key.
+    async fn records_and_raw(
+        &self,
+        object: &ObjectRef,
+        dataset: &Dataset,
+        spool: Option<PathBuf>,
+        raw_key: Option<String>,
+        job: &Job,
+    ) -> Result<(u64, Option<String>), JobError> {
+        let mut records_upserted = 0;
+        if let (Some(target), Some(spool)) = (&dataset.records, spool) {
+            records_upserted = self
+                .upsert_spool(dataset, &target.table, spool, job)
+                .instrument(tracing::info_span!("table_write", table = %target.table))
+                .await?;
+        }
+        let raw = match raw_key {
+            Some(key) => self.copy_to_raw(object, key, job).await?,
+            None => None,
+        };
+        Ok((records_upserted, raw))
     }
 
     /// With `lake.raw_prefix`, where the raw zone keeps this version of the original.

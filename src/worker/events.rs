@@ -206,6 +206,9 @@ fn describe(outcome: &Outcome) -> String {
                     format!("{uri} already {}", status.as_str())
                 }
                 ObjectOutcome::Superseded { uri } => format!("{uri} superseded by a newer version"),
+                ObjectOutcome::Committed { uri } => {
+                    format!("{uri} already committed by an earlier attempt")
+                }
             })
             .collect::<Vec<_>>()
             .join("; "),

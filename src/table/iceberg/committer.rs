@@ -42,6 +42,9 @@ use crate::ports::{CommitLog, ObjectStore, StoreError, StoreErrorKind};
 
 /// A combined file's row group is written out once it buffers this much.
 const COMBINED_ROW_GROUP_BYTES: usize = 32 << 20;
+/// A batch is sealed once its commit record's object list reaches this (DynamoDB items
+/// hold at most 400 KB).
+const MAX_RECORD_BYTES: usize = 300_000;
 /// Checks of the other commits of a batch's objects at once.
 const CHECKS_AT_ONCE: usize = 16;
 /// Retries of a failing commit start at this pause and double to [`MAX_BACKOFF`].
@@ -85,6 +88,18 @@ pub struct Committer<S, L> {
     open: Mutex<Arc<Batch>>,
     /// A file joined the open batch (or a reservation was dropped).
     wake: Notify,
+    /// Cancelled when the committer's loop ends, however it ends (stop, panic): a job
+    /// waiting for a batch then stops waiting.
+    ended: CancellationToken,
+}
+
+/// Cancels its token when dropped: on return and on unwinding alike.
+struct EndGuard(CancellationToken);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// One batch: an id, the jobs still handing over, what they handed over, and the result.
@@ -102,6 +117,11 @@ struct BatchState {
     /// Jobs that joined and have not handed over or withdrawn yet.
     reserved: usize,
     objects: Vec<LedgerKey>,
+    /// The objects handed over or being handed over: a second delivery of one of them
+    /// (its first job stopped while waiting) must not add its rows again.
+    keys: std::collections::HashSet<LedgerKey>,
+    /// Bytes the commit record's object list will take.
+    record_bytes: usize,
     /// Parts uploaded as they are.
     files: Vec<DataFile>,
     first_at: Option<Instant>,
@@ -149,9 +169,12 @@ impl Batch {
         })
     }
 
-    fn sources(&self) -> (usize, Option<Instant>) {
+    /// (objects handed over, when the first was, whether the batch must be committed now:
+    /// poisoned, or its commit record near DynamoDB's item size limit).
+    fn sources(&self) -> (usize, Option<Instant>, bool) {
         let state = self.state.lock().expect("batch state");
-        (state.objects.len(), state.first_at)
+        let now = state.poisoned.is_some() || state.record_bytes >= MAX_RECORD_BYTES;
+        (state.objects.len(), state.first_at, now)
     }
 }
 
@@ -181,6 +204,7 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
             owner,
             open: Mutex::new(Batch::new()),
             wake: Notify::new(),
+            ended: CancellationToken::new(),
         })
     }
 
@@ -254,6 +278,11 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
         let done = tokio::select! {
             done = result.wait_for(Option::is_some) => done.map(|r| r.clone()),
             _ = cancel.cancelled() => return Err(StoreError::cancelled("Iceberg commit")),
+            _ = self.ended.cancelled() => return Err(StoreError::new(
+                "Iceberg commit",
+                StoreErrorKind::Transient,
+                "the table's committer stopped before the batch was committed",
+            )),
         };
         match done {
             Ok(Some(Ok(snapshot))) => Ok(snapshot),
@@ -327,6 +356,22 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
         files: Vec<DataFile>,
     ) -> Result<(), StoreError> {
         let batch = ticket.batch.clone();
+        let first = batch
+            .state
+            .lock()
+            .expect("batch state")
+            .keys
+            .insert(key.clone());
+        if !first {
+            // Its rows are in this batch already: wait for it like the first job did.
+            let mut state = batch.state.lock().expect("batch state");
+            state.reserved -= 1;
+            ticket.handed_over = true;
+            drop(state);
+            batch.settled.notify_one();
+            tracing::info!(uri = %key.uri, commit_id = %batch.id, "already handed over to this batch; waiting for its commit");
+            return Ok(());
+        }
         let appended = {
             let mut writers = batch.writers.lock().expect("batch writers");
             small
@@ -338,6 +383,7 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
         ticket.handed_over = true;
         let result = match appended {
             Ok(()) => {
+                state.record_bytes += key.uri.len() + key.version.len() + 8;
                 state.objects.push(key);
                 state.files.extend(files);
                 state.first_at.get_or_insert_with(Instant::now);
@@ -405,10 +451,11 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
     /// is cancelled (shutdown began) a batch is committed as soon as a file joins it: its
     /// jobs are waiting within the grace period.
     pub async fn run(self: Arc<Self>, draining: CancellationToken, stop: CancellationToken) {
+        let _ended = EndGuard(self.ended.clone());
         loop {
             let batch = self.open.lock().expect("open batch").clone();
-            // Until the first file joins.
-            while batch.sources().0 == 0 {
+            // Until the first file joins (or the batch is poisoned).
+            while matches!(batch.sources(), (0, _, false)) {
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = stop.cancelled() => return,
@@ -416,10 +463,11 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
             }
             // Until the interval is over, the batch full, or the process stopping.
             loop {
-                let (sources, first_at) = batch.sources();
+                let (sources, first_at, now) = batch.sources();
                 let deadline =
                     first_at.unwrap_or_else(Instant::now) + self.settings.commit_interval;
                 if sources >= self.settings.commit_max_files
+                    || now
                     || Instant::now() >= deadline
                     || draining.is_cancelled()
                 {
@@ -526,11 +574,14 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
                     tracing::info!(table = %self.layout.qualified, "another commit landed first; checking again on the new version");
                     tokio::time::sleep(FIRST_BACKOFF).await;
                 }
-                Err(e) => {
+                Err(e) if e.is_transient() => {
                     tracing::warn!(table = %self.layout.qualified, error = %e, "Iceberg commit failed; retrying (the messages stay invisible)");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+                // Refused for good (a missing table, a record DynamoDB will not take): the
+                // batch fails and its objects are retried, then dead-lettered.
+                Err(e) => return Err(e.to_string()),
             }
         }
     }
@@ -633,15 +684,15 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
         Ok(None)
     }
 
+    /// Notes the landed commit in its record, until that works: once the snapshot is
+    /// expired, the record is what says the commit's objects are in the table. Its jobs
+    /// wait meanwhile.
     async fn note_landed(&self, id: &str, snapshot: i64) {
-        for _ in 0..3 {
-            match self.ledger.commit_landed(id, snapshot).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not note the landed commit; the table's history still has it");
-                    tokio::time::sleep(FIRST_BACKOFF).await;
-                }
-            }
+        let mut backoff = FIRST_BACKOFF;
+        while let Err(e) = self.ledger.commit_landed(id, snapshot).await {
+            tracing::warn!(error = %e, "could not note the landed commit in the ledger; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -666,13 +717,12 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
 
     /// One expiry of snapshots older than `keep_snapshots`; returns how many went.
     pub async fn expire_once(&self) -> Result<usize, StoreError> {
+        // Its own owner name: it must not take over, or drop, the lease of a commit of
+        // this same process.
+        let owner = format!("{}/expire", self.owner);
         if !self
             .ledger
-            .take_table_lease(
-                &self.layout.qualified,
-                &self.owner,
-                self.settings.commit_lease,
-            )
+            .take_table_lease(&self.layout.qualified, &owner, self.settings.commit_lease)
             .await?
         {
             return Ok(0);
@@ -685,7 +735,7 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
         };
         let _ = self
             .ledger
-            .drop_table_lease(&self.layout.qualified, &self.owner)
+            .drop_table_lease(&self.layout.qualified, &owner)
             .await;
         result
     }

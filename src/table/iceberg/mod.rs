@@ -74,7 +74,8 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
             })?;
         let lake = &settings.lake;
         let warehouse = format!("s3://{}/{}", lake.bucket, lake.prefix);
-        // Half the commit lease: a commit abandoned at the bound is still under the lease.
+        // Half the commit lease: a load or commit is abandoned well within the lease (the
+        // lease is dropped after; Glue's version check refuses a stale late arrival).
         let bound = settings.iceberg.commit_lease / 2;
         let catalog =
             Arc::new(IcebergCatalog::connect(&settings.aws, &database, warehouse, bound).await?);
@@ -92,6 +93,7 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
             };
             let wanted = schema::table_schema(&arrow_schema).map_err(rejected)?;
             let spec = schema::partition_spec(dataset, &wanted).map_err(rejected)?;
+            let wanted_spec = spec.clone();
             let location = lake::dataset_location(&lake.bucket, &lake.prefix, &dataset.name);
             let table = catalog
                 .ensure_table(
@@ -105,6 +107,14 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
             if let Some(problem) = schema::mismatch(metadata.current_schema(), &wanted) {
                 return Err(rejected(format!(
                     "the table {database}.{} does not match the dataset's columns: {problem}",
+                    dataset.name
+                )));
+            }
+            if let Some(problem) =
+                schema::spec_mismatch(metadata.default_partition_spec(), &wanted_spec)
+            {
+                return Err(rejected(format!(
+                    "the table {database}.{}: {problem}",
                     dataset.name
                 )));
             }

@@ -4,7 +4,9 @@
 //! table still matches it. Only type *descriptions* cross from Arrow to Iceberg here.
 
 use arrow::datatypes::{DataType, Schema as ArrowSchema, TimeUnit};
-use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use iceberg::spec::{
+    NestedField, PartitionSpec, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec,
+};
 
 use crate::convert::sinks::ICEBERG_FIELD_ID;
 use crate::domain::dataset::{Dataset, Partition};
@@ -105,4 +107,102 @@ pub fn mismatch(table: &Schema, wanted: &Schema) -> Option<String> {
         })
         .collect();
     (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// Why an existing table's partition spec is not the dataset's, if it is not: the same
+/// fields (source column, transform, name) in the same order, or our files' partition
+/// values would be registered under another meaning.
+pub fn spec_mismatch(table: &PartitionSpec, wanted: &UnboundPartitionSpec) -> Option<String> {
+    let show = |fields: Vec<(i32, String, String)>| {
+        fields
+            .iter()
+            .map(|(source, transform, name)| format!("{name} = {transform}(field {source})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let have: Vec<(i32, String, String)> = table
+        .fields()
+        .iter()
+        .map(|f| (f.source_id, f.transform.to_string(), f.name.clone()))
+        .collect();
+    let want: Vec<(i32, String, String)> = wanted
+        .fields()
+        .iter()
+        .map(|f| (f.source_id, f.transform.to_string(), f.name.clone()))
+        .collect();
+    (have != want).then(|| {
+        format!(
+            "the table is partitioned by [{}], the dataset by [{}]",
+            show(have),
+            show(want)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use arrow::datatypes::Field;
+
+    use super::*;
+
+    fn lake() -> ArrowSchema {
+        let id = |n: &str| HashMap::from([(ICEBERG_FIELD_ID.to_owned(), n.to_owned())]);
+        ArrowSchema::new(vec![
+            Field::new("id", DataType::Utf8, false).with_metadata(id("1")),
+            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true)
+                .with_metadata(id("2")),
+            Field::new("day", DataType::Date32, true).with_metadata(id("3")),
+        ])
+    }
+
+    #[test]
+    fn fields_keep_their_ids_types_and_nullability() {
+        let schema = table_schema(&lake()).unwrap();
+        let at = schema.field_by_name("at").unwrap();
+        assert_eq!((at.id, at.required), (2, false));
+        assert_eq!(*at.field_type, Type::Primitive(PrimitiveType::Timestamp));
+        assert!(schema.field_by_name("id").unwrap().required);
+        assert_eq!(mismatch(&schema, &schema), None);
+        let mut other = lake();
+        other = ArrowSchema::new(
+            other
+                .fields()
+                .iter()
+                .map(|f| match f.name().as_str() {
+                    "day" => f.as_ref().clone().with_data_type(DataType::Utf8),
+                    _ => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        );
+        let other = table_schema(&other).unwrap();
+        assert_eq!(
+            mismatch(&schema, &other).as_deref(),
+            Some("column day is date in the table, string here")
+        );
+    }
+
+    #[test]
+    fn a_table_partitioned_otherwise_is_named() {
+        let schema = table_schema(&lake()).unwrap();
+        let by_day = |source: i32, transform: Transform| {
+            UnboundPartitionSpec::builder()
+                .add_partition_field(source, "p", transform)
+                .unwrap()
+                .build()
+        };
+        let table = by_day(2, Transform::Day).bind(schema.clone()).unwrap();
+        assert_eq!(spec_mismatch(&table, &by_day(2, Transform::Day)), None);
+        let problem = spec_mismatch(&table, &by_day(3, Transform::Identity)).unwrap();
+        assert_eq!(
+            problem,
+            "the table is partitioned by [p = day(field 2)], the dataset by [p = identity(field 3)]"
+        );
+        let unpartitioned = UnboundPartitionSpec::builder()
+            .build()
+            .bind(schema)
+            .unwrap();
+        assert!(spec_mismatch(&unpartitioned, &by_day(2, Transform::Day)).is_some());
+    }
 }

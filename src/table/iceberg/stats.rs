@@ -36,8 +36,10 @@ pub struct ColumnStats {
     pub nulls: u64,
     pub lower: Option<Bound>,
     pub upper: Option<Bound>,
-    /// A row group had no statistics: the file's bounds are unknown.
-    pub unknown_bounds: bool,
+    /// A row group with values had no (exact) lower bound: the file's is unknown.
+    pub lower_unknown: bool,
+    /// Likewise for the upper bound (parquet truncates long string maxima).
+    pub upper_unknown: bool,
 }
 
 /// One finished data file, as its footer describes it.
@@ -77,11 +79,18 @@ pub fn from_metadata(metadata: &ParquetMetaData, bytes: u64) -> FileStats {
             column.values += u64::try_from(chunk.num_values()).unwrap_or_default();
             let Some(statistics) = chunk.statistics() else {
                 // A chunk without statistics: nothing can be said of the file's bounds.
-                column.unknown_bounds = true;
+                column.lower_unknown = true;
+                column.upper_unknown = true;
                 continue;
             };
-            column.nulls += statistics.null_count_opt().unwrap_or_default();
+            let nulls = statistics.null_count_opt().unwrap_or_default();
+            column.nulls += nulls;
             let (lower, upper) = bounds(statistics);
+            // A group of only nulls has no bounds and needs none; one with values whose
+            // bound is missing makes the file's unknown.
+            let has_values = u64::try_from(chunk.num_values()).unwrap_or_default() > nulls;
+            column.lower_unknown |= has_values && lower.is_none();
+            column.upper_unknown |= has_values && upper.is_none();
             merge(&mut column.lower, lower, true);
             merge(&mut column.upper, upper, false);
         }
@@ -204,13 +213,12 @@ pub fn data_file(
         else {
             continue;
         };
-        if column.unknown_bounds {
-            continue;
-        }
-        if let Some(d) = column.lower.as_ref().and_then(|b| datum(b, &kind, true)) {
+        let lower = column.lower.as_ref().filter(|_| !column.lower_unknown);
+        if let Some(d) = lower.and_then(|b| datum(b, &kind, true)) {
             lower_bounds.insert(*id, d);
         }
-        if let Some(d) = column.upper.as_ref().and_then(|b| datum(b, &kind, false)) {
+        let upper = column.upper.as_ref().filter(|_| !column.upper_unknown);
+        if let Some(d) = upper.and_then(|b| datum(b, &kind, false)) {
             upper_bounds.insert(*id, d);
         }
     }
@@ -257,6 +265,62 @@ mod tests {
             truncated_upper(&format!("{gap}z")),
             Some(format!("{}\u{E000}", "a".repeat(15)))
         );
+    }
+
+    /// A file of two row groups whose second has a string longer than parquet's 64-byte
+    /// statistics: the file gets no upper bound for it (a truncated one would be too low),
+    /// and exact bounds elsewhere.
+    #[test]
+    fn a_truncated_maximum_leaves_the_file_without_an_upper_bound() {
+        use arrow::array::{Int64Array, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+        use arrow::record_batch::RecordBatch;
+        use std::sync::Arc;
+        let id = |n: &str| HashMap::from([("PARQUET:field_id".to_owned(), n.to_owned())]);
+        let schema = Arc::new(ArrowSchema::new(vec![
+            Field::new("s", DataType::Utf8, true).with_metadata(id("1")),
+            Field::new("n", DataType::Int64, true).with_metadata(id("2")),
+        ]));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(2))
+            .build();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            schema.clone(),
+            Some(props),
+        )
+        .unwrap();
+        let long = "z".repeat(100);
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some("b"),
+                    Some("c"),
+                    Some("a"),
+                    Some(long.as_str()),
+                ])),
+                Arc::new(Int64Array::from(vec![Some(5), None, Some(-3), Some(9)])),
+            ],
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let stats = read(&path).unwrap();
+        assert_eq!(stats.rows, 4);
+        let s = &stats.columns[&1];
+        assert_eq!((s.values, s.nulls), (4, 0));
+        assert_eq!(s.lower, Some(Bound::Text("a".into())));
+        assert!(s.upper_unknown, "{s:?}");
+        let n = &stats.columns[&2];
+        assert_eq!((n.values, n.nulls), (4, 1));
+        assert_eq!(
+            (n.lower.clone(), n.upper.clone()),
+            (Some(Bound::Int(-3)), Some(Bound::Int(9)))
+        );
+        assert!(!n.lower_unknown && !n.upper_unknown);
     }
 
     #[test]
