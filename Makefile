@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint lint-deploy fmt clean bench bench-compare bench-e2e bench-wide
+.PHONY: demo test venv lint lint-deploy fmt clean bench bench-compare bench-e2e bench-wide bench-small-files
 BENCH_STAMP := $(VENV)/.bench-installed
 # The release binary the side-by-side benchmarks run (cargo's target dir may be elsewhere).
 RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release/lakeworker
@@ -61,6 +61,11 @@ bench-wide: $(VENV_STAMP)
 bench-e2e: $(BENCH_STAMP)
 	cargo build --release --quiet
 	scripts/with-moto $(VENV)/bin/python bench/e2e.py --bin $(RELEASE_BIN)
+
+## 500 small files into a Hive table and into an Iceberg table: drain time, objects, snapshots.
+bench-small-files: $(BENCH_STAMP)
+	cargo build --release --quiet
+	scripts/with-moto $(VENV)/bin/python bench/small_files.py --bin $(RELEASE_BIN)
 
 $(BENCH_STAMP): bench/requirements.txt $(VENV_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt

@@ -76,6 +76,8 @@ def run(endpoint, config_path, timeout=120):
                 print(f"  {key}  ({table.num_rows} rows, {obj['Size']} bytes)")
             elif key.endswith(".rows.jsonl"):
                 print(f"  {key}  ({len(body.splitlines())} quarantined rows)")
+            elif "/metadata/" in key and not key.startswith(config["lake"].get("quarantine_prefix", "quarantine") + "/"):
+                print(f"  {key}  (Iceberg metadata, {obj['Size']} bytes)")
             elif key.endswith(".error.json"):
                 print(f"  {key}  (rejection report: {json.loads(body)['reason']})")
             else:
@@ -88,10 +90,18 @@ def run(endpoint, config_path, timeout=120):
             count = dynamodb.scan(TableName=table, Select="COUNT")["Count"]
             print(f"  {table}: {count} rows (dataset {dataset['name']}, key {dataset['records_key']})")
 
+    default_format = config["lake"].get("table_format", "hive")
+    iceberg = [d["name"] for d in config.get("datasets", []) if d.get("table_format", default_format) == "iceberg"]
+    if iceberg:
+        print_iceberg(endpoint, config, iceberg)
+
     ledger = config["ledger"]["table"]
     statuses = {}
     for page in dynamodb.get_paginator("scan").paginate(TableName=ledger):
         for item in page["Items"]:
+            # Object versions only (not commit records, table leases, catalog notes).
+            if not item["object_uri"]["S"].startswith("s3://"):
+                continue
             status = item.get("status", {}).get("S", "?")
             statuses[status] = statuses.get(status, 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "empty"
@@ -99,6 +109,32 @@ def run(endpoint, config_path, timeout=120):
 
     dead = int(sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
     print(f"\ndead-letter queue: {dead} message(s)")
+
+
+def print_iceberg(endpoint, config, names):
+    from pyiceberg.catalog import load_catalog
+
+    region = config["aws"]["region"]
+    keys = {"access-key-id": "test", "secret-access-key": "test"}
+    catalog = load_catalog(
+        "glue",
+        **{"type": "glue", "glue.endpoint": endpoint, "glue.region": region,
+           **{f"glue.{k}": v for k, v in keys.items()},
+           "s3.endpoint": endpoint, "s3.region": region, "s3.force-virtual-addressing": "false",
+           **{f"s3.{k}": v for k, v in keys.items()}},
+    )
+    database = config["catalog"]["database"]
+    print("\nIceberg tables (read with pyiceberg):")
+    for name in names:
+        table = catalog.load_table((database, name))
+        rows = table.scan().to_arrow().num_rows
+        files = len(list(table.scan().plan_files()))
+        snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)
+        print(f"  {database}.{name}: {rows} rows in {files} data files, {len(snapshots)} snapshot(s)")
+        for s in snapshots:
+            props = s.summary.additional_properties if s.summary else {}
+            print(f"    snapshot {s.snapshot_id}: +{props.get('added-records', '?')} rows, "
+                  f"commit {props.get('lakeworker.commit-id', '-')}")
 
 
 def main():
