@@ -379,8 +379,8 @@ async fn five_hundred_small_files_make_a_handful_of_data_files_and_snapshots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_one_table_every_row_once_no_snapshot_lost() {
     let env = iceberg("icetwo", "1s").start().await;
-    let _a = env.start_worker();
-    let _b = env.start_worker();
+    let a = env.start_worker();
+    let b = env.start_worker();
     let files = 80;
     for file in 0..files {
         env.put(&format!("orders/two-{file:03}.csv"), &small_orders(file, 3))
@@ -420,6 +420,14 @@ async fn two_workers_one_table_every_row_once_no_snapshot_lost() {
         })
         .sum();
     assert_eq!(added, expected as u64);
+    // Both workers committed to the table.
+    for worker in [&a, &b] {
+        assert!(
+            !worker.events("Iceberg batch committed").is_empty(),
+            "{}",
+            worker.log()
+        );
+    }
 }
 
 /// Puts `files` small orders files for `worker` and returns their keys.
