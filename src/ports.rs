@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
@@ -309,6 +310,26 @@ pub trait QueryRunner: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// A job's place among the worker's `queue.max_in_flight`: held while it works; a job that
+/// only waits (for an Iceberg commit) may give it back, so the poller can take another
+/// message meanwhile. Giving back is once; a job without a place gives back nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Slot(Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>);
+
+impl Slot {
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
+        Slot(Arc::new(std::sync::Mutex::new(Some(permit))))
+    }
+
+    /// Gives the place back; `false` if it was given back before (or there was none).
+    pub fn give_back(&self) -> bool {
+        self.0
+            .lock()
+            .map(|mut p| p.take().is_some())
+            .unwrap_or(false)
+    }
+}
+
 /// Where one part of an object's table output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartLocation {
@@ -343,13 +364,15 @@ pub trait TableSink: Send + Sync + 'static {
 
     /// Uploads the parts to their locations and makes them visible in the table, for the
     /// object `claim` holds. On `cancel` it stops and fails with
-    /// [`StoreErrorKind::Cancelled`].
+    /// [`StoreErrorKind::Cancelled`]. While it only waits, it may give the job's `slot`
+    /// back.
     fn publish(
         &self,
         dataset: &Dataset,
         claim: &Claim,
         parts: &[PartFile],
         locations: &[PartLocation],
+        slot: &Slot,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

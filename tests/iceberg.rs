@@ -25,6 +25,28 @@ fn iceberg(tag: &str, interval: &str) -> TestEnvBuilder {
         .set("iceberg.commit_lease", "10s")
 }
 
+/// The table as pyiceberg reads it, or `None` while it does not exist yet.
+fn try_read_table(env: &TestEnv, table: &str) -> Option<Value> {
+    let script = root().join("tests/pyiceberg_read.py");
+    let out = run_bounded(
+        Command::new(python()).arg(script).args([
+            "--endpoint",
+            &endpoint(),
+            "--region",
+            REGION,
+            "--database",
+            &env.catalog().database,
+            "--table",
+            table,
+        ]),
+        WAIT,
+    );
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NoSuchTableError") {
+        return None;
+    }
+    Some(read_table(env, table))
+}
+
 /// The table as pyiceberg reads it (see tests/pyiceberg_read.py for the shape).
 fn read_table(env: &TestEnv, table: &str) -> Value {
     let script = root().join("tests/pyiceberg_read.py");
@@ -355,7 +377,7 @@ async fn five_hundred_small_files_make_a_handful_of_data_files_and_snapshots() {
     wait_for(
         "every row in the table",
         Duration::from_secs(240),
-        || async { rows(&read_table(&env, "orders")).len() >= expected },
+        || async { try_read_table(&env, "orders").is_some_and(|t| rows(&t).len() >= expected) },
     )
     .await;
     env.wait_drained().await;
@@ -390,7 +412,7 @@ async fn two_workers_one_table_every_row_once_no_snapshot_lost() {
     wait_for(
         "every row in the table",
         Duration::from_secs(180),
-        || async { rows(&read_table(&env, "orders")).len() >= expected },
+        || async { try_read_table(&env, "orders").is_some_and(|t| rows(&t).len() >= expected) },
     )
     .await;
     env.wait_drained().await;
@@ -507,7 +529,7 @@ async fn killed_after_the_commit_before_the_ledger_settles_every_row_once() {
     let first = env.worker().via(&proxy).start();
     let keys = put_orders(&env, "settle", 4).await;
     wait_for("a snapshot in the table", WAIT, || async {
-        !snapshots(&read_table(&env, "orders")).is_empty()
+        try_read_table(&env, "orders").is_some_and(|t| !snapshots(&t).is_empty())
     })
     .await;
     first.kill();
@@ -544,7 +566,7 @@ async fn killed_while_the_glue_commit_is_unanswered_every_row_once() {
     let first = env.worker().via(&proxy).start();
     let keys = put_orders(&env, "glue", 4).await;
     wait_for("the commit to land in Glue", WAIT, || async {
-        !snapshots(&read_table(&env, "orders")).is_empty()
+        try_read_table(&env, "orders").is_some_and(|t| !snapshots(&t).is_empty())
     })
     .await;
     first.kill();
@@ -618,4 +640,21 @@ async fn a_records_table_that_fails_is_retried_before_the_rows_are_committed() {
     assert_eq!(rows(&read).len() as u64, written);
     assert_eq!(snapshots(&read).len(), 1);
     assert_eq!(env.users().await.len(), counted(&read, "user_id").len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_waiting_for_a_commit_give_their_in_flight_slot_back() {
+    // The default eight slots, 60 files: were every waiting job to keep its slot, a
+    // commit could carry at most eight files, so at least eight snapshots.
+    let env = iceberg("iceslots", "3s")
+        .set("queue.max_in_flight", 8)
+        .start()
+        .await;
+    let worker = env.start_worker();
+    let keys = put_orders(&env, "slots", 60).await;
+    wait_done(&env, &keys, Duration::from_secs(120), &worker).await;
+    let read = read_table(&env, "orders");
+    assert_eq!(rows(&read).len(), 60 * 5);
+    let snapshots = snapshots(&read).len();
+    assert!(snapshots <= 4, "{snapshots} snapshots for 60 files");
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::SourceFailed;
+use crate::ports::Slot;
 
 /// Why a job was stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub struct Job {
     message_id: String,
     token: CancellationToken,
     reason: Arc<OnceLock<StopReason>>,
+    /// Its place among the worker's in-flight messages, if the pool gave it one.
+    slot: Slot,
 }
 
 impl Job {
@@ -36,7 +39,18 @@ impl Job {
             message_id: message_id.into(),
             token: parent.child_token(),
             reason: Arc::new(OnceLock::new()),
+            slot: Slot::default(),
         }
+    }
+
+    /// The same job holding `slot` (the pool's in-flight permit).
+    pub fn with_slot(mut self, slot: Slot) -> Job {
+        self.slot = slot;
+        self
+    }
+
+    pub fn slot(&self) -> &Slot {
+        &self.slot
     }
 
     pub fn message_id(&self) -> &str {

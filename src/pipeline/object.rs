@@ -217,7 +217,14 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         async {
             self.upload(&bad_rows_upload, job).await?;
             self.table
-                .publish(dataset, &attempt.claim, &parts, &locations, job.token())
+                .publish(
+                    dataset,
+                    &attempt.claim,
+                    &parts,
+                    &locations,
+                    job.slot(),
+                    job.token(),
+                )
                 .await
                 .map_err(|e| stopped_or(e.into(), job))
         }

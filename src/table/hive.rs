@@ -15,7 +15,7 @@ use crate::convert::PartFile;
 use crate::domain::dataset::Dataset;
 use crate::domain::lake::{self, NewPartition};
 use crate::domain::ledger::Claim;
-use crate::ports::{Ledger, ObjectStore, PartLocation, StoreError, TableSink};
+use crate::ports::{Ledger, ObjectStore, PartLocation, Slot, StoreError, TableSink};
 
 /// Hive-partitioned Parquet in the lake bucket.
 pub struct HiveTable<S, L> {
@@ -75,6 +75,7 @@ impl<S: ObjectStore, L: Ledger> TableSink for HiveTable<S, L> {
         _claim: &Claim,
         parts: &[PartFile],
         locations: &[PartLocation],
+        _slot: &Slot,
         cancel: &CancellationToken,
     ) -> Result<(), StoreError> {
         // Futures are built first: a closure over borrowed pairs inside the stream would

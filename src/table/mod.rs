@@ -15,7 +15,7 @@ use crate::convert::PartFile;
 use crate::domain::dataset::{Dataset, TableFormat};
 use crate::domain::ledger::Claim;
 use crate::ports::{
-    CommitLog, Ledger, ObjectStore, PartLocation, StoreError, StoreErrorKind, TableSink,
+    CommitLog, Ledger, ObjectStore, PartLocation, Slot, StoreError, StoreErrorKind, TableSink,
 };
 use hive::HiveTable;
 use iceberg::IcebergTables;
@@ -72,17 +72,18 @@ impl<S: ObjectStore, L: Ledger + CommitLog> TableSink for LakeTables<S, L> {
         claim: &Claim,
         parts: &[PartFile],
         locations: &[PartLocation],
+        slot: &Slot,
         cancel: &CancellationToken,
     ) -> Result<(), StoreError> {
         match dataset.table {
             TableFormat::Iceberg => {
                 self.iceberg(dataset)?
-                    .publish(dataset, claim, parts, locations, cancel)
+                    .publish(dataset, claim, parts, locations, slot, cancel)
                     .await
             }
             TableFormat::Hive => {
                 self.hive
-                    .publish(dataset, claim, parts, locations, cancel)
+                    .publish(dataset, claim, parts, locations, slot, cancel)
                     .await
             }
         }

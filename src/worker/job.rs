@@ -66,7 +66,7 @@ pub(super) struct Shared<Q, H> {
 pub(super) async fn run<Q: Queue, H: Handler>(
     shared: Arc<Shared<Q, H>>,
     message: Received,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     stop_jobs: CancellationToken,
     deletes: mpsc::Sender<Received>,
 ) {
@@ -87,7 +87,8 @@ pub(super) async fn run<Q: Queue, H: Handler>(
         let _in_flight = shared.health.job();
         let metrics = crate::metrics::get();
         metrics.in_flight(1);
-        let job = Job::new(message.message_id.clone(), &stop_jobs);
+        let job = Job::new(message.message_id.clone(), &stop_jobs)
+            .with_slot(crate::ports::Slot::new(permit));
         let heartbeat = Heartbeat::start(
             shared.queue.clone(),
             message.clone(),

@@ -38,6 +38,7 @@ impl TableSink for RecordingTable {
         _: &Claim,
         parts: &[PartFile],
         locations: &[PartLocation],
+        _: &crate::ports::Slot,
         _: &CancellationToken,
     ) -> Result<(), StoreError> {
         assert!(

@@ -38,10 +38,13 @@ use crate::config::IcebergSettings;
 use crate::convert::PartFile;
 use crate::domain::lake::{partition_text, PartitionValue};
 use crate::domain::ledger::{Claim, CommitRecord, LedgerKey};
-use crate::ports::{CommitLog, ObjectStore, StoreError, StoreErrorKind};
+use crate::ports::{CommitLog, ObjectStore, Slot, StoreError, StoreErrorKind};
 
 /// A combined file's row group is written out once it buffers this much.
 const COMBINED_ROW_GROUP_BYTES: usize = 32 << 20;
+/// What the row groups being built in all of a batch's combined files may hold together
+/// (many partitions at once): past it every one is written out.
+const COMBINED_TOTAL_BYTES: usize = 64 << 20;
 /// A batch is sealed once its commit record's object list reaches this (DynamoDB items
 /// hold at most 400 KB).
 const MAX_RECORD_BYTES: usize = 300_000;
@@ -91,6 +94,9 @@ pub struct Committer<S, L> {
     /// Cancelled when the committer's loop ends, however it ends (stop, panic): a job
     /// waiting for a batch then stops waiting.
     ended: CancellationToken,
+    /// Jobs that gave their in-flight slot back while they wait for a commit: at most
+    /// twice `commit_max_files`, so a stalled catalog cannot gather messages without end.
+    waiting: Arc<tokio::sync::Semaphore>,
 }
 
 /// Cancels its token when dropped: on return and on unwinding alike.
@@ -194,6 +200,7 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
             Some(dir) => builder.tempdir_in(dir)?,
             None => builder.tempdir()?,
         };
+        let waiting = Arc::new(tokio::sync::Semaphore::new(2 * settings.commit_max_files));
         Ok(Committer {
             layout,
             settings,
@@ -205,6 +212,7 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
             open: Mutex::new(Batch::new()),
             wake: Notify::new(),
             ended: CancellationToken::new(),
+            waiting,
         })
     }
 
@@ -228,13 +236,16 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
     }
 
     /// Makes `parts` (the rows of the object `claim` holds) part of the next snapshot and
-    /// waits until it is committed; returns the snapshot id. On `cancel` it stops waiting
-    /// (`Cancelled`): rows already handed over may still be committed, which the next
-    /// claim of the object finds in the ledger.
+    /// waits until it is committed; returns the snapshot id. While it waits it gives the
+    /// job's in-flight `slot` back (while fewer than twice `commit_max_files` jobs of this
+    /// table wait so). On `cancel` it stops waiting (`Cancelled`): rows already handed
+    /// over may still be committed, which the next claim of the object finds in the
+    /// ledger.
     pub async fn publish(
         self: &Arc<Self>,
         claim: &Claim,
         parts: &[PartFile],
+        slot: &Slot,
         cancel: &CancellationToken,
     ) -> Result<i64, StoreError> {
         let ticket = self.reserve();
@@ -274,6 +285,13 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
                 )
             })??;
         self.wake.notify_one();
+        let _waiting = match self.waiting.clone().try_acquire_owned() {
+            Ok(permit) => {
+                slot.give_back();
+                Some(permit)
+            }
+            Err(_) => None,
+        };
         let mut result = batch.result.subscribe();
         let done = tokio::select! {
             done = result.wait_for(Option::is_some) => done.map(|r| r.clone()),
@@ -438,6 +456,12 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
                 combined.writer.flush().map_err(|e| e.to_string())?;
             }
             let size = combined.writer.bytes_written() + combined.writer.memory_size();
+            let buffered: usize = writers.open.values().map(|c| c.writer.memory_size()).sum();
+            if buffered > COMBINED_TOTAL_BYTES {
+                for other in writers.open.values_mut() {
+                    other.writer.flush().map_err(|e| e.to_string())?;
+                }
+            }
             if size as u64 >= self.layout.target_file_size {
                 let combined = writers.open.remove(&part.partition).expect("open");
                 let closed = close(combined)?;

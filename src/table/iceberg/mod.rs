@@ -26,7 +26,9 @@ use crate::convert::PartFile;
 use crate::domain::dataset::{Dataset, TableFormat};
 use crate::domain::lake;
 use crate::domain::ledger::Claim;
-use crate::ports::{CommitLog, ObjectStore, PartLocation, StoreError, StoreErrorKind, TableSink};
+use crate::ports::{
+    CommitLog, ObjectStore, PartLocation, Slot, StoreError, StoreErrorKind, TableSink,
+};
 use catalog::{commit_ids, IcebergCatalog};
 use committer::{Committer, TableLayout};
 
@@ -79,7 +81,7 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
         let bound = settings.iceberg.commit_lease / 2;
         let catalog =
             Arc::new(IcebergCatalog::connect(&settings.aws, &database, warehouse, bound).await?);
-        catalog.ensure_namespace().await?;
+        with_retries("Glue database", bound, || catalog.ensure_namespace()).await?;
         let mut committers = HashMap::new();
         for dataset in datasets {
             let projection = LakeProjection::new(dataset, lake.pii_salt.as_ref());
@@ -95,14 +97,16 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
             let spec = schema::partition_spec(dataset, &wanted).map_err(rejected)?;
             let wanted_spec = spec.clone();
             let location = lake::dataset_location(&lake.bucket, &lake.prefix, &dataset.name);
-            let table = catalog
-                .ensure_table(
+            let location = location.trim_end_matches('/').to_owned();
+            let table = with_retries("Glue table", bound, || {
+                catalog.ensure_table(
                     &dataset.name,
                     wanted.clone(),
-                    spec,
-                    location.trim_end_matches('/').to_owned(),
+                    spec.clone(),
+                    location.clone(),
                 )
-                .await?;
+            })
+            .await?;
             let metadata = table.metadata();
             if let Some(problem) = schema::mismatch(metadata.current_schema(), &wanted) {
                 return Err(rejected(format!(
@@ -211,14 +215,51 @@ impl<S: ObjectStore, L: CommitLog> TableSink for IcebergTables<S, L> {
         claim: &Claim,
         parts: &[PartFile],
         _locations: &[PartLocation],
+        slot: &Slot,
         cancel: &CancellationToken,
     ) -> Result<(), StoreError> {
         if parts.is_empty() {
             return Ok(());
         }
         let committer = self.committer(dataset)?;
-        let snapshot = committer.publish(claim, parts, cancel).await?;
+        let snapshot = committer.publish(claim, parts, slot, cancel).await?;
         tracing::info!(table = %committer.qualified(), snapshot, "rows committed");
         Ok(())
     }
+}
+
+/// Start-up tries of a catalog step: each bounded, transient failures retried.
+const START_TRIES: u32 = 5;
+
+/// `step` until it succeeds or fails for good, each try within `bound`, at most
+/// [`START_TRIES`] times (1, 2, 4, 8 s apart).
+async fn with_retries<T, F, Fut>(
+    what: &'static str,
+    bound: std::time::Duration,
+    step: F,
+) -> Result<T, StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut pause = std::time::Duration::from_secs(1);
+    for attempt in 1..=START_TRIES {
+        let result = match tokio::time::timeout(bound, step()).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::new(
+                what,
+                StoreErrorKind::Transient,
+                format!("no answer within {bound:?}"),
+            )),
+        };
+        match result {
+            Err(e) if e.is_transient() && attempt < START_TRIES => {
+                tracing::warn!(error = %e, attempt, "setting up the Iceberg tables; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the last try returns")
 }
