@@ -82,28 +82,7 @@ def run_once(args, pollers, small, small_rows, big, big_rows, endpoint, scratch)
     with open(log_path, "w") as log:
         start = time.monotonic()
         worker = subprocess.Popen([args.bin, "run", "--config", path], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        written, lateness, finished = {}, [], None
-        deadline = start + DRAIN_TIMEOUT_S
-        while time.monotonic() < deadline:
-            written, lateness, failures = parse(log_path)
-            if failures:
-                sys.exit(f"{failures[0]} (log: {log_path})")
-            if len(written) >= files:
-                finished = time.monotonic()
-                break
-            if worker.poll() is not None:
-                sys.exit(f"the worker exited ({worker.returncode}); log: {log_path}")
-            time.sleep(0.2)
-        if finished is None:
-            sys.exit(f"not drained within {DRAIN_TIMEOUT_S}s; log: {log_path}")
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+    written, lateness, finished = drain(worker, log_path, files, start + DRAIN_TIMEOUT_S)
     total = sum(n for _, n in written.values())
     if total != rows:
         sys.exit(f"{total} rows written, {rows} expected; log: {log_path}")
@@ -115,6 +94,30 @@ def run_once(args, pollers, small, small_rows, big, big_rows, endpoint, scratch)
     times = [ms for ms, _ in written.values()]
     return (pollers, files, seconds, files / seconds, rows / seconds, percentile(times, 50),
             percentile(times, 99), max(times), max(lateness, default=0), len(lateness))
+
+
+def drain(worker, log_path, files, deadline):
+    """Waits until `files` files were written (by the worker's log), then stops the worker
+    (SIGTERM); exits on a dead letter, a dead worker or the deadline. Returns what `parse`
+    read and when the last file was written."""
+    try:
+        while time.monotonic() < deadline:
+            written, lateness, failures = parse(log_path)
+            if failures:
+                sys.exit(f"{failures[0]} (log: {log_path})")
+            if len(written) >= files:
+                return written, lateness, time.monotonic()
+            if worker.poll() is not None:
+                sys.exit(f"the worker exited ({worker.returncode}); log: {log_path}")
+            time.sleep(0.2)
+        sys.exit(f"not drained in time; log: {log_path}")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 WRITTEN = re.compile(r"(s3://\S+) → (\d+) rows")

@@ -15,7 +15,6 @@ Usage: small_files.py --bin target/release/lakeworker [--files 500] [--rows 200]
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import boto3
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_data  # noqa: E402
-from e2e import config, parse  # noqa: E402
+from e2e import config, drain  # noqa: E402
 
 DRAIN_TIMEOUT_S = 900
 
@@ -67,28 +66,7 @@ def run_once(args, table_format, small, endpoint, scratch):
     with open(log_path, "w") as log:
         start = time.monotonic()
         worker = subprocess.Popen([args.bin, "run", "--config", path], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        finished = None
-        deadline = start + DRAIN_TIMEOUT_S
-        while time.monotonic() < deadline:
-            written, _, failures = parse(log_path)
-            if failures:
-                sys.exit(f"{failures[0]} (log: {log_path})")
-            if len(written) >= args.files:
-                finished = time.monotonic()
-                break
-            if worker.poll() is not None:
-                sys.exit(f"the worker exited ({worker.returncode}); log: {log_path}")
-            time.sleep(0.2)
-        if finished is None:
-            sys.exit(f"not drained within {DRAIN_TIMEOUT_S}s; log: {log_path}")
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+    written, _, finished = drain(worker, log_path, args.files, start + DRAIN_TIMEOUT_S)
     total = sum(n for _, n in written.values())
     if total != args.files * args.rows:
         sys.exit(f"{total} rows written, {args.files * args.rows} expected; log: {log_path}")

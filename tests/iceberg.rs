@@ -25,10 +25,10 @@ fn iceberg(tag: &str, interval: &str) -> TestEnvBuilder {
         .set("iceberg.commit_lease", "10s")
 }
 
-/// The table as pyiceberg reads it, or `None` while it does not exist yet.
-fn try_read_table(env: &TestEnv, table: &str) -> Option<Value> {
+/// Runs tests/pyiceberg_read.py on `table`.
+fn pyiceberg(env: &TestEnv, table: &str) -> std::process::Output {
     let script = root().join("tests/pyiceberg_read.py");
-    let out = run_bounded(
+    run_bounded(
         Command::new(python()).arg(script).args([
             "--endpoint",
             &endpoint(),
@@ -40,29 +40,24 @@ fn try_read_table(env: &TestEnv, table: &str) -> Option<Value> {
             table,
         ]),
         WAIT,
-    );
+    )
+}
+
+/// The table as pyiceberg reads it, or `None` while it does not exist yet.
+fn try_read_table(env: &TestEnv, table: &str) -> Option<Value> {
+    let out = pyiceberg(env, table);
     if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NoSuchTableError") {
         return None;
     }
-    Some(read_table(env, table))
+    Some(parse_table(out))
 }
 
 /// The table as pyiceberg reads it (see tests/pyiceberg_read.py for the shape).
 fn read_table(env: &TestEnv, table: &str) -> Value {
-    let script = root().join("tests/pyiceberg_read.py");
-    let out = run_bounded(
-        Command::new(python()).arg(script).args([
-            "--endpoint",
-            &endpoint(),
-            "--region",
-            REGION,
-            "--database",
-            &env.catalog().database,
-            "--table",
-            table,
-        ]),
-        WAIT,
-    );
+    parse_table(pyiceberg(env, table))
+}
+
+fn parse_table(out: std::process::Output) -> Value {
     assert!(
         out.status.success(),
         "pyiceberg failed: {}",

@@ -233,16 +233,7 @@ impl IcebergCatalog {
             )]))
             .add_data_files(files);
         let tx = append.apply(tx).map_err(|e| store_error(operation, &e))?;
-        let pinned = Pinned {
-            glue: &self.glue,
-            table: base.clone(),
-        };
-        let commit = async {
-            tx.commit(&pinned)
-                .await
-                .map_err(|e| store_error(operation, &e))
-        };
-        let table = bounded(operation, self.bound, commit).await?;
+        let table = self.commit_pinned(operation, base, tx).await?;
         table.metadata().current_snapshot_id().ok_or_else(|| {
             StoreError::new(
                 operation,
@@ -271,6 +262,17 @@ impl IcebergCatalog {
             .expire_older_than_ms(older_than_ms)
             .retain_last(1);
         let tx = expire.apply(tx).map_err(|e| store_error(operation, &e))?;
+        self.commit_pinned(operation, base, tx).await?;
+        Ok(old)
+    }
+
+    /// Commits `tx` on `base` and only on it ([`Pinned`]), within the bound.
+    async fn commit_pinned(
+        &self,
+        operation: &'static str,
+        base: &Table,
+        tx: Transaction,
+    ) -> Result<Table, StoreError> {
         let pinned = Pinned {
             glue: &self.glue,
             table: base.clone(),
@@ -280,8 +282,7 @@ impl IcebergCatalog {
                 .await
                 .map_err(|e| store_error(operation, &e))
         };
-        bounded(operation, self.bound, commit).await?;
-        Ok(old)
+        bounded(operation, self.bound, commit).await
     }
 }
 
