@@ -66,6 +66,24 @@ fn parse_table(out: std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("pyiceberg JSON")
 }
 
+/// The partition values of the table's data files under `field`, as dates (days since
+/// the epoch in the manifests; pyiceberg may hand them over as dates already).
+fn partition_dates(table: &Value, field: &str) -> BTreeSet<String> {
+    table["data_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| match &file["partition"][field] {
+            Value::String(date) => date.clone(),
+            value => {
+                let days = value.as_i64().unwrap_or_else(|| panic!("{field}: {value}"));
+                let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+                (epoch + chrono::Duration::days(days)).to_string()
+            }
+        })
+        .collect()
+}
+
 fn rows(table: &Value) -> &Vec<Value> {
     table["rows"].as_array().expect("rows")
 }
@@ -215,6 +233,7 @@ async fn every_dataset_kind_is_a_table_pyiceberg_reads_exactly() {
                     .map(|r| r["signup_date"].as_str().unwrap().to_owned())
                     .collect();
                 assert_eq!(read["data_files"].as_array().unwrap().len(), dates.len());
+                assert_eq!(partition_dates(&read, "signup_date"), dates);
             }
             "events" => {
                 assert_eq!(read["schema"]["at"], "timestamp");
@@ -238,6 +257,12 @@ async fn every_dataset_kind_is_a_table_pyiceberg_reads_exactly() {
                     .as_str()
                     .unwrap()
                     .starts_with("2024-05-01 23:59:59"));
+                // day(ordered_at) of each file is the UTC date of its rows.
+                let days: BTreeSet<String> = rows(&read)
+                    .iter()
+                    .map(|r| r["ordered_at"].as_str().unwrap()[..10].to_owned())
+                    .collect();
+                assert_eq!(partition_dates(&read, "ordered_at_date"), days);
             }
             _ => unreachable!(),
         }
