@@ -15,6 +15,7 @@
 //!
 //! Layers, each depending only on those listed before it:
 //! - [`domain`]: pure: message envelopes, datasets, schemas, lake keys, the ledger model.
+//! - [`infer`]: `lakeworker infer`'s sampling and type inference (pure).
 //! - [`config`]: TOML + `LAKEWORKER__…` env overrides → validated [`config::Settings`];
 //!   [`telemetry`], `metrics`, `health`: logs, OpenTelemetry, the health endpoint.
 //! - [`convert`]: streaming CSV / JSON lines → Arrow batches → Parquet / spool sinks.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod convert;
 pub mod domain;
 mod health;
+pub mod infer;
 mod metrics;
 mod pipeline;
 pub mod ports;

@@ -45,6 +45,30 @@ enum Command {
         input: PathBuf,
         output: PathBuf,
     },
+    /// Sample a CSV or JSON-lines file (local or s3://, plain, gzip or zstd) and print a
+    /// [[datasets]] block for it.
+    Infer {
+        /// Needed for an s3:// source: its [aws] section.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// csv or jsonl.
+        #[arg(long)]
+        format: String,
+        /// The dataset's name (default: from the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Its landing-key glob (default: `{name}/**`).
+        #[arg(long = "match")]
+        pattern: Option<String>,
+        /// Most rows sampled.
+        #[arg(long, default_value_t = 10_000)]
+        rows: u64,
+        /// Most bytes sampled (of the decompressed text).
+        #[arg(long, default_value_t = 16 << 20)]
+        bytes: u64,
+        /// A local path or s3://bucket/key.
+        source: String,
+    },
     /// Create the buckets, queues, notification and tables the config names.
     Provision {
         #[arg(long)]
@@ -114,8 +138,37 @@ fn main() -> ExitCode {
     if let Command::Healthcheck { url, timeout } = &cli.command {
         return cli::healthcheck(url, *timeout);
     }
+    if let Command::Infer {
+        config,
+        format,
+        name,
+        pattern,
+        rows,
+        bytes,
+        source,
+    } = cli.command
+    {
+        let settings = match config.as_deref().map(Settings::load).transpose() {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("invalid configuration: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let request = cli::infer::Request {
+            format,
+            name,
+            pattern,
+            limits: lakeworker::infer::Limits { rows, bytes },
+            source,
+        };
+        return block_on(cli::infer::command(settings.as_ref(), request)).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        });
+    }
     let config_path = match &cli.command {
-        Command::Healthcheck { .. } => unreachable!("handled above"),
+        Command::Healthcheck { .. } | Command::Infer { .. } => unreachable!("handled above"),
         Command::Run { config }
         | Command::CheckConfig { config }
         | Command::Convert { config, .. }
@@ -187,7 +240,9 @@ fn main() -> ExitCode {
             };
             block_on(cli::backfill::command(settings, target, options))
         }
-        Command::Healthcheck { .. } => unreachable!("handled before loading a config"),
+        Command::Healthcheck { .. } | Command::Infer { .. } => {
+            unreachable!("handled before loading a config")
+        }
     };
     // Outside the runtime: the exporters flush on their own threads. A stopping worker has
     // little time left (see `cli::run`); a one-off command can wait longer.

@@ -13,6 +13,7 @@ use anyhow::Context;
 
 pub mod backfill;
 pub mod convert;
+pub mod infer;
 pub mod provision;
 pub mod redrive;
 pub mod run;
