@@ -357,12 +357,15 @@ pub fn sample_csv(mut input: impl std::io::BufRead, limits: Limits) -> Result<Sa
             ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
             ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
             ReadRecordResult::Record | ReadRecordResult::InputEmpty => {
-                let record: Vec<&str> = (0..fields)
+                // Bytes that are not UTF-8 are kept (replaced), so such a column types as
+                // a string rather than looking null.
+                let owned: Vec<String> = (0..fields)
                     .map(|i| {
                         let start = if i == 0 { 0 } else { ends[i - 1] };
-                        std::str::from_utf8(&out[start..ends[i]]).unwrap_or("")
+                        String::from_utf8_lossy(&out[start..ends[i]]).into_owned()
                     })
                     .collect();
+                let record: Vec<&str> = owned.iter().map(String::as_str).collect();
                 match &header {
                     None => header = Some(record.iter().map(|s| s.trim().to_owned()).collect()),
                     Some(names) => {
@@ -471,6 +474,14 @@ mod sample_tests {
         assert!(sample.columns[0].required());
         assert!(!sample.columns[2].required());
         assert!(!sample.truncated);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_make_a_string_not_a_null() {
+        let csv = b"n\n1\n\xff\xfe\n";
+        let sample = sample_csv(&csv[..], ALL).unwrap();
+        assert_eq!(sample.columns[0].nulls, 0);
+        assert_eq!(sample.columns[0].best().kind, ColumnType::String);
     }
 
     #[test]
