@@ -352,12 +352,14 @@ pub trait TableSink: Send + Sync + 'static {
     ) -> Vec<PartLocation>;
 
     /// Whether an earlier attempt of `claim`'s object already made its rows visible for
-    /// good (an Iceberg commit that landed before the ledger settled): then there is
-    /// nothing to write. Hive parts are rewritten idempotently instead, so: no.
+    /// good (one of the Iceberg `commits` it joined, as the claim read them, landed
+    /// before the ledger settled): then there is nothing to write. Hive parts are
+    /// rewritten idempotently instead, so: no.
     fn committed(
         &self,
         _dataset: &Dataset,
         _claim: &Claim,
+        _commits: &[String],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         async { Ok(false) }
     }

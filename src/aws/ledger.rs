@@ -196,6 +196,7 @@ impl Ledger for DynamoLedger {
                         earlier: EarlierOutputs {
                             done: record.outputs,
                             pending: record.pending_outputs,
+                            commits: record.commit_ids,
                         },
                     });
                 }
@@ -528,6 +529,11 @@ fn record_from_item(item: &HashMap<String, AttributeValue>) -> LedgerRecord {
             .unwrap_or_default(),
         pending_outputs: item
             .get("pending_outputs")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default(),
+        commit_ids: item
+            .get("commit_ids")
             .and_then(|v| v.as_ss().ok())
             .cloned()
             .unwrap_or_default(),

@@ -128,6 +128,8 @@ pub struct EarlierOutputs {
     pub done: Vec<String>,
     /// What unfinished attempts recorded before publishing: they may exist, maybe partly.
     pub pending: Vec<String>,
+    /// The Iceberg commits earlier attempts joined: one of them may have landed.
+    pub commits: Vec<String>,
 }
 
 impl EarlierOutputs {
@@ -175,6 +177,8 @@ pub struct LedgerRecord {
     pub outputs: Vec<String>,
     /// Outputs an unfinished attempt recorded before publishing them: they may exist.
     pub pending_outputs: Vec<String>,
+    /// The Iceberg commits attempts joined ([`crate::ports::CommitLog::join_commit`]).
+    pub commit_ids: Vec<String>,
     pub last_error: Option<String>,
     /// The last reprocess request this version was claimed for.
     pub reprocess: Option<String>,

@@ -117,6 +117,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             earlier: EarlierOutputs {
                 done: self.output_uris(&earlier.done),
                 pending: self.output_uris(&earlier.pending),
+                commits: earlier.commits,
             },
         };
         let renewal = LeaseRenewal::start(
@@ -133,7 +134,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             // that landed before its ledger record settled): then this one only settles.
             let committed = self
                 .table
-                .committed(dataset, &attempt.claim)
+                .committed(dataset, &attempt.claim, &attempt.earlier.commits)
                 .instrument(tracing::info_span!("ledger", operation = "committed"))
                 .await;
             match committed {

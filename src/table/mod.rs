@@ -59,10 +59,19 @@ impl<S: ObjectStore, L: Ledger + CommitLog> TableSink for LakeTables<S, L> {
         }
     }
 
-    async fn committed(&self, dataset: &Dataset, claim: &Claim) -> Result<bool, StoreError> {
+    async fn committed(
+        &self,
+        dataset: &Dataset,
+        claim: &Claim,
+        commits: &[String],
+    ) -> Result<bool, StoreError> {
         match dataset.table {
-            TableFormat::Iceberg => self.iceberg(dataset)?.committed(dataset, claim).await,
-            TableFormat::Hive => self.hive.committed(dataset, claim).await,
+            TableFormat::Iceberg => {
+                self.iceberg(dataset)?
+                    .committed(dataset, claim, commits)
+                    .await
+            }
+            TableFormat::Hive => self.hive.committed(dataset, claim, commits).await,
         }
     }
 

@@ -277,6 +277,7 @@ impl Ledger for MemoryLedger {
             earlier: EarlierOutputs {
                 done: record.outputs.clone(),
                 pending: record.pending_outputs.clone(),
+                commits: record.commit_ids.clone(),
             },
         })
     }

@@ -180,14 +180,17 @@ impl<S: ObjectStore, L: CommitLog> TableSink for IcebergTables<S, L> {
         Vec::new()
     }
 
-    async fn committed(&self, dataset: &Dataset, claim: &Claim) -> Result<bool, StoreError> {
-        let ids = self.ledger.commit_ids(&claim.key).await?;
-        if ids.is_empty() {
-            return Ok(false);
-        }
+    async fn committed(
+        &self,
+        dataset: &Dataset,
+        claim: &Claim,
+        commits: &[String],
+    ) -> Result<bool, StoreError> {
+        // The claim read the commit ids, atomically with taking the lease: an earlier
+        // owner can join no commit after it (its join is conditioned on its lease).
         let mut history = None;
-        for id in ids {
-            let Some(record) = self.ledger.commit_record(&id).await? else {
+        for id in commits {
+            let Some(record) = self.ledger.commit_record(id).await? else {
                 continue;
             };
             if !record.carries(&claim.key) {
@@ -200,9 +203,9 @@ impl<S: ObjectStore, L: CommitLog> TableSink for IcebergTables<S, L> {
                 let table = self.catalog.load(self.committer(dataset)?.name()).await?;
                 history = Some(commit_ids(&table));
             }
-            if let Some(snapshot) = history.as_ref().and_then(|h| h.get(&id)) {
+            if let Some(snapshot) = history.as_ref().and_then(|h| h.get(id)) {
                 tracing::info!(commit_id = %id, snapshot, "an earlier attempt's commit landed; nothing to write");
-                let _ = self.ledger.commit_landed(&id, *snapshot).await;
+                let _ = self.ledger.commit_landed(id, *snapshot).await;
                 return Ok(true);
             }
         }
