@@ -318,14 +318,20 @@ pub struct Sample {
 }
 
 impl Sample {
-    fn column(&mut self, name: &str) -> &mut Evidence {
+    /// The index of `name`'s column, added if it is new.
+    fn slot(&mut self, name: &str) -> usize {
         match self.columns.iter().position(|c| c.name == name) {
-            Some(i) => &mut self.columns[i],
+            Some(i) => i,
             None => {
                 self.columns.push(Evidence::new(name));
-                self.columns.last_mut().expect("just pushed")
+                self.columns.len() - 1
             }
         }
+    }
+
+    fn column(&mut self, name: &str) -> &mut Evidence {
+        let slot = self.slot(name);
+        &mut self.columns[slot]
     }
 }
 
@@ -342,7 +348,9 @@ pub fn sample_csv(mut input: impl std::io::BufRead, limits: Limits) -> Result<Sa
     let mut out = vec![0u8; 64 * 1024];
     let mut ends = vec![0usize; 1024];
     let (mut used, mut fields) = (0usize, 0usize);
-    let mut header: Option<Vec<String>> = None;
+    // For each header position, its column in `sample.columns` (a name twice is one
+    // column), found once rather than per cell.
+    let mut header: Option<Vec<usize>> = None;
     loop {
         let buf = input.fill_buf().map_err(|e| e.to_string())?;
         let (result, read, written, ended) =
@@ -367,21 +375,17 @@ pub fn sample_csv(mut input: impl std::io::BufRead, limits: Limits) -> Result<Sa
                     .collect();
                 let record: Vec<&str> = owned.iter().map(String::as_str).collect();
                 match &header {
-                    None => header = Some(record.iter().map(|s| s.trim().to_owned()).collect()),
-                    Some(names) => {
+                    None => {
+                        header = Some(record.iter().map(|name| sample.slot(name.trim())).collect());
+                    }
+                    Some(slots) => {
                         sample.rows += 1;
-                        for (i, name) in names.iter().enumerate() {
-                            let text = record.get(i).copied();
-                            sample.column(name).observe(match text {
+                        for (i, slot) in slots.iter().enumerate() {
+                            sample.columns[*slot].observe(match record.get(i) {
                                 Some(text) => RawCell::Text(text),
                                 None => RawCell::Missing,
                             });
                         }
-                    }
-                }
-                if let (Some(names), true) = (&header, sample.columns.is_empty()) {
-                    for name in names {
-                        sample.column(name);
                     }
                 }
                 used = 0;
