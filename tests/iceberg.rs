@@ -353,9 +353,9 @@ async fn a_table_that_differs_from_the_dataset_stops_the_worker_with_the_column(
 async fn expiry_drops_old_snapshots_and_keeps_every_row() {
     let env = iceberg("iceexpire", "1s").start().await;
     let worker = env.start_worker();
-    let mut keys = put_orders(&env, "first", 2).await;
+    let mut keys = put_orders(&env, "first", 2, 5).await;
     wait_done(&env, &keys, WAIT, &worker).await;
-    keys.extend(put_orders(&env, "second", 2).await);
+    keys.extend(put_orders(&env, "second", 2, 5).await);
     wait_done(&env, &keys, WAIT, &worker).await;
     let before = read_table(&env, "orders");
     assert!(snapshots(&before).len() >= 2, "{before:#}");
@@ -386,25 +386,8 @@ async fn expiry_drops_old_snapshots_and_keeps_every_row() {
 async fn five_hundred_small_files_make_a_handful_of_data_files_and_snapshots() {
     let env = iceberg("ice500", "5s").start().await;
     let _worker = env.start_worker();
-    let files = 500;
-    let mut keys = Vec::new();
-    for file in 0..files {
-        let key = format!("orders/small-{file:03}.csv");
-        env.put(&key, &small_orders(file, 4)).await;
-        keys.push(key);
-    }
-    let expected = files * 4;
-    wait_for(
-        "every row in the table",
-        Duration::from_secs(240),
-        || async { try_read_table(&env, "orders").is_some_and(|t| rows(&t).len() >= expected) },
-    )
-    .await;
-    env.wait_drained().await;
-    let read = read_table(&env, "orders");
-    let ids = counted(&read, "order_id");
-    assert_eq!(ids.len(), expected);
-    assert!(ids.values().all(|n| *n == 1), "a row twice");
+    let keys = put_orders(&env, "small", 500, 4).await;
+    let read = wait_every_order_once(&env, 500 * 4, Duration::from_secs(240)).await;
     let snapshot_count = snapshots(&read).len();
     let data_files = read["data_files"].as_array().unwrap().len();
     // The bound: a snapshot per commit interval while files arrive, and per snapshot one
@@ -423,23 +406,9 @@ async fn two_workers_one_table_every_row_once_no_snapshot_lost() {
     let env = iceberg("icetwo", "1s").start().await;
     let a = env.start_worker();
     let b = env.start_worker();
-    let files = 80;
-    for file in 0..files {
-        env.put(&format!("orders/two-{file:03}.csv"), &small_orders(file, 3))
-            .await;
-    }
-    let expected = files * 3;
-    wait_for(
-        "every row in the table",
-        Duration::from_secs(180),
-        || async { try_read_table(&env, "orders").is_some_and(|t| rows(&t).len() >= expected) },
-    )
-    .await;
-    env.wait_drained().await;
-    let read = read_table(&env, "orders");
-    let ids = counted(&read, "order_id");
-    assert_eq!(ids.len(), expected);
-    assert!(ids.values().all(|n| *n == 1), "a row twice");
+    put_orders(&env, "two", 80, 3).await;
+    let expected = 80 * 3;
+    let read = wait_every_order_once(&env, expected, Duration::from_secs(180)).await;
     // No lost snapshot: one chain, each commit id once, and the records they added sum
     // to the rows.
     let snaps = snapshots(&read);
@@ -472,26 +441,40 @@ async fn two_workers_one_table_every_row_once_no_snapshot_lost() {
     }
 }
 
-/// Puts `files` small orders files for `worker` and returns their keys.
-async fn put_orders(env: &TestEnv, tag: &str, files: usize) -> Vec<String> {
+/// Puts `files` orders files of `rows` rows each (`orders/{tag}-NNN.csv`); returns their keys.
+async fn put_orders(env: &TestEnv, tag: &str, files: usize, rows: usize) -> Vec<String> {
     let mut keys = Vec::new();
     for file in 0..files {
-        let key = format!("orders/{tag}-{file:02}.csv");
-        env.put(&key, &small_orders(file, 5)).await;
+        let key = format!("orders/{tag}-{file:03}.csv");
+        env.put(&key, &small_orders(file, rows)).await;
         keys.push(key);
     }
     keys
 }
 
-/// After the restart: every row of `files` files once.
-async fn assert_every_row_once(env: &TestEnv, keys: &[String], worker: &Worker) -> Value {
-    wait_done(env, keys, Duration::from_secs(120), worker).await;
+/// Once the queue is drained: the orders table, holding each of `expected` order ids once.
+async fn every_order_once(env: &TestEnv, expected: usize) -> Value {
     env.wait_drained().await;
     let read = read_table(env, "orders");
     let ids = counted(&read, "order_id");
-    assert_eq!(ids.len(), keys.len() * 5, "{ids:?}");
+    assert_eq!(ids.len(), expected, "{ids:?}");
     assert!(ids.values().all(|n| *n == 1), "a row twice: {ids:?}");
     read
+}
+
+/// Waits until the orders table holds `expected` rows, then [`every_order_once`].
+async fn wait_every_order_once(env: &TestEnv, expected: usize, within: Duration) -> Value {
+    wait_for("every row in the table", within, || async {
+        try_read_table(env, "orders").is_some_and(|t| rows(&t).len() >= expected)
+    })
+    .await;
+    every_order_once(env, expected).await
+}
+
+/// After the restart: every row of the 5-row files `keys` once.
+async fn assert_every_row_once(env: &TestEnv, keys: &[String], worker: &Worker) -> Value {
+    wait_done(env, keys, Duration::from_secs(120), worker).await;
+    every_order_once(env, keys.len() * 5).await
 }
 
 /// Commit ids the ledger has for `key`.
@@ -516,7 +499,7 @@ async fn killed_during_a_batch_then_restarted_with_other_settings_every_row_once
     // A long interval: the batch is open when the worker dies.
     let env = iceberg("icekillbatch", "60s").start().await;
     let first = env.start_worker();
-    let keys = put_orders(&env, "batch", 6).await;
+    let keys = put_orders(&env, "batch", 6, 5).await;
     wait_for("every file to join the batch", WAIT, || async {
         for key in &keys {
             if env.ledger(key).await.is_empty() || joined(&env, key).await.is_empty() {
@@ -547,7 +530,7 @@ async fn killed_after_the_commit_before_the_ledger_settles_every_row_once() {
     let proxy = common::proxy::Proxy::start(&endpoint()).await;
     proxy.silence_requests_containing(Some(b":snapshot"));
     let first = env.worker().via(&proxy).start();
-    let keys = put_orders(&env, "settle", 4).await;
+    let keys = put_orders(&env, "settle", 4, 5).await;
     wait_for("a snapshot in the table", WAIT, || async {
         try_read_table(&env, "orders").is_some_and(|t| !snapshots(&t).is_empty())
     })
@@ -584,7 +567,7 @@ async fn killed_while_the_glue_commit_is_unanswered_every_row_once() {
     let proxy = common::proxy::Proxy::start(&endpoint()).await;
     proxy.lose_answers_to_requests_containing(Some(b"AWSGlue.UpdateTable"));
     let first = env.worker().via(&proxy).start();
-    let keys = put_orders(&env, "glue", 4).await;
+    let keys = put_orders(&env, "glue", 4, 5).await;
     wait_for("the commit to land in Glue", WAIT, || async {
         try_read_table(&env, "orders").is_some_and(|t| !snapshots(&t).is_empty())
     })
@@ -671,7 +654,7 @@ async fn jobs_waiting_for_a_commit_give_their_in_flight_slot_back() {
         .start()
         .await;
     let worker = env.start_worker();
-    let keys = put_orders(&env, "slots", 60).await;
+    let keys = put_orders(&env, "slots", 60, 5).await;
     wait_done(&env, &keys, Duration::from_secs(120), &worker).await;
     let read = read_table(&env, "orders");
     assert_eq!(rows(&read).len(), 60 * 5);
