@@ -83,6 +83,8 @@ def run(endpoint, config_path, timeout=120):
             else:
                 print(f"  {key}  (rejected file, {obj['Size']} bytes)")
 
+    print_rescued(s3, lake, config)
+
     print("\nDynamoDB tables:")
     for dataset in config.get("datasets", []):
         table = dataset.get("records_table")
@@ -109,6 +111,26 @@ def run(endpoint, config_path, timeout=120):
 
     dead = int(sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
     print(f"\ndead-letter queue: {dead} message(s)")
+
+
+def print_rescued(s3, lake, config):
+    """The rows of rescuing datasets that carry a _rescued value (read with pyarrow)."""
+    names = [d["name"] for d in config.get("datasets", [])
+             if "rescue" in (d.get("on_new_columns"), d.get("on_invalid"))]
+    prefix = config["lake"].get("prefix", "curated")
+    for name in names:
+        print(f"\n_rescued values in dataset {name} (on_new_columns / on_invalid = \"rescue\"):")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=lake, Prefix=f"{prefix}/{name}/")
+        for page in pages:
+            for obj in page.get("Contents", []):
+                if not obj["Key"].endswith(".parquet"):
+                    continue
+                body = s3.get_object(Bucket=lake, Key=obj["Key"])["Body"].read()
+                table = pq.read_table(io.BytesIO(body))
+                key_column = table.column_names[0]
+                for row in table.to_pylist():
+                    if row["_rescued"] is not None:
+                        print(f"  {key_column} {row[key_column]}: {row['_rescued']}")
 
 
 def print_iceberg(endpoint, config, names):

@@ -83,10 +83,12 @@ async fn only_a_live_owner_writes_and_reprocess_claims_once() {
         rows_in: 2,
         rows_written: 2,
         rows_rejected: 0,
+        rows_rescued: 1,
         outputs: vec![part(0)],
     };
     assert!(ledger.finish(&fresh, &done).await.unwrap());
     let record = ledger.get(&key).await.unwrap().unwrap();
+    assert_eq!(record.rows_rescued, Some(1));
     assert_eq!(record.status, Some(Status::Done));
     assert_eq!(record.outputs, [part(0)]);
     assert!(record.pending_outputs.is_empty(), "{record:?}");

@@ -3,7 +3,7 @@
 
 use lakeworker::convert::{convert, Collect, ConvertOptions, Lineage, MemoryBudget, Quarantine};
 use lakeworker::domain::dataset::{
-    compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, Partition, Policy,
+    compile_glob, CsvOptions, Dataset, FileFormat, Header, NewColumns, OnInvalid, Partition, Policy,
 };
 use lakeworker::domain::schema::{Column, ColumnType, LakeOutput, Limit, ValueFormat};
 
@@ -43,10 +43,16 @@ pub fn dataset(format: FileFormat, knobs: u8) -> Dataset {
         comment: Some(b'#'),
     };
     let policy = Policy {
-        extra_columns: match knobs % 3 {
-            0 => ExtraColumns::Ignore,
-            1 => ExtraColumns::Keep,
-            _ => ExtraColumns::Reject,
+        on_new_columns: match knobs % 4 {
+            0 => NewColumns::Ignore,
+            1 => NewColumns::Keep,
+            2 => NewColumns::Rescue,
+            _ => NewColumns::Reject,
+        },
+        on_invalid: if knobs & 64 == 0 {
+            OnInvalid::QuarantineRows
+        } else {
+            OnInvalid::Rescue
         },
         unique_key: vec![0],
         max_row_bytes: 256,

@@ -426,14 +426,15 @@ impl DynamoLedger {
         let (expression, operation) = match reason {
             None => (
                 "SET #status = :status, finished_at = :now, updated_at = :now, rows_in = :rows_in, \
-                 rows_written = :rows_written, rows_rejected = :rows_rejected, output_keys = :outputs \
+                 rows_written = :rows_written, rows_rejected = :rows_rejected, \
+                 rows_rescued = :rows_rescued, output_keys = :outputs \
                  REMOVE lease_expires_at, last_error, pending_outputs",
                 "DynamoDB UpdateItem (finish)",
             ),
             Some(_) => (
                 "SET #status = :status, finished_at = :now, updated_at = :now, rows_in = :rows_in, \
-                 rows_written = :rows_written, rows_rejected = :rows_rejected, output_keys = :outputs, \
-                 last_error = :reason REMOVE lease_expires_at, pending_outputs",
+                 rows_written = :rows_written, rows_rejected = :rows_rejected, \
+                 rows_rescued = :rows_rescued, output_keys = :outputs, last_error = :reason REMOVE lease_expires_at, pending_outputs",
                 "DynamoDB UpdateItem (reject)",
             ),
         };
@@ -449,6 +450,7 @@ impl DynamoLedger {
             .expression_attribute_values(":rows_in", n(done.rows_in))
             .expression_attribute_values(":rows_written", n(done.rows_written))
             .expression_attribute_values(":rows_rejected", n(done.rows_rejected))
+            .expression_attribute_values(":rows_rescued", n(done.rows_rescued))
             .expression_attribute_values(":outputs", outputs);
         if let Some(reason) = reason {
             update = update.expression_attribute_values(":reason", s(reason));
@@ -522,6 +524,7 @@ fn record_from_item(item: &HashMap<String, AttributeValue>) -> LedgerRecord {
         rows_in: count("rows_in"),
         rows_written: count("rows_written"),
         rows_rejected: count("rows_rejected"),
+        rows_rescued: count("rows_rescued"),
         outputs: item
             .get("output_keys")
             .and_then(|v| v.as_l().ok())

@@ -85,6 +85,9 @@ pub fn command(
         report.rows_written,
         output.display()
     );
+    if report.rows_rescued > 0 {
+        println!("{} rows have values kept in _rescued", report.rows_rescued);
+    }
     if report.rows_rejected > 0 {
         println!(
             "{} bad rows written to {}; first: {}",

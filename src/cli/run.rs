@@ -33,6 +33,9 @@ const AFTER_GRACE: Duration = Duration::from_secs(4);
 const EXIT_BOUND: std::time::Duration = std::time::Duration::from_millis(4900);
 
 pub async fn command(settings: Arc<Settings>) -> anyhow::Result<ExitCode> {
+    for deprecation in &settings.deprecations {
+        tracing::warn!("{deprecation}");
+    }
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(stop_on_signal(shutdown.clone()));
     // Every shutdown step is bounded (the pool, the catalog flush, the runtime, the

@@ -12,21 +12,29 @@ use super::lake::TABLE_FORMATS;
 use super::size::{size_in, RawSize};
 use super::{Problems, Secret};
 use crate::domain::dataset::{
-    compile_glob, CsvOptions, Dataset, ExtraColumns, FileFormat, Header, OnInvalid, Partition,
+    compile_glob, CsvOptions, Dataset, FileFormat, Header, NewColumns, OnInvalid, Partition,
     Policy, RecordsTarget, TableFormat, INGEST_DATE,
 };
 use crate::domain::schema::{Column, ColumnType, LakeOutput};
 
 const FILE_FORMATS: [(&str, FileFormat); 2] =
     [("csv", FileFormat::Csv), ("jsonl", FileFormat::Jsonl)];
-const ON_INVALID: [(&str, OnInvalid); 2] = [
+const ON_INVALID: [(&str, OnInvalid); 3] = [
     ("quarantine_rows", OnInvalid::QuarantineRows),
     ("reject_file", OnInvalid::RejectFile),
+    ("rescue", OnInvalid::Rescue),
 ];
-const EXTRA_COLUMNS: [(&str, ExtraColumns); 3] = [
-    ("ignore", ExtraColumns::Ignore),
-    ("keep", ExtraColumns::Keep),
-    ("reject", ExtraColumns::Reject),
+const ON_NEW_COLUMNS: [(&str, NewColumns); 4] = [
+    ("ignore", NewColumns::Ignore),
+    ("keep", NewColumns::Keep),
+    ("rescue", NewColumns::Rescue),
+    ("reject", NewColumns::Reject),
+];
+/// The values the deprecated `extra_columns` key took (today's first two and reject).
+const EXTRA_COLUMNS: [(&str, NewColumns); 3] = [
+    ("ignore", NewColumns::Ignore),
+    ("keep", NewColumns::Keep),
+    ("reject", NewColumns::Reject),
 ];
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +48,8 @@ pub(super) struct RawDataset {
     records_key: Option<String>,
     on_invalid: Option<String>,
     max_invalid_fraction: Option<f64>,
+    on_new_columns: Option<String>,
+    /// Deprecated: `on_new_columns` (read, with a warning, when that is absent).
     extra_columns: Option<String>,
     unique_key: Option<OneOrMany>,
     nulls: Option<Vec<String>>,
@@ -63,6 +73,16 @@ enum OneOrMany {
 }
 
 impl RawDataset {
+    /// Deprecated keys this entry uses, each with its replacement.
+    pub(super) fn deprecations(&self, path: &str) -> Vec<String> {
+        match (&self.extra_columns, &self.on_new_columns) {
+            (Some(word), None) => vec![format!(
+                "{path}.extra_columns is deprecated: write on_new_columns = {word:?} (same meaning)"
+            )],
+            _ => Vec::new(),
+        }
+    }
+
     /// Validates into a dataset, or records why not. `pii_salt` is the salt of
     /// `pii = "hash"` columns, if set.
     pub(super) fn validate(
@@ -130,9 +150,22 @@ impl RawDataset {
             policy.on_invalid = choice(p, format!("{path}.on_invalid"), word, &ON_INVALID)
                 .unwrap_or(policy.on_invalid);
         }
-        if let Some(word) = &self.extra_columns {
-            policy.extra_columns = choice(p, format!("{path}.extra_columns"), word, &EXTRA_COLUMNS)
-                .unwrap_or(policy.extra_columns);
+        match (&self.on_new_columns, &self.extra_columns) {
+            (Some(_), Some(_)) => p.add(
+                format!("{path}.extra_columns"),
+                "is the deprecated name of on_new_columns; give only on_new_columns",
+            ),
+            (Some(word), None) => {
+                let key = format!("{path}.on_new_columns");
+                policy.on_new_columns =
+                    choice(p, key, word, &ON_NEW_COLUMNS).unwrap_or(policy.on_new_columns);
+            }
+            (None, Some(word)) => {
+                let key = format!("{path}.extra_columns");
+                policy.on_new_columns =
+                    choice(p, key, word, &EXTRA_COLUMNS).unwrap_or(policy.on_new_columns);
+            }
+            (None, None) => {}
         }
         if let Some(fraction) = self.max_invalid_fraction {
             p.check(
@@ -202,7 +235,7 @@ impl RawDataset {
             policy.accepts_inline = inline;
         }
         if let Header::Names(names) = &csv.header {
-            let extra = policy.extra_columns;
+            let extra = policy.on_new_columns;
             validate_header_names(names, &columns, &untyped, extra, path, p);
         }
 
@@ -357,7 +390,7 @@ fn validate_records(
 #[cfg(test)]
 mod tests {
     use super::super::tests::{load, problems, with, GOOD};
-    use crate::domain::dataset::{CsvOptions, ExtraColumns, Header, OnInvalid, Policy};
+    use crate::domain::dataset::{CsvOptions, Header, NewColumns, OnInvalid, Policy};
     use crate::domain::schema::{Allowed, LakeOutput, Limit, Redaction, ValueFormat};
 
     #[test]
@@ -376,7 +409,7 @@ mod tests {
         let d = s.datasets.by_name("users").unwrap();
         assert_eq!(d.policy.on_invalid, OnInvalid::RejectFile);
         assert_eq!(d.policy.max_invalid_fraction, 0.25);
-        assert_eq!(d.policy.extra_columns, ExtraColumns::Keep);
+        assert_eq!(d.policy.on_new_columns, NewColumns::Keep);
         assert_eq!(d.policy.unique_key, [0, 1]);
         assert_eq!(
             (
@@ -456,7 +489,7 @@ mod tests {
             Policy {
                 on_invalid: OnInvalid::QuarantineRows,
                 max_invalid_fraction: 0.1,
-                extra_columns: ExtraColumns::Ignore,
+                on_new_columns: NewColumns::Ignore,
                 unique_key: vec![],
                 max_object_bytes: 100 * 1024 * 1024 * 1024,
                 expansion: crate::domain::dataset::Expansion {
@@ -483,6 +516,29 @@ mod tests {
         for column in &d.columns {
             assert_eq!(column.nulls, ["", "NULL", "null", "NA"], "{}", column.name);
         }
+    }
+
+    #[test]
+    fn on_new_columns_replaces_extra_columns_which_is_read_with_a_warning() {
+        let s = load(
+            &with("on_new_columns = \"rescue\"\non_invalid = \"rescue\"", ""),
+            &[],
+        )
+        .unwrap();
+        let users = s.datasets.by_name("users").unwrap();
+        assert_eq!(users.policy.on_new_columns, NewColumns::Rescue);
+        assert_eq!(users.policy.on_invalid, OnInvalid::Rescue);
+        assert!(s.deprecations.is_empty(), "{:?}", s.deprecations);
+        let s = load(&with("extra_columns = \"reject\"", ""), &[]).unwrap();
+        let users = s.datasets.by_name("users").unwrap();
+        assert_eq!(users.policy.on_new_columns, NewColumns::Reject);
+        assert_eq!(
+            s.deprecations,
+            ["datasets[0].extra_columns is deprecated: write on_new_columns = \"reject\" (same meaning)"]
+        );
+        assert!(s
+            .summary()
+            .contains("warning: datasets[0].extra_columns is deprecated"));
     }
 
     #[test]
@@ -530,7 +586,10 @@ mod tests {
             ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\npii = \"encrypt\"", "datasets[0].columns[2].pii: \"encrypt\" is not one of: hash, drop"),
             ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\nrename = \"user_id\"", "datasets[0].columns[2].rename: the lake would have two columns named \"user_id\""),
             ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\nrename = \"y\"\ndrop_from_lake = true", "datasets[0].columns[2].rename: a column dropped from the lake cannot be renamed"),
-            ("on_invalid = \"shrug\"", "", "datasets[0].on_invalid: \"shrug\" is not one of: quarantine_rows, reject_file"),
+            ("on_invalid = \"shrug\"", "", "datasets[0].on_invalid: \"shrug\" is not one of: quarantine_rows, reject_file, rescue"),
+            ("on_new_columns = \"grow\"", "", "datasets[0].on_new_columns: \"grow\" is not one of: ignore, keep, rescue, reject"),
+            ("extra_columns = \"rescue\"", "", "datasets[0].extra_columns: \"rescue\" is not one of: ignore, keep, reject"),
+            ("extra_columns = \"keep\"\non_new_columns = \"keep\"", "", "datasets[0].extra_columns: is the deprecated name of on_new_columns; give only on_new_columns"),
             ("max_invalid_fraction = 1.5", "", "datasets[0].max_invalid_fraction: must be between 0 and 1"),
             ("max_compression_ratio = 0", "", "datasets[0].max_compression_ratio: must be between 1 and 1000000"),
             ("unique_key = \"nobody\"", "", "datasets[0].unique_key: \"nobody\" is not a column of this dataset"),

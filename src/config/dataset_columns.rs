@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::checks::{choice, is_identifier};
-use super::{Problems, Secret, EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN};
+use super::{Problems, Secret, EXTRA_COLUMN, INGESTED_AT_COLUMN, RESCUED_COLUMN, SOURCE_COLUMN};
 use crate::domain::schema::{
     parse_date, parse_timestamp, strftime_is_valid, Allowed, Column, ColumnType, LakeOutput, Limit,
     Redaction, Rules, ValueFormat,
@@ -94,10 +94,15 @@ pub(super) fn validate_columns(
     }
     let mut columns: Vec<Column> = Vec::new();
     let mut untyped: Vec<String> = Vec::new();
-    let mut lake_names: HashSet<String> = [SOURCE_COLUMN, INGESTED_AT_COLUMN, EXTRA_COLUMN]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let mut lake_names: HashSet<String> = [
+        SOURCE_COLUMN,
+        INGESTED_AT_COLUMN,
+        EXTRA_COLUMN,
+        RESCUED_COLUMN,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     let mut hashes = false;
     for (j, raw) in raw.into_iter().enumerate() {
         let cpath = format!("{path}.columns[{j}]");
@@ -105,7 +110,7 @@ pub(super) fn validate_columns(
             p.add(
                 format!("{cpath}.name"),
                 format!(
-                    "{:?}: column names must be non-empty and not start with _ (reserved for {SOURCE_COLUMN}, {INGESTED_AT_COLUMN} and {EXTRA_COLUMN})",
+                    "{:?}: column names must be non-empty and not start with _ (reserved for {SOURCE_COLUMN}, {INGESTED_AT_COLUMN}, {EXTRA_COLUMN} and {RESCUED_COLUMN})",
                     raw.name
                 ),
             );

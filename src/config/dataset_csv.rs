@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use super::Problems;
-use crate::domain::dataset::{CsvOptions, ExtraColumns, Header};
+use crate::domain::dataset::{CsvOptions, Header, NewColumns};
 use crate::domain::schema::Column;
 
 #[derive(Debug, Deserialize)]
@@ -92,13 +92,13 @@ impl RawCsv {
 }
 
 /// The column names of a header-less CSV file must be able to make a good header: each
-/// name once, every required column present (and, with `extra_columns = "reject"`, no
+/// name once, every required column present (and, with `on_new_columns = "reject"`, no
 /// undeclared name), or every file of the dataset would be rejected.
 pub(super) fn validate_header_names(
     names: &[String],
     columns: &[Column],
     untyped: &[String],
-    extra_columns: ExtraColumns,
+    on_new_columns: NewColumns,
     path: &str,
     p: &mut Problems,
 ) {
@@ -120,7 +120,7 @@ pub(super) fn validate_header_names(
             format!("lacks required column(s) {}", missing.join(", ")),
         );
     }
-    if extra_columns == ExtraColumns::Reject {
+    if on_new_columns == NewColumns::Reject {
         let undeclared: Vec<&str> = names
             .iter()
             .map(String::as_str)
@@ -132,7 +132,7 @@ pub(super) fn validate_header_names(
             p.add(
                 &key,
                 format!(
-                    "names columns the dataset does not declare, which extra_columns = \"reject\" refuses: {}",
+                    "names columns the dataset does not declare, which on_new_columns = \"reject\" refuses: {}",
                     undeclared.join(", ")
                 ),
             );
@@ -163,10 +163,10 @@ mod tests {
             ),
             (
                 format!(
-                    "extra_columns = \"reject\"\n{}",
+                    "on_new_columns = \"reject\"\n{}",
                     header("\"user_id\", \"signup_date\", \"note\"")
                 ),
-                "datasets[0].csv.header: names columns the dataset does not declare, which extra_columns = \"reject\" refuses: note",
+                "datasets[0].csv.header: names columns the dataset does not declare, which on_new_columns = \"reject\" refuses: note",
             ),
         ];
         for (extra, expected) in cases {

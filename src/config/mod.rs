@@ -28,8 +28,12 @@ pub const ENV_PREFIX: &str = "LAKEWORKER";
 /// Lineage columns added to every lake file; dataset columns may not start with `_`.
 pub const SOURCE_COLUMN: &str = "_source";
 pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
-/// With `extra_columns = "keep"`, undeclared columns as one JSON object per row.
+/// With `on_new_columns = "keep"`, undeclared columns as one JSON object per row.
 pub const EXTRA_COLUMN: &str = "_extra";
+/// With `on_new_columns = "rescue"` or `on_invalid = "rescue"`: per row, a JSON object of
+/// what did not fit (column name → raw text, and under `_rules` the rule each bad cell
+/// failed).
+pub const RESCUED_COLUMN: &str = "_rescued";
 
 mod aws;
 mod catalog;
@@ -139,6 +143,9 @@ pub struct Settings {
     /// How Iceberg tables are committed and kept (defaults unless `[iceberg]` is given).
     pub iceberg: IcebergSettings,
     pub datasets: Router,
+    /// Deprecated keys in use, each with what replaces it (`check-config` prints them, the
+    /// worker logs them at start).
+    pub deprecations: Vec<String>,
 }
 
 // ----- raw, as written -------------------------------------------------------------------
@@ -276,6 +283,9 @@ impl Settings {
                 "SNS notifications: only from {}\n",
                 topics.join(", ")
             )),
+        }
+        for deprecation in &self.deprecations {
+            out.push_str(&format!("warning: {deprecation}\n"));
         }
         out.push_str(&format!("{} dataset(s):\n", self.datasets.datasets().len()));
         for dataset in self.datasets.datasets() {

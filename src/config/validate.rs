@@ -50,6 +50,12 @@ impl RawSettings {
 
         let iceberg = self.iceberg.validate(&mut p);
         let table_format = lake.as_ref().map(|l| l.table_format).unwrap_or_default();
+        let deprecations = self
+            .datasets
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| d.deprecations(&format!("datasets[{i}]")))
+            .collect();
         let datasets = validate_datasets(
             self.datasets,
             pii_salt.as_ref(),
@@ -75,6 +81,7 @@ impl RawSettings {
             catalog,
             iceberg,
             datasets: Router::new(datasets),
+            deprecations,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Building Arrow batches from good rows: one builder per dataset column, then `_extra`
-//! (with `extra_columns = "keep"`), `_source` and `_ingested_at`.
+//! (with `on_new_columns = "keep"`), `_rescued` (with a `rescue` policy), `_source` and
+//! `_ingested_at`.
 
 use std::sync::Arc;
 
@@ -12,18 +13,21 @@ use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
 use super::{ConvertError, Lineage, RowSource};
-use crate::config::{EXTRA_COLUMN, INGESTED_AT_COLUMN, SOURCE_COLUMN};
-use crate::domain::dataset::{Dataset, ExtraColumns};
+use crate::config::{EXTRA_COLUMN, INGESTED_AT_COLUMN, RESCUED_COLUMN, SOURCE_COLUMN};
+use crate::domain::dataset::{Dataset, NewColumns};
 use crate::domain::schema::{
-    arrow_field, timestamp_type, Column, ColumnType, Parsed, RawCell, UTC,
+    arrow_field, timestamp_type, Column, ColumnType, LakeOutput, Parsed, RawCell, UTC,
 };
 
-/// The schema of converted batches: the dataset's columns, `_extra` when kept, then
-/// `_source` and `_ingested_at`.
+/// The schema of converted batches: the dataset's columns, `_extra` when kept,
+/// `_rescued` when rescuing, then `_source` and `_ingested_at`.
 pub fn full_schema(dataset: &Dataset) -> SchemaRef {
     let mut fields: Vec<Field> = dataset.columns.iter().map(arrow_field).collect();
-    if dataset.policy.extra_columns == ExtraColumns::Keep {
+    if dataset.policy.on_new_columns == NewColumns::Keep {
         fields.push(Field::new(EXTRA_COLUMN, DataType::Utf8, true));
+    }
+    if dataset.policy.rescues() {
+        fields.push(Field::new(RESCUED_COLUMN, DataType::Utf8, true));
     }
     fields.push(Field::new(SOURCE_COLUMN, DataType::Utf8, false));
     fields.push(Field::new(INGESTED_AT_COLUMN, timestamp_type(), false));
@@ -97,27 +101,37 @@ impl ColumnBuilder {
     }
 }
 
+/// A bad cell kept under `on_invalid = "rescue"`: its column index and the rule it failed.
+pub(super) type RescuedCell = (usize, &'static str);
+
 /// Accumulates good rows into Arrow arrays.
-pub(super) struct BatchBuilder {
+pub(super) struct BatchBuilder<'d> {
+    dataset: &'d Dataset,
     schema: SchemaRef,
     columns: Vec<ColumnBuilder>,
     extra: Option<StringBuilder>,
+    rescued: Option<StringBuilder>,
+    /// Reused for each row's undeclared fields.
+    fields: serde_json::Map<String, Value>,
     rows: usize,
     source: String,
     ingested_at: i64,
 }
 
-impl BatchBuilder {
-    pub(super) fn new(dataset: &Dataset, lineage: &Lineage, capacity: usize) -> Self {
+impl<'d> BatchBuilder<'d> {
+    pub(super) fn new(dataset: &'d Dataset, lineage: &Lineage, capacity: usize) -> Self {
         let capacity = capacity.min(64 * 1024);
         BatchBuilder {
+            dataset,
             schema: full_schema(dataset),
             columns: dataset
                 .columns
                 .iter()
                 .map(|c| ColumnBuilder::new(c, capacity))
                 .collect(),
-            extra: (dataset.policy.extra_columns == ExtraColumns::Keep).then(StringBuilder::new),
+            extra: (dataset.policy.on_new_columns == NewColumns::Keep).then(StringBuilder::new),
+            rescued: dataset.policy.rescues().then(StringBuilder::new),
+            fields: serde_json::Map::new(),
             rows: 0,
             source: lineage.source.clone(),
             ingested_at: lineage.ingested_at,
@@ -128,7 +142,14 @@ impl BatchBuilder {
         self.rows
     }
 
-    pub(super) fn append<S: RowSource>(&mut self, parsed: &[Parsed], row: &S) {
+    /// Appends a good row; `rescued` are its bad cells kept as null. Returns whether the
+    /// row has anything in `_rescued`.
+    pub(super) fn append<S: RowSource>(
+        &mut self,
+        parsed: &[Parsed],
+        row: &S,
+        rescued: &[RescuedCell],
+    ) -> bool {
         for (i, (builder, value)) in self.columns.iter_mut().zip(parsed).enumerate() {
             let cell = if *value == Parsed::Str {
                 row.cell(i)
@@ -137,10 +158,29 @@ impl BatchBuilder {
             };
             builder.append(*value, cell);
         }
+        if self.dataset.policy.collects_new_columns() {
+            self.fields.clear();
+            row.extra_fields(&mut self.fields);
+        }
         if let Some(extra) = &mut self.extra {
-            extra.append_option(row.extra());
+            let object = (!self.fields.is_empty())
+                .then(|| Value::Object(std::mem::take(&mut self.fields)).to_string());
+            extra.append_option(object);
+        }
+        let mut any = false;
+        if let Some(builder) = &mut self.rescued {
+            let rescue_fields = self.dataset.policy.on_new_columns == NewColumns::Rescue;
+            let fields = if rescue_fields {
+                std::mem::take(&mut self.fields)
+            } else {
+                serde_json::Map::new()
+            };
+            let object = rescued_object(self.dataset, fields, row, rescued);
+            any = object.is_some();
+            builder.append_option(object);
         }
         self.rows += 1;
+        any
     }
 
     pub(super) fn finish(&mut self) -> Result<RecordBatch, ConvertError> {
@@ -149,6 +189,9 @@ impl BatchBuilder {
             self.columns.iter_mut().map(ColumnBuilder::finish).collect();
         if let Some(extra) = &mut self.extra {
             arrays.push(Arc::new(extra.finish()));
+        }
+        if let Some(rescued) = &mut self.rescued {
+            arrays.push(Arc::new(rescued.finish()));
         }
         arrays.push(Arc::new(StringArray::new_repeated(&self.source, rows)));
         arrays.push(Arc::new(
@@ -161,3 +204,53 @@ impl BatchBuilder {
         Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
     }
 }
+
+/// The key of a `_rescued` object naming the rule each rescued cell failed (a leading `_`
+/// is added while an undeclared column of the row has that name).
+const RULES_KEY: &str = "_rules";
+
+/// A row's `_rescued` JSON object, or `None` when nothing was rescued: the undeclared
+/// `fields` (values as text), each bad cell's raw text under its column name, and under
+/// [`RULES_KEY`] the rule each bad cell failed. A bad cell of a column the lake hashes or
+/// drops is shown as its pii stand-in (or `<omitted>`), never in clear.
+fn rescued_object<S: RowSource>(
+    dataset: &Dataset,
+    mut fields: serde_json::Map<String, Value>,
+    row: &S,
+    cells: &[RescuedCell],
+) -> Option<String> {
+    for value in fields.values_mut() {
+        if !value.is_string() {
+            *value = Value::String(value.to_string());
+        }
+    }
+    if !cells.is_empty() {
+        let mut rules = serde_json::Map::new();
+        for &(index, rule) in cells {
+            let column = &dataset.columns[index];
+            let text = match row.cell(index) {
+                RawCell::Text(text) => text.to_owned(),
+                RawCell::Json(Value::String(text)) => text.clone(),
+                RawCell::Json(other) => other.to_string(),
+                RawCell::Missing => String::new(),
+            };
+            let shown = match column.lake {
+                LakeOutput::Keep { .. } => text,
+                LakeOutput::Hash { .. } | LakeOutput::Drop => column
+                    .pii_stand_in(&text)
+                    .unwrap_or_else(|| OMITTED.to_owned()),
+            };
+            fields.insert(column.name.clone(), Value::String(shown));
+            rules.insert(column.name.clone(), Value::String(rule.to_owned()));
+        }
+        let mut key = RULES_KEY.to_owned();
+        while fields.contains_key(&key) {
+            key.insert(0, '_');
+        }
+        fields.insert(key, Value::Object(rules));
+    }
+    (!fields.is_empty()).then(|| Value::Object(fields).to_string())
+}
+
+/// What `_rescued` shows for a bad cell of a column dropped from the lake (not pii).
+const OMITTED: &str = "<omitted>";

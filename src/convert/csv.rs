@@ -15,7 +15,7 @@ use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 
 use super::input::read_error;
 use super::{ConvertError, RowCheck, RowSource};
-use crate::domain::dataset::{Dataset, ExtraColumns, Header};
+use crate::domain::dataset::{Dataset, Header, NewColumns};
 use crate::domain::schema::RawCell;
 
 /// Fields per record at first; grown as needed up to `max_columns`.
@@ -384,15 +384,15 @@ fn map_header(names: &[String], dataset: &Dataset, line: u64) -> Result<HeaderMa
             reported_names(names.iter(), dataset).join(",")
         )));
     }
-    match dataset.policy.extra_columns {
-        ExtraColumns::Reject if !unknown.is_empty() => {
+    match dataset.policy.on_new_columns {
+        NewColumns::Reject if !unknown.is_empty() => {
             let names = reported_names(unknown.iter().map(|(_, n)| n), dataset);
             return Err(ConvertError::Malformed(format!(
-                "line {line}: the header has columns the dataset does not declare: {} (extra_columns = \"reject\")",
+                "line {line}: the header has columns the dataset does not declare: {} (on_new_columns = \"reject\")",
                 names.join(", ")
             )));
         }
-        ExtraColumns::Keep => header.extra = unknown,
+        NewColumns::Keep | NewColumns::Rescue => header.extra = unknown,
         _ => {}
     }
     Ok(header)
@@ -581,23 +581,13 @@ impl RowSource for CsvChunkRows<'_> {
         }
     }
 
-    fn extra(&self) -> Option<String> {
-        if self.header.extra.is_empty() {
-            return None;
-        }
+    fn extra_fields(&self, out: &mut serde_json::Map<String, serde_json::Value>) {
         let count = self.record().fields.len();
-        let object: serde_json::Map<String, serde_json::Value> = self
-            .header
-            .extra
-            .iter()
-            .filter(|(field, _)| *field < count)
-            .map(|(field, name)| {
-                (
-                    name.clone(),
-                    serde_json::Value::String(self.field(*field).to_owned()),
-                )
-            })
-            .collect();
-        Some(serde_json::Value::Object(object).to_string())
+        for (field, name) in &self.header.extra {
+            if *field < count {
+                let text = serde_json::Value::String(self.field(*field).to_owned());
+                out.insert(name.clone(), text);
+            }
+        }
     }
 }

@@ -67,6 +67,9 @@ struct Typing<'a> {
     header: Option<Arc<csv::HeaderMap>>,
     /// Whether bad rows' raw text must be redacted.
     pii: bool,
+    /// Per dataset column, whether a bad cell is rescued rather than failing its row
+    /// (`on_invalid = "rescue"`, and the column is optional and no key).
+    rescuable: Vec<bool>,
 }
 
 /// A bad row that can travel between threads.
@@ -82,6 +85,7 @@ struct Typed {
     batch: Option<RecordBatch>,
     bad: Vec<OwnedBadRow>,
     rows_in: u64,
+    rows_rescued: u64,
 }
 
 impl Typed {
@@ -143,8 +147,10 @@ impl Typing<'_> {
             batch: None,
             bad: Vec::new(),
             rows_in: 0,
+            rows_rescued: 0,
         };
         let mut errors: Vec<RowError> = Vec::new();
+        let mut rescued: Vec<batch::RescuedCell> = Vec::new();
         while let Some(check) = rows.next_row()? {
             typed.rows_in += 1;
             let line = rows.line();
@@ -158,6 +164,11 @@ impl Typing<'_> {
                 RowCheck::Ok => {
                     for (i, column) in dataset.columns.iter().enumerate() {
                         if let Err(e) = column.parse_into(rows.cell(i), &mut parsed[i]) {
+                            if self.rescuable[i] {
+                                parsed[i] = Parsed::Null;
+                                rescued.push((i, e.rule()));
+                                continue;
+                            }
                             errors.push(RowError {
                                 line,
                                 column: Some(column.name.clone()),
@@ -193,7 +204,9 @@ impl Typing<'_> {
                 }
             }
             if errors.is_empty() {
-                builder.append(&parsed, &rows);
+                if builder.append(&parsed, &rows, &rescued) {
+                    typed.rows_rescued += 1;
+                }
             } else {
                 let raw = if self.pii {
                     rows.redacted_raw(dataset)
@@ -207,6 +220,7 @@ impl Typing<'_> {
                     errors: std::mem::take(&mut errors),
                 });
             }
+            rescued.clear();
         }
         if builder.len() > 0 {
             typed.batch = Some(builder.finish()?);
@@ -246,6 +260,7 @@ impl<'s, S: BatchSink, B: BadRowSink> Writer<'s, S, B> {
         while let Some((typed, weight)) = self.waiting.remove(&self.next) {
             self.next += 1;
             self.report.rows_in += typed.rows_in;
+            self.report.rows_rescued += typed.rows_rescued;
             for bad in &typed.bad {
                 self.report.reject(&bad.errors);
                 self.bad_rows.bad_row(&BadRow {
@@ -303,6 +318,9 @@ where
         lineage,
         header: splitter.header(),
         pii: redact::has_pii(dataset),
+        rescuable: (0..dataset.columns.len())
+            .map(|i| dataset.rescues_bad_cells_of(i))
+            .collect(),
     };
     let rows = options.batch_rows.max(1);
     let threads = if dataset.policy.unique_key.is_empty() {
@@ -431,8 +449,9 @@ pub(crate) trait RowSource {
     fn redacted_raw(&self, dataset: &Dataset) -> Option<Vec<u8>>;
     /// The current row's cell for dataset column `column`.
     fn cell(&self, column: usize) -> RawCell<'_>;
-    /// Undeclared fields of the current row as a JSON object (`extra_columns = "keep"`).
-    fn extra(&self) -> Option<String>;
+    /// Adds the current row's undeclared fields to `out` (`on_new_columns = "keep"` or
+    /// `"rescue"`): CSV fields as strings, JSON values as they are.
+    fn extra_fields(&self, out: &mut serde_json::Map<String, Value>);
 }
 
 /// Records the row's key; returns the line of an earlier row with the same key.

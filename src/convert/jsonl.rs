@@ -3,7 +3,7 @@
 //! [`JsonChunkRows`] parses one chunk's lines as rows, on any thread.
 //!
 //! A line is parsed straight into one slot per dataset column: strings without escapes
-//! are borrowed from the chunk, undeclared keys are skipped unless `extra_columns` wants
+//! are borrowed from the chunk, undeclared keys are skipped unless `on_new_columns` wants
 //! them, and no map is built.
 
 use std::borrow::Cow;
@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::csv::read_line_capped;
 use super::input::read_error;
 use super::{ConvertError, RowCheck, RowSource};
-use crate::domain::dataset::{Dataset, ExtraColumns};
+use crate::domain::dataset::{Dataset, NewColumns};
 use crate::domain::schema::RawCell;
 
 #[derive(Debug)]
@@ -128,7 +128,7 @@ pub(super) struct JsonChunkRows<'c, 'd> {
     chunk: &'c LineChunk,
     /// Dataset column name → index.
     columns: HashMap<&'d str, usize>,
-    extra_columns: ExtraColumns,
+    on_new_columns: NewColumns,
     max_row_bytes: usize,
     max_columns: usize,
     at: Option<usize>,
@@ -140,9 +140,9 @@ pub(super) struct JsonChunkRows<'c, 'd> {
 struct Fields<'c> {
     /// One per dataset column.
     slots: Vec<Slot<'c>>,
-    /// Undeclared keys and values (`extra_columns = "keep"`), in line order.
+    /// Undeclared keys and values (`on_new_columns = "keep"`), in line order.
     extra: Vec<(String, Value)>,
-    /// Undeclared keys (`extra_columns = "reject"`).
+    /// Undeclared keys (`on_new_columns = "reject"`).
     unknown: Vec<String>,
     /// Keys of the object, repeats included.
     keys: usize,
@@ -170,7 +170,7 @@ impl<'c, 'd> JsonChunkRows<'c, 'd> {
         JsonChunkRows {
             chunk,
             columns,
-            extra_columns: dataset.policy.extra_columns,
+            on_new_columns: dataset.policy.on_new_columns,
             max_row_bytes: dataset.policy.max_row_bytes,
             max_columns: dataset.policy.max_columns,
             at: None,
@@ -192,7 +192,7 @@ impl<'c, 'd> JsonChunkRows<'c, 'd> {
         let mut deserializer = serde_json::Deserializer::from_slice(text);
         let row = RowVisitor {
             columns: &self.columns,
-            extra_columns: self.extra_columns,
+            on_new_columns: self.on_new_columns,
             max_columns: self.max_columns,
             fields: &mut self.fields,
         };
@@ -235,7 +235,7 @@ impl RowSource for JsonChunkRows<'_, '_> {
                 unknown.dedup();
                 unknown.truncate(10);
                 RowCheck::bad(
-                    "extra_columns",
+                    "on_new_columns",
                     format!("keys the dataset does not declare: {}", unknown.join(", ")),
                 )
             }
@@ -273,17 +273,16 @@ impl RowSource for JsonChunkRows<'_, '_> {
         }
     }
 
-    fn extra(&self) -> Option<String> {
-        let extra = &self.fields.extra;
+    fn extra_fields(&self, out: &mut serde_json::Map<String, Value>) {
         // Into a map: sorted by key, and the last of a repeated key wins.
-        (!extra.is_empty()).then(|| Value::Object(extra.iter().cloned().collect()).to_string())
+        out.extend(self.fields.extra.iter().cloned());
     }
 }
 
 /// Reads one line's top-level value into [`Fields`]; true when it is an object.
 struct RowVisitor<'a, 'c, 'd> {
     columns: &'a HashMap<&'d str, usize>,
-    extra_columns: ExtraColumns,
+    on_new_columns: NewColumns,
     /// Past this many keys the row is bad: the rest are read through, not kept.
     max_columns: usize,
     fields: &'a mut Fields<'c>,
@@ -303,18 +302,18 @@ impl<'c> Visitor<'c> for RowVisitor<'_, 'c, '_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            match (self.columns.get(key.as_ref()), self.extra_columns) {
+            match (self.columns.get(key.as_ref()), self.on_new_columns) {
                 // A repeated key: the last value wins, as in a JSON object read as a map.
                 (Some(&column), _) => self.fields.slots[column] = map.next_value_seed(SlotSeed)?,
-                (None, ExtraColumns::Keep) => {
+                (None, NewColumns::Keep | NewColumns::Rescue) => {
                     let value = map.next_value::<Value>()?;
                     self.fields.extra.push((key.into_owned(), value));
                 }
-                (None, ExtraColumns::Reject) => {
+                (None, NewColumns::Reject) => {
                     map.next_value::<IgnoredAny>()?;
                     self.fields.unknown.push(key.into_owned());
                 }
-                (None, ExtraColumns::Ignore) => {
+                (None, NewColumns::Ignore) => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }

@@ -15,7 +15,7 @@ pub struct RowError {
     pub line: u64,
     pub column: Option<String>,
     /// The rule that refused it: `required`, `type`, `pattern`, `allowed`, `min`, `max`,
-    /// `max_length`, `unique_key`, `fields`, `utf8`, `json`, `extra_columns`,
+    /// `max_length`, `unique_key`, `fields`, `utf8`, `json`, `on_new_columns`,
     /// `max_row_bytes`, `max_columns` (a JSON object with too many keys), and for datasets
     /// with a `records_table` `dynamodb_number`, `dynamodb_key`, `dynamodb_item_size`.
     pub rule: &'static str,
@@ -62,6 +62,8 @@ pub struct ConvertReport {
     pub rows_written: u64,
     /// Bad rows (sent to the bad-row sink).
     pub rows_rejected: u64,
+    /// Written rows with something in `_rescued` (a `rescue` policy).
+    pub rows_rescued: u64,
     /// The first [`MAX_ERRORS_KEPT`] row problems.
     pub errors: Vec<RowError>,
 }

@@ -70,10 +70,12 @@ pub enum Header {
 
 /// What to do with columns (CSV) or keys (JSON lines) the dataset does not declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExtraColumns {
+pub enum NewColumns {
     Ignore,
     /// Kept as one JSON object per row in the `_extra` string column.
     Keep,
+    /// Kept as raw text in the row's `_rescued` JSON column (column name → text).
+    Rescue,
     /// A CSV header with unknown columns rejects the file; a JSON line with unknown keys is
     /// a bad row.
     Reject,
@@ -86,6 +88,10 @@ pub enum OnInvalid {
     QuarantineRows,
     /// Any bad row rejects the whole file.
     RejectFile,
+    /// A row whose only bad cells are in optional, non-key columns is kept: those cells
+    /// are null and their raw text and failed rule go to `_rescued`. Other bad rows are
+    /// quarantined as with `QuarantineRows`.
+    Rescue,
 }
 
 /// Validation and size limits of a dataset.
@@ -94,7 +100,7 @@ pub struct Policy {
     pub on_invalid: OnInvalid,
     /// Above this share of bad rows, the whole file is rejected.
     pub max_invalid_fraction: f64,
-    pub extra_columns: ExtraColumns,
+    pub on_new_columns: NewColumns,
     /// Column indexes whose values together must be unique within a file (empty: no check).
     pub unique_key: Vec<usize>,
     /// Larger objects are rejected without being downloaded.
@@ -111,12 +117,24 @@ pub struct Policy {
     pub accepts_inline: bool,
 }
 
+impl Policy {
+    /// Whether rows carry a `_rescued` column (new columns or bad cells rescued).
+    pub fn rescues(&self) -> bool {
+        self.on_new_columns == NewColumns::Rescue || self.on_invalid == OnInvalid::Rescue
+    }
+
+    /// Whether undeclared fields are collected for each row (`keep` or `rescue`).
+    pub fn collects_new_columns(&self) -> bool {
+        matches!(self.on_new_columns, NewColumns::Keep | NewColumns::Rescue)
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             on_invalid: OnInvalid::QuarantineRows,
             max_invalid_fraction: 0.1,
-            extra_columns: ExtraColumns::Ignore,
+            on_new_columns: NewColumns::Ignore,
             unique_key: Vec::new(),
             max_object_bytes: 100 * 1024 * 1024 * 1024,
             expansion: Expansion::default(),
@@ -222,6 +240,22 @@ impl Dataset {
     /// ingest date (the partition source must be a real column there).
     pub fn has_ingest_date_column(&self) -> bool {
         self.table == TableFormat::Iceberg && self.partition == Partition::IngestDate
+    }
+
+    /// Whether a bad cell of column `index` is rescued (kept as null, its text in
+    /// `_rescued`) rather than failing its row: only under `on_invalid = "rescue"`, and
+    /// never for a required column, a `unique_key` or records key column, or the
+    /// partition column (a null there would file the row under the wrong partition).
+    pub fn rescues_bad_cells_of(&self, index: usize) -> bool {
+        let partition = match self.partition {
+            Partition::IngestDate => None,
+            Partition::DateColumn { index } | Partition::TimestampColumn { index } => Some(index),
+        };
+        self.policy.on_invalid == OnInvalid::Rescue
+            && !self.columns[index].required
+            && !self.policy.unique_key.contains(&index)
+            && self.records.as_ref().map(|r| r.key_index) != Some(index)
+            && partition != Some(index)
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {

@@ -148,6 +148,8 @@ pub struct Completion {
     pub rows_in: u64,
     pub rows_written: u64,
     pub rows_rejected: u64,
+    /// Written rows with values kept in `_rescued`.
+    pub rows_rescued: u64,
     /// `s3://bucket/key` of every output.
     pub outputs: Vec<String>,
 }
@@ -174,6 +176,7 @@ pub struct LedgerRecord {
     pub rows_in: Option<u64>,
     pub rows_written: Option<u64>,
     pub rows_rejected: Option<u64>,
+    pub rows_rescued: Option<u64>,
     pub outputs: Vec<String>,
     /// Outputs an unfinished attempt recorded before publishing them: they may exist.
     pub pending_outputs: Vec<String>,
@@ -208,9 +211,15 @@ impl fmt::Display for LedgerRecord {
         if let (Some(rows_in), Some(written), Some(rejected)) =
             (self.rows_in, self.rows_written, self.rows_rejected)
         {
+            let rescued = match self.rows_rescued {
+                Some(n) if n > 0 => format!(", {n} with rescued values"),
+                _ => String::new(),
+            };
             field(
                 "rows",
-                Some(format!("{rows_in} in, {written} written, {rejected} bad")),
+                Some(format!(
+                    "{rows_in} in, {written} written, {rejected} bad{rescued}"
+                )),
             )?;
         }
         for output in &self.outputs {

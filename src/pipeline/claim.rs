@@ -211,6 +211,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                     rows_in: rejection.rows_in,
                     rows_written: 0,
                     rows_rejected: rejection.rows_rejected,
+                    rows_rescued: 0,
                     outputs: rejection_outputs(&lake.quarantine_bucket, &rejection.quarantined_as),
                 };
                 self.remove_stale(
@@ -230,6 +231,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                     rows_in: summary.rows_in,
                     rows_written: summary.rows_written,
                     rows_rejected: summary.rows_quarantined,
+                    rows_rescued: summary.rows_rescued,
                     outputs: summary_outputs(lake, summary),
                 };
                 self.remove_stale(

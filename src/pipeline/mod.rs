@@ -116,6 +116,8 @@ pub struct ObjectSummary {
     pub rows_written: u64,
     /// Bad rows, written to `quarantine` (when there were any).
     pub rows_quarantined: u64,
+    /// Written rows with values kept in `_rescued`.
+    pub rows_rescued: u64,
     /// Keys of the table's parts, in partition order.
     pub parts: Vec<String>,
     /// The same parts as `s3://` URIs (the table format decides their bucket).

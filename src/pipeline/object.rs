@@ -248,6 +248,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             rows_in: report.rows_in,
             rows_written: report.rows_written,
             rows_quarantined: report.rows_rejected,
+            rows_rescued: report.rows_rescued,
             part_uris: locations
                 .iter()
                 .map(|at| output_uri(&at.bucket, &at.key))
@@ -270,6 +271,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             rows_in = summary.rows_in,
             rows_written = summary.rows_written,
             rows_quarantined = summary.rows_quarantined,
+            rows_rescued = summary.rows_rescued,
             parts = summary.parts.len(),
             records_upserted,
             "object converted"

@@ -207,6 +207,7 @@ impl MemoryLedger {
             r.rows_in = Some(counts.rows_in);
             r.rows_written = Some(counts.rows_written);
             r.rows_rejected = Some(counts.rows_rejected);
+            r.rows_rescued = Some(counts.rows_rescued);
             r.outputs = counts.outputs.clone();
             r.pending_outputs.clear();
             r.last_error = error.map(str::to_owned);

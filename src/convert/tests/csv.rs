@@ -6,7 +6,7 @@ use arrow::array::{
 
 use super::*;
 use crate::config::SOURCE_COLUMN;
-use crate::domain::dataset::{ExtraColumns, Header};
+use crate::domain::dataset::{Header, NewColumns};
 use crate::domain::schema::timestamp_type;
 
 #[test]
@@ -151,11 +151,11 @@ fn a_header_problem_rejects_the_file() {
         "line 1: the header names column \"user_id\" twice"
     );
     let mut strict = dataset(FileFormat::Csv, Partition::IngestDate);
-    strict.policy.extra_columns = ExtraColumns::Reject;
+    strict.policy.on_new_columns = NewColumns::Reject;
     let extra = convert_text("user_id,nickname\na,b\n", &strict);
     assert_eq!(
         extra.to_string(),
-        "line 1: the header has columns the dataset does not declare: nickname (extra_columns = \"reject\")"
+        "line 1: the header has columns the dataset does not declare: nickname (on_new_columns = \"reject\")"
     );
     let mut narrow = dataset(FileFormat::Csv, Partition::IngestDate);
     narrow.policy.max_columns = 3;

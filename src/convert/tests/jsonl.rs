@@ -1,7 +1,7 @@
 //! JSON lines and inline records: objects, escapes, repeated keys, max_columns.
 
 use super::*;
-use crate::domain::dataset::ExtraColumns;
+use crate::domain::dataset::NewColumns;
 
 #[test]
 fn jsonl_rows() {
@@ -37,12 +37,12 @@ fn jsonl_escapes_and_repeated_keys_read_like_a_json_object() {
     let input =
         "{\"user_id\": \"a\\\"b\", \"z\": 1, \"user_id\": \"c\\u00e9\", \"y\": 2, \"z\": 3}\n";
     let mut j = dataset(FileFormat::Jsonl, Partition::IngestDate);
-    j.policy.extra_columns = ExtraColumns::Keep;
+    j.policy.on_new_columns = NewColumns::Keep;
     let (report, batches) = collect(input, &j);
     assert_eq!(report.rows_written, 1, "{:?}", errors(&report));
     assert_eq!(strings(&batches, 0), [Some("c\u{e9}".into())]);
     assert_eq!(strings(&batches, 6), [Some(r#"{"y":2,"z":3}"#.into())]);
-    j.policy.extra_columns = ExtraColumns::Reject;
+    j.policy.on_new_columns = NewColumns::Reject;
     let (report, _) = collect(input, &j);
     assert_eq!(
         errors(&report),
@@ -54,7 +54,7 @@ fn jsonl_escapes_and_repeated_keys_read_like_a_json_object() {
 fn jsonl_objects_with_more_keys_than_max_columns_are_bad_rows() {
     let mut j = dataset(FileFormat::Jsonl, Partition::IngestDate);
     j.policy.max_columns = 3;
-    j.policy.extra_columns = ExtraColumns::Keep;
+    j.policy.on_new_columns = NewColumns::Keep;
     let input = "{\"user_id\": \"a\", \"age\": 1, \"x\": 2}\n\
                  {\"user_id\": \"b\", \"age\": 1, \"x\": 2, \"y\": {\"deep\": [1]}, \"z\": 4}\n\
                  {\"user_id\": \"c\", \"user_id\": \"d\", \"age\": 1, \"age\": 2}\n";

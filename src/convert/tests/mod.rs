@@ -15,6 +15,7 @@ mod input;
 mod jsonl;
 mod memory;
 mod parts;
+mod rescue;
 mod rules;
 
 fn columns() -> Vec<Column> {

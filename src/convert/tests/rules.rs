@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::EXTRA_COLUMN;
-use crate::domain::dataset::ExtraColumns;
+use crate::domain::dataset::NewColumns;
 
 #[test]
 fn every_problem_of_a_row_is_reported() {
@@ -34,9 +34,9 @@ fn duplicate_keys_are_bad_rows_when_a_unique_key_is_set() {
 }
 
 #[test]
-fn extra_columns_can_be_kept_as_json() {
+fn on_new_columns_can_be_kept_as_json() {
     let mut d = dataset(FileFormat::Csv, Partition::IngestDate);
-    d.policy.extra_columns = ExtraColumns::Keep;
+    d.policy.on_new_columns = NewColumns::Keep;
     let (report, batches) = collect("user_id,nickname,team\na,ace,red\nb,,blue\n", &d);
     assert_eq!(report.rows_written, 2);
     let schema = batches[0].schema();
@@ -49,13 +49,13 @@ fn extra_columns_can_be_kept_as_json() {
         ]
     );
     let mut j = dataset(FileFormat::Jsonl, Partition::IngestDate);
-    j.policy.extra_columns = ExtraColumns::Keep;
+    j.policy.on_new_columns = NewColumns::Keep;
     let (_, batches) = collect(
         "{\"user_id\": \"a\", \"x\": [1]}\n{\"user_id\": \"b\"}\n",
         &j,
     );
     assert_eq!(strings(&batches, 6), [Some(r#"{"x":[1]}"#.into()), None]);
-    j.policy.extra_columns = ExtraColumns::Reject;
+    j.policy.on_new_columns = NewColumns::Reject;
     let (report, _) = collect("{\"user_id\": \"a\", \"x\": 1}\n", &j);
     assert_eq!(
         errors(&report),

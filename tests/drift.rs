@@ -1,0 +1,196 @@
+//! Drift policies through the worker: `on_new_columns = "rescue"` and
+//! `on_invalid = "rescue"` on CSV and JSON lines, into Hive tables (read back by pyarrow)
+//! and Iceberg tables (read back by pyiceberg), with the ledger's counts.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use lakeworker::domain::ledger::Status;
+use serde_json::{json, Value};
+
+/// Users: 20 good rows, one with a bad optional cell (`age`), one with a bad required
+/// cell (`user_id`); every row has the undeclared `referrer`.
+fn drifted_users() -> Vec<u8> {
+    let mut csv = String::from("user_id,email,age,plan,newsletter,signup_date,referrer\n");
+    for n in 0..20 {
+        csv.push_str(&format!("u-{n},u{n}@x.io,{n},pro,yes,2024/05/01,ad-{n}\n"));
+    }
+    csv.push_str("u-98,v@x.io,old,free,maybe,2024/05/01,\n");
+    csv.push_str("nobody,w@x.io,5,free,no,2024/05/01,friend\n");
+    csv.into_bytes()
+}
+
+/// Events: 20 good lines with an undeclared `device`, one with a bad optional
+/// `amount`, one without the required `user_id`.
+fn drifted_events() -> Vec<u8> {
+    let mut lines = String::new();
+    for n in 0..20 {
+        let line = json!({"event_id": format!("e-{n}"), "user_id": "u-1", "kind": "view",
+            "amount": n as f64 + 0.5, "at": "2024-05-01T08:00:00Z", "device": {"os": "ios"}});
+        lines.push_str(&format!("{line}\n"));
+    }
+    lines.push_str(
+        "{\"event_id\": \"e-98\", \"user_id\": \"u-1\", \"amount\": \"lots\", \"at\": \"2024-05-01T08:00:00Z\"}\n",
+    );
+    lines.push_str("{\"event_id\": \"e-99\", \"at\": \"2024-05-01T08:00:00Z\"}\n");
+    lines.into_bytes()
+}
+
+/// Both datasets rescue new columns and bad cells.
+fn rescuing(builder: TestEnvBuilder) -> TestEnvBuilder {
+    builder
+        .set("datasets.users.on_new_columns", "rescue")
+        .set("datasets.users.on_invalid", "rescue")
+        .set("datasets.events.on_new_columns", "rescue")
+        .set("datasets.events.on_invalid", "rescue")
+}
+
+const USERS_KEY: &str = "users/drifted.csv";
+const EVENTS_KEY: &str = "events/2024/drifted.jsonl";
+
+/// Puts both files and waits until the ledger has them done.
+async fn load_drifted(env: &TestEnv, worker: &Worker) {
+    env.put(USERS_KEY, &drifted_users()).await;
+    env.put(EVENTS_KEY, &drifted_events()).await;
+    for key in [USERS_KEY, EVENTS_KEY] {
+        wait_for(&format!("{key} done"), WAIT, || async {
+            env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
+        })
+        .await;
+    }
+    let ledger = env.ledger(USERS_KEY).await;
+    let users = &ledger[0];
+    assert_eq!(
+        (
+            users.rows_in,
+            users.rows_written,
+            users.rows_rejected,
+            users.rows_rescued
+        ),
+        (Some(22), Some(21), Some(1), Some(21)),
+        "{users:?}\n{}",
+        worker.log()
+    );
+    let ledger = env.ledger(EVENTS_KEY).await;
+    let events = &ledger[0];
+    assert_eq!(
+        (
+            events.rows_in,
+            events.rows_written,
+            events.rows_rejected,
+            events.rows_rescued
+        ),
+        (Some(22), Some(21), Some(1), Some(21)),
+        "{events:?}"
+    );
+}
+
+/// The rows of `rows` whose `column` is `value`.
+fn row<'a>(rows: &'a [Value], column: &str, value: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r[column] == value)
+        .unwrap_or_else(|| panic!("no {column} = {value} in {rows:#?}"))
+}
+
+fn rescued(row: &Value) -> Value {
+    serde_json::from_str(row["_rescued"].as_str().expect("_rescued text")).expect("JSON")
+}
+
+/// What both table formats must hold: every good and rescued row, the new column's
+/// text and the bad cells' raw text with their rules, and nothing of the bad rows.
+fn check_rows(users: &[Value], events: &[Value]) {
+    assert_eq!(users.len(), 21);
+    assert!(users.iter().all(|r| r["user_id"] != "nobody"));
+    let u3 = row(users, "user_id", "u-3");
+    assert_eq!(rescued(u3), json!({"referrer": "ad-3"}));
+    assert_eq!(u3["age"], 3);
+    let u98 = row(users, "user_id", "u-98");
+    assert!(u98["age"].is_null() && u98["newsletter"].is_null(), "{u98}");
+    let r98 = rescued(u98);
+    assert_eq!(r98["age"], "old");
+    assert_eq!(r98["newsletter"], "maybe");
+    assert_eq!(r98["referrer"], "");
+    assert_eq!(r98["_rules"], json!({"age": "type", "newsletter": "type"}));
+
+    assert_eq!(events.len(), 21);
+    let e3 = row(events, "event_id", "e-3");
+    assert_eq!(rescued(e3), json!({"device": "{\"os\":\"ios\"}"}));
+    let e98 = row(events, "event_id", "e-98");
+    assert!(e98["amount"].is_null());
+    assert_eq!(
+        rescued(e98),
+        json!({"amount": "lots", "_rules": {"amount": "type"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescue_keeps_new_columns_and_bad_cells_in_hive_tables() {
+    let env = rescuing(TestEnv::builder("rescuehive")).start().await;
+    let worker = env.start_worker();
+    load_drifted(&env, &worker).await;
+
+    let users = read_with_pyarrow(&env.download_lake("curated/users").await);
+    let events = read_with_pyarrow(&env.download_lake("curated/events").await);
+    assert_eq!(users["schema"]["_rescued"], "string");
+    assert_eq!(events["schema"]["_rescued"], "string");
+    check_rows(
+        users["rows"].as_array().unwrap(),
+        events["rows"].as_array().unwrap(),
+    );
+    // The quarantine still gets the row a required column refused.
+    let quarantined = env.keys_in(&env.lake).await;
+    assert!(
+        quarantined.iter().any(|k| k.contains("quarantine")),
+        "{quarantined:?}"
+    );
+}
+
+/// Runs tests/pyiceberg_read.py on `table`.
+fn pyiceberg(env: &TestEnv, table: &str) -> Value {
+    let script = root().join("tests/pyiceberg_read.py");
+    let out = run_bounded(
+        Command::new(python()).arg(script).args([
+            "--endpoint",
+            &endpoint(),
+            "--region",
+            REGION,
+            "--database",
+            &env.catalog().database,
+            "--table",
+            table,
+        ]),
+        WAIT,
+    );
+    assert!(
+        out.status.success(),
+        "pyiceberg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("pyiceberg JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescue_keeps_new_columns_and_bad_cells_in_iceberg_tables() {
+    let env = rescuing(
+        TestEnv::builder("rescueice")
+            .catalog()
+            .set("lake.table_format", "iceberg")
+            .set("iceberg.commit_interval", "1s"),
+    )
+    .start()
+    .await;
+    let worker = env.start_worker();
+    load_drifted(&env, &worker).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let users = pyiceberg(&env, "users");
+    let events = pyiceberg(&env, "events");
+    assert_eq!(users["schema"]["_rescued"], "string", "{users:#}");
+    check_rows(
+        users["rows"].as_array().unwrap(),
+        events["rows"].as_array().unwrap(),
+    );
+}
