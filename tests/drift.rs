@@ -140,6 +140,30 @@ async fn rescue_keeps_new_columns_and_bad_cells_in_hive_tables() {
         users["rows"].as_array().unwrap(),
         events["rows"].as_array().unwrap(),
     );
+    // The records table keeps the rescued text too, for files and inline records.
+    let users = env.users().await;
+    let item = |id: &str| -> Value {
+        let text = users[id]["_rescued"].as_s().expect("_rescued is a string");
+        serde_json::from_str(text).expect("JSON")
+    };
+    assert_eq!(item("u-98")["age"], "old");
+    assert_eq!(item("u-3"), json!({"referrer": "ad-3"}));
+    assert!(!users["u-98"].contains_key("age"));
+    let inline = json!({"dataset": "users", "records": [
+        {"user_id": "u-500", "age": "ancient", "signup_date": "2024/05/06", "team": "red"}
+    ]});
+    env.send(&inline.to_string()).await;
+    wait_for("the inline record", WAIT, || async {
+        env.users().await.contains_key("u-500")
+    })
+    .await;
+    let users = env.users().await;
+    let text = users["u-500"]["_rescued"].as_s().expect("_rescued");
+    assert_eq!(
+        serde_json::from_str::<Value>(text).unwrap(),
+        json!({"age": "ancient", "team": "red", "_rules": {"age": "type"}})
+    );
+
     // The quarantine still gets the row a required column refused.
     let quarantined = env.keys_in(&env.lake).await;
     assert!(

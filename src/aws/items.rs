@@ -9,6 +9,7 @@ use arrow::array::{Array, BooleanArray};
 use arrow::record_batch::RecordBatch;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::config::RESCUED_COLUMN;
 use crate::domain::dataset::Dataset;
 use crate::domain::records::value_text;
 use crate::domain::schema::ColumnType;
@@ -17,7 +18,8 @@ use crate::domain::schema::ColumnType;
 pub type Item = HashMap<String, AttributeValue>;
 
 /// The items of a batch with every dataset column (as produced by [`crate::convert`]).
-/// Columns beyond the dataset's (lineage) are not written.
+/// Of the columns beyond the dataset's, only `_rescued` is written (as a string, when the
+/// row has one), so a rescued value is kept in the records table too; lineage is not.
 pub fn items_from_batch(dataset: &Dataset, batch: &RecordBatch) -> Vec<Item> {
     let mut items: Vec<Item> = (0..batch.num_rows())
         .map(|_| Item::with_capacity(dataset.columns.len()))
@@ -30,6 +32,14 @@ pub fn items_from_batch(dataset: &Dataset, batch: &RecordBatch) -> Vec<Item> {
             }
             if let Some(value) = attribute(column.kind, array.as_ref(), row) {
                 item.insert(column.name.clone(), value);
+            }
+        }
+    }
+    if let Ok(index) = batch.schema().index_of(RESCUED_COLUMN) {
+        let array = batch.column(index);
+        for (row, item) in items.iter_mut().enumerate() {
+            if let Some(text) = value_text(ColumnType::String, array.as_ref(), row) {
+                item.insert(RESCUED_COLUMN.to_owned(), AttributeValue::S(text));
             }
         }
     }

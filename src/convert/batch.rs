@@ -111,7 +111,7 @@ pub(super) struct BatchBuilder<'d> {
     columns: Vec<ColumnBuilder>,
     extra: Option<StringBuilder>,
     rescued: Option<StringBuilder>,
-    /// Reused for each row's undeclared fields.
+    /// Reused for each row's undeclared fields kept in `_extra`.
     fields: serde_json::Map<String, Value>,
     rows: usize,
     source: String,
@@ -142,14 +142,28 @@ impl<'d> BatchBuilder<'d> {
         self.rows
     }
 
-    /// Appends a good row; `rescued` are its bad cells kept as null. Returns whether the
-    /// row has anything in `_rescued`.
+    /// The row's `_rescued` text (see [`rescued_object`]), when the dataset rescues and
+    /// the row has something to rescue: `cells` are its bad cells kept as null.
+    pub(super) fn rescued<S: RowSource>(
+        &mut self,
+        row: &S,
+        cells: &[RescuedCell],
+    ) -> Option<String> {
+        self.rescued.as_ref()?;
+        let mut fields = serde_json::Map::new();
+        if self.dataset.policy.on_new_columns == NewColumns::Rescue {
+            row.extra_fields(&mut fields);
+        }
+        rescued_object(self.dataset, fields, row, cells)
+    }
+
+    /// Appends a good row with its `_rescued` text (from [`BatchBuilder::rescued`]).
     pub(super) fn append<S: RowSource>(
         &mut self,
         parsed: &[Parsed],
         row: &S,
-        rescued: &[RescuedCell],
-    ) -> bool {
+        rescued: Option<String>,
+    ) {
         for (i, (builder, value)) in self.columns.iter_mut().zip(parsed).enumerate() {
             let cell = if *value == Parsed::Str {
                 row.cell(i)
@@ -158,29 +172,17 @@ impl<'d> BatchBuilder<'d> {
             };
             builder.append(*value, cell);
         }
-        if self.dataset.policy.collects_new_columns() {
+        if let Some(extra) = &mut self.extra {
             self.fields.clear();
             row.extra_fields(&mut self.fields);
-        }
-        if let Some(extra) = &mut self.extra {
             let object = (!self.fields.is_empty())
                 .then(|| Value::Object(std::mem::take(&mut self.fields)).to_string());
             extra.append_option(object);
         }
-        let mut any = false;
         if let Some(builder) = &mut self.rescued {
-            let rescue_fields = self.dataset.policy.on_new_columns == NewColumns::Rescue;
-            let fields = if rescue_fields {
-                std::mem::take(&mut self.fields)
-            } else {
-                serde_json::Map::new()
-            };
-            let object = rescued_object(self.dataset, fields, row, rescued);
-            any = object.is_some();
-            builder.append_option(object);
+            builder.append_option(rescued);
         }
         self.rows += 1;
-        any
     }
 
     pub(super) fn finish(&mut self) -> Result<RecordBatch, ConvertError> {

@@ -15,6 +15,7 @@ use super::{
     batch, csv, jsonl, redact, BadRow, BadRowSink, BatchSink, ConvertError, ConvertOptions,
     ConvertReport, Lineage, RowError,
 };
+use crate::config::RESCUED_COLUMN;
 use crate::domain::dataset::Dataset;
 use crate::domain::records;
 use crate::domain::schema::{Parsed, RawCell};
@@ -153,6 +154,7 @@ impl Typing<'_> {
         let mut rescued: Vec<batch::RescuedCell> = Vec::new();
         while let Some(check) = rows.next_row()? {
             typed.rows_in += 1;
+            let mut rescued_text = None;
             let line = rows.line();
             match check {
                 RowCheck::Bad { rule, reason } => errors.push(RowError {
@@ -177,13 +179,22 @@ impl Typing<'_> {
                             });
                         }
                     }
+                    if errors.is_empty() {
+                        rescued_text = builder.rescued(&rows, &rescued);
+                    }
                     // DynamoDB's limits, once the cells are typed: such a row is bad before
-                    // anything is published.
+                    // anything is published. The item holds `_rescued` too.
                     if let (true, Some(target)) = (errors.is_empty(), &dataset.records) {
-                        let problems =
-                            records::item_problems(dataset, target.key_index, &parsed, |i| {
-                                rows.cell(i)
-                            });
+                        let rescued_bytes = rescued_text
+                            .as_ref()
+                            .map_or(0, |text| RESCUED_COLUMN.len() + text.len());
+                        let problems = records::item_problems(
+                            dataset,
+                            target.key_index,
+                            &parsed,
+                            |i| rows.cell(i),
+                            rescued_bytes,
+                        );
                         errors.extend(problems.into_iter().map(|p| RowError {
                             line,
                             column: p.column.map(|i| dataset.columns[i].name.clone()),
@@ -204,9 +215,8 @@ impl Typing<'_> {
                 }
             }
             if errors.is_empty() {
-                if builder.append(&parsed, &rows, &rescued) {
-                    typed.rows_rescued += 1;
-                }
+                typed.rows_rescued += u64::from(rescued_text.is_some());
+                builder.append(&parsed, &rows, rescued_text);
             } else {
                 let raw = if self.pii {
                     rows.redacted_raw(dataset)

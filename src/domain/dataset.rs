@@ -122,11 +122,6 @@ impl Policy {
     pub fn rescues(&self) -> bool {
         self.on_new_columns == NewColumns::Rescue || self.on_invalid == OnInvalid::Rescue
     }
-
-    /// Whether undeclared fields are collected for each row (`keep` or `rescue`).
-    pub fn collects_new_columns(&self) -> bool {
-        matches!(self.on_new_columns, NewColumns::Keep | NewColumns::Rescue)
-    }
 }
 
 impl Default for Policy {

@@ -62,13 +62,15 @@ pub fn number_fits(value: f64) -> bool {
 }
 
 /// What DynamoDB would refuse in the item of a row whose cells all parsed: `parsed` holds
-/// the row's typed values, `cell` its raw cells (strings are read from them), and
-/// `key_index` is the table's hash key column.
+/// the row's typed values, `cell` its raw cells (strings are read from them),
+/// `key_index` is the table's hash key column and `more_bytes` what the item holds beyond
+/// the dataset's columns (its `_rescued` attribute).
 pub fn item_problems<'c>(
     dataset: &Dataset,
     key_index: usize,
     parsed: &[Parsed],
     cell: impl Fn(usize) -> RawCell<'c>,
+    more_bytes: usize,
 ) -> Vec<ItemProblem> {
     let mut problems = Vec::new();
     for (index, (column, value)) in dataset.columns.iter().zip(parsed).enumerate() {
@@ -105,8 +107,8 @@ pub fn item_problems<'c>(
         }
     }
     // Bounds first: only an item that might be too large is measured exactly.
-    if item_bytes(dataset, parsed, &cell, false) > MAX_ITEM_BYTES {
-        let bytes = item_bytes(dataset, parsed, &cell, true);
+    if item_bytes(dataset, parsed, &cell, false) + more_bytes > MAX_ITEM_BYTES {
+        let bytes = item_bytes(dataset, parsed, &cell, true) + more_bytes;
         if bytes > MAX_ITEM_BYTES {
             problems.push(ItemProblem {
                 column: None,
@@ -223,7 +225,7 @@ mod tests {
             Parsed::Str,
         ];
         let texts = [id, "", note];
-        item_problems(&d, 0, &parsed, |i| RawCell::Text(texts[i]))
+        item_problems(&d, 0, &parsed, |i| RawCell::Text(texts[i]), 0)
             .into_iter()
             .map(|p| (p.column, p.rule))
             .collect()

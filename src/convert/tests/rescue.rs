@@ -160,3 +160,22 @@ fn without_rescue_the_same_rows_are_quarantined_and_there_is_no_rescued_column()
     assert_eq!((report.rows_written, report.rows_rejected), (1, 1));
     assert!(batches[0].schema().index_of(RESCUED_COLUMN).is_err());
 }
+
+#[test]
+fn a_records_item_counts_its_rescued_text_against_the_400_kb_limit() {
+    let mut d = dataset(FileFormat::Csv, Partition::IngestDate);
+    d.policy.on_new_columns = NewColumns::Rescue;
+    d.policy.max_row_bytes = 1024 * 1024;
+    d.records = Some(crate::domain::dataset::RecordsTarget {
+        table: "users".into(),
+        key_index: 0,
+    });
+    let big = "x".repeat(300 * 1024);
+    // Each row is under 400 KB in its declared columns; with its rescued text, the
+    // second is not.
+    let input = format!("user_id,note,other\na,{big},\nb,{big},{big}\n");
+    let (report, batches) = collect(&input, &d);
+    assert_eq!((report.rows_written, report.rows_rejected), (1, 1));
+    assert_eq!(report.errors[0].rule, "dynamodb_item_size");
+    assert_eq!(strings(&batches, 0), [Some("a".into())]);
+}
