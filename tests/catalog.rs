@@ -7,41 +7,6 @@ mod common;
 
 use common::*;
 
-/// Every statement Athena received in `workgroup`, oldest first.
-async fn statements(env: &TestEnv, workgroup: &str) -> Vec<String> {
-    let ids = env
-        .clients
-        .athena
-        .list_query_executions()
-        .work_group(workgroup)
-        .send()
-        .await
-        .expect("list query executions")
-        .query_execution_ids
-        .unwrap_or_default();
-    let mut found = Vec::new();
-    for id in ids {
-        let execution = env
-            .clients
-            .athena
-            .get_query_execution()
-            .query_execution_id(&id)
-            .send()
-            .await
-            .expect("get query execution")
-            .query_execution
-            .expect("execution");
-        let submitted = execution
-            .status
-            .and_then(|s| s.submission_date_time)
-            .map(|t| t.as_nanos())
-            .unwrap_or_default();
-        found.push((submitted, execution.query.unwrap_or_default()));
-    }
-    found.sort();
-    found.into_iter().map(|(_, q)| q).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_at_start_and_each_new_partition_once() {
     let env = TestEnv::builder("catalog").catalog().start().await;
@@ -51,14 +16,14 @@ async fn tables_at_start_and_each_new_partition_once() {
     } = env.catalog();
     let _worker = env.start_worker();
     wait_for("the start-up DDL", WAIT, || async {
-        statements(&env, workgroup).await.len() >= 4
+        env.athena_statements(workgroup).await.len() >= 4
     })
     .await;
 
     env.put("users/a.csv", &example("users/signups-2024-05.csv"))
         .await;
     wait_for("the partitions", WAIT, || async {
-        statements(&env, workgroup)
+        env.athena_statements(workgroup)
             .await
             .iter()
             .any(|s| s.starts_with("ALTER TABLE"))
@@ -71,7 +36,7 @@ async fn tables_at_start_and_each_new_partition_once() {
     env.wait_lake_keys(6).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
 
-    let sent = statements(&env, workgroup).await;
+    let sent = env.athena_statements(workgroup).await;
     assert_eq!(
         sent[0],
         format!("CREATE DATABASE IF NOT EXISTS `{database}`")
@@ -131,7 +96,8 @@ async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start()
     .await;
     env.wait_drained().await;
     // The message is deleted, the partitions are in the lake, the catalog has none.
-    assert!(!statements(&env, workgroup)
+    assert!(!env
+        .athena_statements(workgroup)
         .await
         .iter()
         .any(|s| s.starts_with("ALTER TABLE")));
@@ -139,13 +105,13 @@ async fn a_partition_a_crash_left_unregistered_is_registered_at_the_next_start()
 
     let _second = env.start_worker();
     wait_for("the partitions to be registered", WAIT, || async {
-        statements(&env, workgroup)
+        env.athena_statements(workgroup)
             .await
             .iter()
             .any(|s| s.starts_with("ALTER TABLE"))
     })
     .await;
-    let sent = statements(&env, workgroup).await;
+    let sent = env.athena_statements(workgroup).await;
     let alters: Vec<&String> = sent
         .iter()
         .filter(|s| s.starts_with("ALTER TABLE"))

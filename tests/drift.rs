@@ -202,7 +202,9 @@ async fn rescue_keeps_new_columns_and_bad_cells_in_iceberg_tables() {
         TestEnv::builder("rescueice")
             .catalog()
             .set("lake.table_format", "iceberg")
-            .set("iceberg.commit_interval", "1s"),
+            .set("iceberg.commit_interval", "1s")
+            .set("lake.history", true)
+            .set("lake.history_interval", "1s"),
     )
     .start()
     .await;
@@ -217,4 +219,46 @@ async fn rescue_keeps_new_columns_and_bad_cells_in_iceberg_tables() {
         users["rows"].as_array().unwrap(),
         events["rows"].as_array().unwrap(),
     );
+
+    // The load history is an Iceberg table too, with the rescued counts.
+    let deadline = std::time::Instant::now() + WAIT;
+    let history = loop {
+        let out = run_bounded(
+            Command::new(python())
+                .arg(root().join("tests/pyiceberg_read.py"))
+                .args(["--endpoint", &endpoint(), "--region", REGION])
+                .args([
+                    "--database",
+                    &env.catalog().database,
+                    "--table",
+                    "lakeworker_loads",
+                ]),
+            WAIT,
+        );
+        let read: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+        match read {
+            Some(read) if read["rows"].as_array().is_some_and(|r| r.len() >= 2) => break read,
+            _ => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no history rows: {}",
+                    worker.log()
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let rows = history["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{history:#}");
+    for row in rows {
+        assert_eq!(
+            (
+                row["status"].as_str(),
+                row["rows_rescued"].as_u64(),
+                row["rows_quarantined"].as_u64()
+            ),
+            (Some("done"), Some(21), Some(1)),
+            "{row}"
+        );
+    }
 }

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::domain::dataset::TableFormat;
 use crate::health::{self, Health};
 use crate::pipeline::Pipeline;
+use crate::ports::{Ledger, ObjectStore, RecordStore, TableSink};
 use crate::table::iceberg::IcebergTables;
 use crate::worker::pool;
 
@@ -147,8 +148,7 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
             // Iceberg tables are the Iceberg committers' business.
             settings
                 .datasets
-                .datasets()
-                .iter()
+                .tables()
                 .filter(|d| d.table == TableFormat::Hive)
                 .cloned()
                 .collect(),
@@ -177,10 +177,24 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
             )))
         }
     };
-    let pipeline = pipeline.with_iceberg(iceberg);
+    let pipeline = Arc::new(pipeline.with_iceberg(iceberg));
+    // The load history is flushed on its interval, and once more after the pool stops
+    // (before the Iceberg committers and the catalog end, so its table takes it).
+    let history_stop = CancellationToken::new();
+    let history_task = settings
+        .lake
+        .history_interval
+        .filter(|_| settings.datasets.history().is_some())
+        .map(|every| {
+            tokio::spawn(flush_history_every(
+                pipeline.clone(),
+                every,
+                history_stop.clone(),
+            ))
+        });
     let stopped = pool::Pool::new(
         Arc::new(queue),
-        Arc::new(pipeline),
+        pipeline.clone(),
         settings.queue.clone(),
         settings.worker.shutdown_grace,
         health,
@@ -188,6 +202,22 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
     .run(shutdown)
     .await;
     let exit_by = stopped + settings.worker.shutdown_grace + AFTER_GRACE;
+    history_stop.cancel();
+    if let Some(task) = history_task {
+        let _ = task.await;
+        let flush_by = exit_by.min(Instant::now() + HISTORY_FLUSH);
+        let cancel = CancellationToken::new();
+        match tokio::time::timeout_at(flush_by, pipeline.flush_history(&cancel)).await {
+            Ok(Ok(rows)) => tracing::info!(rows, "load history flushed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the last load history flush failed; its rows are lost (the ledger keeps the same facts)")
+            }
+            Err(_) => {
+                cancel.cancel();
+                tracing::warn!("the last load history flush did not finish in time; its rows are lost (the ledger keeps the same facts)");
+            }
+        }
+    }
     catalog_stop.cancel();
     if let Some(task) = catalog_task {
         let flush_by = exit_by.min(Instant::now() + CATALOG_FLUSH);
@@ -211,4 +241,35 @@ pub fn worker_id() -> String {
         .unwrap_or_else(|| "worker".into());
     let started = chrono::Utc::now().timestamp_millis();
     format!("{host}-{}-{started}", std::process::id())
+}
+
+/// The most the last load history flush may take at shutdown.
+const HISTORY_FLUSH: Duration = Duration::from_secs(20);
+
+/// Flushes the load history every `every` until `stop`; a failed flush keeps its rows for
+/// the next.
+async fn flush_history_every<S, R, L, T>(
+    pipeline: Arc<Pipeline<S, R, L, T>>,
+    every: Duration,
+    stop: CancellationToken,
+) where
+    S: ObjectStore,
+    R: RecordStore,
+    L: Ledger,
+    T: TableSink,
+{
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        // A flush under way finishes (or fails) on its own; the next waits for it.
+        match pipeline.flush_history(&stop).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "load history flushed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "load history flush failed; its rows wait for the next")
+            }
+        }
+    }
 }

@@ -97,7 +97,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_millis(millis))
 }
 
-fn duration_in(
+pub(super) fn duration_in(
     p: &mut Problems,
     path: &str,
     text: &str,

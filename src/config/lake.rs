@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -29,8 +30,11 @@ pub struct LakeSettings {
     /// Parts of one file uploaded at once; with `upload_part_size` this bounds upload
     /// buffers.
     pub upload_concurrency: NonZeroUsize,
-    /// The table format of datasets that do not set their own.
+    /// The table format of datasets that do not set their own (and of the load history).
     pub table_format: TableFormat,
+    /// How often the load history is flushed to its table (`lake.history_interval`);
+    /// `None` when it is not kept (`lake.history = false`).
+    pub history_interval: Option<Duration>,
 }
 
 /// A value that must not appear in logs or debug output.
@@ -114,6 +118,18 @@ pub(super) struct RawLake {
     pii_salt_env: String,
     #[serde(default = "default_table_format")]
     table_format: String,
+    #[serde(default = "default_history")]
+    history: bool,
+    #[serde(default = "default_history_interval")]
+    history_interval: String,
+}
+
+fn default_history() -> bool {
+    true
+}
+
+fn default_history_interval() -> String {
+    "5m".into()
 }
 
 fn default_table_format() -> String {
@@ -227,6 +243,13 @@ impl RawLake {
             "must differ from lake.prefix in the same bucket, and neither may contain the other",
         );
         let table_format = choice(p, "lake.table_format", &self.table_format, &TABLE_FORMATS);
+        let history_interval = super::iceberg::duration_in(
+            p,
+            "lake.history_interval",
+            &self.history_interval,
+            Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
+            "100ms and 24h",
+        );
         Some(LakeSettings {
             quarantine_bucket: self
                 .quarantine_bucket
@@ -244,6 +267,7 @@ impl RawLake {
             upload_part_size,
             upload_concurrency: nonzero(self.upload_concurrency),
             table_format: table_format?,
+            history_interval: self.history.then_some(history_interval),
         })
     }
 }

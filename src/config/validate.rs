@@ -15,6 +15,7 @@ use super::dataset::RawDataset;
 use super::lake;
 use super::{ConfigError, LandingSettings, MemoryBudget, Problems, RawSettings, Secret, Settings};
 use crate::domain::dataset::{Dataset, Router, TableFormat};
+use crate::domain::history::{loads_dataset, LOADS_TABLE};
 
 impl RawSettings {
     /// Checks every value and collects every problem, each with its key path; `env` is
@@ -63,7 +64,11 @@ impl RawSettings {
             table_format,
             &mut p,
         );
-        iceberg_needs_the_catalog(&mut p, &datasets, catalog.is_some());
+        let mut router = Router::new(datasets);
+        if let Some(lake) = lake.as_ref().filter(|l| l.history_interval.is_some()) {
+            router = router.with_history(loads_dataset(lake.table_format));
+        }
+        iceberg_needs_the_catalog(&mut p, &router, catalog.is_some());
 
         let (Some(lake), Some(log), Some(iceberg), true) = (lake, log, iceberg, p.0.is_empty())
         else {
@@ -80,7 +85,7 @@ impl RawSettings {
             health,
             catalog,
             iceberg,
-            datasets: Router::new(datasets),
+            datasets: router,
             deprecations,
         })
     }
@@ -119,6 +124,12 @@ fn validate_datasets(
                 format!("dataset name {:?} is used twice", raw.name),
             );
         }
+        if raw.name == LOADS_TABLE {
+            p.add(
+                format!("{path}.name"),
+                format!("{LOADS_TABLE:?} is the load history's table (lake.history)"),
+            );
+        }
         if let Some(dataset) = raw.validate(&path, p, pii_salt, table_format) {
             rows_fit_the_conversion_memory(p, &path, &dataset, conversion_memory);
             datasets.push(dataset);
@@ -128,14 +139,27 @@ fn validate_datasets(
 }
 
 /// An Iceberg table lives in the Glue database of `[catalog]`.
-fn iceberg_needs_the_catalog(p: &mut Problems, datasets: &[Dataset], has_catalog: bool) {
+fn iceberg_needs_the_catalog(p: &mut Problems, router: &Router, has_catalog: bool) {
     if has_catalog {
         return;
     }
-    for dataset in datasets.iter().filter(|d| d.table == TableFormat::Iceberg) {
+    for dataset in router
+        .datasets()
+        .iter()
+        .filter(|d| d.table == TableFormat::Iceberg)
+    {
         p.add(
             format!("datasets.{}.table_format", dataset.name),
             "\"iceberg\" needs [catalog] (its database holds the table)",
+        );
+    }
+    if router
+        .history()
+        .is_some_and(|h| h.table == TableFormat::Iceberg)
+    {
+        p.add(
+            "lake.table_format",
+            "\"iceberg\" makes the load history an Iceberg table, which needs [catalog] (or set lake.history = false)",
         );
     }
 }

@@ -289,15 +289,26 @@ impl Dataset {
     }
 }
 
-/// Finds the dataset of a landing key.
+/// Finds the dataset of a landing key; knows the load history's table besides.
 #[derive(Debug, Clone)]
 pub struct Router {
     datasets: Vec<Dataset>,
+    /// The load history ([`crate::domain::history`]), when kept: a table, not a route.
+    history: Option<Dataset>,
 }
 
 impl Router {
     pub fn new(datasets: Vec<Dataset>) -> Self {
-        Router { datasets }
+        Router {
+            datasets,
+            history: None,
+        }
+    }
+
+    /// Keeps the load history in `table`.
+    pub fn with_history(mut self, table: Dataset) -> Self {
+        self.history = Some(table);
+        self
     }
 
     /// The first dataset, in config order, whose glob matches the whole key.
@@ -305,12 +316,24 @@ impl Router {
         self.datasets.iter().find(|d| d.matcher.is_match(key))
     }
 
+    /// A configured dataset or the load history's table.
     pub fn by_name(&self, name: &str) -> Option<&Dataset> {
-        self.datasets.iter().find(|d| d.name == name)
+        self.tables().find(|d| d.name == name)
     }
 
+    /// The configured datasets.
     pub fn datasets(&self) -> &[Dataset] {
         &self.datasets
+    }
+
+    /// The load history's table, when kept.
+    pub fn history(&self) -> Option<&Dataset> {
+        self.history.as_ref()
+    }
+
+    /// Every table the worker writes: the datasets', then the load history's.
+    pub fn tables(&self) -> impl Iterator<Item = &Dataset> {
+        self.datasets.iter().chain(&self.history)
     }
 }
 

@@ -8,9 +8,11 @@
 //! - [`lake`]: every key and location in the lake and quarantine.
 //! - [`ledger`]: the ledger's model: claims, leases, status.
 //! - [`records`]: a cell's canonical text, the records table's limits.
+//! - [`history`]: the load history table's row and columns.
 
 pub mod dataset;
 pub mod envelope;
+pub mod history;
 pub mod lake;
 pub mod ledger;
 pub mod records;

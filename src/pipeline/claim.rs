@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::keepalive::{Check, KeepAlive, Renew, Renewed};
 use super::outputs::{rejection_outputs, summary_outputs};
-use super::{stopped_or, ObjectOutcome, Pipeline};
+use super::{history, stopped_or, ObjectOutcome, Pipeline};
 use crate::domain::dataset::Dataset;
 use crate::domain::envelope::ObjectRef;
 use crate::domain::ledger::{Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey};
@@ -93,15 +93,16 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         };
         // The lease is counted from before the claim was sent: it cannot have begun later.
         let claimed_at = tokio::time::Instant::now();
+        let started_at = chrono::Utc::now();
         let claimed = self
             .ledger
             .claim(&claim)
             .instrument(tracing::info_span!("ledger", operation = "claim"))
             .await?;
-        let earlier = match claimed {
+        let (number, earlier) = match claimed {
             ClaimOutcome::Claimed { attempt, earlier } => {
                 tracing::debug!(attempt, earlier_outputs = earlier.all().len(), "claimed");
-                earlier
+                (u64::from(attempt), earlier)
             }
             ClaimOutcome::Finished { status } => {
                 tracing::info!(%uri, status = status.as_str(), "already processed; nothing to do");
@@ -119,6 +120,8 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 pending: self.output_uris(&earlier.pending),
                 commits: earlier.commits,
             },
+            number,
+            started_at,
         };
         let renewal = LeaseRenewal::start(
             self.ledger.clone(),
@@ -173,6 +176,12 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             },
             Err(e) => Err(stopped_or(e, job)),
         };
+        if self.settings.datasets.history().is_some() {
+            let lake = &self.settings.lake;
+            if let Some(row) = history::load_row(attempt, object, &result, &self.worker_id, lake) {
+                self.history.record(row);
+            }
+        }
         let claim = &attempt.claim;
         match &result {
             Ok(_) | Err(JobError::LeaseLost { .. }) => {}
@@ -288,6 +297,9 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
 pub(super) struct Attempt {
     pub(super) claim: Claim,
     pub(super) earlier: EarlierOutputs,
+    /// Which claim of the version this is (1 for the first), and when it was made.
+    pub(super) number: u64,
+    pub(super) started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// An object with its resolved identity ([`Pipeline::pin`]).

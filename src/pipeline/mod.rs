@@ -14,6 +14,7 @@
 //!   the whole file or the table write ([`crate::ports::TableSink`]), bad rows and rows;
 //! - [`outputs`]: the outputs an attempt records, removes and leaves behind;
 //! - [`inline`]: inline user records;
+//! - [`history`]: a row per settled attempt, flushed to the load history table;
 //! - [`keepalive`]: the renewal loop of the lease and of the worker's visibility heartbeat;
 //! - [`dead_letter`]: keeping a body the dead-letter queue would not take;
 //! - [`error`]: the one error type of message handling and its class; [`job`]: a job's
@@ -49,6 +50,7 @@ use claim::LeaseRenewal;
 mod claim;
 mod dead_letter;
 pub mod error;
+pub mod history;
 mod inline;
 pub mod job;
 pub mod keepalive;
@@ -118,6 +120,8 @@ pub struct ObjectSummary {
     pub rows_quarantined: u64,
     /// Written rows with values kept in `_rescued`.
     pub rows_rescued: u64,
+    /// The first bad row's problem, when there was one (pii values as stand-ins).
+    pub first_error: Option<String>,
     /// Keys of the table's parts, in partition order.
     pub parts: Vec<String>,
     /// The same parts as `s3://` URIs (the table format decides their bucket).
@@ -150,6 +154,8 @@ pub struct Pipeline<S, R, L, T = HiveTable<S, L>> {
     table: T,
     /// Identifies this process in ledger claims.
     worker_id: String,
+    /// Load history rows waiting for [`Pipeline::flush_history`].
+    history: Arc<history::History>,
 }
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
@@ -176,6 +182,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
             ledger,
             table,
             worker_id,
+            history: Arc::default(),
         }
     }
 
@@ -209,6 +216,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger> Pipeline<S, R, L> {
                 iceberg,
             },
             worker_id: self.worker_id,
+            history: self.history,
         }
     }
 }
@@ -224,6 +232,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             ledger: self.ledger,
             table,
             worker_id: self.worker_id,
+            history: self.history,
         }
     }
 

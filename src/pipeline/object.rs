@@ -29,8 +29,8 @@ use crate::table::UPLOADS_AT_ONCE;
 
 /// What the blocking conversion produced in the scratch directory.
 pub(super) struct Converted {
-    report: ConvertReport,
-    parts: Vec<PartFile>,
+    pub(super) report: ConvertReport,
+    pub(super) parts: Vec<PartFile>,
     spool: Option<PathBuf>,
     /// The bad rows, as JSON lines, when there were any.
     bad_rows: Option<PathBuf>,
@@ -249,6 +249,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             rows_written: report.rows_written,
             rows_quarantined: report.rows_rejected,
             rows_rescued: report.rows_rescued,
+            first_error: report.errors.first().map(ToString::to_string),
             part_uris: locations
                 .iter()
                 .map(|at| output_uri(&at.bucket, &at.key))

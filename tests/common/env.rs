@@ -217,6 +217,41 @@ fn name_records_tables(config: &mut ConfigFile, table: &str) {
 }
 
 impl TestEnv {
+    /// Every statement Athena received in `workgroup`, oldest first.
+    pub async fn athena_statements(&self, workgroup: &str) -> Vec<String> {
+        let ids = self
+            .clients
+            .athena
+            .list_query_executions()
+            .work_group(workgroup)
+            .send()
+            .await
+            .expect("list query executions")
+            .query_execution_ids
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        for id in ids {
+            let execution = self
+                .clients
+                .athena
+                .get_query_execution()
+                .query_execution_id(&id)
+                .send()
+                .await
+                .expect("get query execution")
+                .query_execution
+                .expect("execution");
+            let submitted = execution
+                .status
+                .and_then(|s| s.submission_date_time)
+                .map(|t| t.as_nanos())
+                .unwrap_or_default();
+            found.push((submitted, execution.query.unwrap_or_default()));
+        }
+        found.sort();
+        found.into_iter().map(|(_, q)| q).collect()
+    }
+
     /// From tests/fixtures/worker.toml, with the landing bucket notifying the queue (as
     /// `provision` sets it up); see [`TestEnvBuilder`] for the rest.
     pub fn builder(tag: &str) -> TestEnvBuilder {

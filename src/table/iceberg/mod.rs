@@ -56,8 +56,7 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
     ) -> Result<Option<Self>, StoreError> {
         let datasets: Vec<&Dataset> = settings
             .datasets
-            .datasets()
-            .iter()
+            .tables()
             .filter(|d| d.table == TableFormat::Iceberg)
             .collect();
         if datasets.is_empty() {

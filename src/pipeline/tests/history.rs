@@ -1,0 +1,137 @@
+//! The load history on in-memory stores: a row per settled attempt (a failed one too),
+//! written by a flush through the table port, kept when a flush fails.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+use arrow::array::{Array, StringArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::*;
+use crate::convert::PartFile;
+use crate::domain::history::LOADS_TABLE;
+use crate::ports::{PartLocation, StoreError, StoreErrorKind};
+
+/// A table that refuses the users dataset, refuses the first `history_failures` history
+/// flushes, and reads back the (source, status) of every history row it publishes.
+#[derive(Default)]
+struct FlakyTable {
+    history_failures: AtomicU32,
+    history: Mutex<Vec<(String, String)>>,
+}
+
+impl TableSink for FlakyTable {
+    fn locations(&self, dataset: &Dataset, id: &str, parts: &[PartFile]) -> Vec<PartLocation> {
+        parts
+            .iter()
+            .map(|part| PartLocation {
+                bucket: "t".into(),
+                key: format!("{}/{id}-{}", dataset.name, part.seq),
+            })
+            .collect()
+    }
+
+    async fn publish(
+        &self,
+        dataset: &Dataset,
+        _: &Claim,
+        parts: &[PartFile],
+        _: &[PartLocation],
+        _: &crate::ports::Slot,
+        _: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let refuse = || StoreError::new("table", StoreErrorKind::Transient, "refused");
+        if dataset.name == "users" {
+            return Err(refuse());
+        }
+        if dataset.name != LOADS_TABLE {
+            return Ok(());
+        }
+        let failures = self.history_failures.load(Ordering::SeqCst);
+        if failures > 0 {
+            self.history_failures.store(failures - 1, Ordering::SeqCst);
+            return Err(refuse());
+        }
+        for part in parts {
+            let file = std::fs::File::open(&part.path).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let text = |name: &str| {
+                    let column = batch.column_by_name(name).unwrap();
+                    let strings = column.as_any().downcast_ref::<StringArray>().unwrap();
+                    (0..strings.len())
+                        .map(|i| strings.value(i).to_owned())
+                        .collect::<Vec<_>>()
+                };
+                let rows = text("source_uri").into_iter().zip(text("status"));
+                self.history.lock().unwrap().extend(rows);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn settled_attempts_are_flushed_and_a_failed_flush_keeps_its_rows() {
+    let table = FlakyTable::default();
+    table.history_failures.store(1, Ordering::SeqCst);
+    let p = pipeline_with(&[("LAKEWORKER__LAKE__HISTORY", "true")]).with_table(table);
+    let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
+    p.store.insert(LANDING, "events/a.jsonl", line.as_bytes());
+    p.store.insert(
+        LANDING,
+        "users/a.csv",
+        b"user_id,signup_date\nu-1,2024/01/01\n",
+    );
+    p.handle(&event(LANDING, "events/a.jsonl"), &job("m1"))
+        .await
+        .unwrap();
+    let failed = p.handle(&event(LANDING, "users/a.csv"), &job("m2")).await;
+    assert!(failed.is_err(), "{failed:?}");
+
+    let cancel = CancellationToken::new();
+    assert!(
+        p.flush_history(&cancel).await.is_err(),
+        "the first flush is refused"
+    );
+    assert_eq!(
+        p.flush_history(&cancel).await.unwrap(),
+        2,
+        "its rows wait for the next"
+    );
+    assert_eq!(p.flush_history(&cancel).await.unwrap(), 0, "nothing twice");
+    let mut rows = p.table.history.lock().unwrap().clone();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            (format!("s3://{LANDING}/events/a.jsonl"), "done".to_owned()),
+            (format!("s3://{LANDING}/users/a.csv"), "failed".to_owned()),
+        ]
+    );
+    // Each flush is an entry of the ledger: the refused one failed, the other done.
+    let records = p.ledger.records.lock().unwrap();
+    let mut flushes: Vec<&str> = records
+        .values()
+        .filter(|r| r.uri.starts_with("lakeworker://"))
+        .filter_map(|r| r.status.map(|s| s.as_str()))
+        .collect();
+    flushes.sort();
+    assert_eq!(flushes, ["done", "failed"]);
+}
+
+#[tokio::test]
+async fn without_the_history_nothing_is_kept() {
+    let p = pipeline().with_table(FlakyTable::default());
+    let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
+    p.store.insert(LANDING, "events/a.jsonl", line.as_bytes());
+    p.handle(&event(LANDING, "events/a.jsonl"), &job("m1"))
+        .await
+        .unwrap();
+    assert_eq!(p.flush_history(&CancellationToken::new()).await.unwrap(), 0);
+    assert!(p.table.history.lock().unwrap().is_empty());
+}
