@@ -159,6 +159,24 @@ def print_iceberg(endpoint, config, names):
                   f"commit {props.get('lakeworker.commit-id', '-')}")
 
 
+def history(endpoint, config_path):
+    """The load history the worker flushed at its stop (read with pyarrow)."""
+    config = tomllib.loads(pathlib.Path(config_path).read_text())
+    s3, _, _ = clients(endpoint, config["aws"]["region"])
+    lake, prefix = config["lake"]["bucket"], config["lake"].get("prefix", "curated")
+    rows = []
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=lake, Prefix=f"{prefix}/lakeworker_loads/")
+    for page in pages:
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket=lake, Key=obj["Key"])["Body"].read()
+            rows.extend(pq.read_table(io.BytesIO(body)).to_pylist())
+    print(f"\nload history (s3://{lake}/{prefix}/lakeworker_loads/, {len(rows)} rows):")
+    for row in sorted(rows, key=lambda r: r["source_uri"]):
+        counts = f"{row['rows_in']} in, {row['rows_written']} written, {row['rows_quarantined']} quarantined, {row['rows_rescued']} rescued"
+        error = f"; first error: {row['first_error'][:90]}" if row["first_error"] else ""
+        print(f"  {row['status']:8} {row['dataset']:7} {row['source_uri']} ({counts}){error}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,9 +185,14 @@ def main():
     r = sub.add_parser("run")
     r.add_argument("--endpoint", required=True)
     r.add_argument("--config", required=True)
+    h = sub.add_parser("history")
+    h.add_argument("--endpoint", required=True)
+    h.add_argument("--config", required=True)
     args = parser.parse_args()
     if args.command == "wait-emulator":
         wait_emulator(args.endpoint)
+    elif args.command == "history":
+        history(args.endpoint, args.config)
     else:
         run(args.endpoint, args.config)
 
