@@ -179,8 +179,10 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
     };
     let pipeline = Arc::new(pipeline.with_iceberg(iceberg));
     // The load history is flushed on its interval, and once more after the pool stops
-    // (before the Iceberg committers and the catalog end, so its table takes it).
+    // (before the Iceberg committers and the catalog end, so its table takes it). At the
+    // stop no new interval flush begins; one under way finishes, within the bound.
     let history_stop = CancellationToken::new();
+    let flush_cancel = CancellationToken::new();
     let history_task = settings
         .lake
         .history_interval
@@ -190,6 +192,7 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
                 pipeline.clone(),
                 every,
                 history_stop.clone(),
+                flush_cancel.clone(),
             ))
         });
     let stopped = pool::Pool::new(
@@ -204,16 +207,19 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
     let exit_by = stopped + settings.worker.shutdown_grace + AFTER_GRACE;
     history_stop.cancel();
     if let Some(task) = history_task {
-        let _ = task.await;
+        // Its own share of the time left, so the catalog keeps the rest of it.
         let flush_by = exit_by.min(Instant::now() + HISTORY_FLUSH);
-        let cancel = CancellationToken::new();
-        match tokio::time::timeout_at(flush_by, pipeline.flush_history(&cancel)).await {
+        let last = async {
+            let _ = task.await;
+            pipeline.flush_history(&flush_cancel).await
+        };
+        match tokio::time::timeout_at(flush_by, last).await {
             Ok(Ok(rows)) => tracing::info!(rows, "load history flushed"),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "the last load history flush failed; its rows are lost (the ledger keeps the same facts)")
             }
             Err(_) => {
-                cancel.cancel();
+                flush_cancel.cancel();
                 tracing::warn!("the last load history flush did not finish in time; its rows are lost (the ledger keeps the same facts)");
             }
         }
@@ -243,15 +249,17 @@ pub fn worker_id() -> String {
     format!("{host}-{}-{started}", std::process::id())
 }
 
-/// The most the last load history flush may take at shutdown.
-const HISTORY_FLUSH: Duration = Duration::from_secs(20);
+/// The most the last load history flush (with an interval flush under way) may take at
+/// shutdown: an Iceberg commit at the stop takes a few seconds.
+const HISTORY_FLUSH: Duration = Duration::from_secs(8);
 
-/// Flushes the load history every `every` until `stop`; a failed flush keeps its rows for
-/// the next.
+/// Flushes the load history every `every` until `stop` (a flush under way then finishes;
+/// `cancel` abandons it); a failed flush is retried by the next.
 async fn flush_history_every<S, R, L, T>(
     pipeline: Arc<Pipeline<S, R, L, T>>,
     every: Duration,
     stop: CancellationToken,
+    cancel: CancellationToken,
 ) where
     S: ObjectStore,
     R: RecordStore,
@@ -264,7 +272,7 @@ async fn flush_history_every<S, R, L, T>(
             _ = stop.cancelled() => return,
         }
         // A flush under way finishes (or fails) on its own; the next waits for it.
-        match pipeline.flush_history(&stop).await {
+        match pipeline.flush_history(&cancel).await {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, "load history flushed"),
             Err(e) => {

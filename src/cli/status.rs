@@ -40,7 +40,7 @@ pub async fn command(
 pub async fn table(settings: Arc<Settings>, name: &str, limit: usize) -> anyhow::Result<ExitCode> {
     use crate::domain::dataset::TableFormat;
     use crate::table::iceberg::catalog::{IcebergCatalog, COMMIT_ID_PROPERTY};
-    let Some(dataset) = settings.datasets.by_name(name) else {
+    let Some(dataset) = settings.datasets.table(name) else {
         eprintln!("no dataset is named {name:?}");
         return Ok(ExitCode::from(EXIT_CONFIG));
     };

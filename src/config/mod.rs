@@ -291,6 +291,13 @@ impl Settings {
         for dataset in self.datasets.datasets() {
             out.push_str(&format!("  {}\n", dataset.summary()));
         }
+        if let (Some(history), Some(every)) = (self.datasets.history(), self.lake.history_interval)
+        {
+            out.push_str(&format!(
+                "load history: table {} ({:?}), flushed every {every:?}\n",
+                history.name, history.table
+            ));
+        }
         out
     }
 }

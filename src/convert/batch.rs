@@ -111,7 +111,7 @@ pub(super) struct BatchBuilder<'d> {
     columns: Vec<ColumnBuilder>,
     extra: Option<StringBuilder>,
     rescued: Option<StringBuilder>,
-    /// Reused for each row's undeclared fields kept in `_extra`.
+    /// Each row's undeclared fields on their way to `_extra`.
     fields: serde_json::Map<String, Value>,
     rows: usize,
     source: String,

@@ -20,7 +20,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::batch::full_schema;
 use super::{BadRow, BadRowSink, BatchSink, ConvertError, Lineage};
-use crate::config::{Compression, MemoryBudget, ParquetOptions, Secret};
+use crate::config::{Compression, MemoryBudget, ParquetOptions, Secret, RESCUED_COLUMN};
 use crate::domain::dataset::{Dataset, Partition, TableFormat, INGEST_DATE};
 use crate::domain::records::value_text;
 use crate::domain::schema::{pii_hash, ColumnType, LakeOutput};
@@ -97,13 +97,20 @@ impl BatchSink for ParquetFile {
 /// partition column that lives in the path), renamed and hashed as configured. For an
 /// Iceberg table every field carries its Iceberg field id (`PARQUET:field_id`, numbered
 /// in schema order from 1: see [`ICEBERG_FIELD_ID`]), and a table partitioned by ingest
-/// date gets a real `ingest_date` column last.
+/// date gets a real `ingest_date` column. `_rescued` comes last, so a table that gains it
+/// (a dataset turning `rescue` on) gives it the next field id.
 pub struct LakeProjection {
-    /// (column of the full batch, the column's type if its values are hashed).
-    sources: Vec<(usize, Option<ColumnType>)>,
+    sources: Vec<Source>,
     schema: SchemaRef,
     salt: String,
-    ingest_date_column: bool,
+}
+
+/// Where a lake column's values come from.
+enum Source {
+    /// A column of the full batch, and the column's type if its values are hashed.
+    Batch(usize, Option<ColumnType>),
+    /// The rows' ingest date.
+    IngestDate,
 }
 
 /// The Arrow field metadata key the parquet crate writes as the Parquet field id.
@@ -115,31 +122,40 @@ impl LakeProjection {
         let path_only = dataset.path_only_column();
         let mut sources = Vec::new();
         let mut fields = Vec::new();
+        let mut rescued = None;
         for (index, field) in full.fields().iter().enumerate() {
             if Some(index) == path_only {
                 continue;
             }
             let Some(column) = dataset.columns.get(index) else {
+                if field.name() == RESCUED_COLUMN {
+                    rescued = Some((index, field.as_ref().clone()));
+                    continue;
+                }
                 // `_extra` and the lineage columns pass through.
-                sources.push((index, None));
+                sources.push(Source::Batch(index, None));
                 fields.push(field.as_ref().clone());
                 continue;
             };
             match &column.lake {
                 LakeOutput::Keep { name } => {
-                    sources.push((index, None));
+                    sources.push(Source::Batch(index, None));
                     fields.push(field.as_ref().clone().with_name(name));
                 }
                 LakeOutput::Hash { name } => {
-                    sources.push((index, Some(column.kind)));
+                    sources.push(Source::Batch(index, Some(column.kind)));
                     fields.push(Field::new(name, DataType::Utf8, field.is_nullable()));
                 }
                 LakeOutput::Drop => {}
             }
         }
-        let ingest_date_column = dataset.has_ingest_date_column();
-        if ingest_date_column {
+        if dataset.has_ingest_date_column() {
+            sources.push(Source::IngestDate);
             fields.push(Field::new(INGEST_DATE, DataType::Date32, false));
+        }
+        if let Some((index, field)) = rescued {
+            sources.push(Source::Batch(index, None));
+            fields.push(field);
         }
         let iceberg = dataset.table == TableFormat::Iceberg;
         if iceberg {
@@ -168,7 +184,6 @@ impl LakeProjection {
             sources,
             schema: Arc::new(Schema::new(fields)),
             salt: salt.map(|s| s.expose().to_owned()).unwrap_or_default(),
-            ingest_date_column,
         }
     }
 
@@ -182,12 +197,19 @@ impl LakeProjection {
         batch: &RecordBatch,
         ingest_date: i32,
     ) -> Result<RecordBatch, ConvertError> {
-        let mut columns: Vec<ArrayRef> = self
+        let columns: Vec<ArrayRef> = self
             .sources
             .iter()
             .zip(self.schema.fields())
-            .map(|((index, hashed), field)| {
-                let column = batch.column(*index);
+            .map(|(source, field)| {
+                let (index, hashed) = match source {
+                    Source::Batch(index, hashed) => (*index, hashed),
+                    Source::IngestDate => {
+                        let dates = Date32Array::from_value(ingest_date, batch.num_rows());
+                        return Ok(Arc::new(dates) as ArrayRef);
+                    }
+                };
+                let column = batch.column(index);
                 match hashed {
                     // The same microseconds, without the zone (see `new`).
                     None if column.data_type() != field.data_type() => {
@@ -198,12 +220,6 @@ impl LakeProjection {
                 }
             })
             .collect::<Result<_, ConvertError>>()?;
-        if self.ingest_date_column {
-            columns.push(Arc::new(Date32Array::from_value(
-                ingest_date,
-                batch.num_rows(),
-            )));
-        }
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 

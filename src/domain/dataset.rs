@@ -316,8 +316,14 @@ impl Router {
         self.datasets.iter().find(|d| d.matcher.is_match(key))
     }
 
-    /// A configured dataset or the load history's table.
+    /// A configured dataset (never the load history's table: no message or backfill may
+    /// name it).
     pub fn by_name(&self, name: &str) -> Option<&Dataset> {
+        self.datasets.iter().find(|d| d.name == name)
+    }
+
+    /// A table the worker writes: a configured dataset's or the load history's.
+    pub fn table(&self, name: &str) -> Option<&Dataset> {
         self.tables().find(|d| d.name == name)
     }
 

@@ -260,14 +260,8 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             // Everything an earlier attempt published went up before its commit landed:
             // all of it stays, nothing is removed.
             ObjectOutcome::Committed { .. } => {
-                let mut outputs = attempt.earlier.done.clone();
-                for output in &attempt.earlier.pending {
-                    if !outputs.contains(output) {
-                        outputs.push(output.clone());
-                    }
-                }
                 let completion = Completion {
-                    outputs,
+                    outputs: committed_outputs(&attempt.earlier),
                     ..Completion::default()
                 };
                 self.ledger.finish(claim, &completion).await?
@@ -290,6 +284,18 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             Err(JobError::LeaseLost { uri: object.uri() })
         }
     }
+}
+
+/// What an object whose earlier attempt's commit landed keeps: everything its earlier
+/// attempts published or were about to.
+pub(super) fn committed_outputs(earlier: &EarlierOutputs) -> Vec<String> {
+    let mut outputs = earlier.done.clone();
+    for output in &earlier.pending {
+        if !outputs.contains(output) {
+            outputs.push(output.clone());
+        }
+    }
+    outputs
 }
 
 /// One claimed attempt at an object version: its claim, and the outputs earlier attempts

@@ -4,6 +4,8 @@
 //! landing file (a flush is claimed in the ledger like an object, so an Iceberg commit
 //! of it is exactly once). Rows a failed flush could not write are kept for the next.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,37 +18,58 @@ use super::outputs::{rejection_outputs, summary_outputs};
 use super::{convert_on_blocking_thread, lineage, JobError, ObjectOutcome, Pipeline};
 use crate::config::LakeSettings;
 use crate::convert::ConvertOptions;
+use crate::domain::dataset::Dataset;
 use crate::domain::envelope::ObjectRef;
 use crate::domain::history::{LoadRow, LOADS_TABLE};
 use crate::domain::ledger::{output_uri, Claim, ClaimOutcome, Completion, LedgerKey, Status};
 use crate::ports::{Ledger, ObjectStore, RecordStore, Slot, TableSink};
 
-/// Rows waiting for the next flush.
+/// Most rows held for the history (a flush that keeps failing must not grow memory
+/// without bound): past it the oldest are dropped, with a warning.
+const MAX_PENDING_ROWS: usize = 100_000;
+
+/// Rows waiting for the next flush, and the flush that failed, if one did.
 #[derive(Debug, Default)]
 pub struct History {
-    pending: Mutex<Vec<LoadRow>>,
+    pending: Mutex<VecDeque<LoadRow>>,
+    /// Held through a flush (flushes run one at a time); holds a failed flush, which the
+    /// next flush retries under its own id before it takes new rows.
+    unfinished: tokio::sync::Mutex<Option<Flush>>,
+    /// Rows dropped because [`MAX_PENDING_ROWS`] were waiting.
+    dropped: AtomicU64,
+}
+
+/// One flush: its id (naming its ledger key and its files) and its rows.
+#[derive(Debug)]
+struct Flush {
+    id: String,
+    rows: Vec<LoadRow>,
 }
 
 impl History {
     pub(super) fn record(&self, row: LoadRow) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.push(row);
+        let Ok(mut pending) = self.pending.lock() else {
+            tracing::warn!(source = %row.source_uri, "load history unavailable; row dropped");
+            return;
+        };
+        if pending.len() >= MAX_PENDING_ROWS {
+            pending.pop_front();
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped,
+                    "load history flushes are failing and {MAX_PENDING_ROWS} rows wait; the oldest are dropped (the ledger keeps the same facts)"
+                );
+            }
         }
+        pending.push_back(row);
     }
 
     fn take(&self) -> Vec<LoadRow> {
         self.pending
             .lock()
-            .map(|mut p| std::mem::take(&mut *p))
+            .map(|mut p| p.drain(..).collect())
             .unwrap_or_default()
-    }
-
-    /// Puts rows a flush could not write back, before any recorded since.
-    fn restore(&self, mut rows: Vec<LoadRow>) {
-        if let Ok(mut pending) = self.pending.lock() {
-            rows.append(&mut pending);
-            *pending = rows;
-        }
     }
 }
 
@@ -93,7 +116,7 @@ pub(super) fn load_row(
             row.outputs = rejection_outputs(&lake.quarantine_bucket, &rejection.quarantined_as);
         }
         Ok(ObjectOutcome::Committed { .. }) => {
-            row.outputs = attempt.earlier.done.clone();
+            row.outputs = super::claim::committed_outputs(&attempt.earlier);
         }
         Ok(ObjectOutcome::Superseded { .. } | ObjectOutcome::AlreadyDone { .. })
         | Err(JobError::Stopped | JobError::LeaseLost { .. }) => return None,
@@ -110,66 +133,106 @@ pub(super) fn load_row(
 const FLUSH_LEASE: Duration = Duration::from_secs(3600);
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
-    /// Writes every pending history row as one file of the history table (nothing when
-    /// there is none or the history is off); returns how many rows it wrote. On failure
-    /// the rows stay pending for the next flush.
+    /// Writes the pending history rows as one file of the history table (nothing when
+    /// there is none or the history is off), after retrying a flush that failed before
+    /// (under its own id, so its files are rewritten, or found committed, never written
+    /// twice); returns how many rows it wrote. A failed flush is kept for the next call.
     pub async fn flush_history(&self, cancel: &CancellationToken) -> Result<usize, JobError> {
         let Some(dataset) = self.settings.datasets.history() else {
             return Ok(0);
         };
+        let mut unfinished = self.history.unfinished.lock().await;
+        let mut written = 0;
+        if let Some(flush) = unfinished.take() {
+            if let Err(e) = self.write_history(dataset, &flush, cancel).await {
+                *unfinished = Some(flush);
+                return Err(e);
+            }
+            written += flush.rows.len();
+        }
         let rows = self.history.take();
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(written);
         }
-        match self.write_history(dataset, &rows, cancel).await {
-            Ok(()) => Ok(rows.len()),
+        let flush = Flush {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            rows,
+        };
+        match self.write_history(dataset, &flush, cancel).await {
+            Ok(()) => Ok(written + flush.rows.len()),
             Err(e) => {
-                self.history.restore(rows);
+                *unfinished = Some(flush);
                 Err(e)
             }
         }
     }
 
+    /// One attempt at a flush: claims its ledger key, settles at once if an earlier
+    /// attempt's Iceberg commit landed, else converts and publishes (Hive parts land on
+    /// the same keys as an earlier attempt's) and records `done`; a failure is recorded.
     async fn write_history(
         &self,
-        dataset: &crate::domain::dataset::Dataset,
-        rows: &[LoadRow],
+        dataset: &Dataset,
+        flush: &Flush,
         cancel: &CancellationToken,
     ) -> Result<(), JobError> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let uri = format!("lakeworker://{LOADS_TABLE}/{id}");
+        static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
+        let uri = format!("lakeworker://{LOADS_TABLE}/{}", flush.id);
         let claim = Claim {
             key: LedgerKey {
                 uri: uri.clone(),
                 version: "-".into(),
             },
-            owner: format!("{}/{LOADS_TABLE}/{id}", self.worker_id),
+            owner: format!(
+                "{}/{LOADS_TABLE}/{}",
+                self.worker_id,
+                ATTEMPTS.fetch_add(1, Ordering::Relaxed)
+            ),
             lease: FLUSH_LEASE,
             dataset: dataset.name.clone(),
-            message_id: id.clone(),
+            message_id: flush.id.clone(),
             reprocess: None,
             etag: None,
         };
-        match self.ledger.claim(&claim).await? {
-            ClaimOutcome::Claimed { .. } => {}
-            other => {
-                return Err(JobError::Internal(format!(
-                    "history flush {uri}: a fresh ledger key was {other:?}"
-                )))
+        let earlier = match self.ledger.claim(&claim).await? {
+            ClaimOutcome::Claimed { earlier, .. } => earlier,
+            ClaimOutcome::Finished { .. } => return Ok(()),
+            ClaimOutcome::Busy { owner, until } => {
+                return Err(JobError::Busy { uri, owner, until })
             }
+        };
+        let rows = flush.rows.len() as u64;
+        let done = |outputs| Completion {
+            rows_in: rows,
+            rows_written: rows,
+            outputs,
+            ..Completion::default()
+        };
+        let result = async {
+            if self
+                .table
+                .committed(dataset, &claim, &earlier.commits)
+                .await?
+            {
+                let mut outputs = earlier.done.clone();
+                outputs.extend(earlier.pending.iter().cloned());
+                return Ok(outputs);
+            }
+            self.convert_and_publish_history(dataset, &flush.rows, &uri, &flush.id, &claim, cancel)
+                .await
         }
-        let written = self.convert_and_publish_history(dataset, rows, &uri, &id, &claim, cancel);
-        match written.await {
-            Ok(outputs) => {
-                let done = Completion {
-                    rows_in: rows.len() as u64,
-                    rows_written: rows.len() as u64,
-                    outputs,
-                    ..Completion::default()
-                };
-                self.ledger.finish(&claim, &done).await?;
-                Ok(())
-            }
+        .await;
+        let outcome = match result {
+            Ok(outputs) => self
+                .ledger
+                .finish(&claim, &done(outputs))
+                .await
+                .map_err(JobError::from),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(JobError::LeaseLost { uri }),
             Err(e) => {
                 if let Err(fail) = self.ledger.fail(&claim, &e.to_string()).await {
                     tracing::warn!(error = %fail, "could not record the failed history flush");
@@ -180,9 +243,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
     }
 
     /// Converts the rows like a landing file and publishes the parts; returns their URIs.
+    /// A row the history table refuses (a bug: the rows are ours) is left out, logged.
     async fn convert_and_publish_history(
         &self,
-        dataset: &crate::domain::dataset::Dataset,
+        dataset: &Dataset,
         rows: &[LoadRow],
         uri: &str,
         id: &str,
@@ -225,11 +289,11 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             source,
         })?;
         if converted.report.rows_rejected > 0 {
-            // The rows are ours: a bad one is a bug, never the user's data.
-            return Err(JobError::Internal(format!(
-                "history rows the history table refuses: {}",
-                converted.report.error_summary(3)
-            )));
+            tracing::error!(
+                refused = converted.report.rows_rejected,
+                first = %converted.report.error_summary(3),
+                "history rows the history table refuses are left out (a bug; please report it)"
+            );
         }
         let locations = self.table.locations(dataset, id, &converted.parts);
         let outputs: Vec<String> = locations

@@ -1,6 +1,7 @@
 //! The load history on in-memory stores: a row per settled attempt (a failed one too),
 //! written by a flush through the table port, kept when a flush fails.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
@@ -12,12 +13,28 @@ use crate::convert::PartFile;
 use crate::domain::history::LOADS_TABLE;
 use crate::ports::{PartLocation, StoreError, StoreErrorKind};
 
-/// A table that refuses the users dataset, refuses the first `history_failures` history
-/// flushes, and reads back the (source, status) of every history row it publishes.
+/// A table that refuses the users dataset, and fails the first `history_failures` history
+/// publishes after writing them (as a lost answer would); it keeps the (source, status)
+/// of the history rows by the location they were written to, so a rewrite replaces.
 #[derive(Default)]
 struct FlakyTable {
     history_failures: AtomicU32,
-    history: Mutex<Vec<(String, String)>>,
+    history: Mutex<BTreeMap<String, Vec<(String, String)>>>,
+}
+
+impl FlakyTable {
+    fn rows(&self) -> Vec<(String, String)> {
+        let mut rows: Vec<_> = self
+            .history
+            .lock()
+            .unwrap()
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        rows.sort();
+        rows
+    }
 }
 
 impl TableSink for FlakyTable {
@@ -36,7 +53,7 @@ impl TableSink for FlakyTable {
         dataset: &Dataset,
         _: &Claim,
         parts: &[PartFile],
-        _: &[PartLocation],
+        locations: &[PartLocation],
         _: &crate::ports::Slot,
         _: &CancellationToken,
     ) -> Result<(), StoreError> {
@@ -47,12 +64,8 @@ impl TableSink for FlakyTable {
         if dataset.name != LOADS_TABLE {
             return Ok(());
         }
-        let failures = self.history_failures.load(Ordering::SeqCst);
-        if failures > 0 {
-            self.history_failures.store(failures - 1, Ordering::SeqCst);
-            return Err(refuse());
-        }
-        for part in parts {
+        for (part, at) in parts.iter().zip(locations) {
+            let mut rows = Vec::new();
             let file = std::fs::File::open(&part.path).unwrap();
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                 .unwrap()
@@ -67,9 +80,14 @@ impl TableSink for FlakyTable {
                         .map(|i| strings.value(i).to_owned())
                         .collect::<Vec<_>>()
                 };
-                let rows = text("source_uri").into_iter().zip(text("status"));
-                self.history.lock().unwrap().extend(rows);
+                rows.extend(text("source_uri").into_iter().zip(text("status")));
             }
+            self.history.lock().unwrap().insert(at.key.clone(), rows);
+        }
+        let failures = self.history_failures.load(Ordering::SeqCst);
+        if failures > 0 {
+            self.history_failures.store(failures - 1, Ordering::SeqCst);
+            return Err(refuse());
         }
         Ok(())
     }
@@ -96,32 +114,42 @@ async fn settled_attempts_are_flushed_and_a_failed_flush_keeps_its_rows() {
     let cancel = CancellationToken::new();
     assert!(
         p.flush_history(&cancel).await.is_err(),
-        "the first flush is refused"
+        "the first flush fails"
     );
+    // Another object settles meanwhile: its row goes into a flush of its own.
+    p.store.insert(LANDING, "events/b.jsonl", line.as_bytes());
+    p.handle(&event(LANDING, "events/b.jsonl"), &job("m3"))
+        .await
+        .unwrap();
     assert_eq!(
         p.flush_history(&cancel).await.unwrap(),
-        2,
-        "its rows wait for the next"
+        3,
+        "the failed flush is retried, then the new row"
     );
     assert_eq!(p.flush_history(&cancel).await.unwrap(), 0, "nothing twice");
-    let mut rows = p.table.history.lock().unwrap().clone();
-    rows.sort();
     assert_eq!(
-        rows,
+        p.table.rows(),
         [
             (format!("s3://{LANDING}/events/a.jsonl"), "done".to_owned()),
+            (format!("s3://{LANDING}/events/b.jsonl"), "done".to_owned()),
             (format!("s3://{LANDING}/users/a.csv"), "failed".to_owned()),
-        ]
+        ],
+        "the retry rewrote its own files: every row once"
     );
-    // Each flush is an entry of the ledger: the refused one failed, the other done.
+    assert_eq!(
+        p.table.history.lock().unwrap().len(),
+        2,
+        "two flushes' files"
+    );
+    // Each flush is an entry of the ledger, done; the retried one took two attempts.
     let records = p.ledger.records.lock().unwrap();
-    let mut flushes: Vec<&str> = records
+    let mut flushes: Vec<(&str, u64)> = records
         .values()
         .filter(|r| r.uri.starts_with("lakeworker://"))
-        .filter_map(|r| r.status.map(|s| s.as_str()))
+        .map(|r| (r.status.map_or("?", |s| s.as_str()), r.attempts))
         .collect();
     flushes.sort();
-    assert_eq!(flushes, ["done", "failed"]);
+    assert_eq!(flushes, [("done", 1), ("done", 2)]);
 }
 
 #[tokio::test]
@@ -133,5 +161,5 @@ async fn without_the_history_nothing_is_kept() {
         .await
         .unwrap();
     assert_eq!(p.flush_history(&CancellationToken::new()).await.unwrap(), 0);
-    assert!(p.table.history.lock().unwrap().is_empty());
+    assert!(p.table.rows().is_empty());
 }

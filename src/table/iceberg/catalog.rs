@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use iceberg::spec::{DataFile, Schema, UnboundPartitionSpec};
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{
     Catalog, CatalogBuilder, Error, ErrorKind, Namespace, NamespaceIdent, TableCommit,
     TableCreation, TableIdent,
@@ -201,6 +201,49 @@ impl IcebergCatalog {
             Err(e) if e.kind() == ErrorKind::TableAlreadyExists => self.load(name).await,
             Err(e) => Err(store_error("Glue CreateTable", &e)),
         }
+    }
+
+    /// `table` with the optional columns `wanted` has after all of the table's, added by
+    /// a schema update pinned to `table` (so the new columns take the ids `wanted` gives
+    /// them: the next ones). Anything else `wanted` differs in is left for
+    /// [`super::schema::mismatch`] to report. A task that added them first makes this
+    /// commit fail; the caller's retry then finds them.
+    pub async fn add_trailing_columns(
+        &self,
+        table: Table,
+        wanted: &Schema,
+    ) -> Result<Table, StoreError> {
+        let operation = "Iceberg add columns";
+        let current = table.metadata().current_schema();
+        let highest = current.highest_field_id();
+        let mut missing: Vec<_> = wanted
+            .as_struct()
+            .fields()
+            .iter()
+            .filter(|f| current.field_by_id(f.id).is_none())
+            .filter(|f| current.field_by_name(&f.name).is_none())
+            .collect();
+        missing.sort_by_key(|f| f.id);
+        let next_ids = missing
+            .iter()
+            .zip(highest + 1..)
+            .all(|(f, id)| f.id == id && !f.required);
+        if missing.is_empty() || !next_ids {
+            return Ok(table);
+        }
+        let tx = Transaction::new(&table);
+        let mut update = tx.update_schema();
+        for field in &missing {
+            update = update.add_column(AddColumn::optional(
+                &field.name,
+                (*field.field_type).clone(),
+            ));
+        }
+        let tx = update.apply(tx).map_err(|e| store_error(operation, &e))?;
+        let updated = self.commit_pinned(operation, &table, tx).await?;
+        let names: Vec<&str> = missing.iter().map(|f| f.name.as_str()).collect();
+        tracing::info!(table = %self.ident(table.identifier().name()), columns = ?names, "added columns to the Iceberg table");
+        Ok(updated)
     }
 
     pub async fn load(&self, name: &str) -> Result<Table, StoreError> {

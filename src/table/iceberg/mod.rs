@@ -97,13 +97,18 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
             let wanted_spec = spec.clone();
             let location = lake::dataset_location(&lake.bucket, &lake.prefix, &dataset.name);
             let location = location.trim_end_matches('/').to_owned();
-            let table = with_retries("Glue table", bound, || {
-                catalog.ensure_table(
-                    &dataset.name,
-                    wanted.clone(),
-                    spec.clone(),
-                    location.clone(),
-                )
+            // An existing table gains the optional columns the dataset added at its end
+            // (`_rescued`, once `rescue` is turned on).
+            let table = with_retries("Glue table", bound, || async {
+                let table = catalog
+                    .ensure_table(
+                        &dataset.name,
+                        wanted.clone(),
+                        spec.clone(),
+                        location.clone(),
+                    )
+                    .await?;
+                catalog.add_trailing_columns(table, &wanted).await
             })
             .await?;
             let metadata = table.metadata();
