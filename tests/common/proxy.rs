@@ -258,6 +258,7 @@ async fn forward(mut client: TcpStream, shared: Arc<Shared>) {
                     &mut client_read,
                     &mut upstream_write,
                     Some(&shared.upstream_rate),
+                    &shared.stalled,
                     Filter::Requests {
                         silence: &shared.silence_pattern,
                         lose_answer: &shared.lose_answer_pattern,
@@ -268,6 +269,7 @@ async fn forward(mut client: TcpStream, shared: Arc<Shared>) {
                     &mut upstream_read,
                     &mut client_write,
                     Some(&shared.downstream_rate),
+                    &shared.stalled,
                     Filter::Answers {
                         lost: &answers_lost,
                     },
@@ -318,11 +320,14 @@ fn contains(chunk: &[u8], pattern: &Mutex<Option<Vec<u8>>>) -> bool {
 /// the rate again for every chunk and while waiting. A request chunk containing the
 /// silence pattern is not forwarded: the copy fails with `Interrupted`, which silences the
 /// connection; one containing the lose-answer pattern is forwarded and its answers
-/// dropped ([`Filter`]).
+/// dropped ([`Filter`]). Once `stalled` is set, no chunk read is forwarded: the copy
+/// fails with `Interrupted` too, so bytes sent after [`Proxy::stall`] returned never pass,
+/// however the connection's task is scheduled.
 async fn copy<R, W>(
     from: &mut R,
     to: &mut W,
     rate: Option<&AtomicU64>,
+    stalled: &watch::Sender<bool>,
     filter: Filter<'_>,
 ) -> io::Result<()>
 where
@@ -339,6 +344,9 @@ where
                 .clamp(1, MAX_CHUNK),
         };
         let n = from.read(&mut buf[..limit]).await?;
+        if *stalled.borrow() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stalled"));
+        }
         if n == 0 {
             return to.shutdown().await;
         }
