@@ -243,13 +243,15 @@ impl RawLake {
             "must differ from lake.prefix in the same bucket, and neither may contain the other",
         );
         let table_format = choice(p, "lake.table_format", &self.table_format, &TABLE_FORMATS);
-        let history_interval = super::iceberg::duration_in(
-            p,
-            "lake.history_interval",
-            &self.history_interval,
-            Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
-            "100ms and 24h",
-        );
+        let history_interval = self.history.then(|| {
+            super::iceberg::duration_in(
+                p,
+                "lake.history_interval",
+                &self.history_interval,
+                Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
+                "100ms and 24h",
+            )
+        });
         Some(LakeSettings {
             quarantine_bucket: self
                 .quarantine_bucket
@@ -267,7 +269,7 @@ impl RawLake {
             upload_part_size,
             upload_concurrency: nonzero(self.upload_concurrency),
             table_format: table_format?,
-            history_interval: self.history.then_some(history_interval),
+            history_interval,
         })
     }
 }

@@ -266,3 +266,60 @@ fn missing_file_is_a_clear_error() {
     let err = Settings::load_with_env(Path::new("/nonexistent/x.toml"), []).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+#[test]
+fn the_load_history_is_kept_by_default_and_can_be_turned_off() {
+    let lake = |extra: &str| {
+        GOOD.replace(
+            "bucket = \"lakeworker-lake\"\n",
+            &format!("bucket = \"lakeworker-lake\"\n{extra}\n"),
+        )
+    };
+    let s = load(GOOD, &[]).unwrap();
+    assert_eq!(s.lake.history_interval, Some(Duration::from_secs(300)));
+    let history = s.datasets.history().expect("the history table");
+    assert_eq!(history.name, crate::domain::history::LOADS_TABLE);
+    assert!(
+        s.datasets.by_name("lakeworker_loads").is_none(),
+        "not a dataset"
+    );
+    assert!(
+        s.datasets.table("lakeworker_loads").is_some(),
+        "but a table"
+    );
+    assert!(
+        s.datasets.route("lakeworker_loads").is_none(),
+        "and never a route"
+    );
+    assert!(s
+        .summary()
+        .contains("load history: table lakeworker_loads (Hive), flushed every 300s"));
+
+    let off = load(
+        &lake("history = false\nhistory_interval = \"forever\""),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        off.lake.history_interval, None,
+        "the interval is not read when off"
+    );
+    assert!(off.datasets.history().is_none());
+
+    let found = problems(&lake("history_interval = \"2d\""));
+    assert_eq!(
+        found,
+        ["lake.history_interval: \"2d\" must be between 100ms and 24h"]
+    );
+    let found = problems(&lake("table_format = \"iceberg\""));
+    assert!(
+        found.iter().any(|p| p.starts_with("lake.table_format: \"iceberg\" makes the load history an Iceberg table, which needs [catalog]")),
+        "{found:?}"
+    );
+    let found = problems(&GOOD.replace("name = \"users\"", "name = \"lakeworker_loads\""));
+    assert!(
+        found.iter().any(|p| p
+            == "datasets[0].name: \"lakeworker_loads\" is the load history's table (lake.history)"),
+        "{found:?}"
+    );
+}

@@ -152,6 +152,8 @@ impl Typing<'_> {
         };
         let mut errors: Vec<RowError> = Vec::new();
         let mut rescued: Vec<batch::RescuedCell> = Vec::new();
+        // The rescued cells' problems: listed too if the row is quarantined after all.
+        let mut rescued_errors: Vec<RowError> = Vec::new();
         while let Some(check) = rows.next_row()? {
             typed.rows_in += 1;
             let mut rescued_text = None;
@@ -166,17 +168,19 @@ impl Typing<'_> {
                 RowCheck::Ok => {
                     for (i, column) in dataset.columns.iter().enumerate() {
                         if let Err(e) = column.parse_into(rows.cell(i), &mut parsed[i]) {
-                            if self.rescuable[i] {
-                                parsed[i] = Parsed::Null;
-                                rescued.push((i, e.rule()));
-                                continue;
-                            }
-                            errors.push(RowError {
+                            let error = RowError {
                                 line,
                                 column: Some(column.name.clone()),
                                 rule: e.rule(),
                                 reason: e.to_string(),
-                            });
+                            };
+                            if self.rescuable[i] {
+                                parsed[i] = Parsed::Null;
+                                rescued.push((i, e.rule()));
+                                rescued_errors.push(error);
+                            } else {
+                                errors.push(error);
+                            }
                         }
                     }
                     if errors.is_empty() {
@@ -218,6 +222,7 @@ impl Typing<'_> {
                 typed.rows_rescued += u64::from(rescued_text.is_some());
                 builder.append(&parsed, &rows, rescued_text);
             } else {
+                errors.append(&mut rescued_errors);
                 let raw = if self.pii {
                     rows.redacted_raw(dataset)
                 } else {
@@ -231,6 +236,7 @@ impl Typing<'_> {
                 });
             }
             rescued.clear();
+            rescued_errors.clear();
         }
         if builder.len() > 0 {
             typed.batch = Some(builder.finish()?);
