@@ -288,6 +288,9 @@ async fn turning_rescue_on_for_an_existing_iceberg_table_adds_the_column() {
         .catalog()
         .set("lake.table_format", "iceberg")
         .set("iceberg.commit_interval", "1s")
+        // A long poll of the stopped worker ends soon (a message it is handed after its
+        // stop stays invisible for the visibility timeout).
+        .set("queue.wait_seconds", 1)
         .start()
         .await;
     let header = "order_id,user_id,total,paid,ordered_at\n";
@@ -296,6 +299,7 @@ async fn turning_rescue_on_for_an_existing_iceberg_table_adds_the_column() {
     env.put("orders/before.csv", before.as_bytes()).await;
     wait_done(&env, "orders/before.csv").await;
     assert!(worker.terminate(Duration::from_secs(30)).success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let table = pyiceberg(&env, "orders");
     assert!(table["schema"].get("_rescued").is_none(), "{table:#}");
     let highest = table["field_ids"]
