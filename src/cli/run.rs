@@ -220,7 +220,7 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> std::i
             }
             Err(_) => {
                 flush_cancel.cancel();
-                tracing::warn!("the last load history flush did not finish in time; its rows are lost (the ledger keeps the same facts)");
+                tracing::warn!("the last load history flush did not finish in time; its rows may be lost (the ledger keeps the same facts)");
             }
         }
     }
@@ -251,7 +251,7 @@ pub fn worker_id() -> String {
 
 /// The most the last load history flush (with an interval flush under way) may take at
 /// shutdown: an Iceberg commit at the stop takes a few seconds.
-const HISTORY_FLUSH: Duration = Duration::from_secs(8);
+const HISTORY_FLUSH: Duration = Duration::from_secs(12);
 
 /// Flushes the load history every `every` until `stop` (a flush under way then finishes;
 /// `cancel` abandons it); a failed flush is retried by the next.
@@ -268,8 +268,9 @@ async fn flush_history_every<S, R, L, T>(
 {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            biased;
             _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
         // A flush under way finishes (or fails) on its own; the next waits for it.
         match pipeline.flush_history(&cancel).await {

@@ -28,13 +28,13 @@ use crate::ports::{Ledger, ObjectStore, RecordStore, Slot, TableSink};
 /// without bound): past it the oldest are dropped, with a warning.
 const MAX_PENDING_ROWS: usize = 100_000;
 
-/// Rows waiting for the next flush, and the flush that failed, if one did.
+/// Rows waiting for the next flush, and the flushes that failed.
 #[derive(Debug, Default)]
 pub struct History {
     pending: Mutex<VecDeque<LoadRow>>,
-    /// Held through a flush (flushes run one at a time); holds a failed flush, which the
-    /// next flush retries under its own id before it takes new rows.
-    unfinished: tokio::sync::Mutex<Option<Flush>>,
+    /// Held through a flush (flushes run one at a time); holds the flushes that failed,
+    /// each retried by the next flush under its own id, oldest first.
+    unfinished: tokio::sync::Mutex<VecDeque<Flush>>,
     /// Rows dropped because [`MAX_PENDING_ROWS`] were waiting.
     dropped: AtomicU64,
 }
@@ -128,9 +128,10 @@ pub(super) fn load_row(
     Some(row)
 }
 
-/// How long a flush's ledger claim lasts: it is renewed by nobody, and an Iceberg flush
-/// waits for its table's next commit.
-const FLUSH_LEASE: Duration = Duration::from_secs(3600);
+/// How long a flush's ledger claim lasts beyond twice the Iceberg commit interval and the
+/// commit lease (an Iceberg flush waits for its table's next commit; the claim is renewed
+/// by nobody). A claim whose answer was lost holds its key this long at most.
+const FLUSH_LEASE_SLACK: Duration = Duration::from_secs(60);
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
     /// Writes the pending history rows as one file of the history table (nothing when
@@ -142,28 +143,38 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             return Ok(0);
         };
         let mut unfinished = self.history.unfinished.lock().await;
-        let mut written = 0;
-        if let Some(flush) = unfinished.take() {
-            if let Err(e) = self.write_history(dataset, &flush, cancel).await {
-                *unfinished = Some(flush);
-                return Err(e);
-            }
-            written += flush.rows.len();
-        }
+        let mut flushes: Vec<Flush> = unfinished.drain(..).collect();
         let rows = self.history.take();
-        if rows.is_empty() {
-            return Ok(written);
+        if !rows.is_empty() {
+            flushes.push(Flush {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                rows,
+            });
         }
-        let flush = Flush {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            rows,
-        };
-        match self.write_history(dataset, &flush, cancel).await {
-            Ok(()) => Ok(written + flush.rows.len()),
-            Err(e) => {
-                *unfinished = Some(flush);
-                Err(e)
+        // A flush that fails again does not hold up the newer ones.
+        let (mut written, mut first_error) = (0, None);
+        for flush in flushes {
+            match self.write_history(dataset, &flush, cancel).await {
+                Ok(()) => written += flush.rows.len(),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    unfinished.push_back(flush);
+                }
             }
+        }
+        let mut queued: usize = unfinished.iter().map(|f| f.rows.len()).sum();
+        while queued > MAX_PENDING_ROWS && unfinished.len() > 1 {
+            if let Some(dropped) = unfinished.pop_front() {
+                queued -= dropped.rows.len();
+                tracing::warn!(
+                    rows = dropped.rows.len(),
+                    "load history flushes keep failing; the oldest failed flush is dropped (the ledger keeps the same facts)"
+                );
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(written),
         }
     }
 
@@ -188,7 +199,9 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 self.worker_id,
                 ATTEMPTS.fetch_add(1, Ordering::Relaxed)
             ),
-            lease: FLUSH_LEASE,
+            lease: 2 * self.settings.iceberg.commit_interval
+                + self.settings.iceberg.commit_lease
+                + FLUSH_LEASE_SLACK,
             dataset: dataset.name.clone(),
             message_id: flush.id.clone(),
             reprocess: None,
@@ -214,9 +227,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 .committed(dataset, &claim, &earlier.commits)
                 .await?
             {
-                let mut outputs = earlier.done.clone();
-                outputs.extend(earlier.pending.iter().cloned());
-                return Ok(outputs);
+                return Ok(super::claim::committed_outputs(&earlier));
             }
             self.convert_and_publish_history(dataset, &flush.rows, &uri, &flush.id, &claim, cancel)
                 .await

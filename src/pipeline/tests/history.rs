@@ -163,3 +163,39 @@ async fn without_the_history_nothing_is_kept() {
     assert_eq!(p.flush_history(&CancellationToken::new()).await.unwrap(), 0);
     assert!(p.table.rows().is_empty());
 }
+
+#[tokio::test]
+async fn a_flush_that_fails_again_does_not_hold_up_newer_rows() {
+    let table = FlakyTable::default();
+    table.history_failures.store(2, Ordering::SeqCst);
+    let p = pipeline_with(&[("LAKEWORKER__LAKE__HISTORY", "true")]).with_table(table);
+    let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
+    let cancel = CancellationToken::new();
+    for (n, key) in ["events/a.jsonl", "events/b.jsonl"].iter().enumerate() {
+        p.store.insert(LANDING, key, line.as_bytes());
+        p.handle(&event(LANDING, key), &job(&format!("m{n}")))
+            .await
+            .unwrap();
+        // a's flush fails twice: its retry fails with b's flush, which lands.
+        assert!(p.flush_history(&cancel).await.is_err());
+    }
+    assert_eq!(
+        p.table.rows(),
+        [
+            (format!("s3://{LANDING}/events/a.jsonl"), "done".to_owned()),
+            (format!("s3://{LANDING}/events/b.jsonl"), "done".to_owned()),
+        ],
+        "b's row is in; a's files were written by its failed attempts"
+    );
+    assert_eq!(
+        p.flush_history(&cancel).await.unwrap(),
+        1,
+        "a's flush, at last"
+    );
+    assert_eq!(
+        p.table.history.lock().unwrap().len(),
+        2,
+        "each flush's files once"
+    );
+    assert_eq!(p.flush_history(&cancel).await.unwrap(), 0);
+}

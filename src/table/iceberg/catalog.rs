@@ -215,7 +215,9 @@ impl IcebergCatalog {
     ) -> Result<Table, StoreError> {
         let operation = "Iceberg add columns";
         let current = table.metadata().current_schema();
-        let highest = current.highest_field_id();
+        // New fields take the ids after the table's last assigned one (which a dropped
+        // column may have held), not after the current schema's highest.
+        let highest = table.metadata().last_column_id();
         let mut missing: Vec<_> = wanted
             .as_struct()
             .fields()
@@ -240,7 +242,18 @@ impl IcebergCatalog {
             ));
         }
         let tx = update.apply(tx).map_err(|e| store_error(operation, &e))?;
-        let updated = self.commit_pinned(operation, &table, tx).await?;
+        // A task that commits first (these columns, or an append) makes this one fail as
+        // a conflict: transient here, so the caller reloads and finds the columns.
+        let updated = match self.commit_pinned(operation, &table, tx).await {
+            Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
+                return Err(StoreError::new(
+                    operation,
+                    StoreErrorKind::Transient,
+                    e.to_string(),
+                ))
+            }
+            other => other?,
+        };
         let names: Vec<&str> = missing.iter().map(|f| f.name.as_str()).collect();
         tracing::info!(table = %self.ident(table.identifier().name()), columns = ?names, "added columns to the Iceberg table");
         Ok(updated)
