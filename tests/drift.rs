@@ -271,6 +271,12 @@ async fn rescue_keeps_new_columns_and_bad_cells_in_iceberg_tables() {
             "{row}"
         );
         assert_eq!(n("rows_rescued"), Some(21));
+        let new = if key == USERS_KEY {
+            "[\"referrer\"]"
+        } else {
+            "[\"device\"]"
+        };
+        assert_eq!(row["new_columns"], new, "{row}");
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`CsvChunkRows`] walks one chunk as a [`RowSource`], so chunks can be typed on any
 //!   thread.
 
+use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::ops::Range;
 use std::sync::Arc;
@@ -27,8 +28,10 @@ const START_BYTES: usize = 4096;
 pub(super) struct HeaderMap {
     /// Dataset column index → field index.
     map: Vec<Option<usize>>,
-    /// Undeclared fields kept in `_extra`: (field index, header name).
+    /// Undeclared fields kept in `_extra` or `_rescued`: (field index, header name).
     extra: Vec<(usize, String)>,
+    /// The header's undeclared names, whatever the policy does with them.
+    undeclared: Vec<String>,
     width: usize,
 }
 
@@ -356,6 +359,7 @@ fn map_header(names: &[String], dataset: &Dataset, line: u64) -> Result<HeaderMa
     let mut header = HeaderMap {
         map: vec![None; dataset.columns.len()],
         extra: Vec::new(),
+        undeclared: Vec::new(),
         width: names.len(),
     };
     let mut unknown = Vec::new();
@@ -392,8 +396,13 @@ fn map_header(names: &[String], dataset: &Dataset, line: u64) -> Result<HeaderMa
                 names.join(", ")
             )));
         }
-        NewColumns::Keep | NewColumns::Rescue => header.extra = unknown,
-        _ => {}
+        NewColumns::Keep | NewColumns::Rescue => {
+            header.undeclared = unknown.iter().map(|(_, n)| n.clone()).collect();
+            header.extra = unknown;
+        }
+        NewColumns::Ignore | NewColumns::Reject => {
+            header.undeclared = unknown.into_iter().map(|(_, n)| n).collect();
+        }
     }
     Ok(header)
 }
@@ -579,6 +588,10 @@ impl RowSource for CsvChunkRows<'_> {
             Some(field) if field < self.record().fields.len() => RawCell::Text(self.field(field)),
             _ => RawCell::Missing,
         }
+    }
+
+    fn new_columns(&self, out: &mut BTreeSet<String>) {
+        out.extend(self.header.undeclared.iter().cloned());
     }
 
     fn extra_fields(&self, out: &mut serde_json::Map<String, serde_json::Value>) {

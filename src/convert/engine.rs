@@ -87,6 +87,7 @@ struct Typed {
     bad: Vec<OwnedBadRow>,
     rows_in: u64,
     rows_rescued: u64,
+    new_columns: std::collections::BTreeSet<String>,
 }
 
 impl Typed {
@@ -149,6 +150,7 @@ impl Typing<'_> {
             bad: Vec::new(),
             rows_in: 0,
             rows_rescued: 0,
+            new_columns: Default::default(),
         };
         let mut errors: Vec<RowError> = Vec::new();
         let mut rescued: Vec<batch::RescuedCell> = Vec::new();
@@ -241,6 +243,7 @@ impl Typing<'_> {
         if builder.len() > 0 {
             typed.batch = Some(builder.finish()?);
         }
+        rows.new_columns(&mut typed.new_columns);
         Ok(typed)
     }
 }
@@ -277,6 +280,12 @@ impl<'s, S: BatchSink, B: BadRowSink> Writer<'s, S, B> {
             self.next += 1;
             self.report.rows_in += typed.rows_in;
             self.report.rows_rescued += typed.rows_rescued;
+            for name in typed.new_columns {
+                if self.report.new_columns.len() >= super::report::MAX_NEW_COLUMNS {
+                    break;
+                }
+                self.report.new_columns.insert(name);
+            }
             for bad in &typed.bad {
                 self.report.reject(&bad.errors);
                 self.bad_rows.bad_row(&BadRow {
@@ -465,6 +474,9 @@ pub(crate) trait RowSource {
     fn redacted_raw(&self, dataset: &Dataset) -> Option<Vec<u8>>;
     /// The current row's cell for dataset column `column`.
     fn cell(&self, column: usize) -> RawCell<'_>;
+    /// Adds the undeclared column names seen so far in the chunk (CSV: the header's) to
+    /// `out`.
+    fn new_columns(&self, out: &mut std::collections::BTreeSet<String>);
     /// Adds the current row's undeclared fields to `out` (`on_new_columns = "keep"` or
     /// `"rescue"`): CSV fields as strings, JSON values as they are.
     fn extra_fields(&self, out: &mut serde_json::Map<String, Value>);

@@ -7,7 +7,7 @@
 //! them, and no map is built.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io::BufRead;
 use std::ops::Range;
@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::csv::read_line_capped;
 use super::input::read_error;
+use super::report::MAX_NEW_COLUMNS;
 use super::{ConvertError, RowCheck, RowSource};
 use crate::domain::dataset::{Dataset, NewColumns};
 use crate::domain::schema::RawCell;
@@ -144,6 +145,8 @@ struct Fields<'c> {
     extra: Vec<(String, Value)>,
     /// Undeclared keys (`on_new_columns = "reject"`).
     unknown: Vec<String>,
+    /// Undeclared keys of the chunk's rows so far (at most [`MAX_NEW_COLUMNS`]).
+    seen: BTreeSet<String>,
     /// Keys of the object, repeats included.
     keys: usize,
 }
@@ -273,6 +276,10 @@ impl RowSource for JsonChunkRows<'_, '_> {
         }
     }
 
+    fn new_columns(&self, out: &mut BTreeSet<String>) {
+        out.extend(self.fields.seen.iter().cloned());
+    }
+
     fn extra_fields(&self, out: &mut serde_json::Map<String, Value>) {
         // Into a map: sorted by key, and the last of a repeated key wins.
         out.extend(self.fields.extra.iter().cloned());
@@ -302,21 +309,28 @@ impl<'c> Visitor<'c> for RowVisitor<'_, 'c, '_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            match (self.columns.get(key.as_ref()), self.on_new_columns) {
-                // A repeated key: the last value wins, as in a JSON object read as a map.
-                (Some(&column), _) => self.fields.slots[column] = map.next_value_seed(SlotSeed)?,
-                (None, NewColumns::Keep | NewColumns::Rescue) => {
-                    let value = map.next_value::<Value>()?;
-                    self.fields.extra.push((key.into_owned(), value));
+            let Some(&column) = self.columns.get(key.as_ref()) else {
+                let seen = &mut self.fields.seen;
+                if seen.len() < MAX_NEW_COLUMNS && !seen.contains(key.as_ref()) {
+                    seen.insert(key.to_string());
                 }
-                (None, NewColumns::Reject) => {
-                    map.next_value::<IgnoredAny>()?;
-                    self.fields.unknown.push(key.into_owned());
+                match self.on_new_columns {
+                    NewColumns::Keep | NewColumns::Rescue => {
+                        let value = map.next_value::<Value>()?;
+                        self.fields.extra.push((key.into_owned(), value));
+                    }
+                    NewColumns::Reject => {
+                        map.next_value::<IgnoredAny>()?;
+                        self.fields.unknown.push(key.into_owned());
+                    }
+                    NewColumns::Ignore => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
                 }
-                (None, NewColumns::Ignore) => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
+                continue;
+            };
+            // A repeated key: the last value wins, as in a JSON object read as a map.
+            self.fields.slots[column] = map.next_value_seed(SlotSeed)?;
         }
         Ok(true)
     }

@@ -8,6 +8,9 @@ use arrow::error::ArrowError;
 /// How many row errors a report describes in full; the rest are only counted.
 pub const MAX_ERRORS_KEPT: usize = 100;
 
+/// How many undeclared column names a report lists.
+pub const MAX_NEW_COLUMNS: usize = 100;
+
 /// One problem of one row.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RowError {
@@ -64,6 +67,9 @@ pub struct ConvertReport {
     pub rows_rejected: u64,
     /// Written rows with something in `_rescued` (a `rescue` policy).
     pub rows_rescued: u64,
+    /// The undeclared columns (CSV header names, JSON keys) the file had, whatever the
+    /// dataset's `on_new_columns` did with them: at most [`MAX_NEW_COLUMNS`], sorted.
+    pub new_columns: std::collections::BTreeSet<String>,
     /// The first [`MAX_ERRORS_KEPT`] row problems.
     pub errors: Vec<RowError>,
 }

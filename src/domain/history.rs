@@ -38,6 +38,8 @@ pub struct LoadRow {
     pub worker_id: String,
     /// `s3://` URIs of what the attempt left in the lake and quarantine.
     pub outputs: Vec<String>,
+    /// Undeclared columns the file had, whatever `on_new_columns` did with them.
+    pub new_columns: Vec<String>,
 }
 
 /// How long a first error may be in the history (longer ones are cut, marked `…`).
@@ -69,6 +71,7 @@ impl LoadRow {
             "finished_at": time(&self.finished_at),
             "worker_id": self.worker_id,
             "outputs": serde_json::to_string(&self.outputs).unwrap_or_default(),
+            "new_columns": serde_json::to_string(&self.new_columns).unwrap_or_default(),
         })
         .to_string()
     }
@@ -94,6 +97,7 @@ pub fn loads_dataset(table: TableFormat) -> Dataset {
         column("finished_at", Timestamp, true),
         column("worker_id", Str, true),
         column("outputs", Str, true),
+        column("new_columns", Str, true),
     ];
     let finished_at = columns
         .iter()
@@ -146,6 +150,7 @@ mod tests {
             finished_at: at,
             worker_id: "w-1".into(),
             outputs: vec!["s3://lake/q/a.csv".into()],
+            new_columns: vec!["nickname".into()],
         }
     }
 

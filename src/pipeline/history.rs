@@ -98,6 +98,7 @@ pub(super) fn load_row(
         finished_at: Utc::now(),
         worker_id: worker_id.to_owned(),
         outputs: Vec::new(),
+        new_columns: Vec::new(),
     };
     match result {
         Ok(ObjectOutcome::Written(summary)) => {
@@ -107,6 +108,7 @@ pub(super) fn load_row(
             row.rows_rescued = summary.rows_rescued;
             row.first_error = summary.first_error.clone();
             row.outputs = summary_outputs(lake, summary);
+            row.new_columns = summary.new_columns.clone();
         }
         Ok(ObjectOutcome::Rejected(rejection)) => {
             row.status = Status::Rejected.as_str();

@@ -122,6 +122,8 @@ pub struct ObjectSummary {
     pub rows_rescued: u64,
     /// The first bad row's problem, when there was one (pii values as stand-ins).
     pub first_error: Option<String>,
+    /// Undeclared columns the file had (`on_new_columns` decided what became of them).
+    pub new_columns: Vec<String>,
     /// Keys of the table's parts, in partition order.
     pub parts: Vec<String>,
     /// The same parts as `s3://` URIs (the table format decides their bucket).

@@ -18,7 +18,7 @@ use crate::convert::{
     self, ConvertError, ConvertOptions, ConvertReport, LakeParts, Lineage, PartFile, Quarantine,
     Spool,
 };
-use crate::domain::dataset::{Dataset, TableFormat};
+use crate::domain::dataset::{Dataset, NewColumns, TableFormat};
 use crate::domain::envelope::ObjectRef;
 use crate::domain::lake;
 use crate::domain::ledger::output_uri;
@@ -250,6 +250,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             rows_quarantined: report.rows_rejected,
             rows_rescued: report.rows_rescued,
             first_error: report.errors.first().map(ToString::to_string),
+            new_columns: report.new_columns.iter().cloned().collect(),
             part_uris: locations
                 .iter()
                 .map(|at| output_uri(&at.bucket, &at.key))
@@ -268,6 +269,15 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         );
         metrics.bytes(&dataset.name, "read", object.size.unwrap_or_default());
         metrics.bytes(&dataset.name, "written", bytes_written);
+        if !summary.new_columns.is_empty() {
+            let policy = dataset.policy.on_new_columns;
+            let columns = summary.new_columns.join(", ");
+            if policy == NewColumns::Ignore {
+                tracing::warn!(%columns, "the file has columns the dataset does not declare; on_new_columns = \"ignore\" dropped them");
+            } else {
+                tracing::info!(%columns, ?policy, "the file has columns the dataset does not declare");
+            }
+        }
         tracing::info!(
             rows_in = summary.rows_in,
             rows_written = summary.rows_written,

@@ -88,3 +88,35 @@ fn long_rows_are_bad_rows_and_never_held_whole() {
         ["line 2: the line is longer than 64 bytes"]
     );
 }
+
+#[test]
+fn undeclared_columns_are_named_in_the_report_whatever_the_policy_does() {
+    for policy in [NewColumns::Ignore, NewColumns::Keep, NewColumns::Rescue] {
+        let mut d = dataset(FileFormat::Csv, Partition::IngestDate);
+        d.policy.on_new_columns = policy;
+        let (report, _) = collect("user_id,team,nickname\na,red,ace\n", &d);
+        let names: Vec<&str> = report.new_columns.iter().map(String::as_str).collect();
+        assert_eq!(names, ["nickname", "team"], "{policy:?}");
+
+        let mut j = dataset(FileFormat::Jsonl, Partition::IngestDate);
+        j.policy.on_new_columns = policy;
+        let lines = "{\"user_id\": \"a\", \"z\": 1}\n{\"user_id\": \"b\"}\n{\"user_id\": \"c\", \"y\": 2, \"z\": 3}\n";
+        let (report, _) = collect(lines, &j);
+        let names: Vec<&str> = report.new_columns.iter().map(String::as_str).collect();
+        assert_eq!(names, ["y", "z"], "{policy:?}: every chunk's keys");
+    }
+    let d = dataset(FileFormat::Jsonl, Partition::IngestDate);
+    let many: String = (0..150)
+        .map(|i| format!("{{\"user_id\": \"u\", \"k{i:03}\": 1}}\n"))
+        .collect();
+    let (report, _) = collect(&many, &d);
+    assert_eq!(
+        report.new_columns.len(),
+        crate::convert::report::MAX_NEW_COLUMNS
+    );
+    let (report, _) = collect(
+        "user_id,age\na,1\n",
+        &dataset(FileFormat::Csv, Partition::IngestDate),
+    );
+    assert!(report.new_columns.is_empty());
+}
