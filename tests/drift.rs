@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -172,30 +171,6 @@ async fn rescue_keeps_new_columns_and_bad_cells_in_hive_tables() {
     );
 }
 
-/// Runs tests/pyiceberg_read.py on `table`.
-fn pyiceberg(env: &TestEnv, table: &str) -> Value {
-    let script = root().join("tests/pyiceberg_read.py");
-    let out = run_bounded(
-        Command::new(python()).arg(script).args([
-            "--endpoint",
-            &endpoint(),
-            "--region",
-            REGION,
-            "--database",
-            &env.catalog().database,
-            "--table",
-            table,
-        ]),
-        WAIT,
-    );
-    assert!(
-        out.status.success(),
-        "pyiceberg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("pyiceberg JSON")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rescue_keeps_new_columns_and_bad_cells_in_iceberg_tables() {
     let env = rescuing(
@@ -212,8 +187,8 @@ async fn rescue_keeps_new_columns_and_bad_cells_in_iceberg_tables() {
     load_drifted(&env, &worker).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let users = pyiceberg(&env, "users");
-    let events = pyiceberg(&env, "events");
+    let users = env.read_iceberg("users");
+    let events = env.read_iceberg("events");
     assert_eq!(users["schema"]["_rescued"], "string", "{users:#}");
     check_rows(
         users["rows"].as_array().unwrap(),
@@ -223,19 +198,7 @@ async fn rescue_keeps_new_columns_and_bad_cells_in_iceberg_tables() {
     // The load history is an Iceberg table too, with the rescued counts.
     let deadline = std::time::Instant::now() + WAIT;
     let history = loop {
-        let out = run_bounded(
-            Command::new(python())
-                .arg(root().join("tests/pyiceberg_read.py"))
-                .args(["--endpoint", &endpoint(), "--region", REGION])
-                .args([
-                    "--database",
-                    &env.catalog().database,
-                    "--table",
-                    "lakeworker_loads",
-                ]),
-            WAIT,
-        );
-        let read: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+        let read = env.try_read_iceberg("lakeworker_loads");
         match read {
             Some(read) if read["rows"].as_array().is_some_and(|r| r.len() >= 2) => break read,
             _ => {
@@ -306,7 +269,7 @@ async fn turning_rescue_on_for_an_existing_iceberg_table_adds_the_column() {
     wait_done(&env, "orders/before.csv").await;
     assert!(worker.terminate(Duration::from_secs(30)).success());
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let table = pyiceberg(&env, "orders");
+    let table = env.read_iceberg("orders");
     assert!(table["schema"].get("_rescued").is_none(), "{table:#}");
     let highest = table["field_ids"]
         .as_object()
@@ -324,7 +287,7 @@ async fn turning_rescue_on_for_an_existing_iceberg_table_adds_the_column() {
     let after = format!("{header}o-2,u-2,lots,true,2024-05-01T00:00:00Z\n");
     env.put("orders/after.csv", after.as_bytes()).await;
     wait_done(&env, "orders/after.csv").await;
-    let table = pyiceberg(&env, "orders");
+    let table = env.read_iceberg("orders");
     assert_eq!(table["schema"]["_rescued"], "string", "{table:#}");
     assert_eq!(
         table["field_ids"]["_rescued"],

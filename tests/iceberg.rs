@@ -25,47 +25,6 @@ fn iceberg(tag: &str, interval: &str) -> TestEnvBuilder {
         .set("iceberg.commit_lease", "10s")
 }
 
-/// Runs tests/pyiceberg_read.py on `table`.
-fn pyiceberg(env: &TestEnv, table: &str) -> std::process::Output {
-    let script = root().join("tests/pyiceberg_read.py");
-    run_bounded(
-        Command::new(python()).arg(script).args([
-            "--endpoint",
-            &endpoint(),
-            "--region",
-            REGION,
-            "--database",
-            &env.catalog().database,
-            "--table",
-            table,
-        ]),
-        WAIT,
-    )
-}
-
-/// The table as pyiceberg reads it, or `None` while it does not exist yet.
-fn try_read_table(env: &TestEnv, table: &str) -> Option<Value> {
-    let out = pyiceberg(env, table);
-    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NoSuchTableError") {
-        return None;
-    }
-    Some(parse_table(out))
-}
-
-/// The table as pyiceberg reads it (see tests/pyiceberg_read.py for the shape).
-fn read_table(env: &TestEnv, table: &str) -> Value {
-    parse_table(pyiceberg(env, table))
-}
-
-fn parse_table(out: std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "pyiceberg failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("pyiceberg JSON")
-}
-
 /// The partition values of the table's data files under `field`, as dates (days since
 /// the epoch in the manifests; pyiceberg may hand them over as dates already).
 fn partition_dates(table: &Value, field: &str) -> BTreeSet<String> {
@@ -180,7 +139,7 @@ async fn every_dataset_kind_is_a_table_pyiceberg_reads_exactly() {
 
     for (key, table) in keys.iter().zip(["users", "events", "orders"]) {
         let written = env.ledger(key).await[0].rows_written.expect("rows written");
-        let read = read_table(&env, table);
+        let read = env.read_iceberg(table);
         assert_eq!(rows(&read).len() as u64, written, "{table}: {read:#}");
         assert_eq!(rows_by_our_reader(&env, &read).await, written, "{table}");
         // Field ids are 1.. in column order, the lineage columns included.
@@ -280,7 +239,7 @@ async fn every_dataset_kind_is_a_table_pyiceberg_reads_exactly() {
     let status = env.cli(&["status", "--config", env.config_str(), "--table", "orders"]);
     let text = String::from_utf8_lossy(&status.stdout).to_string();
     assert!(status.status.success(), "{text}");
-    let orders = read_table(&env, "orders");
+    let orders = env.read_iceberg("orders");
     let (orders_rows, orders_files) = (
         rows(&orders).len(),
         orders["data_files"].as_array().unwrap().len(),
@@ -296,7 +255,7 @@ async fn every_dataset_kind_is_a_table_pyiceberg_reads_exactly() {
     assert_eq!(unknown.status.code(), Some(2));
 
     // A reprocess of a committed object appends nothing.
-    let users_rows = rows(&read_table(&env, "users")).len();
+    let users_rows = rows(&env.read_iceberg("users")).len();
     let target = format!("s3://{}/users/", env.landing);
     let again = env.cli(&[
         "backfill",
@@ -312,7 +271,7 @@ async fn every_dataset_kind_is_a_table_pyiceberg_reads_exactly() {
     })
     .await;
     env.wait_drained().await;
-    let users = read_table(&env, "users");
+    let users = env.read_iceberg("users");
     assert_eq!(snapshots(&users).len(), 1, "{users:#}");
     assert_eq!(rows(&users).len(), users_rows);
     drop(worker);
@@ -357,7 +316,7 @@ async fn expiry_drops_old_snapshots_and_keeps_every_row() {
     wait_done(&env, &keys, WAIT, &worker).await;
     keys.extend(put_orders(&env, "second", 2, 5).await);
     wait_done(&env, &keys, WAIT, &worker).await;
-    let before = read_table(&env, "orders");
+    let before = env.read_iceberg("orders");
     assert!(snapshots(&before).len() >= 2, "{before:#}");
     // What the schedule runs, with every snapshot but the current one old enough.
     let catalog = lakeworker::table::iceberg::catalog::IcebergCatalog::connect(
@@ -376,7 +335,7 @@ async fn expiry_drops_old_snapshots_and_keeps_every_row() {
     let now = chrono::Utc::now().timestamp_millis() + 1;
     let expired = catalog.expire(&table, now).await.expect("expire");
     assert_eq!(expired, snapshots(&before).len() - 1);
-    let after = read_table(&env, "orders");
+    let after = env.read_iceberg("orders");
     assert_eq!(snapshots(&after).len(), 1);
     assert_eq!(rows(&after).len(), rows(&before).len());
     assert_eq!(rows(&after).len(), keys.len() * 5);
@@ -455,7 +414,7 @@ async fn put_orders(env: &TestEnv, tag: &str, files: usize, rows: usize) -> Vec<
 /// Once the queue is drained: the orders table, holding each of `expected` order ids once.
 async fn every_order_once(env: &TestEnv, expected: usize) -> Value {
     env.wait_drained().await;
-    let read = read_table(env, "orders");
+    let read = env.read_iceberg("orders");
     let ids = counted(&read, "order_id");
     assert_eq!(ids.len(), expected, "{ids:?}");
     assert!(ids.values().all(|n| *n == 1), "a row twice: {ids:?}");
@@ -465,7 +424,8 @@ async fn every_order_once(env: &TestEnv, expected: usize) -> Value {
 /// Waits until the orders table holds `expected` rows, then [`every_order_once`].
 async fn wait_every_order_once(env: &TestEnv, expected: usize, within: Duration) -> Value {
     wait_for("every row in the table", within, || async {
-        try_read_table(env, "orders").is_some_and(|t| rows(&t).len() >= expected)
+        env.try_read_iceberg("orders")
+            .is_some_and(|t| rows(&t).len() >= expected)
     })
     .await;
     every_order_once(env, expected).await
@@ -532,7 +492,8 @@ async fn killed_after_the_commit_before_the_ledger_settles_every_row_once() {
     let first = env.worker().via(&proxy).start();
     let keys = put_orders(&env, "settle", 4, 5).await;
     wait_for("a snapshot in the table", WAIT, || async {
-        try_read_table(&env, "orders").is_some_and(|t| !snapshots(&t).is_empty())
+        env.try_read_iceberg("orders")
+            .is_some_and(|t| !snapshots(&t).is_empty())
     })
     .await;
     first.kill();
@@ -569,7 +530,8 @@ async fn killed_while_the_glue_commit_is_unanswered_every_row_once() {
     let first = env.worker().via(&proxy).start();
     let keys = put_orders(&env, "glue", 4, 5).await;
     wait_for("the commit to land in Glue", WAIT, || async {
-        try_read_table(&env, "orders").is_some_and(|t| !snapshots(&t).is_empty())
+        env.try_read_iceberg("orders")
+            .is_some_and(|t| !snapshots(&t).is_empty())
     })
     .await;
     first.kill();
@@ -608,7 +570,7 @@ async fn hive_and_iceberg_datasets_side_by_side_in_one_worker() {
     assert!(!lake
         .iter()
         .any(|k| k.starts_with("curated/orders/ordered_at_date=")));
-    let orders = read_table(&env, "orders");
+    let orders = env.read_iceberg("orders");
     let written = env.ledger(&keys[1]).await[0].rows_written.unwrap();
     assert_eq!(rows(&orders).len() as u64, written);
     assert_eq!(snapshots(&orders).len(), 1);
@@ -638,7 +600,7 @@ async fn a_records_table_that_fails_is_retried_before_the_rows_are_committed() {
         &worker,
     )
     .await;
-    let read = read_table(&env, "users");
+    let read = env.read_iceberg("users");
     let written = env.ledger(&key).await[0].rows_written.unwrap();
     assert_eq!(rows(&read).len() as u64, written);
     assert_eq!(snapshots(&read).len(), 1);
@@ -656,7 +618,7 @@ async fn jobs_waiting_for_a_commit_give_their_in_flight_slot_back() {
     let worker = env.start_worker();
     let keys = put_orders(&env, "slots", 60, 5).await;
     wait_done(&env, &keys, Duration::from_secs(120), &worker).await;
-    let read = read_table(&env, "orders");
+    let read = env.read_iceberg("orders");
     assert_eq!(rows(&read).len(), 60 * 5);
     let snapshots = snapshots(&read).len();
     assert!(snapshots <= 4, "{snapshots} snapshots for 60 files");

@@ -181,27 +181,18 @@ mod tests {
             report.errors
         );
         let batch = &batches.0[0];
-        let error = batch
-            .column_by_name("first_error")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .unwrap()
-            .value(0)
-            .to_owned();
+        let text = |name: &str| {
+            let column = batch.column_by_name(name).unwrap();
+            let strings = column.as_any().downcast_ref::<arrow::array::StringArray>();
+            strings.unwrap().value(0).to_owned()
+        };
+        let error = text("first_error");
         assert!(
             error.starts_with("NA x") && error.ends_with('…'),
             "kept as text, cut"
         );
         assert_eq!(error.chars().count(), MAX_ERROR_CHARS + 1);
-        let outputs = batch
-            .column_by_name("outputs")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .unwrap()
-            .value(0)
-            .to_owned();
-        assert_eq!(outputs, r#"["s3://lake/q/a.csv"]"#);
+        assert_eq!(text("outputs"), r#"["s3://lake/q/a.csv"]"#);
+        assert_eq!(text("new_columns"), r#"["nickname"]"#);
     }
 }

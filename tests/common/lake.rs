@@ -1,5 +1,5 @@
 //! What a test puts into the landing bucket and reads back of what the worker wrote: lake
-//! objects, the users table, the ledger.
+//! objects, Iceberg tables (through pyiceberg), the users table, the ledger.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -7,9 +7,33 @@ use std::path::PathBuf;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{s3_event, wait_for, TestEnv, WAIT};
+use super::{endpoint, python, root, run_bounded, s3_event, wait_for, TestEnv, REGION, WAIT};
 
 impl TestEnv {
+    /// The Iceberg table as tests/pyiceberg_read.py reads it (see there for the shape), or
+    /// `None` while it does not exist yet.
+    pub fn try_read_iceberg(&self, table: &str) -> Option<serde_json::Value> {
+        let out = run_bounded(
+            std::process::Command::new(python())
+                .arg(root().join("tests/pyiceberg_read.py"))
+                .args(["--endpoint", &endpoint(), "--region", REGION])
+                .args(["--database", &self.catalog().database, "--table", table]),
+            WAIT,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && stderr.contains("NoSuchTableError") {
+            return None;
+        }
+        assert!(out.status.success(), "pyiceberg failed: {stderr}");
+        Some(serde_json::from_slice(&out.stdout).expect("pyiceberg JSON"))
+    }
+
+    /// The Iceberg table as pyiceberg reads it; it must exist.
+    pub fn read_iceberg(&self, table: &str) -> serde_json::Value {
+        self.try_read_iceberg(table)
+            .unwrap_or_else(|| panic!("no Iceberg table {table}"))
+    }
+
     pub async fn put(&self, key: &str, body: &[u8]) -> String {
         let out = self
             .clients
