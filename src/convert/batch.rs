@@ -16,7 +16,7 @@ use super::{ConvertError, Lineage, RowSource};
 use crate::config::{EXTRA_COLUMN, INGESTED_AT_COLUMN, RESCUED_COLUMN, SOURCE_COLUMN};
 use crate::domain::dataset::{Dataset, NewColumns};
 use crate::domain::schema::{
-    arrow_field, timestamp_type, Column, ColumnType, LakeOutput, Parsed, RawCell, UTC,
+    arrow_field, timestamp_type, CellError, Column, ColumnType, LakeOutput, Parsed, RawCell, UTC,
 };
 
 /// The schema of converted batches: the dataset's columns, `_extra` when kept,
@@ -101,8 +101,8 @@ impl ColumnBuilder {
     }
 }
 
-/// A bad cell kept under `on_invalid = "rescue"`: its column index and the rule it failed.
-pub(super) type RescuedCell = (usize, &'static str);
+/// A bad cell kept under `on_invalid = "rescue"`: its column index and why it was refused.
+pub(super) type RescuedCell = (usize, Box<CellError>);
 
 /// Accumulates good rows into Arrow arrays.
 pub(super) struct BatchBuilder<'d> {
@@ -228,7 +228,8 @@ fn rescued_object<S: RowSource>(
     }
     if !cells.is_empty() {
         let mut rules = serde_json::Map::new();
-        for &(index, rule) in cells {
+        for (index, error) in cells {
+            let (index, rule) = (*index, error.rule());
             let column = &dataset.columns[index];
             let text = match row.cell(index) {
                 RawCell::Text(text) => text.to_owned(),

@@ -18,7 +18,7 @@ use super::{
 use crate::config::RESCUED_COLUMN;
 use crate::domain::dataset::Dataset;
 use crate::domain::records;
-use crate::domain::schema::{Parsed, RawCell};
+use crate::domain::schema::{CellError, Column, Parsed, RawCell};
 
 /// The first stage: whole rows, in file order.
 pub(super) enum Splitter<R: BufRead> {
@@ -153,9 +153,9 @@ impl Typing<'_> {
             new_columns: Default::default(),
         };
         let mut errors: Vec<RowError> = Vec::new();
+        // Bad cells of rescuable columns: into `_rescued`, or listed with the row's other
+        // problems if it is quarantined after all.
         let mut rescued: Vec<batch::RescuedCell> = Vec::new();
-        // The rescued cells' problems: listed too if the row is quarantined after all.
-        let mut rescued_errors: Vec<RowError> = Vec::new();
         while let Some(check) = rows.next_row()? {
             typed.rows_in += 1;
             let mut rescued_text = None;
@@ -170,18 +170,11 @@ impl Typing<'_> {
                 RowCheck::Ok => {
                     for (i, column) in dataset.columns.iter().enumerate() {
                         if let Err(e) = column.parse_into(rows.cell(i), &mut parsed[i]) {
-                            let error = RowError {
-                                line,
-                                column: Some(column.name.clone()),
-                                rule: e.rule(),
-                                reason: e.to_string(),
-                            };
                             if self.rescuable[i] {
                                 parsed[i] = Parsed::Null;
-                                rescued.push((i, e.rule()));
-                                rescued_errors.push(error);
+                                rescued.push((i, e));
                             } else {
-                                errors.push(error);
+                                errors.push(cell_error(line, column, &e));
                             }
                         }
                     }
@@ -224,7 +217,12 @@ impl Typing<'_> {
                 typed.rows_rescued += u64::from(rescued_text.is_some());
                 builder.append(&parsed, &rows, rescued_text);
             } else {
-                errors.append(&mut rescued_errors);
+                let columns = &dataset.columns;
+                errors.extend(
+                    rescued
+                        .iter()
+                        .map(|(i, e)| cell_error(line, &columns[*i], e)),
+                );
                 let raw = if self.pii {
                     rows.redacted_raw(dataset)
                 } else {
@@ -238,7 +236,6 @@ impl Typing<'_> {
                 });
             }
             rescued.clear();
-            rescued_errors.clear();
         }
         if builder.len() > 0 {
             typed.batch = Some(builder.finish()?);
@@ -480,6 +477,16 @@ pub(crate) trait RowSource {
     /// Adds the current row's undeclared fields to `out` (`on_new_columns = "keep"` or
     /// `"rescue"`): CSV fields as strings, JSON values as they are.
     fn extra_fields(&self, out: &mut serde_json::Map<String, Value>);
+}
+
+/// A bad cell as a row problem.
+fn cell_error(line: u64, column: &Column, error: &CellError) -> RowError {
+    RowError {
+        line,
+        column: Some(column.name.clone()),
+        rule: error.rule(),
+        reason: error.to_string(),
+    }
 }
 
 /// Records the row's key; returns the line of an earlier row with the same key.
