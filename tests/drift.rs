@@ -54,12 +54,8 @@ const EVENTS_KEY: &str = "events/2024/drifted.jsonl";
 async fn load_drifted(env: &TestEnv, worker: &Worker) {
     env.put(USERS_KEY, &drifted_users()).await;
     env.put(EVENTS_KEY, &drifted_events()).await;
-    for key in [USERS_KEY, EVENTS_KEY] {
-        wait_for(&format!("{key} done"), WAIT, || async {
-            env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
-        })
+    env.wait_status(&[USERS_KEY, EVENTS_KEY], Status::Done, WAIT, worker)
         .await;
-    }
     let ledger = env.ledger(USERS_KEY).await;
     let users = &ledger[0];
     assert_eq!(
@@ -243,32 +239,22 @@ async fn rescue_keeps_new_columns_and_bad_cells_in_iceberg_tables() {
     }
 }
 
-/// Waits until the ledger has `key` done.
-async fn wait_done(env: &TestEnv, key: &str) {
-    wait_for(&format!("{key} done"), WAIT, || async {
-        env.ledger(key).await.first().and_then(|r| r.status) == Some(Status::Done)
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turning_rescue_on_for_an_existing_iceberg_table_adds_the_column() {
     let env = TestEnv::builder("rescuelater")
         .catalog()
         .set("lake.table_format", "iceberg")
         .set("iceberg.commit_interval", "1s")
-        // A long poll of the stopped worker ends soon (a message it is handed after its
-        // stop stays invisible for the visibility timeout).
-        .set("queue.wait_seconds", 1)
+        .short_polls()
         .start()
         .await;
     let header = "order_id,user_id,total,paid,ordered_at\n";
     let worker = env.start_worker();
     let before = format!("{header}o-1,u-1,1.5,true,2024-05-01T00:00:00Z\n");
     env.put("orders/before.csv", before.as_bytes()).await;
-    wait_done(&env, "orders/before.csv").await;
-    assert!(worker.terminate(Duration::from_secs(30)).success());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.wait_status(&["orders/before.csv"], Status::Done, WAIT, &worker)
+        .await;
+    worker.stop_for_restart();
     let table = env.read_iceberg("orders");
     assert!(table["schema"].get("_rescued").is_none(), "{table:#}");
     let highest = table["field_ids"]
@@ -286,7 +272,8 @@ async fn turning_rescue_on_for_an_existing_iceberg_table_adds_the_column() {
     let worker = env.start_worker();
     let after = format!("{header}o-2,u-2,lots,true,2024-05-01T00:00:00Z\n");
     env.put("orders/after.csv", after.as_bytes()).await;
-    wait_done(&env, "orders/after.csv").await;
+    env.wait_status(&["orders/after.csv"], Status::Done, WAIT, &worker)
+        .await;
     let table = env.read_iceberg("orders");
     assert_eq!(table["schema"]["_rescued"], "string", "{table:#}");
     assert_eq!(

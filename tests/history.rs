@@ -68,9 +68,7 @@ async fn every_settled_object_has_a_history_row_that_matches_the_ledger() {
         .catalog()
         .set("lake.history", true)
         .set("lake.history_interval", "1s")
-        // A long poll of the stopped worker ends soon (a message it is handed after its
-        // stop stays invisible for the visibility timeout).
-        .set("queue.wait_seconds", 1)
+        .short_polls()
         .start()
         .await;
     let worker = env.start_worker();
@@ -78,10 +76,7 @@ async fn every_settled_object_has_a_history_row_that_matches_the_ledger() {
         env.put(key, &example(example_path)).await;
     }
     for (key, _, status) in FILES {
-        wait_for(&format!("{key} settled"), WAIT, || async {
-            env.ledger(key).await.first().and_then(|r| r.status) == Some(status)
-        })
-        .await;
+        env.wait_status(&[key], status, WAIT, &worker).await;
     }
     let rows = history_rows(&env, FILES.len()).await;
     assert_eq!(rows.len(), FILES.len(), "one row each: {rows:#?}");
@@ -170,30 +165,15 @@ async fn every_settled_object_has_a_history_row_that_matches_the_ledger() {
 
     // A graceful stop flushes what is pending: with an interval that never comes, the
     // row of an object settled before the stop is written at the stop.
-    assert!(worker.terminate(Duration::from_secs(30)).success());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    worker.stop_for_restart();
     let worker = env
         .worker()
         .env("LAKEWORKER__LAKE__HISTORY_INTERVAL", "1h")
         .start();
     env.put("users/late.csv", &example("users/signups-2024-05.csv"))
         .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let done = Some(Status::Done);
-    while env
-        .ledger("users/late.csv")
-        .await
-        .first()
-        .and_then(|r| r.status)
-        != done
-    {
-        let log = worker.log();
-        assert!(
-            std::time::Instant::now() < deadline,
-            "late.csv not done: {log}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    env.wait_status(&["users/late.csv"], Status::Done, WAIT, &worker)
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let late = format!("s3://{}/users/late.csv", env.landing);
     assert!(!history_rows(&env, FILES.len()).await.contains_key(&late));

@@ -62,21 +62,7 @@ fn counted(table: &Value, column: &str) -> BTreeMap<String, usize> {
 
 /// Waits until each key's newest ledger record is done; else fails with `worker`'s log.
 async fn wait_done(env: &TestEnv, keys: &[String], within: Duration, worker: &Worker) {
-    let deadline = std::time::Instant::now() + within;
-    'wait: loop {
-        for key in keys {
-            if env.ledger(key).await.first().and_then(|r| r.status) != Some(Status::Done) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{key} not done within {within:?}; the worker's log:\n{}",
-                    worker.log()
-                );
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue 'wait;
-            }
-        }
-        return;
-    }
+    env.wait_status(keys, Status::Done, within, worker).await;
 }
 
 /// Our own reader over the table's live data files: rows per file path.

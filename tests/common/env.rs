@@ -93,6 +93,12 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Long polls of [`super::worker::SHORT_POLL`], so a stopped worker's last poll ends
+    /// soon ([`super::Worker::stop_for_restart`]).
+    pub fn short_polls(self) -> Self {
+        self.set("queue.wait_seconds", super::worker::SHORT_POLL.as_secs())
+    }
+
     /// Without the landing bucket's notification (and the test event it sent): the test
     /// alone decides which messages the queue gets.
     pub fn quiet(mut self) -> Self {

@@ -7,9 +7,40 @@ use std::path::PathBuf;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{endpoint, python, root, run_bounded, s3_event, wait_for, TestEnv, REGION, WAIT};
+use lakeworker::domain::ledger::Status;
+
+use super::{
+    endpoint, python, root, run_bounded, s3_event, wait_for, TestEnv, Worker, REGION, WAIT,
+};
 
 impl TestEnv {
+    /// Waits until each key's newest ledger record has `status`; else fails, within
+    /// `within`, with `worker`'s log.
+    pub async fn wait_status<K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        status: Status,
+        within: std::time::Duration,
+        worker: &Worker,
+    ) {
+        let deadline = std::time::Instant::now() + within;
+        'wait: loop {
+            for key in keys.iter().map(AsRef::as_ref) {
+                if self.ledger(key).await.first().and_then(|r| r.status) != Some(status) {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{key} not {} within {within:?}; the worker's log:\n{}",
+                        status.as_str(),
+                        worker.log()
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    continue 'wait;
+                }
+            }
+            return;
+        }
+    }
+
     /// The Iceberg table as tests/pyiceberg_read.py reads it (see there for the shape), or
     /// `None` while it does not exist yet.
     pub fn try_read_iceberg(&self, table: &str) -> Option<serde_json::Value> {

@@ -127,6 +127,21 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Stops the worker (SIGTERM) so another may start on the same queue: also waits out
+    /// its last long poll, which the emulator may still answer with a message that then
+    /// stays invisible for the visibility timeout. For an environment made with
+    /// [`super::TestEnvBuilder::short_polls`].
+    pub fn stop_for_restart(self) {
+        let status = self.terminate(Duration::from_secs(30));
+        assert!(status.success(), "{status:?}");
+        std::thread::sleep(SHORT_POLL + Duration::from_millis(500));
+    }
+}
+
+/// `queue.wait_seconds` of [`super::TestEnvBuilder::short_polls`].
+pub const SHORT_POLL: Duration = Duration::from_secs(1);
+
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -93,21 +93,33 @@ impl TableSink for FlakyTable {
     }
 }
 
+type HistoryPipeline = Pipeline<MemoryStore, MemoryRecords, MemoryLedger, FlakyTable>;
+
+/// A pipeline with the history on (or off) whose table fails the first `failures`
+/// history publishes.
+fn with_history(on: bool, failures: u32) -> HistoryPipeline {
+    let table = FlakyTable::default();
+    table.history_failures.store(failures, Ordering::SeqCst);
+    let on = if on { "true" } else { "false" };
+    pipeline_with(&[("LAKEWORKER__LAKE__HISTORY", on)]).with_table(table)
+}
+
+/// Stores an events file at `key` and handles its event as message `id`.
+async fn load_events(p: &HistoryPipeline, key: &str, id: &str) {
+    let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
+    p.store.insert(LANDING, key, line.as_bytes());
+    p.handle(&event(LANDING, key), &job(id)).await.unwrap();
+}
+
 #[tokio::test]
 async fn settled_attempts_are_flushed_and_a_failed_flush_keeps_its_rows() {
-    let table = FlakyTable::default();
-    table.history_failures.store(1, Ordering::SeqCst);
-    let p = pipeline_with(&[("LAKEWORKER__LAKE__HISTORY", "true")]).with_table(table);
-    let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
-    p.store.insert(LANDING, "events/a.jsonl", line.as_bytes());
+    let p = with_history(true, 1);
+    load_events(&p, "events/a.jsonl", "m1").await;
     p.store.insert(
         LANDING,
         "users/a.csv",
         b"user_id,signup_date\nu-1,2024/01/01\n",
     );
-    p.handle(&event(LANDING, "events/a.jsonl"), &job("m1"))
-        .await
-        .unwrap();
     let failed = p.handle(&event(LANDING, "users/a.csv"), &job("m2")).await;
     assert!(failed.is_err(), "{failed:?}");
 
@@ -117,10 +129,7 @@ async fn settled_attempts_are_flushed_and_a_failed_flush_keeps_its_rows() {
         "the first flush fails"
     );
     // Another object settles meanwhile: its row goes into a flush of its own.
-    p.store.insert(LANDING, "events/b.jsonl", line.as_bytes());
-    p.handle(&event(LANDING, "events/b.jsonl"), &job("m3"))
-        .await
-        .unwrap();
+    load_events(&p, "events/b.jsonl", "m3").await;
     assert_eq!(
         p.flush_history(&cancel).await.unwrap(),
         3,
@@ -154,28 +163,18 @@ async fn settled_attempts_are_flushed_and_a_failed_flush_keeps_its_rows() {
 
 #[tokio::test]
 async fn without_the_history_nothing_is_kept() {
-    let p = pipeline().with_table(FlakyTable::default());
-    let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
-    p.store.insert(LANDING, "events/a.jsonl", line.as_bytes());
-    p.handle(&event(LANDING, "events/a.jsonl"), &job("m1"))
-        .await
-        .unwrap();
+    let p = with_history(false, 0);
+    load_events(&p, "events/a.jsonl", "m1").await;
     assert_eq!(p.flush_history(&CancellationToken::new()).await.unwrap(), 0);
     assert!(p.table.rows().is_empty());
 }
 
 #[tokio::test]
 async fn a_flush_that_fails_again_does_not_hold_up_newer_rows() {
-    let table = FlakyTable::default();
-    table.history_failures.store(2, Ordering::SeqCst);
-    let p = pipeline_with(&[("LAKEWORKER__LAKE__HISTORY", "true")]).with_table(table);
-    let line = r#"{"event_id": "e", "user_id": "u", "at": "2020-01-01T00:00:00Z"}"#;
+    let p = with_history(true, 2);
     let cancel = CancellationToken::new();
     for (n, key) in ["events/a.jsonl", "events/b.jsonl"].iter().enumerate() {
-        p.store.insert(LANDING, key, line.as_bytes());
-        p.handle(&event(LANDING, key), &job(&format!("m{n}")))
-            .await
-            .unwrap();
+        load_events(&p, key, &format!("m{n}")).await;
         // a's flush fails twice: its retry fails with b's flush, which lands.
         assert!(p.flush_history(&cancel).await.is_err());
     }
