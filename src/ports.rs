@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::PartFile;
-use crate::domain::dataset::Dataset;
+use crate::domain::dataset::{Dataset, DatasetColumns};
 use crate::domain::envelope::ObjectRef;
 use crate::domain::lake::NewPartition;
 use crate::domain::ledger::{Claim, ClaimOutcome, CommitRecord, Completion, LedgerKey};
@@ -298,6 +298,29 @@ pub trait Ledger: Send + Sync + 'static {
         database: &str,
         dataset: &str,
     ) -> impl Future<Output = Result<Vec<NewPartition>, StoreError>> + Send;
+
+    /// The columns `on_new_columns = "add"` gave `dataset` so far, read consistently.
+    fn dataset_columns(
+        &self,
+        dataset: &str,
+    ) -> impl Future<Output = Result<DatasetColumns, StoreError>> + Send;
+
+    /// Appends the `names` the dataset has not added yet (brought by the file `source`),
+    /// atomically: tasks adding at once agree on one list with each name once. Returns
+    /// the list after the add and the names this call added.
+    fn add_columns(
+        &self,
+        dataset: &str,
+        names: &[String],
+        source: &str,
+    ) -> impl Future<Output = Result<(DatasetColumns, Vec<String>), StoreError>> + Send;
+
+    /// The catalog has the first `count` added columns of `dataset` (never lowers it).
+    fn columns_in_catalog(
+        &self,
+        dataset: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Runs one SQL statement to completion.
@@ -362,6 +385,18 @@ pub trait TableSink: Send + Sync + 'static {
         _commits: &[String],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         async { Ok(false) }
+    }
+
+    /// Makes the table hold every column of `dataset`, whose last `dataset.added` columns
+    /// `on_new_columns = "add"` added (the same list in every task, from the ledger);
+    /// `added_now` are those this task's ledger write added, for a catalog that must be
+    /// told once. Called before parts of such a dataset are converted and published.
+    fn evolve(
+        &self,
+        _dataset: &Dataset,
+        _added_now: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
     }
 
     /// Uploads the parts to their locations and makes them visible in the table, for the

@@ -78,6 +78,7 @@ pub fn dataset(format: FileFormat, knobs: u8) -> Dataset {
         csv,
         policy,
         table: Default::default(),
+        added: 0,
     }
 }
 

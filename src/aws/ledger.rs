@@ -10,7 +10,7 @@
 //!
 //! The same table keeps the catalog's pending partitions (hash key
 //! `catalog:{database}.{table}`, range key the partition value) from the moment they are
-//! written until Athena has them.
+//! written until Athena has them, and the columns datasets added ([`super::columns`]).
 
 use std::collections::HashMap;
 
@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 use chrono::{DateTime, Utc};
 
 use super::error::from_sdk;
+use crate::domain::dataset::DatasetColumns;
 use crate::domain::lake::NewPartition;
 use crate::domain::ledger::{
     timestamp, Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
@@ -398,6 +399,23 @@ impl Ledger for DynamoLedger {
             }
         }
         Ok(pending)
+    }
+
+    async fn dataset_columns(&self, dataset: &str) -> Result<DatasetColumns, StoreError> {
+        self.read_columns(dataset).await
+    }
+
+    async fn add_columns(
+        &self,
+        dataset: &str,
+        names: &[String],
+        source: &str,
+    ) -> Result<(DatasetColumns, Vec<String>), StoreError> {
+        self.append_columns(dataset, names, source).await
+    }
+
+    async fn columns_in_catalog(&self, dataset: &str, count: usize) -> Result<(), StoreError> {
+        self.set_columns_in_catalog(dataset, count).await
     }
 }
 

@@ -13,6 +13,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use crate::config::AwsSettings;
 
 pub mod athena;
+pub mod columns;
 pub mod commits;
 pub mod dynamodb;
 pub mod error;

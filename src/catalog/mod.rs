@@ -9,9 +9,14 @@
 //! ([`Ledger::note_partitions`]); the note is removed once Athena has the partition, and
 //! the registrar replays what is still noted at start-up.
 //!
+//! Columns a dataset adds (`on_new_columns = "add"`) reach the table the same way: the task
+//! whose ledger write added them asks for one `ALTER TABLE ... ADD COLUMNS`; the ledger
+//! counts how many of the dataset's added columns the catalog has, and the registrar adds
+//! the rest at start-up (an Athena "column already exists" then counts as done).
+//!
 //! The DDL text is built by pure functions; [`QueryRunner`] runs it (Athena in production).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CatalogSettings, LakeSettings};
 use crate::convert::LakeProjection;
-use crate::domain::dataset::Dataset;
+use crate::domain::dataset::{Dataset, DatasetColumns, NewColumns};
 use crate::domain::lake::{self, NewPartition};
 use crate::ports::{Ledger, QueryRunner};
 
@@ -105,6 +110,26 @@ pub fn add_partitions(
     )
 }
 
+/// One ALTER TABLE adding string columns after the table's others.
+pub fn add_columns(database: &str, table: &str, columns: &[String]) -> String {
+    let columns: Vec<String> = columns
+        .iter()
+        .map(|name| format!("{} string", quoted(name)))
+        .collect();
+    format!(
+        "ALTER TABLE {}.{} ADD COLUMNS ({})",
+        quoted(database),
+        quoted(table),
+        columns.join(", ")
+    )
+}
+
+/// Whether Athena refused to add a column because the table has it already.
+fn has_the_column(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    error.contains("duplicate column") || error.contains("already exists")
+}
+
 /// A view (Presto syntax, as Athena runs views).
 pub fn create_view(database: &str, name: &str, sql: &str) -> String {
     format!(
@@ -119,7 +144,20 @@ pub fn create_view(database: &str, name: &str, sql: &str) -> String {
 #[derive(Debug, Default)]
 pub struct CatalogStats {
     pub partitions_added: AtomicU64,
+    pub columns_added: AtomicU64,
     pub failures: AtomicU64,
+}
+
+/// What the registrar is asked to do.
+#[derive(Debug)]
+enum Work {
+    Partition(NewPartition),
+    /// `new` were just added to the dataset's table, whose added columns are now `list`.
+    Columns {
+        dataset: String,
+        list: Vec<String>,
+        new: Vec<String>,
+    },
 }
 
 /// (table, partition value) pairs this process registered.
@@ -129,15 +167,25 @@ type Registered = Arc<Mutex<HashSet<(String, String)>>>;
 /// process has not registered yet.
 #[derive(Clone, Debug)]
 pub struct Partitions {
-    sender: mpsc::UnboundedSender<NewPartition>,
+    sender: mpsc::UnboundedSender<Work>,
     registered: Registered,
     database: String,
 }
 
 impl Partitions {
     pub fn send(&self, partition: NewPartition) {
-        // Only fails when the registrar has stopped (shutdown): nothing to do then.
-        let _ = self.sender.send(partition);
+        // Only fails when the registrar has stopped (shutdown): nothing to do then (a
+        // column not added then is added at the next start).
+        let _ = self.sender.send(Work::Partition(partition));
+    }
+
+    /// Asks for the columns `new` of `dataset`, whose added columns are now `list`.
+    pub fn send_columns(&self, dataset: &str, list: Vec<String>, new: Vec<String>) {
+        let _ = self.sender.send(Work::Columns {
+            dataset: dataset.to_owned(),
+            list,
+            new,
+        });
     }
 
     /// The catalog's database.
@@ -165,8 +213,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Starts the registrar: the start-up DDL, the partitions still noted in `log` from
-/// earlier runs, then partitions as they come, until `shutdown` (after which what is
+/// Starts the registrar: the start-up DDL (each table with the columns its dataset
+/// added, and those the catalog may miss added), the partitions still noted in `log` from
+/// earlier runs, then partitions and columns as they come, until `shutdown` (after which what is
 /// queued is still registered, briefly).
 pub fn start<Q: QueryRunner, L: Ledger>(
     runner: Q,
@@ -190,6 +239,7 @@ pub fn start<Q: QueryRunner, L: Ledger>(
         catalog,
         stats: stats.clone(),
         registered,
+        columns: HashMap::new(),
     };
     let task = tokio::spawn(registrar.run(lake, datasets, receiver, shutdown));
     (partitions, stats, task)
@@ -201,6 +251,8 @@ struct Registrar<Q, L> {
     catalog: CatalogSettings,
     stats: Arc<CatalogStats>,
     registered: Registered,
+    /// Added columns this process knows the catalog has, by table.
+    columns: HashMap<String, HashSet<String>>,
 }
 
 impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
@@ -208,14 +260,13 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
         mut self,
         lake: LakeSettings,
         datasets: Vec<Dataset>,
-        mut receiver: mpsc::UnboundedReceiver<NewPartition>,
+        mut receiver: mpsc::UnboundedReceiver<Work>,
         shutdown: CancellationToken,
     ) {
         let database = self.catalog.database.clone();
         self.statement(&create_database(&database), None).await;
         for dataset in &datasets {
-            self.statement(&create_table(&database, dataset, &lake), Some(&database))
-                .await;
+            self.create_table(dataset, &lake).await;
         }
         for (name, sql) in self.catalog.views.clone() {
             self.statement(&create_view(&database, &name, &sql), Some(&database))
@@ -247,27 +298,107 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
                 _ = shutdown.cancelled() => None,
             };
             let Some(first) = first else { break };
-            let mut batch = vec![first];
+            let mut batch = Vec::new();
+            if let Some(columns) = self.partition_or(first, &mut batch) {
+                self.add_columns(columns).await;
+                continue;
+            }
             let linger = tokio::time::sleep(LINGER);
             tokio::pin!(linger);
+            let mut columns = Vec::new();
             while batch.len() < BATCH {
                 tokio::select! {
                     more = receiver.recv() => match more {
-                        Some(more) => batch.push(more),
+                        Some(more) => columns.extend(self.partition_or(more, &mut batch)),
                         None => break,
                     },
                     _ = &mut linger => break,
                 }
+            }
+            // Columns first: a partition of a file with a new column is then read whole.
+            for work in columns {
+                self.add_columns(work).await;
             }
             self.register(batch).await;
         }
         // Shutting down: register what is already queued.
         let mut rest = Vec::new();
         while let Ok(more) = receiver.try_recv() {
-            rest.push(more);
+            if let Some(columns) = self.partition_or(more, &mut rest) {
+                self.add_columns(columns).await;
+            }
         }
         if !rest.is_empty() {
             self.register(rest).await;
+        }
+    }
+
+    /// Puts a partition into `batch`; gives back other work.
+    fn partition_or(&self, work: Work, batch: &mut Vec<NewPartition>) -> Option<Work> {
+        match work {
+            Work::Partition(p) => {
+                batch.push(p);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// The dataset's table with the columns it added so far, then those of them the
+    /// ledger does not count as in the catalog (an earlier run stopped before adding).
+    async fn create_table(&mut self, dataset: &Dataset, lake: &LakeSettings) {
+        let database = self.catalog.database.clone();
+        let added = if dataset.policy.on_new_columns == NewColumns::Add {
+            match self.log.dataset_columns(&dataset.name).await {
+                Ok(added) => added,
+                Err(e) => {
+                    tracing::warn!(error = %e, dataset = %dataset.name, "could not read the dataset's added columns; the table is created without them and they are added as files bring them");
+                    DatasetColumns::default()
+                }
+            }
+        } else {
+            DatasetColumns::default()
+        };
+        let effective = dataset.with_added(added.names());
+        self.statement(&create_table(&database, &effective, lake), Some(&database))
+            .await;
+        let list: Vec<String> = added.names().map(str::to_owned).collect();
+        if added.in_catalog < list.len() {
+            let missing = list[added.in_catalog..].to_vec();
+            self.add_columns(Work::Columns {
+                dataset: dataset.name.clone(),
+                list,
+                new: missing,
+            })
+            .await;
+        }
+    }
+
+    /// One ALTER TABLE ADD COLUMNS (a column the table has already counts as added),
+    /// then the ledger's count of added columns the catalog has: the longest start of
+    /// `list` this process knows is there.
+    async fn add_columns(&mut self, work: Work) {
+        let Work::Columns { dataset, list, new } = work else {
+            return;
+        };
+        let database = self.catalog.database.clone();
+        let known = self.columns.entry(dataset.clone()).or_default();
+        let new: Vec<String> = new.into_iter().filter(|c| !known.contains(c)).collect();
+        if !new.is_empty() {
+            let sql = add_columns(&database, &dataset, &new);
+            if !self.statement(&sql, Some(&database)).await {
+                return;
+            }
+            self.stats
+                .columns_added
+                .fetch_add(new.len() as u64, Ordering::Relaxed);
+            tracing::info!(table = %dataset, columns = ?new, "added columns to the catalog table");
+        }
+        let known = self.columns.entry(dataset.clone()).or_default();
+        known.extend(new);
+        let count = list.iter().take_while(|c| known.contains(*c)).count();
+        if let Err(e) = self.log.columns_in_catalog(&dataset, count).await {
+            tracing::warn!(error = %e, "could not count the columns in the catalog; the next start adds them again (harmless)");
         }
     }
 
@@ -316,6 +447,10 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
             match self.runner.run(sql, database).await {
                 Ok(()) => {
                     tracing::debug!(%sql, "catalog statement done");
+                    return true;
+                }
+                Err(e) if sql.contains(" ADD COLUMNS ") && has_the_column(&e.to_string()) => {
+                    tracing::info!(error = %e, "the table has the column already");
                     return true;
                 }
                 Err(e) if attempt < TRIES => {

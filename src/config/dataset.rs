@@ -24,10 +24,11 @@ const ON_INVALID: [(&str, OnInvalid); 3] = [
     ("reject_file", OnInvalid::RejectFile),
     ("rescue", OnInvalid::Rescue),
 ];
-const ON_NEW_COLUMNS: [(&str, NewColumns); 4] = [
+const ON_NEW_COLUMNS: [(&str, NewColumns); 5] = [
     ("ignore", NewColumns::Ignore),
     ("keep", NewColumns::Keep),
     ("rescue", NewColumns::Rescue),
+    ("add", NewColumns::Add),
     ("reject", NewColumns::Reject),
 ];
 /// The values the deprecated `extra_columns` key took (today's first two and reject).
@@ -260,6 +261,7 @@ impl RawDataset {
             csv,
             policy,
             table: table?,
+            added: 0,
         })
     }
 }
@@ -587,7 +589,7 @@ mod tests {
             ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\nrename = \"user_id\"", "datasets[0].columns[2].rename: the lake would have two columns named \"user_id\""),
             ("", "[[datasets.columns]]\nname = \"x\"\ntype = \"string\"\nrename = \"y\"\ndrop_from_lake = true", "datasets[0].columns[2].rename: a column dropped from the lake cannot be renamed"),
             ("on_invalid = \"shrug\"", "", "datasets[0].on_invalid: \"shrug\" is not one of: quarantine_rows, reject_file, rescue"),
-            ("on_new_columns = \"grow\"", "", "datasets[0].on_new_columns: \"grow\" is not one of: ignore, keep, rescue, reject"),
+            ("on_new_columns = \"grow\"", "", "datasets[0].on_new_columns: \"grow\" is not one of: ignore, keep, rescue, add, reject"),
             ("extra_columns = \"rescue\"", "", "datasets[0].extra_columns: \"rescue\" is not one of: ignore, keep, reject"),
             ("extra_columns = \"keep\"\non_new_columns = \"keep\"", "", "datasets[0].extra_columns: is the deprecated name of on_new_columns; give only on_new_columns"),
             ("max_invalid_fraction = 1.5", "", "datasets[0].max_invalid_fraction: must be between 0 and 1"),

@@ -400,7 +400,7 @@ fn map_header(names: &[String], dataset: &Dataset, line: u64) -> Result<HeaderMa
             header.undeclared = unknown.iter().map(|(_, n)| n.clone()).collect();
             header.extra = unknown;
         }
-        NewColumns::Ignore | NewColumns::Reject => {
+        NewColumns::Ignore | NewColumns::Reject | NewColumns::Add => {
             header.undeclared = unknown.into_iter().map(|(_, n)| n).collect();
         }
     }

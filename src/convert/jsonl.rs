@@ -323,7 +323,8 @@ impl<'c> Visitor<'c> for RowVisitor<'_, 'c, '_> {
                         map.next_value::<IgnoredAny>()?;
                         self.fields.unknown.push(key.into_owned());
                     }
-                    NewColumns::Ignore => {
+                    // `add`: the pipeline adds the columns seen, then converts again.
+                    NewColumns::Ignore | NewColumns::Add => {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }

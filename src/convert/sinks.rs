@@ -97,8 +97,10 @@ impl BatchSink for ParquetFile {
 /// partition column that lives in the path), renamed and hashed as configured. For an
 /// Iceberg table every field carries its Iceberg field id (`PARQUET:field_id`, numbered
 /// in schema order from 1: see [`ICEBERG_FIELD_ID`]), and a table partitioned by ingest
-/// date gets a real `ingest_date` column. `_rescued` comes last, so a table that gains it
-/// (a dataset turning `rescue` on) gives it the next field id.
+/// date gets a real `ingest_date` column. `_rescued` comes after the configured and
+/// lineage columns, then the columns `on_new_columns = "add"` added, in the order they were
+/// added: a table that gains a column (a dataset turning `rescue` on, a file bringing a new
+/// one) gives it the next field id.
 pub struct LakeProjection {
     sources: Vec<Source>,
     schema: SchemaRef,
@@ -123,8 +125,9 @@ impl LakeProjection {
         let mut sources = Vec::new();
         let mut fields = Vec::new();
         let mut rescued = None;
+        let first_added = dataset.columns.len() - dataset.added;
         for (index, field) in full.fields().iter().enumerate() {
-            if Some(index) == path_only {
+            if Some(index) == path_only || (first_added..dataset.columns.len()).contains(&index) {
                 continue;
             }
             let Some(column) = dataset.columns.get(index) else {
@@ -156,6 +159,10 @@ impl LakeProjection {
         if let Some((index, field)) = rescued {
             sources.push(Source::Batch(index, None));
             fields.push(field);
+        }
+        for index in first_added..dataset.columns.len() {
+            sources.push(Source::Batch(index, None));
+            fields.push(full.field(index).clone());
         }
         let iceberg = dataset.table == TableFormat::Iceberg;
         if iceberg {

@@ -5,7 +5,7 @@
 
 use globset::GlobMatcher;
 
-use crate::domain::schema::Column;
+use crate::domain::schema::{Column, ColumnType};
 
 /// The name of the partition column when partitioning by arrival date.
 pub const INGEST_DATE: &str = "ingest_date";
@@ -79,7 +79,39 @@ pub enum NewColumns {
     /// A CSV header with unknown columns rejects the file; a JSON line with unknown keys is
     /// a bad row.
     Reject,
+    /// The table grows each unknown column as a nullable string (recorded in the ledger,
+    /// so every task and restart sees the same effective schema): see [`AddedColumn`].
+    Add,
 }
+
+/// A column a dataset with `on_new_columns = "add"` gained from a file: a nullable string
+/// after the configured columns, in the order the ledger recorded them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedColumn {
+    pub name: String,
+    /// When it was added (RFC 3339, UTC).
+    pub added_at: String,
+    /// The `s3://` URI of the file that brought it.
+    pub source: String,
+}
+
+/// What the ledger holds of a dataset's added columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatasetColumns {
+    pub added: Vec<AddedColumn>,
+    /// How many of `added`, from the first, the Hive catalog has (its
+    /// `ALTER TABLE ADD COLUMNS` ran).
+    pub in_catalog: usize,
+}
+
+impl DatasetColumns {
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.added.iter().map(|c| c.name.as_str())
+    }
+}
+
+/// The longest name an added column may have.
+pub const MAX_ADDED_NAME: usize = 128;
 
 /// What a file with bad rows becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,9 +242,65 @@ pub struct Dataset {
     pub policy: Policy,
     /// `table_format` (the dataset's, else `[lake]`'s).
     pub table: TableFormat,
+    /// How many of `columns`, at their end, were added by `on_new_columns = "add"` rather
+    /// than configured ([`Dataset::with_added`]).
+    pub added: usize,
 }
 
 impl Dataset {
+    /// The dataset with `added` columns (nullable strings) after its own; names it has
+    /// already are skipped, so the result only grows.
+    pub fn with_added<'a>(&self, added: impl IntoIterator<Item = &'a str>) -> Dataset {
+        let mut wider = self.clone();
+        for name in added {
+            if wider.columns.iter().all(|c| c.name != name) {
+                let mut column = Column::new(name, ColumnType::String, false);
+                // Every text is kept: an empty cell is an empty string, as in `_rescued`.
+                column.nulls.clear();
+                wider.columns.push(column);
+                wider.added += 1;
+            }
+        }
+        wider
+    }
+
+    /// The columns added by `on_new_columns = "add"`, in order.
+    pub fn added_columns(&self) -> &[Column] {
+        &self.columns[self.columns.len() - self.added..]
+    }
+
+    /// Why a file's column `name` cannot become a column of the table, if it cannot: it
+    /// must be a plain identifier (letters, digits, `_`, not first) that no column,
+    /// lake name, partition or lineage column has already, in any case (Athena and Glue
+    /// fold case).
+    pub fn refuses_new_column(&self, name: &str) -> Option<String> {
+        let plain = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
+        if !plain || name.len() > MAX_ADDED_NAME {
+            return Some(format!(
+                "{name:?} is not a name a table column can take (letters, digits and _, not first; at most {MAX_ADDED_NAME}): declare it in the dataset, with a lake name"
+            ));
+        }
+        let taken = self
+            .columns
+            .iter()
+            .flat_map(|c| [Some(c.name.as_str()), c.lake.name()])
+            .flatten()
+            .map(str::to_owned)
+            .chain([self.partition_name(), INGEST_DATE.to_owned()]);
+        for other in taken {
+            if other.eq_ignore_ascii_case(name) {
+                return Some(format!(
+                    "{name:?} would clash with the table's column {other:?} (Athena and Glue fold case)"
+                ));
+            }
+        }
+        None
+    }
+
     /// The Hive partition key: `ingest_date`, the date column's name, or `{column}_date`.
     pub fn partition_name(&self) -> String {
         match self.partition {
@@ -369,6 +457,7 @@ pub mod testing {
             csv: CsvOptions::default(),
             policy: Policy::default(),
             table: TableFormat::Hive,
+            added: 0,
         }
     }
 }
@@ -389,6 +478,7 @@ mod tests {
             csv: CsvOptions::default(),
             policy: Policy::default(),
             table: TableFormat::Hive,
+            added: 0,
         }
     }
 

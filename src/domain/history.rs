@@ -123,6 +123,7 @@ pub fn loads_dataset(table: TableFormat) -> Dataset {
             ..Policy::default()
         },
         table,
+        added: 0,
     }
 }
 

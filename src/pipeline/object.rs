@@ -2,6 +2,7 @@
 //! thread, then either the rejection of the whole file (copied to the quarantine with a
 //! report) or the lake parts, the bad rows and the table rows.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
@@ -34,6 +35,25 @@ pub(super) struct Converted {
     spool: Option<PathBuf>,
     /// The bad rows, as JSON lines, when there were any.
     bad_rows: Option<PathBuf>,
+    /// The scratch directory holding the files above, removed when this is dropped.
+    scratch: Option<tempfile::TempDir>,
+}
+
+/// Why an object was not converted.
+enum NotConverted {
+    /// The whole file is refused, for this reason.
+    Refused(String),
+    /// Its version changed since the event.
+    Superseded,
+}
+use NotConverted::{Refused, Superseded};
+
+/// Conversions of one file at most with `on_new_columns = "add"`: each adds the new
+/// columns it saw (up to the report's cap), the last finds none.
+const MAX_ADD_PASSES: usize = 12;
+
+fn too_large(size: u64, limit: u64) -> String {
+    format!("the object is {size} bytes, above max_object_bytes ({limit})")
 }
 
 impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, T> {
@@ -44,15 +64,118 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         job: &Job,
         attempt: &Attempt,
     ) -> Result<ObjectOutcome, JobError> {
-        let uri = object.uri();
         let limit = dataset.policy.max_object_bytes;
-        let too_large =
-            |size: u64| format!("the object is {size} bytes, above max_object_bytes ({limit})");
         if let Some(size) = object.size.filter(|size| *size > limit) {
             return self
-                .reject_file(object, dataset, attempt, job, too_large(size), None)
+                .reject_file(object, dataset, attempt, job, too_large(size, limit), None)
                 .await;
         }
+        let mut dataset = self.effective(dataset).await?;
+        let mut added = Vec::new();
+        for _ in 0..MAX_ADD_PASSES {
+            let converted = match self.download_and_convert(object, &dataset, job).await? {
+                Ok(converted) => converted,
+                Err(Refused(reason)) => {
+                    return self
+                        .reject_file(object, &dataset, attempt, job, reason, None)
+                        .await
+                }
+                Err(Superseded) => return Ok(ObjectOutcome::Superseded { uri: object.uri() }),
+            };
+            let report = &converted.report;
+            if dataset.policy.on_new_columns == NewColumns::Add && !report.new_columns.is_empty() {
+                // The table grows the columns, then the file is converted again with them.
+                match self.add_columns(object, &dataset, report).await? {
+                    Ok((wider, now)) => {
+                        added.extend(report.new_columns.iter().cloned());
+                        tracing::info!(columns = ?now, "the dataset added the file's new columns; converting it again with them");
+                        dataset = Cow::Owned(wider);
+                        continue;
+                    }
+                    Err(reason) => {
+                        return self
+                            .reject_file(object, &dataset, attempt, job, reason, Some(report))
+                            .await
+                    }
+                }
+            }
+            if let Some(reason) = rejection_reason(&dataset.policy, report) {
+                return self
+                    .reject_file(object, &dataset, attempt, job, reason, Some(report))
+                    .await;
+            }
+            let lineage = lineage(&object.uri(), arrival(object)?);
+            let mut outcome = self
+                .write_outputs(object, &dataset, &lineage, converted, job, attempt)
+                .await?;
+            if let ObjectOutcome::Written(summary) = &mut outcome {
+                // What this file brought, though the table has the columns now.
+                summary.new_columns.splice(0..0, added);
+            }
+            return Ok(outcome);
+        }
+        Err(JobError::Internal(format!(
+            "{}: still new columns after {MAX_ADD_PASSES} conversions",
+            object.uri()
+        )))
+    }
+
+    /// The dataset as its table is now: with `on_new_columns = "add"`, its own columns
+    /// and those files added (from the ledger), which the table is made to have.
+    async fn effective<'d>(&self, dataset: &'d Dataset) -> Result<Cow<'d, Dataset>, JobError> {
+        if dataset.policy.on_new_columns != NewColumns::Add {
+            return Ok(Cow::Borrowed(dataset));
+        }
+        let added = self.ledger.dataset_columns(&dataset.name).await?;
+        let effective = dataset.with_added(added.names());
+        if effective.added > 0 {
+            self.table.evolve(&effective, &[]).await?;
+        }
+        Ok(Cow::Owned(effective))
+    }
+
+    /// Records the file's new columns as the dataset's (in the ledger, one list for every
+    /// task) and has the table add them; the wider dataset and the names this task
+    /// added. `Err(reason)` when a name cannot be a column (the file is then rejected).
+    async fn add_columns(
+        &self,
+        object: &ObjectRef,
+        dataset: &Dataset,
+        report: &ConvertReport,
+    ) -> Result<Result<(Dataset, Vec<String>), String>, JobError> {
+        let names: Vec<String> = report.new_columns.iter().cloned().collect();
+        if let Some(reason) = names.iter().find_map(|n| dataset.refuses_new_column(n)) {
+            return Ok(Err(format!(
+                "a new column cannot be added (on_new_columns = \"add\"): {reason}"
+            )));
+        }
+        let max = dataset.policy.max_columns;
+        if dataset.columns.len() + names.len() > max {
+            return Ok(Err(format!(
+                "adding the file's {} new columns would give the dataset more than max_columns ({max}): {}",
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        let (list, now) = self
+            .ledger
+            .add_columns(&dataset.name, &names, &object.uri())
+            .await?;
+        let wider = dataset.with_added(list.names());
+        self.table.evolve(&wider, &now).await?;
+        Ok(Ok((wider, now)))
+    }
+
+    /// Downloads and converts the object: the conversion, or why the file is refused
+    /// (too large, malformed) or skipped (its version changed since the event).
+    async fn download_and_convert(
+        &self,
+        object: &ObjectRef,
+        dataset: &Dataset,
+        job: &Job,
+    ) -> Result<Result<Converted, NotConverted>, JobError> {
+        let uri = object.uri();
+        let limit = dataset.policy.max_object_bytes;
         let opened = tokio::select! {
             opened = self.store.open(object).instrument(tracing::info_span!("download")) => opened,
             _ = job.token().cancelled() => return Err(JobError::Stopped),
@@ -61,7 +184,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             Ok(opened) => opened,
             Err(e) if e.kind == StoreErrorKind::PreconditionFailed => {
                 tracing::info!(%uri, "object changed since this event; skipping this version");
-                return Ok(ObjectOutcome::Superseded { uri });
+                return Ok(Err(Superseded));
             }
             Err(e) if e.kind == StoreErrorKind::NotFound => {
                 return Err(JobError::ObjectMissing { uri })
@@ -70,9 +193,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         };
         if let Some(size) = opened.size.filter(|size| *size > limit) {
             // Dropping the reader stops the download.
-            return self
-                .reject_file(object, dataset, attempt, job, too_large(size), None)
-                .await;
+            return Ok(Err(Refused(too_large(size, limit))));
         }
 
         let scratch = self.scratch_dir(&uri)?;
@@ -111,29 +232,14 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         if job.stopped().is_some() {
             return Err(JobError::Stopped);
         }
-        let converted = match converted {
-            Ok(converted) => converted,
-            Err(ConvertError::Malformed(reason)) => {
-                return self
-                    .reject_file(object, dataset, attempt, job, reason, None)
-                    .await
+        match converted {
+            Ok(mut converted) => {
+                converted.scratch = Some(scratch);
+                Ok(Ok(converted))
             }
-            Err(source) => return Err(JobError::Convert { what: uri, source }),
-        };
-        if let Some(reason) = rejection_reason(&dataset.policy, &converted.report) {
-            return self
-                .reject_file(
-                    object,
-                    dataset,
-                    attempt,
-                    job,
-                    reason,
-                    Some(&converted.report),
-                )
-                .await;
+            Err(ConvertError::Malformed(reason)) => Ok(Err(Refused(reason))),
+            Err(source) => Err(JobError::Convert { what: uri, source }),
         }
-        self.write_outputs(object, dataset, &lineage, converted, job, attempt)
-            .await
     }
 
     /// Records what it will publish in the ledger, uploads the lake parts and the bad rows,
@@ -152,6 +258,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             parts,
             spool,
             bad_rows,
+            scratch: _scratch,
         } = converted;
         let lake_settings = &self.settings.lake;
         let id = lake::object_id(object);
@@ -524,5 +631,6 @@ pub(super) fn convert_to_parts(
         parts: lake.finish()?,
         spool: spool.map(Spool::finish).transpose()?,
         bad_rows,
+        scratch: None,
     })
 }

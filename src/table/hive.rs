@@ -69,6 +69,15 @@ impl<S: ObjectStore, L: Ledger> TableSink for HiveTable<S, L> {
             .collect()
     }
 
+    async fn evolve(&self, dataset: &Dataset, added_now: &[String]) -> Result<(), StoreError> {
+        // The Parquet parts carry the new columns anyway; the catalog learns them once.
+        if let (Some(catalog), false) = (&self.partitions, added_now.is_empty()) {
+            let list = dataset.added_columns().iter().map(|c| c.name.clone());
+            catalog.send_columns(&dataset.name, list.collect(), added_now.to_vec());
+        }
+        Ok(())
+    }
+
     async fn publish(
         &self,
         dataset: &Dataset,

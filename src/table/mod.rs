@@ -75,6 +75,13 @@ impl<S: ObjectStore, L: Ledger + CommitLog> TableSink for LakeTables<S, L> {
         }
     }
 
+    async fn evolve(&self, dataset: &Dataset, added_now: &[String]) -> Result<(), StoreError> {
+        match dataset.table {
+            TableFormat::Iceberg => self.iceberg(dataset)?.evolve(dataset, added_now).await,
+            TableFormat::Hive => self.hive.evolve(dataset, added_now).await,
+        }
+    }
+
     async fn publish(
         &self,
         dataset: &Dataset,

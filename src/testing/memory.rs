@@ -10,11 +10,11 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::items::{upsert_items, Item};
-use crate::domain::dataset::Dataset;
+use crate::domain::dataset::{AddedColumn, Dataset, DatasetColumns};
 use crate::domain::envelope::ObjectRef;
 use crate::domain::lake::NewPartition;
 use crate::domain::ledger::{
-    Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
+    timestamp, Claim, ClaimOutcome, Completion, EarlierOutputs, LedgerKey, LedgerRecord, Status,
 };
 use crate::ports::{
     Ledger, ObjectInfo, ObjectStore, Opened, RecordStore, StoreError, StoreErrorKind,
@@ -190,6 +190,8 @@ pub struct MemoryLedger {
     pub renewals: std::sync::atomic::AtomicUsize,
     /// Pending catalog partitions by (database, table, value).
     pub partitions: Mutex<BTreeMap<(String, String, String), NewPartition>>,
+    /// Added columns by dataset.
+    pub columns: Mutex<HashMap<String, DatasetColumns>>,
 }
 
 impl MemoryLedger {
@@ -381,5 +383,39 @@ impl Ledger for MemoryLedger {
             .filter(|((d, t, _), _)| d == database && t == dataset)
             .map(|(_, p)| p.clone())
             .collect())
+    }
+
+    async fn dataset_columns(&self, dataset: &str) -> Result<DatasetColumns, StoreError> {
+        let columns = self.columns.lock().unwrap();
+        Ok(columns.get(dataset).cloned().unwrap_or_default())
+    }
+
+    async fn add_columns(
+        &self,
+        dataset: &str,
+        names: &[String],
+        source: &str,
+    ) -> Result<(DatasetColumns, Vec<String>), StoreError> {
+        let mut columns = self.columns.lock().unwrap();
+        let list = columns.entry(dataset.to_owned()).or_default();
+        let mut added = Vec::new();
+        for name in names {
+            if list.names().all(|n| n != name) {
+                list.added.push(AddedColumn {
+                    name: name.clone(),
+                    added_at: timestamp(Utc::now()),
+                    source: source.to_owned(),
+                });
+                added.push(name.clone());
+            }
+        }
+        Ok((list.clone(), added))
+    }
+
+    async fn columns_in_catalog(&self, dataset: &str, count: usize) -> Result<(), StoreError> {
+        let mut columns = self.columns.lock().unwrap();
+        let list = columns.entry(dataset.to_owned()).or_default();
+        list.in_catalog = list.in_catalog.max(count);
+        Ok(())
     }
 }

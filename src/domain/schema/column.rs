@@ -133,6 +133,16 @@ pub enum LakeOutput {
     Drop,
 }
 
+impl LakeOutput {
+    /// The lake column's name, unless the column is dropped.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            LakeOutput::Keep { name } | LakeOutput::Hash { name } => Some(name),
+            LakeOutput::Drop => None,
+        }
+    }
+}
+
 /// How a `pii` column's values appear in error texts and quarantine reports, which never
 /// hold them in clear. DynamoDB still gets the clear value.
 #[derive(Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use super::*;
 use crate::domain::envelope::S3Event;
 use crate::testing::memory::{MemoryLedger, MemoryRecords, MemoryStore};
 
+mod added;
 mod history;
 mod ledger;
 mod objects;

@@ -68,7 +68,8 @@ pub struct TableLayout {
     pub data_prefix: String,
     /// The Hive-style partition folder name (`ingest_date`, `{column}`, `{column}_date`).
     pub partition_name: String,
-    /// The lake batch schema (Arrow, with field ids) of combined files.
+    /// The lake batch schema (Arrow, with field ids) of combined files, as the table
+    /// opened ([`Committer::evolve`] adds wider ones).
     pub arrow_schema: SchemaRef,
     pub props: WriterProperties,
     pub target_file_size: u64,
@@ -97,6 +98,14 @@ pub struct Committer<S, L> {
     /// Jobs that gave their in-flight slot back while they wait for a commit: at most
     /// twice `commit_max_files`, so a stalled catalog cannot gather messages without end.
     waiting: Arc<tokio::sync::Semaphore>,
+    schemas: Mutex<Schemas>,
+}
+
+/// The lake batch schemas parts may have (one per width: a table that added columns has
+/// parts converted before and after), and the table's current schema for manifest entries.
+struct Schemas {
+    arrow: Vec<SchemaRef>,
+    table: Schema,
 }
 
 /// Cancels its token when dropped: on return and on unwinding alike.
@@ -138,7 +147,9 @@ struct BatchState {
 
 #[derive(Default)]
 struct Writers {
-    open: BTreeMap<PartitionValue, Combined>,
+    /// By partition and lake schema width: parts of a table that just added columns are
+    /// combined apart from the narrower ones.
+    open: BTreeMap<(PartitionValue, usize), Combined>,
     /// Rolled combined files: (path, partition, stats).
     closed: Vec<(PathBuf, PartitionValue, FileStats)>,
     written: u32,
@@ -201,6 +212,10 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
             None => builder.tempdir()?,
         };
         let waiting = Arc::new(tokio::sync::Semaphore::new(2 * settings.commit_max_files));
+        let schemas = Mutex::new(Schemas {
+            arrow: vec![layout.arrow_schema.clone()],
+            table: layout.schema.clone(),
+        });
         Ok(Committer {
             layout,
             settings,
@@ -213,7 +228,30 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
             wake: Notify::new(),
             ended: CancellationToken::new(),
             waiting,
+            schemas,
         })
+    }
+
+    /// Whether parts of this lake schema width can join: the table has its columns.
+    pub fn knows(&self, width: usize) -> bool {
+        let schemas = self.schemas.lock().expect("schemas");
+        schemas.arrow.iter().any(|s| s.fields().len() == width)
+    }
+
+    /// The table gained columns: parts with lake schema `arrow` (wider than any before)
+    /// may join, and manifest entries are described against `table`.
+    pub fn evolve(&self, arrow: SchemaRef, table: Schema) {
+        let mut schemas = self.schemas.lock().expect("schemas");
+        if schemas
+            .arrow
+            .iter()
+            .all(|s| s.fields().len() != arrow.fields().len())
+        {
+            schemas.arrow.push(arrow);
+        }
+        if table.schema_id() > schemas.table.schema_id() {
+            schemas.table = table;
+        }
     }
 
     pub fn qualified(&self) -> &str {
@@ -348,7 +386,7 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
             format!("s3://{}/{key}", self.layout.bucket),
             partition,
             self.layout.spec_id,
-            &self.layout.schema,
+            &self.schemas.lock().expect("schemas").table,
         )
         .map_err(|e| StoreError::new("Iceberg data file", StoreErrorKind::Rejected, e))
     }
@@ -430,10 +468,18 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
             .map_err(|e| e.to_string())?;
         for batch in reader {
             let batch = batch.map_err(|e| e.to_string())?;
-            let batch =
-                RecordBatch::try_new(self.layout.arrow_schema.clone(), batch.columns().to_vec())
-                    .map_err(|e| e.to_string())?;
-            if !writers.open.contains_key(&part.partition) {
+            let width = batch.num_columns();
+            let schema = {
+                let schemas = self.schemas.lock().expect("schemas");
+                let known = schemas.arrow.iter().find(|s| s.fields().len() == width);
+                known.cloned().ok_or_else(|| {
+                    format!("a part with {width} columns, which the table has not added")
+                })?
+            };
+            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                .map_err(|e| e.to_string())?;
+            let slot = (part.partition, width);
+            if !writers.open.contains_key(&slot) {
                 writers.written += 1;
                 let path = self
                     .spool
@@ -442,15 +488,13 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
                 let out = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
                 let writer = ArrowWriter::try_new(
                     BufWriter::new(out),
-                    self.layout.arrow_schema.clone(),
+                    schema,
                     Some(self.layout.props.clone()),
                 )
                 .map_err(|e| e.to_string())?;
-                writers
-                    .open
-                    .insert(part.partition, Combined { writer, path });
+                writers.open.insert(slot, Combined { writer, path });
             }
-            let combined = writers.open.get_mut(&part.partition).expect("just opened");
+            let combined = writers.open.get_mut(&slot).expect("just opened");
             combined.writer.write(&batch).map_err(|e| e.to_string())?;
             if combined.writer.memory_size() > COMBINED_ROW_GROUP_BYTES {
                 combined.writer.flush().map_err(|e| e.to_string())?;
@@ -463,7 +507,7 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
                 }
             }
             if size as u64 >= self.layout.target_file_size {
-                let combined = writers.open.remove(&part.partition).expect("open");
+                let combined = writers.open.remove(&slot).expect("open");
                 let closed = close(combined)?;
                 writers.closed.push((closed.0, part.partition, closed.1));
             }
@@ -545,7 +589,7 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
             let mut writers = std::mem::take(&mut *batch.writers.lock().expect("batch writers"));
             let open = std::mem::take(&mut writers.open);
             tokio::task::spawn_blocking(move || {
-                for (partition, combined) in open {
+                for ((partition, _), combined) in open {
                     let (path, stats) = close(combined)?;
                     writers.closed.push((path, partition, stats));
                 }

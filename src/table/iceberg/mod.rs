@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::convert::sinks::{writer_properties, LakeProjection};
 use crate::convert::PartFile;
-use crate::domain::dataset::{Dataset, TableFormat};
+use crate::domain::dataset::{Dataset, NewColumns, TableFormat};
 use crate::domain::lake;
 use crate::domain::ledger::Claim;
 use crate::ports::{
-    CommitLog, ObjectStore, PartLocation, Slot, StoreError, StoreErrorKind, TableSink,
+    CommitLog, Ledger, ObjectStore, PartLocation, Slot, StoreError, StoreErrorKind, TableSink,
 };
 use catalog::{commit_ids, IcebergCatalog};
 use committer::{Committer, TableLayout};
@@ -36,6 +36,8 @@ use committer::{Committer, TableLayout};
 pub struct IcebergTables<S, L> {
     ledger: Arc<L>,
     catalog: Arc<IcebergCatalog>,
+    /// How long one catalog call may take.
+    bound: std::time::Duration,
     /// By dataset name.
     committers: HashMap<String, Arc<Committer<S, L>>>,
 }
@@ -53,7 +55,10 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
         owner: &str,
         draining: &CancellationToken,
         stop: &CancellationToken,
-    ) -> Result<Option<Self>, StoreError> {
+    ) -> Result<Option<Self>, StoreError>
+    where
+        L: Ledger,
+    {
         let datasets: Vec<&Dataset> = settings
             .datasets
             .tables()
@@ -83,6 +88,16 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
         with_retries("Glue database", bound, || catalog.ensure_namespace()).await?;
         let mut committers = HashMap::new();
         for dataset in datasets {
+            // With `on_new_columns = "add"`, the columns files added so far, after its own.
+            let effective;
+            let dataset = if dataset.policy.on_new_columns == NewColumns::Add {
+                let added =
+                    with_retries("ledger", bound, || ledger.dataset_columns(&dataset.name)).await?;
+                effective = dataset.with_added(added.names());
+                &effective
+            } else {
+                dataset
+            };
             let projection = LakeProjection::new(dataset, lake.pii_salt.as_ref());
             let arrow_schema = projection.schema();
             let rejected = |e: String| {
@@ -98,7 +113,8 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
             let location = lake::dataset_location(&lake.bucket, &lake.prefix, &dataset.name);
             let location = location.trim_end_matches('/').to_owned();
             // An existing table gains the optional columns the dataset added at its end
-            // (`_rescued`, once `rescue` is turned on).
+            // (`_rescued`, once `rescue` is turned on; columns `add` recorded but a crash
+            // kept from the table).
             let table = with_retries("Glue table", bound, || async {
                 let table = catalog
                     .ensure_table(
@@ -159,6 +175,7 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
         Ok(Some(IcebergTables {
             ledger,
             catalog,
+            bound,
             committers,
         }))
     }
@@ -214,6 +231,38 @@ impl<S: ObjectStore, L: CommitLog> TableSink for IcebergTables<S, L> {
             }
         }
         Ok(false)
+    }
+
+    async fn evolve(&self, dataset: &Dataset, _added_now: &[String]) -> Result<(), StoreError> {
+        let committer = self.committer(dataset)?;
+        let arrow_schema = LakeProjection::new(dataset, None).schema();
+        if committer.knows(arrow_schema.fields().len()) {
+            return Ok(());
+        }
+        let rejected = |e: String| {
+            StoreError::new(
+                "Iceberg add columns",
+                StoreErrorKind::Rejected,
+                format!("dataset {}: {e}", dataset.name),
+            )
+        };
+        let wanted = schema::table_schema(&arrow_schema).map_err(rejected)?;
+        // Tasks adding the same columns at once: one schema update lands, the others
+        // conflict, reload and find the columns there.
+        let table = with_retries("Iceberg add columns", self.bound, || async {
+            let table = self.catalog.load(committer.name()).await?;
+            self.catalog.add_trailing_columns(table, &wanted).await
+        })
+        .await?;
+        let current = table.metadata().current_schema();
+        if let Some(problem) = schema::mismatch(current, &wanted) {
+            return Err(rejected(format!(
+                "the table {} cannot take the added columns: {problem}",
+                committer.qualified()
+            )));
+        }
+        committer.evolve(arrow_schema, (**current).clone());
+        Ok(())
     }
 
     async fn publish(
