@@ -74,17 +74,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Show the ledger: one object's versions, or recent failures; or an Iceberg
-    /// dataset's last snapshots.
+    /// Show the ledger: one object's versions, or recent failures; a dataset's columns,
+    /// with those `on_new_columns = "add"` added and when; or an Iceberg dataset's last
+    /// snapshots.
     Status {
         #[arg(long)]
         config: PathBuf,
         /// s3://bucket/key of the object.
-        #[arg(required_unless_present_any = ["failed", "table"], conflicts_with_all = ["failed", "table"])]
+        #[arg(required_unless_present_any = ["failed", "table", "dataset"], conflicts_with_all = ["failed", "table", "dataset"])]
         uri: Option<String>,
         /// List the most recently failed or rejected objects instead.
-        #[arg(long, conflicts_with = "table")]
+        #[arg(long, conflicts_with_all = ["table", "dataset"])]
         failed: bool,
+        /// Show this dataset's columns: the configured ones, then those files added.
+        #[arg(long, conflicts_with = "table")]
+        dataset: Option<String>,
         /// Show this Iceberg dataset's table: its last snapshots and what they hold.
         #[arg(long)]
         table: Option<String>,
@@ -213,6 +217,10 @@ fn main() -> ExitCode {
             limit,
             ..
         } => block_on(cli::status::table(settings, &table, limit)),
+        Command::Status {
+            dataset: Some(dataset),
+            ..
+        } => block_on(cli::status::dataset(settings, &dataset)),
         Command::Status {
             uri, failed, limit, ..
         } => block_on(cli::status::command(settings, uri, failed, limit)),

@@ -292,3 +292,383 @@ async fn turning_rescue_on_for_an_existing_iceberg_table_adds_the_column() {
     );
     assert!(!worker.log().contains("does not match"), "{}", worker.log());
 }
+
+/// Users signing up on 2024-05-01, ids `u-{n}` for `n` in `ids`, with the extra columns
+/// `extra` (header name, cell text of row n) after or before the declared ones.
+fn users_file(ids: std::ops::Range<usize>, extra: &[(&str, &str)], first: bool) -> Vec<u8> {
+    let declared = "user_id,email,age,plan,newsletter,signup_date";
+    let names: Vec<&str> = extra.iter().map(|(name, _)| *name).collect();
+    let mut csv = if first {
+        format!("{},{declared}\n", names.join(","))
+    } else {
+        format!("{declared},{}\n", names.join(","))
+    };
+    if extra.is_empty() {
+        csv = format!("{declared}\n");
+    }
+    for n in ids {
+        let cells: Vec<String> = extra
+            .iter()
+            .map(|(_, prefix)| format!("{prefix}{n}"))
+            .collect();
+        let row = format!("u-{n},u{n}@x.io,{n},pro,yes,2024/05/01");
+        csv.push_str(&match (extra.is_empty(), first) {
+            (true, _) => format!("{row}\n"),
+            (false, true) => format!("{},{row}\n", cells.join(",")),
+            (false, false) => format!("{row},{}\n", cells.join(",")),
+        });
+    }
+    csv.into_bytes()
+}
+
+/// Events `e-{n}` with a nested `device` and a numeric `screen` neither declares.
+fn events_file(ids: std::ops::Range<usize>) -> Vec<u8> {
+    let mut lines = String::new();
+    for n in ids {
+        let line = json!({"event_id": format!("e-{n}"), "user_id": "u-1", "kind": "view",
+            "at": "2024-05-01T08:00:00Z", "device": {"os": "ios"}, "screen": n});
+        lines.push_str(&format!("{line}\n"));
+    }
+    lines.into_bytes()
+}
+
+fn adding(builder: TestEnvBuilder) -> TestEnvBuilder {
+    builder
+        .set("datasets.users.on_new_columns", "add")
+        .set("datasets.events.on_new_columns", "add")
+}
+
+/// The `ADD COLUMNS` statements Athena got.
+async fn column_statements(env: &TestEnv) -> Vec<String> {
+    let statements = env.athena_statements(&env.catalog().workgroup).await;
+    statements
+        .into_iter()
+        .filter(|s| s.contains(" ADD COLUMNS "))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_grows_hive_tables_from_csv_and_jsonl_and_tells_the_catalog_once() {
+    let env = adding(TestEnv::builder("addhive").catalog()).start().await;
+    let worker = env.start_worker();
+    env.put(
+        "users/a.csv",
+        &users_file(0..5, &[("referrer", "ad-")], false),
+    )
+    .await;
+    env.put("events/2024/a.jsonl", &events_file(0..3)).await;
+    env.wait_status(
+        &["users/a.csv", "events/2024/a.jsonl"],
+        Status::Done,
+        WAIT,
+        &worker,
+    )
+    .await;
+    // A second file brings another column, first in its header; a third has neither.
+    let coupon = [("coupon", "C"), ("referrer", "tv-")];
+    env.put("users/b.csv", &users_file(5..8, &coupon, true))
+        .await;
+    env.put("users/c.csv", &users_file(8..10, &[], false)).await;
+    env.wait_status(&["users/b.csv", "users/c.csv"], Status::Done, WAIT, &worker)
+        .await;
+
+    let users = read_with_pyarrow(&env.download_lake("curated/users").await);
+    assert_eq!(users["schema"]["referrer"], "string", "{users:#}");
+    assert_eq!(users["schema"]["coupon"], "string");
+    let rows = users["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 10);
+    let at = |id: &str| row(rows, "user_id", id).clone();
+    assert_eq!(
+        (at("u-1")["referrer"].clone(), at("u-1")["coupon"].clone()),
+        (json!("ad-1"), Value::Null)
+    );
+    assert_eq!(
+        (at("u-6")["referrer"].clone(), at("u-6")["coupon"].clone()),
+        (json!("tv-6"), json!("C6"))
+    );
+    assert!(at("u-9")["referrer"].is_null() && at("u-9")["coupon"].is_null());
+    assert_eq!(at("u-6")["age"], 6, "the declared columns keep their types");
+    let events = read_with_pyarrow(&env.download_lake("curated/events").await);
+    let e2 = row(events["rows"].as_array().unwrap(), "event_id", "e-2");
+    assert_eq!(
+        (e2["device"].clone(), e2["screen"].clone()),
+        (json!("{\"os\":\"ios\"}"), json!("2"))
+    );
+    // The records table gets the added columns too.
+    assert_eq!(env.users().await["u-6"]["coupon"].as_s().unwrap(), "C6");
+    // One ALTER TABLE per new column set, each column once.
+    let mut alters = column_statements(&env).await;
+    alters.sort();
+    let mut expected = [
+        "ALTER TABLE `lakeworker_test`.`users` ADD COLUMNS (`referrer` string)",
+        "ALTER TABLE `lakeworker_test`.`events` ADD COLUMNS (`device` string, `screen` string)",
+        "ALTER TABLE `lakeworker_test`.`users` ADD COLUMNS (`coupon` string)",
+    ]
+    .map(|s| s.replace("lakeworker_test", &env.catalog().database));
+    expected.sort();
+    assert_eq!(alters, expected, "{}", worker.log());
+
+    // `status --dataset` lists them, with when and from which file.
+    let out = env.cli(&["status", "--config", env.config_str(), "--dataset", "users"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("on_new_columns = \"add\""), "{text}");
+    let referrer = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("referrer added "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        referrer.ends_with(&format!("from s3://{}/users/a.csv", env.landing)),
+        "{text}"
+    );
+    assert!(text.contains("coupon added 20"), "{text}");
+    assert!(!text.contains("not in the catalog"), "{text}");
+
+    // A restart creates the table with them and adds nothing again.
+    worker.stop_for_restart();
+    let worker = env.start_worker();
+    env.put(
+        "users/d.csv",
+        &users_file(10..11, &[("referrer", "x-")], false),
+    )
+    .await;
+    env.wait_status(&["users/d.csv"], Status::Done, WAIT, &worker)
+        .await;
+    assert_eq!(column_statements(&env).await.len(), 3, "{}", worker.log());
+    let creates = env.athena_statements(&env.catalog().workgroup).await;
+    let last_create = creates
+        .iter()
+        .filter(|s| s.contains("TABLE IF NOT EXISTS") && s.contains("`users`"))
+        .next_back()
+        .unwrap();
+    assert!(
+        last_create.contains("`referrer` string,\n  `coupon` string\n)"),
+        "{last_create}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_arriving_at_two_workers_at_once_is_added_once_to_iceberg_and_hive_tables() {
+    let env = adding(
+        TestEnv::builder("addrace")
+            .catalog()
+            .set("datasets.users.table_format", "iceberg")
+            .set("iceberg.commit_interval", "1s"),
+    )
+    .start()
+    .await;
+    // Every add of a column waits 3 s on its way to DynamoDB: the files that arrive
+    // meanwhile, at either worker, all find the column new and race to add it.
+    let hold = (b"added_columns".as_slice(), Duration::from_secs(3));
+    let proxies = [
+        common::proxy::Proxy::start(&endpoint()).await,
+        common::proxy::Proxy::start(&endpoint()).await,
+    ];
+    let workers: Vec<Worker> = proxies
+        .iter()
+        .map(|proxy| {
+            proxy.delay_requests_containing(Some(hold));
+            env.worker().via(proxy).start()
+        })
+        .collect();
+    for worker in &workers {
+        wait_for("the worker to poll", WAIT, || async {
+            !worker.events("worker started").is_empty()
+        })
+        .await;
+    }
+    let mut keys = Vec::new();
+    for n in 0..4 {
+        let users = format!("users/race-{n}.csv");
+        let events = format!("events/2024/race-{n}.jsonl");
+        env.put(
+            &users,
+            &users_file(n * 10..n * 10 + 3, &[("referrer", "r-")], false),
+        )
+        .await;
+        env.put(&events, &events_file(n * 10..n * 10 + 3)).await;
+        keys.extend([users, events]);
+    }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    env.wait_status(&keys, Status::Done, WAIT, &workers[0])
+        .await;
+
+    let logs = || {
+        workers
+            .iter()
+            .map(Worker::log)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let raced: Vec<usize> = workers
+        .iter()
+        .map(|w| {
+            w.events("the dataset added the file's new columns; converting it again with them")
+                .len()
+        })
+        .collect();
+    assert!(
+        raced.iter().all(|n| *n >= 1) && raced.iter().sum::<usize>() >= 4,
+        "both workers must have converted files that found the columns new: {raced:?}\n{}",
+        logs()
+    );
+
+    // One list in the ledger, each column once.
+    use lakeworker::ports::Ledger;
+    let ledger = lakeworker::aws::ledger::DynamoLedger::new(
+        env.clients.dynamodb.clone(),
+        env.ledger_table.clone(),
+    );
+    let names = |dataset: &'static str| {
+        let ledger = ledger.clone();
+        async move {
+            let columns = ledger.dataset_columns(dataset).await.unwrap();
+            columns.names().map(str::to_owned).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names("users").await, ["referrer"]);
+    assert_eq!(names("events").await, ["device", "screen"]);
+
+    // Hive: one ALTER TABLE. Iceberg: one schema update.
+    wait_for("the catalog to add the columns", WAIT, || async {
+        !column_statements(&env).await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alters = column_statements(&env).await;
+    assert_eq!(alters.len(), 1, "{alters:#?}\n{}", logs());
+    assert!(alters[0].ends_with("`events` ADD COLUMNS (`device` string, `screen` string)"));
+    let users = env.read_iceberg("users");
+    assert_eq!(users["schema"]["referrer"], "string", "{users:#}");
+    assert_eq!(users["schemas"], 2, "one schema update: {users:#}");
+    let rows = users["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    assert!(
+        rows.iter()
+            .all(|r| r["referrer"].as_str().is_some_and(|t| t.starts_with("r-"))),
+        "{rows:#?}"
+    );
+    let events = read_with_pyarrow(&env.download_lake("curated/events").await);
+    let rows = events["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    assert!(
+        rows.iter().all(|r| r["device"] == "{\"os\":\"ios\"}"),
+        "{rows:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_grows_iceberg_tables_by_schema_updates_that_survive_a_restart() {
+    let env = adding(
+        TestEnv::builder("addice")
+            .catalog()
+            .set("lake.table_format", "iceberg")
+            .set("iceberg.commit_interval", "2s"),
+    )
+    .start()
+    .await;
+    let worker = env.start_worker();
+    // A file with a new column and one without, at once: their parts may share a batch.
+    env.put(
+        "users/a.csv",
+        &users_file(0..3, &[("referrer", "ad-")], false),
+    )
+    .await;
+    env.put("users/plain.csv", &users_file(3..5, &[], false))
+        .await;
+    env.put("events/2024/a.jsonl", &events_file(0..3)).await;
+    env.wait_status(
+        &["users/a.csv", "users/plain.csv", "events/2024/a.jsonl"],
+        Status::Done,
+        WAIT,
+        &worker,
+    )
+    .await;
+    env.put("users/b.csv", &users_file(5..7, &[("coupon", "C")], true))
+        .await;
+    env.wait_status(&["users/b.csv"], Status::Done, WAIT, &worker)
+        .await;
+
+    // A restart opens the tables with the columns the ledger lists, and goes on.
+    worker.stop_for_restart();
+    let worker = env.start_worker();
+    env.put(
+        "users/c.csv",
+        &users_file(7..8, &[("referrer", "x-")], false),
+    )
+    .await;
+    env.wait_status(&["users/c.csv"], Status::Done, WAIT, &worker)
+        .await;
+
+    let users = env.read_iceberg("users");
+    assert_eq!(users["schemas"], 3, "two schema updates: {users:#}");
+    let ids = &users["field_ids"];
+    assert!(
+        ids["_ingested_at"].as_u64() < ids["referrer"].as_u64()
+            && ids["referrer"].as_u64() < ids["coupon"].as_u64(),
+        "added columns take the next ids, in order: {ids}"
+    );
+    let rows = users["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{}", worker.log());
+    let at = |id: &str| row(rows, "user_id", id).clone();
+    assert_eq!(at("u-1")["referrer"], "ad-1");
+    assert!(at("u-1")["coupon"].is_null());
+    assert!(at("u-4")["referrer"].is_null());
+    assert_eq!(at("u-6")["coupon"], "C6");
+    assert_eq!(at("u-7")["referrer"], "x-7");
+    let events = env.read_iceberg("events");
+    let e1 = row(events["rows"].as_array().unwrap(), "event_id", "e-1");
+    assert_eq!(e1["device"], "{\"os\":\"ios\"}");
+    assert_eq!(e1["screen"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_the_catalog_missed_is_added_at_the_next_start() {
+    let env = adding(TestEnv::builder("addcrash").catalog().quiet())
+        .start()
+        .await;
+    // Athena never answers the first worker; everything else does.
+    let proxy = common::proxy::Proxy::start(&endpoint()).await;
+    proxy.silence_requests_containing(Some(b"AmazonAthena."));
+    let first = env.worker().via(&proxy).start();
+    env.put_and_announce(
+        "users/a.csv",
+        &users_file(0..3, &[("referrer", "ad-")], false),
+    )
+    .await;
+    env.wait_status(&["users/a.csv"], Status::Done, WAIT, &first)
+        .await;
+    let status = || {
+        let out = env.cli(&["status", "--config", env.config_str(), "--dataset", "users"]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = status();
+    assert!(
+        before.contains("referrer added") && before.contains("(not in the catalog yet)"),
+        "{before}"
+    );
+    assert!(column_statements(&env).await.is_empty());
+    first.kill();
+
+    let _second = env.start_worker();
+    wait_for("the column to reach the catalog", WAIT, || async {
+        !column_statements(&env).await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        column_statements(&env).await,
+        [format!(
+            "ALTER TABLE `{}`.`users` ADD COLUMNS (`referrer` string)",
+            env.catalog().database
+        )]
+    );
+    wait_for("the ledger to count it in the catalog", WAIT, || async {
+        !status().contains("not in the catalog")
+    })
+    .await;
+}

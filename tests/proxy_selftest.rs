@@ -311,3 +311,30 @@ async fn a_lost_answer_reaches_the_upstream_but_never_the_client() {
     let mut later = connect(&proxy).await.unwrap();
     round_trip(&mut later, b"X-Amz-Target: AWSGlue.UpdateTable").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_a_pattern_are_held_back_and_others_pass_at_once() {
+    let upstream = echo_server().await;
+    let proxy = Proxy::start(&upstream.to_string()).await;
+    let hold = Duration::from_millis(800);
+    proxy.delay_requests_containing(Some((b"added_columns", hold)));
+    let mut slow = connect(&proxy).await.unwrap();
+    let mut fast = connect(&proxy).await.unwrap();
+    let started = std::time::Instant::now();
+    let held = async {
+        round_trip(&mut slow, b"SET added_columns = list_append(...)").await;
+        started.elapsed()
+    };
+    let other = async {
+        round_trip(&mut fast, b"GetItem").await;
+        started.elapsed()
+    };
+    let (held, other) = bounded("both answers", async { tokio::join!(held, other) }).await;
+    assert!(held >= hold, "held back {held:?}");
+    assert!(other < hold, "the other request waited {other:?}");
+
+    proxy.delay_requests_containing(None);
+    let started = std::time::Instant::now();
+    round_trip(&mut slow, b"added_columns again").await;
+    assert!(started.elapsed() < hold, "no delay once it ends");
+}

@@ -10,7 +10,8 @@ Prints one JSON object:
    "snapshots": [{"snapshot_id", "parent_id", "operation", "summary": {...}}] in commit order,
    "data_files": [{"path", "record_count", "file_size_in_bytes", "partition": {...}}]
      (the current snapshot's live data files, sorted by path; partition values as stored
-     in the manifests)}
+     in the manifests),
+   "schemas": how many schemas the table's metadata holds (1 + one per schema update)}
 """
 import argparse
 import json
@@ -99,6 +100,7 @@ print(
                 for s in snapshots
             ],
             "data_files": data_files,
+            "schemas": len(table.metadata.schemas),
         },
         default=str,
     )

@@ -1,5 +1,6 @@
 //! `lakeworker status`: one object's ledger records, or the latest failures; with
-//! `--table`, an Iceberg dataset's last snapshots.
+//! `--dataset`, a dataset's columns and those it added; with `--table`, an Iceberg
+//! dataset's last snapshots.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,6 +32,52 @@ pub async fn command(
     }
     for record in records {
         print!("{record}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a dataset's configured columns, then the columns `on_new_columns = "add"` gave
+/// it (from the ledger): when, from which file, and whether the Hive catalog has them.
+pub async fn dataset(settings: Arc<Settings>, name: &str) -> anyhow::Result<ExitCode> {
+    use crate::domain::dataset::{NewColumns, TableFormat};
+    use crate::ports::Ledger;
+    let Some(dataset) = settings.datasets.table(name) else {
+        eprintln!("no dataset is named {name:?}");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let table = match dataset.table {
+        TableFormat::Hive => "Hive",
+        TableFormat::Iceberg => "Iceberg",
+    };
+    let policy = dataset.policy.on_new_columns.as_str();
+    println!("dataset {name}: {table} table, on_new_columns = \"{policy}\"");
+    println!("configured columns ({}):", dataset.columns.len());
+    for column in &dataset.columns {
+        let required = if column.required { ", required" } else { "" };
+        println!("  {} {}{required}", column.name, column.kind.name());
+    }
+    let clients = crate::aws::Clients::connect(&settings.aws).await;
+    let ledger =
+        crate::aws::ledger::DynamoLedger::new(clients.dynamodb, settings.ledger.table.clone());
+    let added = ledger.dataset_columns(name).await?;
+    if added.added.is_empty() {
+        let why = match dataset.policy.on_new_columns {
+            NewColumns::Add => "no file has brought a new column yet",
+            _ => "only on_new_columns = \"add\" adds columns",
+        };
+        println!("added columns: none ({why})");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("added columns ({}, nullable strings):", added.added.len());
+    for (i, column) in added.added.iter().enumerate() {
+        let catalog = match dataset.table {
+            TableFormat::Hive if i >= added.in_catalog => " (not in the catalog yet)",
+            _ => "",
+        };
+        println!(
+            "  {} added {} from {}{catalog}",
+            column.name, column.added_at, column.source
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -84,6 +84,19 @@ pub enum NewColumns {
     Add,
 }
 
+impl NewColumns {
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NewColumns::Ignore => "ignore",
+            NewColumns::Keep => "keep",
+            NewColumns::Rescue => "rescue",
+            NewColumns::Reject => "reject",
+            NewColumns::Add => "add",
+        }
+    }
+}
+
 /// A column a dataset with `on_new_columns = "add"` gained from a file: a nullable string
 /// after the configured columns, in the order the ledger recorded them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,8 @@
 //! request with some bytes (an `X-Amz-Target` header, say: one AWS service hangs, the
 //! others answer). [`Proxy::lose_answers_to_requests_containing`] forwards such a request
 //! but never its answer: the service acted, the client cannot know.
+//! [`Proxy::delay_requests_containing`] holds such a request back for a while before
+//! forwarding it (one slow call: a race window made wide on purpose).
 //!
 //! Tasks are spawned on the current tokio runtime, so a [`Proxy`] must be started from
 //! inside one (e.g. a `#[tokio::test(flavor = "multi_thread")]`). I/O errors end the
@@ -54,6 +56,8 @@ struct Shared {
     /// A connection whose request bytes contain this is forwarded, but nothing more comes
     /// back on it (from that request on).
     lose_answer_pattern: Mutex<Option<Vec<u8>>>,
+    /// A request chunk containing this waits this long before it is forwarded.
+    delay_pattern: Mutex<Option<(Vec<u8>, Duration)>>,
 }
 
 /// A TCP proxy listening on `127.0.0.1` and forwarding to one upstream address.
@@ -95,6 +99,7 @@ impl Proxy {
             connections: Mutex::new(Vec::new()),
             stalled: watch::Sender::new(false),
             silence_pattern: Mutex::new(None),
+            delay_pattern: Mutex::new(None),
             lose_answer_pattern: Mutex::new(None),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -184,6 +189,12 @@ impl Proxy {
         *lock(&self.shared.lose_answer_pattern) = pattern.map(<[u8]>::to_vec);
     }
 
+    /// From now on, a request chunk whose bytes contain `pattern` is forwarded only after
+    /// `delay` (the rest of the connection waits behind it). `None` ends it.
+    pub fn delay_requests_containing(&self, pattern: Option<(&[u8], Duration)>) {
+        *lock(&self.shared.delay_pattern) = pattern.map(|(p, d)| (p.to_vec(), d));
+    }
+
     /// Limits the bytes per second flowing from upstream to client, per connection
     /// (0 = unlimited). Applies to new and existing connections from their next chunk.
     pub fn throttle_downstream(&self, bytes_per_second: u64) {
@@ -262,6 +273,7 @@ async fn forward(mut client: TcpStream, shared: Arc<Shared>) {
                     Filter::Requests {
                         silence: &shared.silence_pattern,
                         lose_answer: &shared.lose_answer_pattern,
+                        delay: &shared.delay_pattern,
                         lost: &answers_lost,
                     },
                 ),
@@ -297,10 +309,11 @@ async fn swallow(mut client: TcpStream) {
 /// What a copy looks for in the bytes it carries.
 enum Filter<'a> {
     /// Client to upstream: a chunk with the `silence` pattern is not forwarded; one with
-    /// the `lose_answer` pattern is, and sets `lost`.
+    /// the `lose_answer` pattern is, and sets `lost`; one with the `delay` pattern waits.
     Requests {
         silence: &'a Mutex<Option<Vec<u8>>>,
         lose_answer: &'a Mutex<Option<Vec<u8>>>,
+        delay: &'a Mutex<Option<(Vec<u8>, Duration)>>,
         lost: &'a std::sync::atomic::AtomicBool,
     },
     /// Upstream to client: once `lost` is set, bytes are read and dropped.
@@ -354,10 +367,22 @@ where
             Filter::Requests {
                 silence,
                 lose_answer,
+                delay,
                 lost,
             } => {
                 if contains(&buf[..n], silence) {
                     return Err(io::Error::new(io::ErrorKind::Interrupted, "silenced"));
+                }
+                let wait = lock(delay).as_ref().and_then(|(pattern, wait)| {
+                    let chunk = &buf[..n];
+                    let found = !pattern.is_empty()
+                        && chunk
+                            .windows(pattern.len())
+                            .any(|w| w == pattern.as_slice());
+                    found.then_some(*wait)
+                });
+                if let Some(wait) = wait {
+                    tokio::time::sleep(wait).await;
                 }
                 if contains(&buf[..n], lose_answer) {
                     lost.store(true, Ordering::SeqCst);
