@@ -442,8 +442,7 @@ async fn add_grows_hive_tables_from_csv_and_jsonl_and_tells_the_catalog_once() {
     let creates = env.athena_statements(&env.catalog().workgroup).await;
     let last_create = creates
         .iter()
-        .filter(|s| s.contains("TABLE IF NOT EXISTS") && s.contains("`users`"))
-        .next_back()
+        .rfind(|s| s.contains("TABLE IF NOT EXISTS") && s.contains("`users`"))
         .unwrap();
     assert!(
         last_create.contains("`referrer` string,\n  `coupon` string\n)"),
