@@ -50,7 +50,7 @@ use NotConverted::{Refused, Superseded};
 
 /// Conversions of one file at most with `on_new_columns = "add"`: each adds the new
 /// columns it saw (up to the report's cap), the last finds none.
-const MAX_ADD_PASSES: usize = 12;
+pub(super) const MAX_ADD_PASSES: usize = 12;
 
 fn too_large(size: u64, limit: u64) -> String {
     format!("the object is {size} bytes, above max_object_bytes ({limit})")
@@ -85,7 +85,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             let report = &converted.report;
             if dataset.policy.on_new_columns == NewColumns::Add && !report.new_columns.is_empty() {
                 // The table grows the columns, then the file is converted again with them.
-                match self.add_columns(object, &dataset, report).await? {
+                match self.add_columns(&object.uri(), &dataset, report).await? {
                     Ok((wider, now)) => {
                         added.extend(report.new_columns.iter().cloned());
                         tracing::info!(columns = ?now, "the dataset added the file's new columns; converting it again with them");
@@ -122,7 +122,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
 
     /// The dataset as its table is now: with `on_new_columns = "add"`, its own columns
     /// and those files added (from the ledger), which the table is made to have.
-    async fn effective<'d>(&self, dataset: &'d Dataset) -> Result<Cow<'d, Dataset>, JobError> {
+    pub(super) async fn effective<'d>(
+        &self,
+        dataset: &'d Dataset,
+    ) -> Result<Cow<'d, Dataset>, JobError> {
         if dataset.policy.on_new_columns != NewColumns::Add {
             return Ok(Cow::Borrowed(dataset));
         }
@@ -134,12 +137,13 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         Ok(Cow::Owned(effective))
     }
 
-    /// Records the file's new columns as the dataset's (in the ledger, one list for every
-    /// task) and has the table add them; the wider dataset and the names this task
-    /// added. `Err(reason)` when a name cannot be a column (the file is then rejected).
-    async fn add_columns(
+    /// Records the new columns `source` (a file's URI) brought as the dataset's (in the
+    /// ledger, one list for every task) and has the table add them; the wider dataset and
+    /// the names this task added. `Err(reason)` when a name cannot be a column (the file
+    /// is then rejected).
+    pub(super) async fn add_columns(
         &self,
-        object: &ObjectRef,
+        source: &str,
         dataset: &Dataset,
         report: &ConvertReport,
     ) -> Result<Result<(Dataset, Vec<String>), String>, JobError> {
@@ -159,7 +163,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         }
         let (list, now) = self
             .ledger
-            .add_columns(&dataset.name, &names, &object.uri())
+            .add_columns(&dataset.name, &names, source)
             .await?;
         let wider = dataset.with_added(list.names());
         self.table.evolve(&wider, &now).await?;

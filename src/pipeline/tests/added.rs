@@ -10,6 +10,7 @@ use super::*;
 fn adding(format: &str, glob: &str) -> TestPipeline {
     let datasets = format!(
         "[[datasets]]\nname = \"signups\"\nmatch = \"{glob}\"\nformat = \"{format}\"\non_new_columns = \"add\"\n\
+         records_table = \"signups-table\"\nrecords_key = \"id\"\n\
          [[datasets.columns]]\nname = \"id\"\ntype = \"string\"\nrequired = true\n\
          [[datasets.columns]]\nname = \"age\"\ntype = \"int\"\n"
     );
@@ -171,4 +172,28 @@ fn with_added_only_grows_and_names_already_there_are_skipped() {
     assert_eq!(again.added, 3);
     assert_eq!(again.added_columns()[2].name, "c");
     assert!(!again.added_columns()[0].required);
+}
+
+#[tokio::test]
+async fn inline_records_keep_added_columns_and_add_their_own() {
+    let p = adding("csv", "signups/*.csv");
+    p.store
+        .insert(LANDING, "signups/1.csv", b"id,age,referrer\nu-1,1,ad-1\n");
+    one_object(&p, "signups/1.csv").await;
+    let inline = serde_json::json!({"dataset": "signups", "records": [
+        {"id": "u-2", "age": 2, "referrer": "tv", "team": "red"},
+    ]});
+    p.handle(&inline.to_string(), &job("m-inline"))
+        .await
+        .unwrap();
+    let tables = p.records.tables.lock().unwrap();
+    let item = tables["signups-table"]
+        .iter()
+        .find(|i| i["id"].as_s().unwrap() == "u-2")
+        .unwrap();
+    assert_eq!(item["referrer"].as_s().unwrap(), "tv", "{item:?}");
+    assert_eq!(item["team"].as_s().unwrap(), "red", "{item:?}");
+    let names: Vec<String> = added(&p).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["referrer", "team"]);
+    assert_eq!(added(&p)[1].1, "inline records of message m-inline");
 }
