@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::PartFile;
-use crate::domain::dataset::{Dataset, DatasetColumns};
+use crate::domain::dataset::{Dataset, DatasetColumns, FieldIds};
 use crate::domain::envelope::ObjectRef;
 use crate::domain::lake::NewPartition;
 use crate::domain::ledger::{Claim, ClaimOutcome, CommitRecord, Completion, LedgerKey};
@@ -306,8 +306,9 @@ pub trait Ledger: Send + Sync + 'static {
     ) -> impl Future<Output = Result<DatasetColumns, StoreError>> + Send;
 
     /// Appends the `names` the dataset has not added yet (brought by the file `source`),
-    /// atomically: tasks adding at once agree on one list with each name once. Returns
-    /// the list after the add and the names this call added.
+    /// atomically: tasks adding at once agree on one list with each name once. A name
+    /// differing only in case from a listed one is not added. Returns the list after the
+    /// add and the names this call added.
     fn add_columns(
         &self,
         dataset: &str,
@@ -385,6 +386,12 @@ pub trait TableSink: Send + Sync + 'static {
         _commits: &[String],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         async { Ok(false) }
+    }
+
+    /// The field ids of `dataset`'s table, when its format numbers fields (Iceberg): the
+    /// conversion writes them ([`Dataset::field_ids`]).
+    fn field_ids(&self, _dataset: &Dataset) -> Option<Arc<FieldIds>> {
+        None
     }
 
     /// Makes the table hold every column of `dataset`, whose last `dataset.added` columns

@@ -671,3 +671,121 @@ async fn a_column_the_catalog_missed_is_added_at_the_next_start() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iceberg_columns_keep_their_ids_when_rescue_and_add_are_switched() {
+    let env = adding(
+        TestEnv::builder("addswitch")
+            .catalog()
+            .set("lake.table_format", "iceberg")
+            .set("iceberg.commit_interval", "1s")
+            .short_polls(),
+    )
+    .start()
+    .await;
+    let reconfigure = |changes: &[(&str, &str)]| {
+        let mut config = ConfigFile::parse(&std::fs::read_to_string(&env.config).unwrap());
+        for (key, value) in changes {
+            config.set(key, *value);
+        }
+        config.write(&env.config);
+    };
+    let mut worker = env.start_worker();
+    let mut load = |key: &'static str, body: Vec<u8>, worker: Worker| {
+        let env = &env;
+        async move {
+            env.put(key, &body).await;
+            env.wait_status(&[key], Status::Done, WAIT, &worker).await;
+            worker
+        }
+    };
+    // 1. `add`: referrer becomes a column.
+    worker = load(
+        "users/1.csv",
+        users_file(0..2, &[("referrer", "a-")], false),
+        worker,
+    )
+    .await;
+    // 2. Bad cells rescued too: `_rescued` is new, so it takes the next id.
+    worker.stop_for_restart();
+    reconfigure(&[("datasets.users.on_invalid", "rescue")]);
+    worker = env.start_worker();
+    let mut bad = users_file(2..4, &[("referrer", "b-")], false);
+    bad.extend_from_slice(b"u-9,v@x.io,old,pro,yes,2024/05/01,b-9\n");
+    worker = load("users/2.csv", bad, worker).await;
+    // 3. New columns rescued instead of added: the table keeps referrer (null from now).
+    worker.stop_for_restart();
+    reconfigure(&[("datasets.users.on_new_columns", "rescue")]);
+    worker = env.start_worker();
+    worker = load(
+        "users/3.csv",
+        users_file(4..5, &[("coupon", "C")], false),
+        worker,
+    )
+    .await;
+    // 4. Back to `add` alone: no `_rescued` in new files, coupon added after it.
+    worker.stop_for_restart();
+    reconfigure(&[
+        ("datasets.users.on_new_columns", "add"),
+        ("datasets.users.on_invalid", "quarantine_rows"),
+    ]);
+    worker = env.start_worker();
+    worker = load(
+        "users/4.csv",
+        users_file(5..6, &[("coupon", "D")], true),
+        worker,
+    )
+    .await;
+    let coupon_id = env.read_iceberg("users")["field_ids"]["coupon"].clone();
+    // 5. The operator declares coupon, and a new optional int column: coupon keeps its
+    //    id and data, score is the table's next field.
+    worker.stop_for_restart();
+    let mut config = ConfigFile::parse(&std::fs::read_to_string(&env.config).unwrap());
+    let users = config
+        .datasets_mut()
+        .find(|d| d["name"] == "users")
+        .expect("users");
+    let columns = users["columns"].as_array_mut().unwrap();
+    columns.push(json!({"name": "coupon", "type": "string"}));
+    columns.push(json!({"name": "score", "type": "int"}));
+    config.write(&env.config);
+    worker = env.start_worker();
+    let extra = [("coupon", "E"), ("score", "")];
+    let worker = load("users/5.csv", users_file(6..7, &extra, false), worker).await;
+
+    let users = env.read_iceberg("users");
+    assert_eq!(users["field_ids"]["coupon"], coupon_id, "{users:#}");
+    assert_eq!(users["schema"]["score"], "long", "{users:#}");
+    assert!(users["field_ids"]["score"].as_i64() > coupon_id.as_i64());
+    let id = |name: &str| {
+        users["field_ids"][name]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{name}: {users:#}"))
+    };
+    assert!(id("_ingested_at") < id("referrer"), "{users:#}");
+    assert_eq!(id("_rescued"), id("referrer") + 1, "{users:#}");
+    assert_eq!(id("coupon"), id("_rescued") + 1, "{users:#}");
+    let rows = users["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{rows:#?}\n{}", worker.log());
+    let u6 = row(rows, "user_id", "u-6");
+    assert_eq!(
+        (u6["coupon"].clone(), u6["score"].clone()),
+        (json!("E6"), json!(6))
+    );
+    let at = |id: &str| row(rows, "user_id", id).clone();
+    assert_eq!(at("u-1")["referrer"], "a-1");
+    assert!(at("u-1")["_rescued"].is_null());
+    assert_eq!(at("u-3")["referrer"], "b-3");
+    let u9 = at("u-9");
+    assert!(u9["age"].is_null());
+    assert_eq!(
+        rescued(&u9),
+        json!({"age": "old", "_rules": {"age": "type"}})
+    );
+    let u4 = at("u-4");
+    assert!(u4["referrer"].is_null() && u4["coupon"].is_null(), "{u4}");
+    assert_eq!(rescued(&u4), json!({"coupon": "C4"}));
+    let u5 = at("u-5");
+    assert_eq!(u5["coupon"], "D5");
+    assert!(u5["_rescued"].is_null() && u5["referrer"].is_null(), "{u5}");
+}

@@ -133,3 +133,57 @@ async fn only_a_live_owner_writes_and_reprocess_claims_once() {
         Some("r-2")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_columns_form_one_list_under_concurrent_appends() {
+    let env = TestEnv::builder("ledgercols").quiet().start().await;
+    let ledger = DynamoLedger::new(env.clients.dynamodb.clone(), env.ledger_table.clone());
+    let empty = ledger.dataset_columns("users").await.unwrap();
+    assert!(empty.added.is_empty() && empty.in_catalog == 0);
+    // Eight tasks at once, each with its own column and a shared one.
+    let adds = (0..8).map(|n| {
+        let ledger = ledger.clone();
+        async move {
+            let names = [format!("c{n}"), "shared".to_owned()];
+            ledger
+                .add_columns("users", &names, &format!("s3://l/{n}.csv"))
+                .await
+                .unwrap()
+        }
+    });
+    let results = futures_util::future::join_all(adds).await;
+    let list = ledger.dataset_columns("users").await.unwrap();
+    let names: Vec<&str> = list.names().collect();
+    assert_eq!(names.len(), 9, "{names:?}");
+    for n in 0..8 {
+        assert_eq!(
+            names.iter().filter(|c| **c == format!("c{n}")).count(),
+            1,
+            "{names:?}"
+        );
+    }
+    assert_eq!(names.iter().filter(|c| **c == "shared").count(), 1);
+    // Each name was added by exactly one call, and every call saw its names listed.
+    let added: usize = results.iter().map(|(_, now)| now.len()).sum();
+    assert_eq!(added, 9);
+    assert!(results
+        .iter()
+        .all(|(after, _)| after.names().any(|n| n == "shared")));
+
+    // A name differing only in case is not added; the caller finds it missing.
+    let (after, now) = ledger
+        .add_columns("users", &["SHARED".to_owned()], "s3://l/x.csv")
+        .await
+        .unwrap();
+    assert!(now.is_empty() && !after.names().any(|n| n == "SHARED"));
+    // The catalog count only rises.
+    ledger.columns_in_catalog("users", 5).await.unwrap();
+    ledger.columns_in_catalog("users", 3).await.unwrap();
+    assert_eq!(ledger.dataset_columns("users").await.unwrap().in_catalog, 5);
+    // Another dataset's list is its own; a count without a list records nothing.
+    ledger.columns_in_catalog("events", 2).await.unwrap();
+    assert_eq!(
+        ledger.dataset_columns("events").await.unwrap(),
+        Default::default()
+    );
+}

@@ -79,6 +79,7 @@ pub fn dataset(format: FileFormat, knobs: u8) -> Dataset {
         policy,
         table: Default::default(),
         added: 0,
+        field_ids: None,
     }
 }
 

@@ -41,22 +41,39 @@ impl DynamoLedger {
         let Some(item) = output.item else {
             return Ok((DatasetColumns::default(), 0));
         };
-        let number = |name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
+        // A damaged item is an error, never a shorter list: positions and ids follow it.
+        let malformed = |what: &str| {
+            StoreError::new(
+                "DynamoDB GetItem (columns)",
+                StoreErrorKind::Rejected,
+                format!(
+                    "the ledger item {} has a malformed {what}",
+                    schema_key(dataset)
+                ),
+            )
         };
-        let added = item
-            .get("added_columns")
-            .and_then(|v| v.as_l().ok())
-            .map(|list| list.iter().filter_map(added_column).collect())
-            .unwrap_or_default();
+        let number = |name: &str| match item.get(name) {
+            None => Ok(0),
+            Some(value) => value
+                .as_n()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| malformed(name)),
+        };
+        let added = match item.get("added_columns") {
+            None => Vec::new(),
+            Some(value) => value
+                .as_l()
+                .map_err(|_| malformed("added_columns"))?
+                .iter()
+                .map(|entry| added_column(entry).ok_or_else(|| malformed("added_columns entry")))
+                .collect::<Result<_, _>>()?,
+        };
         let columns = DatasetColumns {
             added,
-            in_catalog: number("catalog_columns") as usize,
+            in_catalog: number("catalog_columns")? as usize,
         };
-        Ok((columns, number("revision")))
+        Ok((columns, number("revision")?))
     }
 
     pub(super) async fn read_columns(&self, dataset: &str) -> Result<DatasetColumns, StoreError> {
@@ -69,11 +86,25 @@ impl DynamoLedger {
         names: &[String],
         source: &str,
     ) -> Result<(DatasetColumns, Vec<String>), StoreError> {
+        // The entries of our last write: if its answer was lost (the SDK's retry then
+        // fails the condition), the list holds them and they are ours after all.
+        let mut written: Vec<AddedColumn> = Vec::new();
         for _ in 0..ADD_TRIES {
             let (mut columns, revision) = self.columns_item(dataset).await?;
+            let ours: Vec<String> = written
+                .iter()
+                .filter(|w| columns.added.contains(w))
+                .map(|w| w.name.clone())
+                .collect();
+            if !ours.is_empty() {
+                return Ok((columns, ours));
+            }
             let mut new: Vec<String> = Vec::new();
             for name in names {
-                if columns.names().all(|n| n != name) && !new.contains(name) {
+                // A name differing only in case from a listed one is not added (Athena
+                // and Glue fold case): the caller finds it missing from the list.
+                let listed = columns.names().any(|n| n.eq_ignore_ascii_case(name));
+                if !listed && !new.iter().any(|n| n.eq_ignore_ascii_case(name)) {
                     new.push(name.clone());
                 }
             }
@@ -90,6 +121,7 @@ impl DynamoLedger {
                 })
                 .collect();
             let values = entries.iter().map(column_value).collect();
+            written.clone_from(&entries);
             let condition = if revision == 0 {
                 "attribute_not_exists(revision)"
             } else {

@@ -148,6 +148,19 @@ pub struct CatalogStats {
     pub failures: AtomicU64,
 }
 
+/// How a catalog statement went.
+#[derive(Debug, PartialEq, Eq)]
+enum Ran {
+    Done,
+    /// An ADD COLUMNS refused because the table has (one of) the columns.
+    HadColumn,
+    Failed,
+}
+
+/// How long columns the catalog failed to add wait before the registrar tries again
+/// (unless other work comes first).
+const COLUMNS_RETRY: Duration = Duration::from_secs(30);
+
 /// What the registrar is asked to do.
 #[derive(Debug)]
 enum Work {
@@ -240,6 +253,8 @@ pub fn start<Q: QueryRunner, L: Ledger>(
         stats: stats.clone(),
         registered,
         columns: HashMap::new(),
+        failed_columns: Vec::new(),
+        retry_columns_at: None,
     };
     let task = tokio::spawn(registrar.run(lake, datasets, receiver, shutdown));
     (partitions, stats, task)
@@ -253,6 +268,9 @@ struct Registrar<Q, L> {
     registered: Registered,
     /// Added columns this process knows the catalog has, by table.
     columns: HashMap<String, HashSet<String>>,
+    /// Column work whose statement failed, for another try, and when.
+    failed_columns: Vec<Work>,
+    retry_columns_at: Option<tokio::time::Instant>,
 }
 
 impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
@@ -293,9 +311,22 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
         }
 
         loop {
+            // Columns the catalog failed to add are tried again COLUMNS_RETRY later.
+            let retry_at = (!self.failed_columns.is_empty()).then(|| {
+                *self
+                    .retry_columns_at
+                    .get_or_insert_with(|| tokio::time::Instant::now() + COLUMNS_RETRY)
+            });
             let first = tokio::select! {
                 first = receiver.recv() => first,
                 _ = shutdown.cancelled() => None,
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                    self.retry_columns_at = None;
+                    for work in std::mem::take(&mut self.failed_columns) {
+                        self.add_columns(work).await;
+                    }
+                    continue;
+                }
             };
             let Some(first) = first else { break };
             let mut batch = Vec::new();
@@ -386,7 +417,25 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
         let new: Vec<String> = new.into_iter().filter(|c| !known.contains(c)).collect();
         if !new.is_empty() {
             let sql = add_columns(&database, &dataset, &new);
-            if !self.statement(&sql, Some(&database)).await {
+            let done = match self.statement_outcome(&sql, Some(&database)).await {
+                Ran::Done => true,
+                // Athena refuses the whole statement when one column is there already:
+                // each column alone, then, so the others are added.
+                Ran::HadColumn if new.len() > 1 => {
+                    let mut all = true;
+                    for column in &new {
+                        let sql = add_columns(&database, &dataset, std::slice::from_ref(column));
+                        all &= self.statement(&sql, Some(&database)).await;
+                    }
+                    all
+                }
+                Ran::HadColumn => true,
+                Ran::Failed => false,
+            };
+            if !done {
+                // Tried again after COLUMNS_RETRY, and at the next start.
+                self.failed_columns
+                    .push(Work::Columns { dataset, list, new });
                 return;
             }
             self.stats
@@ -441,17 +490,22 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
     }
 
     /// Runs a statement with retries; `false` (logged and counted) if it never succeeds.
+    /// An ADD COLUMNS of a column the table has counts as done.
     async fn statement(&self, sql: &str, database: Option<&str>) -> bool {
+        self.statement_outcome(sql, database).await != Ran::Failed
+    }
+
+    async fn statement_outcome(&self, sql: &str, database: Option<&str>) -> Ran {
         let mut wait = RETRY;
         for attempt in 1..=TRIES {
             match self.runner.run(sql, database).await {
                 Ok(()) => {
                     tracing::debug!(%sql, "catalog statement done");
-                    return true;
+                    return Ran::Done;
                 }
                 Err(e) if sql.contains(" ADD COLUMNS ") && has_the_column(&e.to_string()) => {
                     tracing::info!(error = %e, "the table has the column already");
-                    return true;
+                    return Ran::HadColumn;
                 }
                 Err(e) if attempt < TRIES => {
                     tracing::warn!(error = %e, attempt, "catalog statement failed; retrying");
@@ -464,7 +518,7 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
                 }
             }
         }
-        false
+        Ran::Failed
     }
 }
 

@@ -71,16 +71,28 @@ fn partitions_views_and_quoting() {
     );
 }
 
-/// Records statements; fails the first `fail` runs.
+/// Records statements; fails the first `fail` runs, and runs whose text contains a
+/// `refuse` pattern (with its error text, while its count lasts).
 #[derive(Clone, Default)]
 struct Fake {
     statements: Arc<Mutex<Vec<String>>>,
     fail: Arc<Mutex<u32>>,
+    refuse: Arc<Mutex<Vec<(&'static str, &'static str, u32)>>>,
 }
 
 impl QueryRunner for Fake {
     async fn run(&self, sql: &str, _: Option<&str>) -> Result<(), StoreError> {
         self.statements.lock().unwrap().push(sql.to_owned());
+        for (pattern, error, times) in self.refuse.lock().unwrap().iter_mut() {
+            if *times > 0 && sql.contains(*pattern) {
+                *times -= 1;
+                return Err(StoreError::new(
+                    "Athena",
+                    crate::ports::StoreErrorKind::Rejected,
+                    *error,
+                ));
+            }
+        }
         let mut fail = self.fail.lock().unwrap();
         if *fail > 0 {
             *fail -= 1;
@@ -263,4 +275,93 @@ async fn partitions_noted_by_an_earlier_run_are_registered_at_start_and_forgotte
         1,
         "another database's notes are not this registrar's"
     );
+}
+
+/// A registrar over the fixture's datasets and `ledger`, with `fake` as Athena.
+fn registrar(
+    fake: &Fake,
+    ledger: &Arc<crate::testing::memory::MemoryLedger>,
+) -> (Partitions, CancellationToken, tokio::task::JoinHandle<()>) {
+    let s = settings();
+    let catalog = CatalogSettings {
+        database: "lake".into(),
+        workgroup: "primary".into(),
+        output_location: None,
+        views: vec![],
+    };
+    let shutdown = CancellationToken::new();
+    let (partitions, _, task) = start(
+        fake.clone(),
+        ledger.clone(),
+        catalog,
+        s.lake.clone(),
+        s.datasets.datasets().to_vec(),
+        shutdown.clone(),
+    );
+    (partitions, shutdown, task)
+}
+
+fn column_statements(fake: &Fake) -> Vec<String> {
+    let statements = fake.statements.lock().unwrap();
+    statements
+        .iter()
+        .filter(|s| s.contains(" ADD COLUMNS "))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn columns_the_table_partly_has_are_added_one_by_one() {
+    let fake = Fake::default();
+    let duplicate = "FAILED: SemanticException [Error 10036]: Duplicate column name: y";
+    *fake.refuse.lock().unwrap() = vec![
+        ("(`x` string, `y` string)", duplicate, 1),
+        ("(`y` string)", duplicate, 1),
+    ];
+    let ledger = Arc::new(crate::testing::memory::MemoryLedger::default());
+    let names = ["x".to_owned(), "y".to_owned()];
+    ledger
+        .add_columns("users", &names, "s3://l/a.csv")
+        .await
+        .unwrap();
+    let (partitions, shutdown, task) = registrar(&fake, &ledger);
+    partitions.send_columns("users", names.to_vec(), names.to_vec());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        column_statements(&fake),
+        [
+            "ALTER TABLE `lake`.`users` ADD COLUMNS (`x` string, `y` string)",
+            "ALTER TABLE `lake`.`users` ADD COLUMNS (`x` string)",
+            "ALTER TABLE `lake`.`users` ADD COLUMNS (`y` string)",
+        ]
+    );
+    assert_eq!(ledger.dataset_columns("users").await.unwrap().in_catalog, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn columns_the_catalog_failed_to_add_are_tried_again_later() {
+    let fake = Fake::default();
+    *fake.refuse.lock().unwrap() = vec![("ADD COLUMNS", "throttled", TRIES)];
+    let ledger = Arc::new(crate::testing::memory::MemoryLedger::default());
+    let names = ["x".to_owned()];
+    ledger
+        .add_columns("users", &names, "s3://l/a.csv")
+        .await
+        .unwrap();
+    let (partitions, shutdown, task) = registrar(&fake, &ledger);
+    partitions.send_columns("users", names.to_vec(), names.to_vec());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(column_statements(&fake).len(), TRIES as usize);
+    assert_eq!(ledger.dataset_columns("users").await.unwrap().in_catalog, 0);
+    // Partitions still go through meanwhile.
+    partitions.send(partition("users", "2024-05-01"));
+    tokio::time::sleep(COLUMNS_RETRY).await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(column_statements(&fake).len(), TRIES as usize + 1);
+    assert_eq!(ledger.dataset_columns("users").await.unwrap().in_catalog, 1);
+    let statements = fake.statements.lock().unwrap();
+    assert!(statements.iter().any(|s| s.contains("PARTITION (")));
 }

@@ -262,6 +262,7 @@ impl RawDataset {
             policy,
             table: table?,
             added: 0,
+            field_ids: None,
         })
     }
 }

@@ -96,7 +96,8 @@ impl BatchSink for ParquetFile {
 /// How a full batch becomes a lake batch: the columns kept (not dropped, not the date
 /// partition column that lives in the path), renamed and hashed as configured. For an
 /// Iceberg table every field carries its Iceberg field id (`PARQUET:field_id`, numbered
-/// in schema order from 1: see [`ICEBERG_FIELD_ID`]), and a table partitioned by ingest
+/// in schema order from 1 for a new table, else the table's id of the name, see
+/// [`Dataset::field_ids`] and [`ICEBERG_FIELD_ID`]), and a table partitioned by ingest
 /// date gets a real `ingest_date` column. `_rescued` comes after the configured and
 /// lineage columns, then the columns `on_new_columns = "add"` added, in the order they were
 /// added: a table that gains a column (a dataset turning `rescue` on, a file bringing a new
@@ -166,11 +167,21 @@ impl LakeProjection {
         }
         let iceberg = dataset.table == TableFormat::Iceberg;
         if iceberg {
+            // The table's ids by name; a column it lacks takes the next free one.
+            let ids = dataset.field_ids.as_deref();
+            let mut next = ids.map_or(0, |ids| ids.last);
             fields = fields
                 .into_iter()
                 .enumerate()
                 .map(|(i, field)| {
-                    let id = (i + 1).to_string();
+                    let id = match ids {
+                        None => i as i32 + 1,
+                        Some(ids) => ids.by_name.get(field.name()).copied().unwrap_or_else(|| {
+                            next += 1;
+                            next
+                        }),
+                    };
+                    let id = id.to_string();
                     // Iceberg `timestamp` (UTC values, no zone in the type): the Glue
                     // catalog of iceberg-rust 0.10 cannot register `timestamptz` columns.
                     let field = match field.data_type() {

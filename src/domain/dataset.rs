@@ -123,6 +123,15 @@ impl DatasetColumns {
     }
 }
 
+/// An Iceberg table's field ids by column name, and the last id it assigned: the ids a
+/// dataset's lake columns take, so a column keeps its id whatever the config does around
+/// it (a column the table lacks takes the next free id, in lake column order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldIds {
+    pub by_name: std::collections::HashMap<String, i32>,
+    pub last: i32,
+}
+
 /// The longest name an added column may have.
 pub const MAX_ADDED_NAME: usize = 128;
 
@@ -258,6 +267,9 @@ pub struct Dataset {
     /// How many of `columns`, at their end, were added by `on_new_columns = "add"` rather
     /// than configured ([`Dataset::with_added`]).
     pub added: usize,
+    /// For an Iceberg table, its field ids (from the table); `None`: numbered in lake
+    /// column order from 1, as a new table numbers them.
+    pub field_ids: Option<std::sync::Arc<FieldIds>>,
 }
 
 impl Dataset {
@@ -471,6 +483,7 @@ pub mod testing {
             policy: Policy::default(),
             table: TableFormat::Hive,
             added: 0,
+            field_ids: None,
         }
     }
 }
@@ -492,6 +505,7 @@ mod tests {
             policy: Policy::default(),
             table: TableFormat::Hive,
             added: 0,
+            field_ids: None,
         }
     }
 

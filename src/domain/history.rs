@@ -124,6 +124,7 @@ pub fn loads_dataset(table: TableFormat) -> Dataset {
         },
         table,
         added: 0,
+        field_ids: None,
     }
 }
 

@@ -144,6 +144,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         let Some(dataset) = self.settings.datasets.history() else {
             return Ok(0);
         };
+        let dataset = &*self.effective(dataset).await?;
         let mut unfinished = self.history.unfinished.lock().await;
         let mut flushes: Vec<Flush> = unfinished.drain(..).collect();
         let rows = self.history.take();

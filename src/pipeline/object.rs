@@ -121,18 +121,25 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
     }
 
     /// The dataset as its table is now: with `on_new_columns = "add"`, its own columns
-    /// and those files added (from the ledger), which the table is made to have.
+    /// and those files added (from the ledger), which the table is made to have; for an
+    /// Iceberg table, with the table's field ids.
     pub(super) async fn effective<'d>(
         &self,
         dataset: &'d Dataset,
     ) -> Result<Cow<'d, Dataset>, JobError> {
-        if dataset.policy.on_new_columns != NewColumns::Add {
+        let ids = self.table.field_ids(dataset);
+        if dataset.policy.on_new_columns != NewColumns::Add && ids.is_none() {
             return Ok(Cow::Borrowed(dataset));
         }
-        let added = self.ledger.dataset_columns(&dataset.name).await?;
-        let effective = dataset.with_added(added.names());
-        if effective.added > 0 {
-            self.table.evolve(&effective, &[]).await?;
+        let mut effective = dataset.clone();
+        effective.field_ids = ids;
+        if dataset.policy.on_new_columns == NewColumns::Add {
+            let added = self.ledger.dataset_columns(&dataset.name).await?;
+            effective = effective.with_added(added.names());
+            if effective.added > 0 {
+                self.table.evolve(&effective, &[]).await?;
+                effective.field_ids = self.table.field_ids(dataset);
+            }
         }
         Ok(Cow::Owned(effective))
     }
@@ -148,10 +155,20 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         report: &ConvertReport,
     ) -> Result<Result<(Dataset, Vec<String>), String>, JobError> {
         let names: Vec<String> = report.new_columns.iter().cloned().collect();
-        if let Some(reason) = names.iter().find_map(|n| dataset.refuses_new_column(n)) {
-            return Ok(Err(format!(
+        let refused = |reason: String| {
+            Ok(Err(format!(
                 "a new column cannot be added (on_new_columns = \"add\"): {reason}"
-            )));
+            )))
+        };
+        if let Some(reason) = names.iter().find_map(|n| dataset.refuses_new_column(n)) {
+            return refused(reason);
+        }
+        for (i, name) in names.iter().enumerate() {
+            if let Some(other) = names[..i].iter().find(|o| o.eq_ignore_ascii_case(name)) {
+                return refused(format!(
+                    "{name:?} and {other:?} differ only in case (Athena and Glue fold case)"
+                ));
+            }
         }
         let max = dataset.policy.max_columns;
         if dataset.columns.len() + names.len() > max {
@@ -165,8 +182,17 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
             .ledger
             .add_columns(&dataset.name, &names, source)
             .await?;
-        let wider = dataset.with_added(list.names());
+        // The ledger refuses a name differing only in case from one another task added.
+        if let Some(name) = names.iter().find(|n| list.names().all(|l| l != n.as_str())) {
+            let other = list.names().find(|l| l.eq_ignore_ascii_case(name));
+            return refused(format!(
+                "{name:?} would clash with the column {:?} the dataset added (Athena and Glue fold case)",
+                other.unwrap_or_default()
+            ));
+        }
+        let mut wider = dataset.with_added(list.names());
         self.table.evolve(&wider, &now).await?;
+        wider.field_ids = self.table.field_ids(dataset);
         Ok(Ok((wider, now)))
     }
 

@@ -12,7 +12,7 @@ pub mod iceberg;
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::PartFile;
-use crate::domain::dataset::{Dataset, TableFormat};
+use crate::domain::dataset::{Dataset, FieldIds, TableFormat};
 use crate::domain::ledger::Claim;
 use crate::ports::{
     CommitLog, Ledger, ObjectStore, PartLocation, Slot, StoreError, StoreErrorKind, TableSink,
@@ -72,6 +72,13 @@ impl<S: ObjectStore, L: Ledger + CommitLog> TableSink for LakeTables<S, L> {
                     .await
             }
             TableFormat::Hive => self.hive.committed(dataset, claim, commits).await,
+        }
+    }
+
+    fn field_ids(&self, dataset: &Dataset) -> Option<std::sync::Arc<FieldIds>> {
+        match (dataset.table, &self.iceberg) {
+            (TableFormat::Iceberg, Some(iceberg)) => iceberg.field_ids(dataset),
+            _ => None,
         }
     }
 

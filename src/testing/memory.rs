@@ -400,7 +400,7 @@ impl Ledger for MemoryLedger {
         let list = columns.entry(dataset.to_owned()).or_default();
         let mut added = Vec::new();
         for name in names {
-            if list.names().all(|n| n != name) {
+            if list.names().all(|n| !n.eq_ignore_ascii_case(name)) {
                 list.added.push(AddedColumn {
                     name: name.clone(),
                     added_at: timestamp(Utc::now()),

@@ -197,3 +197,31 @@ async fn inline_records_keep_added_columns_and_add_their_own() {
     assert_eq!(names, ["referrer", "team"]);
     assert_eq!(added(&p)[1].1, "inline records of message m-inline");
 }
+
+#[tokio::test]
+async fn names_differing_only_in_case_are_refused_within_a_file_and_against_the_list() {
+    let p = adding("csv", "signups/*.csv");
+    p.store
+        .insert(LANDING, "signups/1.csv", b"id,age,Email,email\nu-1,1,a,b\n");
+    let ObjectOutcome::Rejected(rejection) = one_object(&p, "signups/1.csv").await else {
+        panic!()
+    };
+    assert!(
+        rejection.reason.contains("differ only in case"),
+        "{}",
+        rejection.reason
+    );
+    // Another task listed `Referrer` after this one read the list.
+    p.ledger
+        .add_columns("signups", &["Referrer".to_owned()], "s3://elsewhere")
+        .await
+        .unwrap();
+    let dataset = p.settings.datasets.by_name("signups").unwrap();
+    let report = ConvertReport {
+        new_columns: ["referrer".to_owned()].into(),
+        ..Default::default()
+    };
+    let refused = p.add_columns("s3://x", dataset, &report).await.unwrap();
+    let Err(reason) = refused else { panic!() };
+    assert!(reason.contains("\"Referrer\""), "{reason}");
+}

@@ -36,6 +36,7 @@ use super::catalog::{commit_ids, IcebergCatalog};
 use super::stats::{self, FileStats};
 use crate::config::IcebergSettings;
 use crate::convert::PartFile;
+use crate::domain::dataset::FieldIds;
 use crate::domain::lake::{partition_text, PartitionValue};
 use crate::domain::ledger::{Claim, CommitRecord, LedgerKey};
 use crate::ports::{CommitLog, ObjectStore, Slot, StoreError, StoreErrorKind};
@@ -75,6 +76,8 @@ pub struct TableLayout {
     pub target_file_size: u64,
     /// The table's schema and default partition spec id, for manifest entries.
     pub schema: Schema,
+    /// The table's field ids, which the dataset's conversions use.
+    pub field_ids: Arc<FieldIds>,
     pub spec_id: i32,
 }
 
@@ -106,6 +109,7 @@ pub struct Committer<S, L> {
 struct Schemas {
     arrow: Vec<SchemaRef>,
     table: Schema,
+    ids: Arc<FieldIds>,
 }
 
 /// Cancels its token when dropped: on return and on unwinding alike.
@@ -215,6 +219,7 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
         let schemas = Mutex::new(Schemas {
             arrow: vec![layout.arrow_schema.clone()],
             table: layout.schema.clone(),
+            ids: layout.field_ids.clone(),
         });
         Ok(Committer {
             layout,
@@ -239,8 +244,8 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
     }
 
     /// The table gained columns: parts with lake schema `arrow` (wider than any before)
-    /// may join, and manifest entries are described against `table`.
-    pub fn evolve(&self, arrow: SchemaRef, table: Schema) {
+    /// may join, and manifest entries are described against `table`, whose ids are `ids`.
+    pub fn evolve(&self, arrow: SchemaRef, table: Schema, ids: Arc<FieldIds>) {
         let mut schemas = self.schemas.lock().expect("schemas");
         if schemas
             .arrow
@@ -252,6 +257,14 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
         if table.schema_id() > schemas.table.schema_id() {
             schemas.table = table;
         }
+        if ids.last > schemas.ids.last {
+            schemas.ids = ids;
+        }
+    }
+
+    /// The table's field ids, as this process last saw them.
+    pub fn field_ids(&self) -> Arc<FieldIds> {
+        self.schemas.lock().expect("schemas").ids.clone()
     }
 
     pub fn qualified(&self) -> &str {

@@ -18,12 +18,15 @@ pub mod stats;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
+use iceberg::spec::Schema;
+use iceberg::table::Table;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::convert::sinks::{writer_properties, LakeProjection};
 use crate::convert::PartFile;
-use crate::domain::dataset::{Dataset, NewColumns, TableFormat};
+use crate::domain::dataset::{Dataset, FieldIds, NewColumns, TableFormat};
 use crate::domain::lake;
 use crate::domain::ledger::Claim;
 use crate::ports::{
@@ -109,31 +112,33 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
             };
             let wanted = schema::table_schema(&arrow_schema).map_err(rejected)?;
             let spec = schema::partition_spec(dataset, &wanted).map_err(rejected)?;
-            let wanted_spec = spec.clone();
             let location = lake::dataset_location(&lake.bucket, &lake.prefix, &dataset.name);
             let location = location.trim_end_matches('/').to_owned();
-            // An existing table gains the optional columns the dataset added at its end
+            // A new table numbers the lake columns in order. An existing one keeps its ids
+            // by name and gains the optional columns it lacks as its next fields
             // (`_rescued`, once `rescue` is turned on; columns `add` recorded but a crash
             // kept from the table).
-            let table = with_retries("Glue table", bound, || async {
-                let table = catalog
+            with_retries("Glue table", bound, || async {
+                catalog
                     .ensure_table(
                         &dataset.name,
                         wanted.clone(),
                         spec.clone(),
                         location.clone(),
                     )
-                    .await?;
-                catalog.add_trailing_columns(table, &wanted).await
+                    .await
             })
             .await?;
+            let widened =
+                with_retries("Glue table", bound, || widen(&catalog, dataset, &database)).await?;
+            let Widened {
+                table,
+                arrow_schema,
+                wanted,
+                ids,
+            } = widened;
+            let wanted_spec = schema::partition_spec(dataset, &wanted).map_err(rejected)?;
             let metadata = table.metadata();
-            if let Some(problem) = schema::mismatch(metadata.current_schema(), &wanted) {
-                return Err(rejected(format!(
-                    "the table {database}.{} does not match the dataset's columns: {problem}",
-                    dataset.name
-                )));
-            }
             if let Some(problem) =
                 schema::spec_mismatch(metadata.default_partition_spec(), &wanted_spec)
             {
@@ -149,6 +154,7 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
                 data_prefix: format!("{}/data", lake::dataset_prefix(&lake.prefix, &dataset.name)),
                 partition_name: dataset.partition_name(),
                 arrow_schema,
+                field_ids: ids,
                 props: writer_properties(&lake.parquet),
                 target_file_size: lake.parquet.target_file_size,
                 schema: (**metadata.current_schema()).clone(),
@@ -233,35 +239,25 @@ impl<S: ObjectStore, L: CommitLog> TableSink for IcebergTables<S, L> {
         Ok(false)
     }
 
+    fn field_ids(&self, dataset: &Dataset) -> Option<Arc<FieldIds>> {
+        self.committers.get(&dataset.name).map(|c| c.field_ids())
+    }
+
     async fn evolve(&self, dataset: &Dataset, _added_now: &[String]) -> Result<(), StoreError> {
         let committer = self.committer(dataset)?;
-        let arrow_schema = LakeProjection::new(dataset, None).schema();
-        if committer.knows(arrow_schema.fields().len()) {
+        let width = LakeProjection::new(dataset, None).schema().fields().len();
+        if committer.knows(width) {
             return Ok(());
         }
-        let rejected = |e: String| {
-            StoreError::new(
-                "Iceberg add columns",
-                StoreErrorKind::Rejected,
-                format!("dataset {}: {e}", dataset.name),
-            )
-        };
-        let wanted = schema::table_schema(&arrow_schema).map_err(rejected)?;
         // Tasks adding the same columns at once: one schema update lands, the others
-        // conflict, reload and find the columns there.
-        let table = with_retries("Iceberg add columns", self.bound, || async {
-            let table = self.catalog.load(committer.name()).await?;
-            self.catalog.add_trailing_columns(table, &wanted).await
+        // conflict, reload and find the columns there (under the same ids: by name).
+        let database = committer.qualified().split('.').next().unwrap_or_default();
+        let widened = with_retries("Iceberg add columns", self.bound, || {
+            widen(&self.catalog, dataset, database)
         })
         .await?;
-        let current = table.metadata().current_schema();
-        if let Some(problem) = schema::mismatch(current, &wanted) {
-            return Err(rejected(format!(
-                "the table {} cannot take the added columns: {problem}",
-                committer.qualified()
-            )));
-        }
-        committer.evolve(arrow_schema, (**current).clone());
+        let schema = (**widened.table.metadata().current_schema()).clone();
+        committer.evolve(widened.arrow_schema, schema, widened.ids);
         Ok(())
     }
 
@@ -282,6 +278,58 @@ impl<S: ObjectStore, L: CommitLog> TableSink for IcebergTables<S, L> {
         tracing::info!(table = %committer.qualified(), snapshot, "rows committed");
         Ok(())
     }
+}
+
+/// A table with every column of its dataset.
+struct Widened {
+    table: Table,
+    /// The dataset's lake schema under the table's field ids.
+    arrow_schema: SchemaRef,
+    /// Its Iceberg form.
+    wanted: Schema,
+    ids: Arc<FieldIds>,
+}
+
+/// Loads the dataset's table and adds, as its next fields, the optional columns of the
+/// dataset it lacks (found by name, so a column keeps its id however the config orders
+/// or drops those around it). Refused for good if the table still does not match: a
+/// column whose type changed, a required column it lacks.
+async fn widen(
+    catalog: &IcebergCatalog,
+    dataset: &Dataset,
+    database: &str,
+) -> Result<Widened, StoreError> {
+    let rejected = |e: String| {
+        StoreError::new(
+            "Iceberg table",
+            StoreErrorKind::Rejected,
+            format!("dataset {}: {e}", dataset.name),
+        )
+    };
+    let lake_schema = |table: &Table| {
+        let mut with_ids = dataset.clone();
+        let ids = Arc::new(schema::field_ids(table.metadata()));
+        with_ids.field_ids = Some(ids.clone());
+        let arrow_schema = LakeProjection::new(&with_ids, None).schema();
+        let wanted = schema::table_schema(&arrow_schema).map_err(rejected)?;
+        Ok::<_, StoreError>((arrow_schema, wanted, ids))
+    };
+    let table = catalog.load(&dataset.name).await?;
+    let (_, wanted, _) = lake_schema(&table)?;
+    let table = catalog.add_trailing_columns(table, &wanted).await?;
+    let (arrow_schema, wanted, ids) = lake_schema(&table)?;
+    if let Some(problem) = schema::mismatch(table.metadata().current_schema(), &wanted) {
+        return Err(rejected(format!(
+            "the table {database}.{} does not match the dataset's columns: {problem}",
+            dataset.name
+        )));
+    }
+    Ok(Widened {
+        table,
+        arrow_schema,
+        wanted,
+        ids,
+    })
 }
 
 /// Start-up tries of a catalog step: each bounded, transient failures retried.

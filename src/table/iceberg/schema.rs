@@ -9,7 +9,23 @@ use iceberg::spec::{
 };
 
 use crate::convert::sinks::ICEBERG_FIELD_ID;
-use crate::domain::dataset::{Dataset, Partition};
+use crate::domain::dataset::{Dataset, FieldIds, Partition};
+
+/// The table's field ids by name (its current schema's top-level fields) and the last id
+/// it assigned.
+pub fn field_ids(metadata: &iceberg::spec::TableMetadata) -> FieldIds {
+    let by_name = metadata
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| (f.name.clone(), f.id))
+        .collect();
+    FieldIds {
+        by_name,
+        last: metadata.last_column_id(),
+    }
+}
 
 /// The Iceberg type of an Arrow type the conversion produces.
 pub fn iceberg_type(arrow: &DataType) -> Result<PrimitiveType, String> {
