@@ -45,11 +45,13 @@ fmt:
 bench:
 	cargo bench --bench convert
 
-## lakeworker, pyarrow and DuckDB converting the same ~1 GB CSV and JSON lines (BENCH_MB).
+## lakeworker, pyarrow, DuckDB and Polars converting the same inputs of each data shape
+## (BENCH_SHAPES, each ~BENCH_MB MB of CSV, and JSON lines for narrow and wide).
 BENCH_MB ?= 1000
+BENCH_SHAPES ?= narrow,wide,text,numeric
 bench-compare: $(BENCH_STAMP)
 	cargo build --release --quiet
-	$(VENV)/bin/python bench/compare.py --bin $(RELEASE_BIN) --mb $(BENCH_MB)
+	$(VENV)/bin/python bench/compare.py --bin $(RELEASE_BIN) --mb $(BENCH_MB) --shapes $(BENCH_SHAPES)
 
 ## Peak memory converting rows of several hundred KB (BENCH_WIDE_MB), against the budget.
 BENCH_WIDE_MB ?= 400

@@ -37,11 +37,11 @@ def percentile(values, p):
 
 def inputs(args):
     """(small CSV body, its rows, big CSV path, its rows)."""
-    small_src, _ = bench_data.generate(1, args.out)
+    small_src, _ = bench_data.generate("wide", 1, args.out).values()
     with open(small_src, "rb") as f:
         lines = f.readlines()
     small = b"".join(lines[: args.small_rows + 1])
-    big, _ = bench_data.generate(args.big_mb, args.out)
+    big, _ = bench_data.generate("wide", args.big_mb, args.out).values()
     with open(big, "rb") as f:
         big_rows = sum(1 for _ in f) - 1
     return small, args.small_rows, big, big_rows

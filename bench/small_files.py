@@ -2,7 +2,7 @@
 
 For each table format (default hive, then iceberg): provisions fresh buckets, queues and
 tables (with a Glue database for the catalog), uploads --files CSV files of --rows rows of
-bench/bench_data.py's shape (their S3 notifications queue up), starts one `lakeworker
+the wide shape of bench/shapes.py (their S3 notifications queue up), starts one `lakeworker
 run` and waits until every file was written. Prints the drain time, the objects the lake
 holds afterwards (data files, and for Iceberg its metadata files too) and, for Iceberg,
 the snapshots committed. Both runs use the same `queue.max_in_flight` (--max-in-flight):
@@ -87,7 +87,7 @@ def main():
     parser.add_argument("--out", default=".bench")
     args = parser.parse_args()
     endpoint = os.environ["LAKEWORKER_TEST_ENDPOINT"]
-    source, _ = bench_data.generate(1, args.out)
+    source, _ = bench_data.generate("wide", 1, args.out).values()
     with open(source, "rb") as f:
         lines = f.readlines()
     small = b"".join(lines[: args.rows + 1])

@@ -71,13 +71,16 @@ fn partitions_views_and_quoting() {
     );
 }
 
+/// (pattern, error text, times left).
+type Refusal = (&'static str, &'static str, u32);
+
 /// Records statements; fails the first `fail` runs, and runs whose text contains a
 /// `refuse` pattern (with its error text, while its count lasts).
 #[derive(Clone, Default)]
 struct Fake {
     statements: Arc<Mutex<Vec<String>>>,
     fail: Arc<Mutex<u32>>,
-    refuse: Arc<Mutex<Vec<(&'static str, &'static str, u32)>>>,
+    refuse: Arc<Mutex<Vec<Refusal>>>,
 }
 
 impl QueryRunner for Fake {
