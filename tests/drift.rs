@@ -691,7 +691,7 @@ async fn iceberg_columns_keep_their_ids_when_rescue_and_add_are_switched() {
         config.write(&env.config);
     };
     let mut worker = env.start_worker();
-    let mut load = |key: &'static str, body: Vec<u8>, worker: Worker| {
+    let load = |key: &'static str, body: Vec<u8>, worker: Worker| {
         let env = &env;
         async move {
             env.put(key, &body).await;
