@@ -30,6 +30,7 @@ use crate::domain::dataset::{Dataset, FileFormat};
 pub mod batch;
 mod budget;
 mod csv;
+pub mod dictionary;
 mod engine;
 pub mod input;
 mod jsonl;

@@ -51,7 +51,9 @@ pub fn writer_properties(options: &ParquetOptions) -> WriterProperties {
 /// One Parquet file with every column, for `lakeworker convert`. Its row group is cut
 /// at the budget's Parquet share as well as at `row_group_size` rows.
 pub struct ParquetFile {
-    writer: ArrowWriter<BufWriter<File>>,
+    /// Opened at the first batch, with the dictionary settings tuned to it.
+    writer: Option<ArrowWriter<BufWriter<File>>>,
+    file: Option<(BufWriter<File>, SchemaRef, WriterProperties)>,
     row_group_memory: usize,
 }
 
@@ -63,31 +65,56 @@ impl ParquetFile {
         memory: MemoryBudget,
     ) -> Result<Self, ConvertError> {
         Ok(ParquetFile {
-            writer: ArrowWriter::try_new(BufWriter::new(create(path)?), schema, Some(props))?,
+            writer: None,
+            file: Some((BufWriter::new(create(path)?), schema, props)),
             row_group_memory: usize::try_from(memory.row_groups()).unwrap_or(usize::MAX),
         })
     }
 
     /// Bytes the row group being built holds (the Parquet writer's estimate).
     pub fn buffered_bytes(&self) -> usize {
-        self.writer.memory_size()
+        self.writer.as_ref().map_or(0, ArrowWriter::memory_size)
     }
 
-    pub fn close(self) -> Result<(), ConvertError> {
-        self.writer.close()?;
+    /// The writer, opened (with `first` tuning its dictionaries) if it is not yet.
+    fn writer(
+        &mut self,
+        first: Option<&RecordBatch>,
+    ) -> Result<&mut ArrowWriter<BufWriter<File>>, ConvertError> {
+        if let Some((out, schema, props)) = self.file.take() {
+            let props = match first {
+                Some(batch) => super::dictionary::tune(props, batch),
+                None => props,
+            };
+            self.writer = Some(ArrowWriter::try_new(out, schema, Some(props))?);
+        }
+        self.writer
+            .as_mut()
+            .ok_or_else(|| ConvertError::Write("the Parquet writer failed to open".into()))
+    }
+
+    pub fn close(mut self) -> Result<(), ConvertError> {
+        if self.file.is_some() {
+            self.writer(None)?;
+        }
+        if let Some(writer) = self.writer.take() {
+            writer.close()?;
+        }
         Ok(())
     }
 }
 
 impl BatchSink for ParquetFile {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
+        let limit = self.row_group_memory;
+        let writer = self.writer(Some(batch))?;
         let incoming = batch.get_array_memory_size();
-        if self.writer.memory_size().saturating_add(incoming) > self.row_group_memory {
-            self.writer.flush()?;
+        if writer.memory_size().saturating_add(incoming) > limit {
+            writer.flush()?;
         }
-        self.writer.write(batch)?;
-        if self.writer.memory_size() > self.row_group_memory {
-            self.writer.flush()?;
+        writer.write(batch)?;
+        if writer.memory_size() > limit {
+            writer.flush()?;
         }
         Ok(())
     }
@@ -317,6 +344,8 @@ pub struct LakeParts {
     ingest_date: i32,
     projection: LakeProjection,
     props: WriterProperties,
+    /// Whether `props` were tuned to the first lake batch ([`super::dictionary::tune`]).
+    tuned: bool,
     target_file_size: u64,
     /// Most bytes the row groups being built may hold, over every partition together.
     row_group_memory: usize,
@@ -342,6 +371,7 @@ impl LakeParts {
             ingest_date: lineage.ingest_date,
             projection: LakeProjection::new(dataset, salt),
             props: writer_properties(options),
+            tuned: false,
             target_file_size: options.target_file_size,
             row_group_memory: usize::try_from(memory.row_groups()).unwrap_or(usize::MAX),
             buffered: 0,
@@ -465,6 +495,12 @@ impl LakeParts {
 
 impl BatchSink for LakeParts {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
+        if !self.tuned {
+            // The whole first batch, before it is split by partition.
+            let lake = self.projection.apply(batch, self.ingest_date)?;
+            self.props = super::dictionary::tune(self.props.clone(), &lake);
+            self.tuned = true;
+        }
         let partitions = self.partition_of_rows(batch);
         let first = partitions.first().copied().flatten();
         if partitions.iter().all(|p| *p == first) {

@@ -171,7 +171,7 @@ fn parts_roll_over_at_the_target_size_with_bounded_row_groups() {
     let options = ParquetOptions {
         compression: Compression::Zstd,
         row_group_size: 1000,
-        target_file_size: 40_000,
+        target_file_size: 25_000,
     };
     let done = lake_parts_with(&d, &input, 700, None, &options);
 
