@@ -256,8 +256,6 @@ impl<S: ObjectStore, L: CommitLog> Committer<S, L> {
         }
         if table.schema_id() > schemas.table.schema_id() {
             schemas.table = table;
-        }
-        if ids.last > schemas.ids.last {
             schemas.ids = ids;
         }
     }

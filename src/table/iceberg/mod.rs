@@ -315,7 +315,24 @@ async fn widen(
         Ok::<_, StoreError>((arrow_schema, wanted, ids))
     };
     let table = catalog.load(&dataset.name).await?;
-    let (_, wanted, _) = lake_schema(&table)?;
+    let (_, wanted, ids) = lake_schema(&table)?;
+    // A column the table lacks but has in another case (a case-only rename) would give
+    // Glue two columns Athena cannot tell apart.
+    for field in wanted.as_struct().fields() {
+        if ids.by_name.contains_key(&field.name) {
+            continue;
+        }
+        if let Some(have) = ids
+            .by_name
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(&field.name))
+        {
+            return Err(rejected(format!(
+                "column {} differs only in case from the table's column {have} (Glue and Athena fold case)",
+                field.name
+            )));
+        }
+    }
     let table = catalog.add_trailing_columns(table, &wanted).await?;
     let (arrow_schema, wanted, ids) = lake_schema(&table)?;
     if let Some(problem) = schema::mismatch(table.metadata().current_schema(), &wanted) {
