@@ -63,8 +63,8 @@ pub fn s3_event(bucket: &str, key: &str, etag: &str, event_time: &str) -> S3Even
     S3Event::put(bucket, key).size(1).etag(etag).at(event_time)
 }
 
-/// A CSV of `rows` orders on one day whose values do not compress away (about 60 bytes a
-/// row), so its Parquet passes 1 MiB a few times.
+/// A CSV of `rows` orders on one day whose values do not compress away (about 76 bytes a
+/// row), so its Parquet passes 1 MiB a few times (about 2 MiB for 100,000 rows).
 pub fn incompressible_orders(rows: u64) -> Vec<u8> {
     let mut csv = String::from("order_id,user_id,total,paid,ordered_at\n");
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -73,8 +73,10 @@ pub fn incompressible_orders(rows: u64) -> Vec<u8> {
         x ^= x >> 7;
         x ^= x << 17;
         let total = (x % 1_000_000) as f64 / 100.0;
+        // A second random half, so the ids stay incompressible whatever the encoding.
+        let y = x.rotate_left(29).wrapping_mul(0x2545_F491_4F6C_DD1D);
         csv.push_str(&format!(
-            "o-{n},u-{x:016x},{total},{},2024-05-01T{:02}:{:02}:00Z\n",
+            "o-{n},u-{x:016x}{y:016x},{total},{},2024-05-01T{:02}:{:02}:00Z\n",
             n % 2 == 0,
             n % 24,
             n % 60
