@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 
 use super::error::from_sdk;
-use super::ledger::{n, s, DynamoLedger, CONDITION_FAILED};
+use super::ledger::{n, owned, s, DynamoLedger};
 use crate::domain::dataset::{AddedColumn, DatasetColumns};
 use crate::domain::ledger::timestamp;
 use crate::ports::{StoreError, StoreErrorKind};
@@ -128,11 +128,7 @@ impl DynamoLedger {
                 "revision = :revision"
             };
             let mut update = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("object_uri", s(schema_key(dataset)))
-                .key("object_version", s(RANGE))
+                .update_columns(dataset)
                 .update_expression(
                     "SET added_columns = list_append(if_not_exists(added_columns, :empty), :new), \
                      revision = :next, updated_at = :now",
@@ -145,18 +141,10 @@ impl DynamoLedger {
             if revision != 0 {
                 update = update.expression_attribute_values(":revision", n(revision));
             }
-            match update.send().await {
-                Ok(_) => {
-                    columns.added.extend(entries);
-                    return Ok((columns, new));
-                }
-                Err(e) => {
-                    let error = from_sdk("DynamoDB UpdateItem (columns)", e);
-                    // Another task added first: read its list and merge again.
-                    if !error.has_code(CONDITION_FAILED) {
-                        return Err(error);
-                    }
-                }
+            // `false`: another task added first; read its list and merge again.
+            if owned("DynamoDB UpdateItem (columns)", update.send().await)? {
+                columns.added.extend(entries);
+                return Ok((columns, new));
             }
         }
         Err(StoreError::new(
@@ -172,11 +160,7 @@ impl DynamoLedger {
         count: usize,
     ) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("object_uri", s(schema_key(dataset)))
-            .key("object_version", s(RANGE))
+            .update_columns(dataset)
             .update_expression("SET catalog_columns = :count")
             .condition_expression(
                 "attribute_exists(revision) AND \
@@ -185,18 +169,19 @@ impl DynamoLedger {
             .expression_attribute_values(":count", n(count))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let error = from_sdk("DynamoDB UpdateItem (catalog columns)", e);
-                // As high already, or no list (nothing to record).
-                if error.has_code(CONDITION_FAILED) {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        // Refused when as high already, or without a list: nothing to record either way.
+        owned("DynamoDB UpdateItem (catalog columns)", result).map(|_| ())
+    }
+
+    fn update_columns(
+        &self,
+        dataset: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("object_uri", s(schema_key(dataset)))
+            .key("object_version", s(RANGE))
     }
 }
 

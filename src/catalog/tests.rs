@@ -220,7 +220,6 @@ async fn a_failing_catalog_gives_up_counts_and_tries_the_partition_again_later()
 
 #[tokio::test(start_paused = true)]
 async fn partitions_noted_by_an_earlier_run_are_registered_at_start_and_forgotten() {
-    let s = settings();
     let fake = Fake::default();
     let log = Arc::new(crate::testing::memory::MemoryLedger::default());
     log.note_partitions("lake", &[partition("users", "2024-05-01")])
@@ -229,21 +228,7 @@ async fn partitions_noted_by_an_earlier_run_are_registered_at_start_and_forgotte
     log.note_partitions("elsewhere", &[partition("users", "2024-05-09")])
         .await
         .unwrap();
-    let catalog = CatalogSettings {
-        database: "lake".into(),
-        workgroup: "primary".into(),
-        output_location: None,
-        views: vec![],
-    };
-    let shutdown = CancellationToken::new();
-    let (partitions, stats, task) = start(
-        fake.clone(),
-        log.clone(),
-        catalog,
-        s.lake.clone(),
-        s.datasets.datasets().to_vec(),
-        shutdown.clone(),
-    );
+    let (partitions, stats, shutdown, task) = registrar(&fake, &log);
     tokio::time::sleep(Duration::from_secs(5)).await;
     // Registered now: a job writing to it again need not note it.
     assert!(partitions
@@ -280,11 +265,17 @@ async fn partitions_noted_by_an_earlier_run_are_registered_at_start_and_forgotte
     );
 }
 
-/// A registrar over the fixture's datasets and `ledger`, with `fake` as Athena.
+/// A registrar over the fixture's datasets and `ledger`, with `fake` as Athena and no
+/// views.
 fn registrar(
     fake: &Fake,
     ledger: &Arc<crate::testing::memory::MemoryLedger>,
-) -> (Partitions, CancellationToken, tokio::task::JoinHandle<()>) {
+) -> (
+    Partitions,
+    Arc<CatalogStats>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let s = settings();
     let catalog = CatalogSettings {
         database: "lake".into(),
@@ -293,7 +284,7 @@ fn registrar(
         views: vec![],
     };
     let shutdown = CancellationToken::new();
-    let (partitions, _, task) = start(
+    let (partitions, stats, task) = start(
         fake.clone(),
         ledger.clone(),
         catalog,
@@ -301,7 +292,7 @@ fn registrar(
         s.datasets.datasets().to_vec(),
         shutdown.clone(),
     );
-    (partitions, shutdown, task)
+    (partitions, stats, shutdown, task)
 }
 
 fn column_statements(fake: &Fake) -> Vec<String> {
@@ -327,7 +318,7 @@ async fn columns_the_table_partly_has_are_added_one_by_one() {
         .add_columns("users", &names, "s3://l/a.csv")
         .await
         .unwrap();
-    let (partitions, shutdown, task) = registrar(&fake, &ledger);
+    let (partitions, _, shutdown, task) = registrar(&fake, &ledger);
     partitions.send_columns("users", names.to_vec(), names.to_vec());
     tokio::time::sleep(Duration::from_secs(5)).await;
     shutdown.cancel();
@@ -353,7 +344,7 @@ async fn columns_the_catalog_failed_to_add_are_tried_again_later() {
         .add_columns("users", &names, "s3://l/a.csv")
         .await
         .unwrap();
-    let (partitions, shutdown, task) = registrar(&fake, &ledger);
+    let (partitions, _, shutdown, task) = registrar(&fake, &ledger);
     partitions.send_columns("users", names.to_vec(), names.to_vec());
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_eq!(column_statements(&fake).len(), TRIES as usize);
