@@ -1,4 +1,4 @@
-//! Drift policies through the worker: `on_new_columns = "rescue"` and
+//! Drift policies through the worker: every `on_new_columns` value and
 //! `on_invalid = "rescue"` on CSV and JSON lines, into Hive tables (read back by pyarrow)
 //! and Iceberg tables (read back by pyiceberg), with the ledger's counts.
 
@@ -788,4 +788,91 @@ async fn iceberg_columns_keep_their_ids_when_rescue_and_add_are_switched() {
     let u5 = at("u-5");
     assert_eq!(u5["coupon"], "D5");
     assert!(u5["_rescued"].is_null() && u5["referrer"].is_null(), "{u5}");
+}
+
+/// `keep`, `reject` and `ignore` through the worker, for one table format: users (CSV)
+/// keep `referrer` in `_extra`, events (JSON lines) refuse a line with an undeclared key
+/// as a bad row, orders (CSV) drop their extra column.
+async fn keep_reject_ignore(env: &TestEnv, iceberg: bool) {
+    let worker = env.start_worker();
+    env.put(
+        "users/k.csv",
+        &users_file(0..3, &[("referrer", "ad-")], false),
+    )
+    .await;
+    let mut events = String::new();
+    for n in 0..19 {
+        events.push_str(&format!(
+            "{{\"event_id\": \"e-{n}\", \"user_id\": \"u-1\", \"at\": \"2024-05-01T08:00:00Z\"}}\n"
+        ));
+    }
+    events.push_str("{\"event_id\": \"e-99\", \"user_id\": \"u-1\", \"at\": \"2024-05-01T08:00:00Z\", \"device\": \"ios\"}\n");
+    env.put("events/2024/r.jsonl", events.as_bytes()).await;
+    let orders =
+        "order_id,user_id,total,paid,ordered_at,coupon\no-1,u-1,1.5,true,2024-05-01T00:00:00Z,C1\n";
+    env.put("orders/i.csv", orders.as_bytes()).await;
+    let keys = ["users/k.csv", "events/2024/r.jsonl", "orders/i.csv"];
+    env.wait_status(&keys, Status::Done, WAIT, &worker).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let read = |table: &'static str| async move {
+        if iceberg {
+            env.read_iceberg(table)
+        } else {
+            read_with_pyarrow(&env.download_lake(&format!("curated/{table}")).await)
+        }
+    };
+    let users = read("users").await;
+    let u1 = row(users["rows"].as_array().unwrap(), "user_id", "u-1");
+    let extra: Value = serde_json::from_str(u1["_extra"].as_str().expect("_extra")).unwrap();
+    assert_eq!(extra, json!({"referrer": "ad-1"}));
+    assert!(users["schema"].get("referrer").is_none(), "{users:#}");
+
+    let events = read("events").await;
+    let rows = events["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 19);
+    assert!(rows.iter().all(|r| r["event_id"] != "e-99"));
+    let record = env.ledger("events/2024/r.jsonl").await.remove(0);
+    assert_eq!(
+        (record.rows_written, record.rows_rejected),
+        (Some(19), Some(1))
+    );
+
+    let orders = read("orders").await;
+    assert!(orders["schema"].get("coupon").is_none(), "{orders:#}");
+    assert_eq!(orders["rows"].as_array().unwrap().len(), 1);
+    let warned = worker.events("the file has columns the dataset does not declare; on_new_columns = \"ignore\" dropped them");
+    assert!(
+        warned.iter().any(|e| e["fields"]["columns"] == "coupon"),
+        "{}",
+        worker.log()
+    );
+}
+
+fn keep_reject_ignore_env(builder: TestEnvBuilder) -> TestEnvBuilder {
+    builder
+        .set("datasets.users.on_new_columns", "keep")
+        .set("datasets.events.on_new_columns", "reject")
+        .set("datasets.orders.on_new_columns", "ignore")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_reject_and_ignore_in_hive_tables() {
+    let env = keep_reject_ignore_env(TestEnv::builder("keephive"))
+        .start()
+        .await;
+    keep_reject_ignore(&env, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_reject_and_ignore_in_iceberg_tables() {
+    let env = keep_reject_ignore_env(
+        TestEnv::builder("keepice")
+            .catalog()
+            .set("lake.table_format", "iceberg")
+            .set("iceberg.commit_interval", "1s"),
+    )
+    .start()
+    .await;
+    keep_reject_ignore(&env, true).await;
 }
