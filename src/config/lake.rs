@@ -69,6 +69,8 @@ pub enum Compression {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParquetOptions {
     pub compression: Compression,
+    /// The zstd level (1 to 22) when the compression is zstd.
+    pub zstd_level: i32,
     /// Most rows in one row group.
     pub row_group_size: usize,
     /// A lake part is closed, and the next one begun, after the row group that takes it to
@@ -80,6 +82,7 @@ impl Default for ParquetOptions {
     fn default() -> Self {
         ParquetOptions {
             compression: Compression::Zstd,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
             row_group_size: 1024 * 1024,
             target_file_size: 128 << 20,
         }
@@ -106,6 +109,8 @@ pub(super) struct RawLake {
     pub(super) quarantine_prefix: String,
     #[serde(default = "default_compression")]
     compression: String,
+    #[serde(default = "default_zstd_level")]
+    zstd_level: i32,
     #[serde(default = "default_row_group_size")]
     row_group_size: u32,
     #[serde(default = "default_target_file_size")]
@@ -148,6 +153,14 @@ fn default_prefix() -> String {
 
 fn default_quarantine_prefix() -> String {
     "quarantine".into()
+}
+
+/// The parquet crate's default zstd level, and the fastest: levels 3, 6 and 9 are measured
+/// against it in docs/benchmarks.md.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
+fn default_zstd_level() -> i32 {
+    DEFAULT_ZSTD_LEVEL
 }
 
 fn default_compression() -> String {
@@ -196,6 +209,11 @@ impl RawLake {
             check_bucket(p, "lake.quarantine_bucket", bucket);
         }
         let compression = choice(p, "lake.compression", &self.compression, &COMPRESSIONS);
+        p.check(
+            (1..=22).contains(&self.zstd_level),
+            "lake.zstd_level",
+            "must be between 1 and 22",
+        );
         p.check(
             self.row_group_size > 0,
             "lake.row_group_size",
@@ -262,6 +280,7 @@ impl RawLake {
             quarantine_prefix: self.quarantine_prefix,
             parquet: ParquetOptions {
                 compression: compression?,
+                zstd_level: self.zstd_level,
                 row_group_size: self.row_group_size as usize,
                 target_file_size,
             },

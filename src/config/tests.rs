@@ -95,6 +95,7 @@ fn good_config_loads_with_defaults() {
     assert_eq!(s.ledger.table, "lakeworker-ledger");
     assert_eq!(s.lake.prefix, "curated");
     assert_eq!(s.lake.parquet.compression, Compression::Zstd);
+    assert_eq!(s.lake.parquet.zstd_level, 1);
     let users = s.datasets.by_name("users").unwrap();
     assert_eq!(
         users.partition,
@@ -114,12 +115,14 @@ fn environment_overrides_file() {
             ("LAKEWORKER__QUEUE__URL", "http://elsewhere/1/q"),
             ("LAKEWORKER__QUEUE__POLLERS", "7"),
             ("LAKEWORKER__LAKE__COMPRESSION", "snappy"),
+            ("LAKEWORKER__LAKE__ZSTD_LEVEL", "9"),
         ],
     )
     .unwrap();
     assert_eq!(s.queue.url, "http://elsewhere/1/q");
     assert_eq!(s.queue.pollers.get(), 7);
     assert_eq!(s.lake.parquet.compression, Compression::Snappy);
+    assert_eq!(s.lake.parquet.zstd_level, 9);
 }
 
 #[test]
@@ -194,6 +197,16 @@ fn bad_types_name_the_key() {
         problems(&text),
         ["lake.compression: \"lz4\" is not one of: zstd, snappy, none"]
     );
+    for level in ["0", "23"] {
+        let text = GOOD.replace(
+            "bucket = \"lakeworker-lake\"",
+            &format!("bucket = \"lakeworker-lake\"\nzstd_level = {level}"),
+        );
+        assert_eq!(
+            problems(&text),
+            ["lake.zstd_level: must be between 1 and 22"]
+        );
+    }
     let text = GOOD.replace("[queue]\n", "[queue]\npollers = \"many\"\n");
     let found = problems(&text);
     assert!(found[0].starts_with("queue.pollers:"), "{found:?}");

@@ -37,7 +37,9 @@ fn create(path: &Path) -> Result<File, ConvertError> {
 /// Parquet writer settings for the lake.
 pub fn writer_properties(options: &ParquetOptions) -> WriterProperties {
     let codec = match options.compression {
-        Compression::Zstd => parquet::basic::Compression::ZSTD(ZstdLevel::default()),
+        Compression::Zstd => parquet::basic::Compression::ZSTD(
+            ZstdLevel::try_new(options.zstd_level).unwrap_or_default(),
+        ),
         Compression::Snappy => parquet::basic::Compression::SNAPPY,
         Compression::None => parquet::basic::Compression::UNCOMPRESSED,
     };

@@ -170,6 +170,7 @@ fn parts_roll_over_at_the_target_size_with_bounded_row_groups() {
     }
     let options = ParquetOptions {
         compression: Compression::Zstd,
+        zstd_level: 1,
         row_group_size: 1000,
         target_file_size: 25_000,
     };
@@ -290,4 +291,45 @@ fn spool_round_trips() {
         [2, 1]
     );
     assert_eq!(batches[0].column(0).len(), 2);
+}
+
+#[test]
+fn the_zstd_level_is_the_configured_one() {
+    // Text that compresses, unevenly: higher levels find more of it.
+    let mut x: u64 = 7;
+    let words = ["alpha", "bravo", "charlie", "delta", "echo", "fox", "golf"];
+    let text: Vec<String> = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!(
+                "{} {} {}",
+                words[(x % 7) as usize],
+                x % 1000,
+                words[(x / 7 % 7) as usize]
+            )
+        })
+        .collect();
+    use arrow::array::StringArray;
+    use arrow::datatypes::{Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+    let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, false)]));
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(text))]).unwrap();
+    let size = |level: i32| {
+        let options = ParquetOptions {
+            zstd_level: level,
+            ..ParquetOptions::default()
+        };
+        let mut out = Vec::new();
+        let props = crate::convert::writer_properties(&options);
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        out.len()
+    };
+    assert!(size(19) < size(1), "{} vs {}", size(19), size(1));
 }
