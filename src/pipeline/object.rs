@@ -70,10 +70,11 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 .reject_file(object, dataset, attempt, job, too_large(size, limit), None)
                 .await;
         }
+        let lineage = lineage(&object.uri(), arrival(object)?);
         let mut dataset = self.effective(dataset).await?;
         let mut added = Vec::new();
         for _ in 0..MAX_ADD_PASSES {
-            let converted = match self.download_and_convert(object, &dataset, job).await? {
+            let converted = match self.download_and_convert(object, &dataset, &lineage, job).await? {
                 Ok(converted) => converted,
                 Err(Refused(reason)) => {
                     return self
@@ -104,7 +105,6 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                     .reject_file(object, &dataset, attempt, job, reason, Some(report))
                     .await;
             }
-            let lineage = lineage(&object.uri(), arrival(object)?);
             let mut outcome = self
                 .write_outputs(object, &dataset, &lineage, converted, job, attempt)
                 .await?;
@@ -202,6 +202,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         &self,
         object: &ObjectRef,
         dataset: &Dataset,
+        lineage: &Lineage,
         job: &Job,
     ) -> Result<Result<Converted, NotConverted>, JobError> {
         let uri = object.uri();
@@ -227,7 +228,6 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         }
 
         let scratch = self.scratch_dir(&uri)?;
-        let lineage = lineage(&uri, arrival(object)?);
         let converted = {
             let input = StoppableReader::new(opened.reader, job);
             let (dataset, dir, parquet) = (
