@@ -165,12 +165,15 @@ const COLUMNS_RETRY: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 enum Work {
     Partition(NewPartition),
-    /// `new` were just added to the dataset's table, whose added columns are now `list`.
-    Columns {
-        dataset: String,
-        list: Vec<String>,
-        new: Vec<String>,
-    },
+    Columns(ColumnsWork),
+}
+
+/// `new` were just added to the dataset's table, whose added columns are now `list`.
+#[derive(Debug)]
+struct ColumnsWork {
+    dataset: String,
+    list: Vec<String>,
+    new: Vec<String>,
 }
 
 /// (table, partition value) pairs this process registered.
@@ -194,11 +197,11 @@ impl Partitions {
 
     /// Asks for the columns `new` of `dataset`, whose added columns are now `list`.
     pub fn send_columns(&self, dataset: &str, list: Vec<String>, new: Vec<String>) {
-        let _ = self.sender.send(Work::Columns {
+        let _ = self.sender.send(Work::Columns(ColumnsWork {
             dataset: dataset.to_owned(),
             list,
             new,
-        });
+        }));
     }
 
     /// The catalog's database.
@@ -269,7 +272,7 @@ struct Registrar<Q, L> {
     /// Added columns this process knows the catalog has, by table.
     columns: HashMap<String, HashSet<String>>,
     /// Column work whose statement failed, for another try, and when.
-    failed_columns: Vec<Work>,
+    failed_columns: Vec<ColumnsWork>,
     retry_columns_at: Option<tokio::time::Instant>,
 }
 
@@ -365,13 +368,13 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
     }
 
     /// Puts a partition into `batch`; gives back other work.
-    fn partition_or(&self, work: Work, batch: &mut Vec<NewPartition>) -> Option<Work> {
+    fn partition_or(&self, work: Work, batch: &mut Vec<NewPartition>) -> Option<ColumnsWork> {
         match work {
             Work::Partition(p) => {
                 batch.push(p);
                 None
             }
-            other => Some(other),
+            Work::Columns(columns) => Some(columns),
         }
     }
 
@@ -396,7 +399,7 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
         let list: Vec<String> = added.names().map(str::to_owned).collect();
         if added.in_catalog < list.len() {
             let missing = list[added.in_catalog..].to_vec();
-            self.add_columns(Work::Columns {
+            self.add_columns(ColumnsWork {
                 dataset: dataset.name.clone(),
                 list,
                 new: missing,
@@ -408,16 +411,14 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
     /// One ALTER TABLE ADD COLUMNS (a column the table has already counts as added),
     /// then the ledger's count of added columns the catalog has: the longest start of
     /// `list` this process knows is there.
-    async fn add_columns(&mut self, work: Work) {
-        let Work::Columns { dataset, list, new } = work else {
-            return;
-        };
+    async fn add_columns(&mut self, work: ColumnsWork) {
+        let ColumnsWork { dataset, list, new } = work;
         let database = self.catalog.database.clone();
         let known = self.columns.entry(dataset.clone()).or_default();
         let new: Vec<String> = new.into_iter().filter(|c| !known.contains(c)).collect();
         if !new.is_empty() {
             let sql = add_columns(&database, &dataset, &new);
-            let done = match self.statement_outcome(&sql, Some(&database)).await {
+            let done = match self.statement_outcome(&sql, Some(&database), true).await {
                 Ran::Done => true,
                 // Athena refuses the whole statement when one column is there already:
                 // each column alone, then, so the others are added.
@@ -425,7 +426,8 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
                     let mut all = true;
                     for column in &new {
                         let sql = add_columns(&database, &dataset, std::slice::from_ref(column));
-                        all &= self.statement(&sql, Some(&database)).await;
+                        let ran = self.statement_outcome(&sql, Some(&database), true).await;
+                        all &= ran != Ran::Failed;
                     }
                     all
                 }
@@ -434,8 +436,7 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
             };
             if !done {
                 // Tried again after COLUMNS_RETRY, and at the next start.
-                self.failed_columns
-                    .push(Work::Columns { dataset, list, new });
+                self.failed_columns.push(ColumnsWork { dataset, list, new });
                 return;
             }
             self.stats
@@ -490,12 +491,18 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
     }
 
     /// Runs a statement with retries; `false` (logged and counted) if it never succeeds.
-    /// An ADD COLUMNS of a column the table has counts as done.
     async fn statement(&self, sql: &str, database: Option<&str>) -> bool {
-        self.statement_outcome(sql, database).await != Ran::Failed
+        self.statement_outcome(sql, database, false).await != Ran::Failed
     }
 
-    async fn statement_outcome(&self, sql: &str, database: Option<&str>) -> Ran {
+    /// Like [`Registrar::statement`]; for an ADD COLUMNS (`adds_columns`), Athena's refusal
+    /// because the table has a column already is [`Ran::HadColumn`], not retried.
+    async fn statement_outcome(
+        &self,
+        sql: &str,
+        database: Option<&str>,
+        adds_columns: bool,
+    ) -> Ran {
         let mut wait = RETRY;
         for attempt in 1..=TRIES {
             match self.runner.run(sql, database).await {
@@ -503,7 +510,7 @@ impl<Q: QueryRunner, L: Ledger> Registrar<Q, L> {
                     tracing::debug!(%sql, "catalog statement done");
                     return Ran::Done;
                 }
-                Err(e) if sql.contains(" ADD COLUMNS ") && has_the_column(&e.to_string()) => {
+                Err(e) if adds_columns && has_the_column(&e.to_string()) => {
                     tracing::info!(error = %e, "the table has the column already");
                     return Ran::HadColumn;
                 }

@@ -74,7 +74,10 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
         let mut dataset = self.effective(dataset).await?;
         let mut added = Vec::new();
         for _ in 0..MAX_ADD_PASSES {
-            let converted = match self.download_and_convert(object, &dataset, &lineage, job).await? {
+            let converted = match self
+                .download_and_convert(object, &dataset, &lineage, job)
+                .await?
+            {
                 Ok(converted) => converted,
                 Err(Refused(reason)) => {
                     return self
