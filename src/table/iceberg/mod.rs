@@ -129,8 +129,9 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
                     .await
             })
             .await?;
+            let qualified = format!("{database}.{}", dataset.name);
             let widened =
-                with_retries("Glue table", bound, || widen(&catalog, dataset, &database)).await?;
+                with_retries("Glue table", bound, || widen(&catalog, dataset, &qualified)).await?;
             let Widened {
                 table,
                 arrow_schema,
@@ -148,7 +149,7 @@ impl<S: ObjectStore, L: CommitLog> IcebergTables<S, L> {
                 )));
             }
             let layout = TableLayout {
-                qualified: format!("{database}.{}", dataset.name),
+                qualified,
                 name: dataset.name.clone(),
                 bucket: lake.bucket.clone(),
                 data_prefix: format!("{}/data", lake::dataset_prefix(&lake.prefix, &dataset.name)),
@@ -251,9 +252,8 @@ impl<S: ObjectStore, L: CommitLog> TableSink for IcebergTables<S, L> {
         }
         // Tasks adding the same columns at once: one schema update lands, the others
         // conflict, reload and find the columns there (under the same ids: by name).
-        let database = committer.qualified().split('.').next().unwrap_or_default();
         let widened = with_retries("Iceberg add columns", self.bound, || {
-            widen(&self.catalog, dataset, database)
+            widen(&self.catalog, dataset, committer.qualified())
         })
         .await?;
         let schema = (**widened.table.metadata().current_schema()).clone();
@@ -297,7 +297,7 @@ struct Widened {
 async fn widen(
     catalog: &IcebergCatalog,
     dataset: &Dataset,
-    database: &str,
+    qualified: &str,
 ) -> Result<Widened, StoreError> {
     let rejected = |e: String| {
         StoreError::new(
@@ -337,8 +337,7 @@ async fn widen(
     let (arrow_schema, wanted, ids) = lake_schema(&table)?;
     if let Some(problem) = schema::mismatch(table.metadata().current_schema(), &wanted) {
         return Err(rejected(format!(
-            "the table {database}.{} does not match the dataset's columns: {problem}",
-            dataset.name
+            "the table {qualified} does not match the dataset's columns: {problem}"
         )));
     }
     Ok(Widened {
