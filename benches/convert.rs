@@ -122,7 +122,8 @@ fn conversion(c: &mut Criterion) {
                         convert::writer_properties(&settings.lake.parquet),
                         settings.worker.conversion_memory,
                     )
-                    .unwrap();
+                    .unwrap()
+                    .with_encoders(threads);
                     let options = ConvertOptions {
                         batch_rows: settings.worker.batch_rows.get(),
                         threads,

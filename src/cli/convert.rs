@@ -44,7 +44,9 @@ pub fn command(
     };
     let props = convert::writer_properties(&settings.lake.parquet);
     let memory = settings.worker.conversion_memory;
-    let mut sink = ParquetFile::create(output, convert::full_schema(dataset), props, memory)?;
+    let threads = settings.worker.conversion_threads.get();
+    let mut sink = ParquetFile::create(output, convert::full_schema(dataset), props, memory)?
+        .with_encoders(threads);
     let bad_rows_path = PathBuf::from(format!("{}.bad-rows.jsonl", output.display()));
     let mut bad_rows = Quarantine::create(&bad_rows_path)?;
     let name = input.to_string_lossy();
@@ -55,7 +57,7 @@ pub fn command(
         &lineage,
         convert::ConvertOptions {
             batch_rows: settings.worker.batch_rows.get(),
-            threads: settings.worker.conversion_threads.get(),
+            threads,
             memory,
         },
         &mut sink,

@@ -11,6 +11,7 @@
 //! - [`budget`]: the rows in flight between the stages, held within the budget.
 //! - [`csv`], [`jsonl`]: row sources yielding raw cells.
 //! - [`batch`]: good rows → Arrow batches (every dataset column plus lineage).
+//! - [`encode`]: a Parquet writer that encodes columns on several threads.
 //! - [`sinks`]: lake parts (with rename/hash/drop), one Parquet file, the DynamoDB spool,
 //!   the quarantine.
 //!
@@ -31,6 +32,7 @@ pub mod batch;
 mod budget;
 mod csv;
 pub mod dictionary;
+mod encode;
 mod engine;
 pub mod input;
 mod jsonl;

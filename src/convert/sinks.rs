@@ -14,11 +14,11 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::ZstdLevel;
 use parquet::file::properties::WriterProperties;
 
 use super::batch::full_schema;
+use super::encode::ParquetWriter;
 use super::{BadRow, BadRowSink, BatchSink, ConvertError, Lineage};
 use crate::config::{Compression, MemoryBudget, ParquetOptions, Secret, RESCUED_COLUMN};
 use crate::domain::dataset::{Dataset, Partition, TableFormat, INGEST_DATE};
@@ -54,9 +54,11 @@ pub fn writer_properties(options: &ParquetOptions) -> WriterProperties {
 /// at the budget's Parquet share as well as at `row_group_size` rows.
 pub struct ParquetFile {
     /// Opened at the first batch, with the dictionary settings tuned to it.
-    writer: Option<ArrowWriter<BufWriter<File>>>,
+    writer: Option<ParquetWriter<BufWriter<File>>>,
     file: Option<(BufWriter<File>, SchemaRef, WriterProperties)>,
     row_group_memory: usize,
+    /// Threads encoding a batch's columns.
+    encoders: usize,
 }
 
 impl ParquetFile {
@@ -70,25 +72,32 @@ impl ParquetFile {
             writer: None,
             file: Some((BufWriter::new(create(path)?), schema, props)),
             row_group_memory: usize::try_from(memory.row_groups()).unwrap_or(usize::MAX),
+            encoders: 1,
         })
+    }
+
+    /// Encodes a batch's columns on up to `threads` threads (1 at first).
+    pub fn with_encoders(mut self, threads: usize) -> Self {
+        self.encoders = threads.max(1);
+        self
     }
 
     /// Bytes the row group being built holds (the Parquet writer's estimate).
     pub fn buffered_bytes(&self) -> usize {
-        self.writer.as_ref().map_or(0, ArrowWriter::memory_size)
+        self.writer.as_ref().map_or(0, ParquetWriter::memory_size)
     }
 
     /// The writer, opened (with `first` tuning its dictionaries) if it is not yet.
     fn writer(
         &mut self,
         first: Option<&RecordBatch>,
-    ) -> Result<&mut ArrowWriter<BufWriter<File>>, ConvertError> {
+    ) -> Result<&mut ParquetWriter<BufWriter<File>>, ConvertError> {
         if let Some((out, schema, props)) = self.file.take() {
             let props = match first {
                 Some(batch) => super::dictionary::tune(props, batch),
                 None => props,
             };
-            self.writer = Some(ArrowWriter::try_new(out, schema, Some(props))?);
+            self.writer = Some(ParquetWriter::try_new(out, schema, props, self.encoders)?);
         }
         self.writer
             .as_mut()
@@ -292,7 +301,7 @@ pub struct PartFile {
 
 /// The part of one partition being written.
 struct OpenPart {
-    writer: ArrowWriter<BufWriter<File>>,
+    writer: ParquetWriter<BufWriter<File>>,
     path: PathBuf,
     rows: u64,
 }
@@ -356,6 +365,8 @@ pub struct LakeParts {
     partitions: BTreeMap<PartitionValue, PartitionParts>,
     done: Vec<PartFile>,
     files: usize,
+    /// Threads encoding a batch's columns.
+    encoders: usize,
 }
 
 impl LakeParts {
@@ -380,7 +391,14 @@ impl LakeParts {
             partitions: BTreeMap::new(),
             done: Vec::new(),
             files: 0,
+            encoders: 1,
         }
+    }
+
+    /// Encodes a batch's columns on up to `threads` threads (1 at first).
+    pub fn with_encoders(mut self, threads: usize) -> Self {
+        self.encoders = threads.max(1);
+        self
     }
 
     /// Bytes the row groups being built hold, over every open partition (the Parquet
@@ -471,10 +489,11 @@ impl LakeParts {
             None => {
                 let path = self.dir.join(format!("part-{:05}.parquet", self.files));
                 self.files += 1;
-                let writer = ArrowWriter::try_new(
+                let writer = ParquetWriter::try_new(
                     BufWriter::new(create(&path)?),
                     self.projection.schema(),
-                    Some(self.props.clone()),
+                    self.props.clone(),
+                    self.encoders,
                 )?;
                 parts.open.insert(OpenPart {
                     writer,

@@ -636,7 +636,8 @@ pub(super) fn convert_to_parts(
     parquet: &ParquetOptions,
     salt: Option<&Secret>,
 ) -> Result<Converted, ConvertError> {
-    let lake = LakeParts::new(dir, dataset, lineage, parquet, salt, options.memory);
+    let lake = LakeParts::new(dir, dataset, lineage, parquet, salt, options.memory)
+        .with_encoders(options.threads);
     let spool = match dataset.records {
         Some(_) => Some(Spool::create(
             &dir.join("records.arrow"),

@@ -11,6 +11,7 @@ use crate::domain::dataset::{testing, FileFormat, Partition};
 use crate::domain::schema::{Column, ColumnType};
 
 mod csv;
+mod encode;
 mod input;
 mod jsonl;
 mod memory;
