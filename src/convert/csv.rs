@@ -106,6 +106,10 @@ pub(super) struct CsvSplitter<R: BufRead> {
     /// Raw bytes a chunk starts with room for (the same).
     raw_hint: usize,
     header: Arc<HeaderMap>,
+    /// Where the fields of a record past a limit go, to be dropped (kept here so no record
+    /// zeroes a buffer of its own).
+    scratch_bytes: Box<[u8]>,
+    scratch_ends: Box<[usize]>,
 }
 
 impl<R: BufRead> CsvSplitter<R> {
@@ -145,6 +149,8 @@ impl<R: BufRead> CsvSplitter<R> {
             bytes_hint: START_BYTES,
             raw_hint: 0,
             header: Arc::default(),
+            scratch_bytes: vec![0; START_BYTES].into_boxed_slice(),
+            scratch_ends: vec![0; START_FIELDS].into_boxed_slice(),
         };
         let (names, line) = match &options.header {
             Header::Names(names) => (names.clone(), 1),
@@ -233,19 +239,17 @@ impl<R: BufRead> CsvSplitter<R> {
             (chunk.bytes_used, chunk.ends_used, chunk.raw.len());
         let (start_lines, start_bytes) = (self.lines_read, self.bytes_read);
         let mut shape = Shape::Whole;
-        let mut scratch_bytes = [0u8; 4096];
-        let mut scratch_ends = [0usize; 64];
         loop {
             let input = self.input.fill_buf().map_err(read_error)?;
             let output: &mut [u8] = if shape == Shape::TooLong {
-                &mut scratch_bytes
+                &mut self.scratch_bytes
             } else {
                 &mut chunk.bytes[chunk.bytes_used..]
             };
             let ends: &mut [usize] = if shape == Shape::Whole {
                 &mut chunk.ends[chunk.ends_used..]
             } else {
-                &mut scratch_ends
+                &mut self.scratch_ends
             };
             let (result, nin, nout, nend) = self.core.read_record(input, output, ends);
             let room = self
