@@ -195,16 +195,20 @@ impl<'d> BatchBuilder<'d> {
         if let Some(rescued) = &mut self.rescued {
             arrays.push(Arc::new(rescued.finish()));
         }
-        arrays.push(Arc::new(StringArray::new_repeated(&self.source, rows)));
-        arrays.push(Arc::new(
-            TimestampMicrosecondArray::from_iter_values(std::iter::repeat_n(
-                self.ingested_at,
-                rows,
-            ))
-            .with_timezone(UTC),
-        ));
+        arrays.extend(lineage_arrays(&self.source, self.ingested_at, rows));
         Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
     }
+}
+
+/// `_source` and `_ingested_at` for `rows` rows.
+pub(super) fn lineage_arrays(source: &str, ingested_at: i64, rows: usize) -> [ArrayRef; 2] {
+    [
+        Arc::new(StringArray::new_repeated(source, rows)),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(std::iter::repeat_n(ingested_at, rows))
+                .with_timezone(UTC),
+        ),
+    ]
 }
 
 /// The key of a `_rescued` object naming the rule each rescued cell failed (a leading `_`

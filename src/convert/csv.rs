@@ -35,6 +35,28 @@ pub(super) struct HeaderMap {
     width: usize,
 }
 
+impl HeaderMap {
+    /// The field of dataset column `column`, if the header has it.
+    pub(super) fn field_of(&self, column: usize) -> Option<usize> {
+        self.map.get(column).copied().flatten()
+    }
+
+    /// The header's field count.
+    pub(super) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Whether records carry fields kept in `_extra` or `_rescued`.
+    pub(super) fn keeps_extra_fields(&self) -> bool {
+        !self.extra.is_empty()
+    }
+
+    /// The header's undeclared names.
+    pub(super) fn undeclared(&self) -> &[String] {
+        &self.undeclared
+    }
+}
+
 /// How a record was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -87,6 +109,60 @@ impl CsvChunk {
             + self.raw.capacity()
             + self.ends.len() * size_of::<usize>()
             + self.records.capacity() * size_of::<Record>()
+    }
+}
+
+/// A chunk's fields as a grid: every record whole, with the header's field count, every
+/// field UTF-8 (see [`CsvChunk::grid`]).
+pub(super) struct Grid<'c> {
+    bytes: &'c [u8],
+    /// The end of every field of every record, record after record.
+    ends: &'c [usize],
+    width: usize,
+}
+
+impl<'c> Grid<'c> {
+    pub(super) fn rows(&self) -> usize {
+        self.ends.len() / self.width
+    }
+
+    /// Field `field` of every record, in order.
+    pub(super) fn column(&self, field: usize) -> impl Iterator<Item = &'c str> + '_ {
+        (0..self.rows()).map(move |row| {
+            let at = row * self.width + field;
+            let start = if at == 0 { 0 } else { self.ends[at - 1] };
+            // SAFETY: `CsvChunk::grid` checked that every field is UTF-8.
+            unsafe { std::str::from_utf8_unchecked(&self.bytes[start..self.ends[at]]) }
+        })
+    }
+}
+
+impl CsvChunk {
+    /// The chunk as a [`Grid`] if every record is whole, has `width` fields and every field
+    /// is UTF-8 (what [`CsvChunkRows::next_row`] checks of each record); `None` otherwise.
+    pub(super) fn grid(&self, width: usize) -> Option<Grid<'_>> {
+        let whole = self
+            .records
+            .iter()
+            .all(|r| r.shape == Shape::Whole && r.fields.len() == width);
+        if !whole || width == 0 {
+            return None;
+        }
+        let grid = Grid {
+            bytes: &self.bytes[..self.bytes_used],
+            ends: &self.ends[..self.ends_used],
+            width,
+        };
+        // Each field on its own (two invalid halves can make a valid whole), unless the
+        // chunk is ASCII.
+        if !grid.bytes.is_ascii() {
+            let mut start = 0;
+            for &end in grid.ends {
+                std::str::from_utf8(&grid.bytes[start..end]).ok()?;
+                start = end;
+            }
+        }
+        Some(grid)
     }
 }
 

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::budget::InFlight;
 use super::{
-    batch, csv, jsonl, redact, BadRow, BadRowSink, BatchSink, ConvertError, ConvertOptions,
-    ConvertReport, Lineage, RowError,
+    batch, columnar, csv, jsonl, redact, BadRow, BadRowSink, BatchSink, ConvertError,
+    ConvertOptions, ConvertReport, Lineage, RowError,
 };
 use crate::config::RESCUED_COLUMN;
 use crate::domain::dataset::Dataset;
@@ -71,6 +71,8 @@ struct Typing<'a> {
     /// Per dataset column, whether a bad cell is rescued rather than failing its row
     /// (`on_invalid = "rescue"`, and the column is optional and no key).
     rescuable: Vec<bool>,
+    /// Whether CSV chunks are tried column by column first ([`columnar`]).
+    columnar: bool,
 }
 
 /// A bad row that can travel between threads.
@@ -120,11 +122,25 @@ impl Typing<'_> {
         seen_keys: Option<&mut HashMap<String, u64>>,
     ) -> Result<Typed, ConvertError> {
         match (chunk, &self.header) {
-            (Chunk::Csv(c), Some(header)) => self.rows(
-                csv::CsvChunkRows::new(c, header, self.dataset),
-                c.len(),
-                seen_keys,
-            ),
+            (Chunk::Csv(c), Some(header)) => {
+                if self.columnar {
+                    if let Some(batch) = columnar::csv_chunk(c, header, self.dataset, self.lineage)?
+                    {
+                        return Ok(Typed {
+                            rows_in: batch.num_rows() as u64,
+                            batch: Some(batch),
+                            bad: Vec::new(),
+                            rows_rescued: 0,
+                            new_columns: header.undeclared().iter().cloned().collect(),
+                        });
+                    }
+                }
+                self.rows(
+                    csv::CsvChunkRows::new(c, header, self.dataset),
+                    c.len(),
+                    seen_keys,
+                )
+            }
             (Chunk::Lines(l), _) => self.rows(
                 jsonl::JsonChunkRows::new(l, self.dataset),
                 l.len(),
@@ -343,6 +359,9 @@ where
         rescuable: (0..dataset.columns.len())
             .map(|i| dataset.rescues_bad_cells_of(i))
             .collect(),
+        columnar: splitter
+            .header()
+            .is_some_and(|header| columnar::applies(dataset, &header)),
     };
     let rows = options.batch_rows.max(1);
     let threads = if dataset.policy.unique_key.is_empty() {

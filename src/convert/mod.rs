@@ -10,7 +10,8 @@
 //! - [`input`]: gzip/zstd detection, expansion limits, byte order mark, read-error classes.
 //! - [`budget`]: the rows in flight between the stages, held within the budget.
 //! - [`csv`], [`jsonl`]: row sources yielding raw cells.
-//! - [`batch`]: good rows → Arrow batches (every dataset column plus lineage).
+//! - [`batch`]: good rows → Arrow batches (every dataset column plus lineage);
+//!   [`columnar`]: a chunk of good CSV rows typed column by column.
 //! - [`encode`]: a Parquet writer that encodes columns on several threads.
 //! - [`sinks`]: lake parts (with rename/hash/drop), one Parquet file, the DynamoDB spool,
 //!   the quarantine.
@@ -30,6 +31,7 @@ use crate::domain::dataset::{Dataset, FileFormat};
 
 pub mod batch;
 mod budget;
+mod columnar;
 mod csv;
 pub mod dictionary;
 mod encode;

@@ -237,4 +237,62 @@ proptest! {
         prop_assert_eq!(one_batches, many_batches);
         prop_assert_eq!(one_bad, many_bad);
     }
+
+    #[test]
+    fn columns_or_rows_type_a_csv_chunk_alike(
+        cells in proptest::collection::vec(proptest::collection::vec((0usize..CELLS.len(), prop::bool::weighted(0.97)), 8), 0..40),
+        rescue in any::<bool>(),
+        keep in any::<bool>(),
+        without_day in any::<bool>(),
+        batch in 1usize..12,
+    ) {
+        let mut dataset = testing::dataset(FileFormat::Csv, Partition::IngestDate, columns());
+        dataset.columns[2].rules.min = Some(crate::domain::schema::Limit::Int(0));
+        dataset.columns[1].rules.max_length = Some(3);
+        if rescue {
+            dataset.policy.on_invalid = crate::domain::dataset::OnInvalid::Rescue;
+        }
+        if keep {
+            dataset.policy.on_new_columns = crate::domain::dataset::NewColumns::Keep;
+        }
+        // The header: every column (but `day`, sometimes) and an undeclared one.
+        let names = ["id", "name", "age", "score", "active", "day", "at", "extra"];
+        let kept: Vec<usize> = (0..names.len()).filter(|i| !(without_day && *i == 5)).collect();
+        let mut text = kept.iter().map(|i| names[*i]).collect::<Vec<_>>().join(",");
+        text.push('\n');
+        for row in &cells {
+            let fields: Vec<&str> = kept
+                .iter()
+                .map(|i| if row[*i].1 { GOOD[*i] } else { CELLS[row[*i].0] })
+                .collect();
+            text.push_str(&fields.join(","));
+            text.push('\n');
+        }
+        let lineage = Lineage { source: "s".into(), ingested_at: 0, ingest_date: 0 };
+        let run = |rows_only: bool| {
+            super::columnar::ROWS_ONLY.with(|off| off.set(rows_only));
+            let mut sink = Collect::default();
+            let mut bad = Quarantine::in_memory();
+            let report = convert(text.as_bytes(), "t", &dataset, &lineage, ConvertOptions::sequential(batch), &mut sink, &mut bad);
+            super::columnar::ROWS_ONLY.with(|off| off.set(false));
+            (report.map_err(|e| e.to_string()), sink.0, bad.finish().unwrap())
+        };
+        let (rows_report, rows_batches, rows_bad) = run(true);
+        let (columns_report, columns_batches, columns_bad) = run(false);
+        prop_assert_eq!(rows_report, columns_report);
+        prop_assert_eq!(rows_batches, columns_batches);
+        prop_assert_eq!(rows_bad, columns_bad);
+    }
 }
+
+/// A good cell of each column of the column-or-row comparison (most cells are these, so
+/// whole chunks are good as often as not).
+const GOOD: [&str; 8] = ["u1", "ab", "7", "2.5", "true", "2024-01-02", "2024-01-02T03:04:05Z", "e"];
+
+/// Other cells for the column-or-row comparison: good and bad values of every type, nulls,
+/// padding, quoting, non-ASCII text, a wrong field count.
+const CELLS: &[&str] = &[
+    "", "1", "-5", " 42 ", "3.25", "1e400", "NaN", "true", "FALSE", "yes", "2024-01-02",
+    "2024-01-02T03:04:05Z", "2024-13-40", "x", "NULL", "null", "N/A", "é", "\"q,uo\"\"ted\"",
+    "ab", "abcd", "9223372036854775808", "0x1F", "a,b", "\u{1F600}",
+];

@@ -1,0 +1,163 @@
+//! Typing a CSV chunk column by column: the fast way for a chunk whose rows are all good.
+//!
+//! Row by row ([`super::engine`]), every cell costs a dispatch on its column's type, a
+//! lookup of its field and a dispatch on its builder. Here each column is typed in one
+//! loop over its fields ([`super::csv::Grid`]), with [`Column::parse_into`] (the same
+//! function the row path calls, so the same values and the same verdicts) and a builder of
+//! the column's own type. The first cell that fails, any row the splitter refused, and any
+//! dataset needing per-row work (a `unique_key`, DynamoDB records, undeclared fields kept
+//! in `_extra` or `_rescued`) send the chunk back to the row path, which then says what
+//! was wrong with which row: a good chunk is typed once, a chunk with a bad row at most
+//! twice.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    new_null_array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+
+use super::batch::{full_schema, lineage_arrays};
+use super::csv::{CsvChunk, HeaderMap};
+use super::{ConvertError, Lineage};
+use crate::domain::dataset::{Dataset, NewColumns};
+use crate::domain::schema::{arrow_field, Column, ColumnType, Parsed, RawCell, UTC};
+
+#[cfg(test)]
+thread_local! {
+    /// Tests turn the column path off to compare it with the row path.
+    pub(super) static ROWS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether chunks of `dataset` may be typed column by column at all.
+pub(super) fn applies(dataset: &Dataset, header: &HeaderMap) -> bool {
+    #[cfg(test)]
+    if ROWS_ONLY.with(std::cell::Cell::get) {
+        return false;
+    }
+    dataset.policy.unique_key.is_empty()
+        && dataset.records.is_none()
+        && !header.keeps_extra_fields()
+}
+
+/// The chunk's rows as one batch (every dataset column, `_extra` or `_rescued` all null
+/// where the schema has them, lineage), or `None` when a row needs the row path.
+pub(super) fn csv_chunk(
+    chunk: &CsvChunk,
+    header: &HeaderMap,
+    dataset: &Dataset,
+    lineage: &Lineage,
+) -> Result<Option<RecordBatch>, ConvertError> {
+    let Some(grid) = chunk.grid(header.width()) else {
+        return Ok(None);
+    };
+    let rows = grid.rows();
+    let schema = full_schema(dataset);
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (index, column) in dataset.columns.iter().enumerate() {
+        let typed = match header.field_of(index) {
+            Some(field) => typed_column(column, grid.column(field), rows),
+            None => absent_column(column, rows),
+        };
+        match typed {
+            Some(array) => arrays.push(array),
+            None => return Ok(None),
+        }
+    }
+    // `_extra` and `_rescued`: no undeclared field is kept (see `applies`), no cell failed.
+    let nothing_kept = [
+        dataset.policy.on_new_columns == NewColumns::Keep,
+        dataset.policy.rescues(),
+    ];
+    for _ in nothing_kept.into_iter().filter(|has| *has) {
+        arrays.push(new_null_array(&DataType::Utf8, rows));
+    }
+    arrays.extend(lineage_arrays(&lineage.source, lineage.ingested_at, rows));
+    Ok(Some(RecordBatch::try_new(schema, arrays)?))
+}
+
+/// A column the header lacks: all null, unless it is required.
+fn absent_column(column: &Column, rows: usize) -> Option<ArrayRef> {
+    let mut slot = Parsed::Null;
+    column.parse_into(RawCell::Missing, &mut slot).ok()?;
+    Some(new_null_array(arrow_field(column).data_type(), rows))
+}
+
+/// One column's cells typed in a loop; `None` at the first cell that fails.
+fn typed_column<'a>(
+    column: &Column,
+    cells: impl Iterator<Item = &'a str>,
+    rows: usize,
+) -> Option<ArrayRef> {
+    let mut slot = Parsed::Null;
+    let mut parse = move |text: &str| {
+        column
+            .parse_into(RawCell::Text(text), &mut slot)
+            .ok()
+            .map(|()| slot)
+    };
+    Some(match column.kind {
+        ColumnType::String => {
+            let mut builder = StringBuilder::with_capacity(rows, rows * 16);
+            for text in cells {
+                match parse(text)? {
+                    Parsed::Str => builder.append_value(text),
+                    _ => builder.append_null(),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        ColumnType::Int => {
+            let mut builder = Int64Builder::with_capacity(rows);
+            for text in cells {
+                match parse(text)? {
+                    Parsed::Int(v) => builder.append_value(v),
+                    _ => builder.append_null(),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        ColumnType::Float => {
+            let mut builder = Float64Builder::with_capacity(rows);
+            for text in cells {
+                match parse(text)? {
+                    Parsed::Float(v) => builder.append_value(v),
+                    _ => builder.append_null(),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        ColumnType::Bool => {
+            let mut builder = BooleanBuilder::with_capacity(rows);
+            for text in cells {
+                match parse(text)? {
+                    Parsed::Bool(v) => builder.append_value(v),
+                    _ => builder.append_null(),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        ColumnType::Date => {
+            let mut builder = Date32Builder::with_capacity(rows);
+            for text in cells {
+                match parse(text)? {
+                    Parsed::Date(v) => builder.append_value(v),
+                    _ => builder.append_null(),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        ColumnType::Timestamp => {
+            let mut builder = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
+            for text in cells {
+                match parse(text)? {
+                    Parsed::Timestamp(v) => builder.append_value(v),
+                    _ => builder.append_null(),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+    })
+}
