@@ -2,9 +2,9 @@
 //!
 //! Row by row ([`super::engine`]), every cell costs a dispatch on its column's type, a
 //! lookup of its field and a dispatch on its builder. Here each column is typed in one
-//! loop over its fields ([`super::csv::Grid`]), with [`Column::parse_into`] (the same
-//! function the row path calls, so the same values and the same verdicts) and a builder of
-//! the column's own type. The first cell that fails, any row the splitter refused, and any
+//! loop over its fields ([`super::csv::Grid`]), with the column's [`Shortcut`](crate::domain::schema::Shortcut) for plainly
+//! good cells and [`Column::parse_into`] (what the row path calls, so the same values and
+//! the same verdicts) for the rest, into a builder of the column's own type. The first cell that fails, any row the splitter refused, and any
 //! dataset needing per-row work (a `unique_key`, DynamoDB records, undeclared fields kept
 //! in `_extra` or `_rescued`) send the chunk back to the row path, which then says what
 //! was wrong with which row: a good chunk is typed once, a chunk with a bad row at most
@@ -91,12 +91,15 @@ fn typed_column<'a>(
     cells: impl Iterator<Item = &'a str>,
     rows: usize,
 ) -> Option<ArrayRef> {
+    let shortcut = column.shortcut();
     let mut slot = Parsed::Null;
     let mut parse = move |text: &str| {
-        column
-            .parse_into(RawCell::Text(text), &mut slot)
-            .ok()
-            .map(|()| slot)
+        shortcut.parse(text).or_else(|| {
+            column
+                .parse_into(RawCell::Text(text), &mut slot)
+                .ok()
+                .map(|()| slot)
+        })
     };
     Some(match column.kind {
         ColumnType::String => {

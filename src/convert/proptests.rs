@@ -287,12 +287,43 @@ proptest! {
 
 /// A good cell of each column of the column-or-row comparison (most cells are these, so
 /// whole chunks are good as often as not).
-const GOOD: [&str; 8] = ["u1", "ab", "7", "2.5", "true", "2024-01-02", "2024-01-02T03:04:05Z", "e"];
+const GOOD: [&str; 8] = [
+    "u1",
+    "ab",
+    "7",
+    "2.5",
+    "true",
+    "2024-01-02",
+    "2024-01-02T03:04:05Z",
+    "e",
+];
 
 /// Other cells for the column-or-row comparison: good and bad values of every type, nulls,
 /// padding, quoting, non-ASCII text, a wrong field count.
 const CELLS: &[&str] = &[
-    "", "1", "-5", " 42 ", "3.25", "1e400", "NaN", "true", "FALSE", "yes", "2024-01-02",
-    "2024-01-02T03:04:05Z", "2024-13-40", "x", "NULL", "null", "N/A", "é", "\"q,uo\"\"ted\"",
-    "ab", "abcd", "9223372036854775808", "0x1F", "a,b", "\u{1F600}",
+    "",
+    "1",
+    "-5",
+    " 42 ",
+    "3.25",
+    "1e400",
+    "NaN",
+    "true",
+    "FALSE",
+    "yes",
+    "2024-01-02",
+    "2024-01-02T03:04:05Z",
+    "2024-13-40",
+    "x",
+    "NULL",
+    "null",
+    "N/A",
+    "é",
+    "\"q,uo\"\"ted\"",
+    "ab",
+    "abcd",
+    "9223372036854775808",
+    "0x1F",
+    "a,b",
+    "\u{1F600}",
 ];

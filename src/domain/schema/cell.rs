@@ -333,6 +333,82 @@ impl Column {
     }
 }
 
+/// A column's shortcut through [`Column::parse_into`] for the common cell: prepared once
+/// (see [`Column::shortcut`]), it types a cell that is plainly good (no null, nothing to
+/// trim, no rule or format to apply) in a few instructions, and leaves every
+/// other cell to `parse_into`.
+#[derive(Debug, Clone, Copy)]
+pub struct Shortcut<'c> {
+    column: &'c Column,
+    /// Bit `n` (`n` < 63) is set when a null text has `n` bytes, bit 63 for longer ones: a
+    /// text of another length is no null without comparing.
+    null_lengths: u64,
+    /// No rules, and no format for a date or timestamp column.
+    plain: bool,
+}
+
+impl Column {
+    /// This column's [`Shortcut`].
+    pub fn shortcut(&self) -> Shortcut<'_> {
+        let rules = &self.rules;
+        let plain = rules.pattern.is_none()
+            && rules.allowed.is_none()
+            && rules.min.is_none()
+            && rules.max.is_none()
+            && rules.max_length.is_none()
+            && self.format.is_none();
+        Shortcut {
+            column: self,
+            null_lengths: self
+                .nulls
+                .iter()
+                .fold(0, |mask, null| mask | 1 << null.len().min(63)),
+            plain,
+        }
+    }
+}
+
+impl Shortcut<'_> {
+    /// What `parse_into` would store for `text`, when the shortcut can tell for sure
+    /// (`parse_into` would succeed with this value); `None` when only `parse_into` can say.
+    #[inline]
+    pub fn parse(&self, text: &str) -> Option<Parsed> {
+        let column = self.column;
+        if !self.plain {
+            return None;
+        }
+        if column.kind != ColumnType::String {
+            // Nothing to trim (what `parse_into` reads is `text` itself).
+            match text.as_bytes() {
+                [first, .., last] | [first @ last]
+                    if !first.is_ascii_whitespace()
+                        && !last.is_ascii_whitespace()
+                        && first.is_ascii()
+                        && last.is_ascii() => {}
+                _ => return None,
+            }
+        }
+        // No null: a text of no null's length needs no comparison.
+        if self.null_lengths & (1 << text.len().min(63)) != 0
+            && column.nulls.iter().any(|null| null == text)
+        {
+            return None;
+        }
+        match column.kind {
+            ColumnType::String => Some(Parsed::Str),
+            ColumnType::Int => text.parse().ok().map(Parsed::Int),
+            ColumnType::Float => text
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(Parsed::Float),
+            ColumnType::Bool => column.parse_bool(text).map(Parsed::Bool),
+            ColumnType::Date => parse_date(text, None).map(Parsed::Date),
+            ColumnType::Timestamp => parse_timestamp(text, None).map(Parsed::Timestamp),
+        }
+    }
+}
+
 /// `str::trim`, with a shortcut for the common case of nothing to trim.
 pub(super) fn trim(text: &str) -> &str {
     match text.as_bytes() {
@@ -527,5 +603,72 @@ mod tests {
         let long = "x".repeat(500);
         let message = int.parse(RawCell::Text(&long)).unwrap_err().to_string();
         assert!(message.len() < 150, "{message}");
+    }
+
+    /// Texts the shortcut must get right: numbers, nulls, padding, booleans, dates.
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[ \t]?[-+]?[0-9]{0,20}(\\.[0-9]{0,4})?([eE][-+]?[0-9]{1,3})?[ \t]?",
+            prop::sample::select(vec![
+                "", " ", "NULL", "null", "NA", "-1", "0", "1", "t", "yes", "N", "FALSE", "inf",
+                "NaN", "-inf", "1e999", "2024-02-29", "2023-02-29", "2024-01-02T03:04:05Z",
+                "2024-01-02T03:04:05.123456+02:00", "2024-01-02 03:04:05", "é", "\u{a0}1\u{a0}",
+            ])
+            .prop_map(str::to_owned),
+            ".{0,70}",
+        ]
+    }
+
+    proptest::proptest! {
+        // Cheap cases, and a null text meeting its column's nulls is only a few percent.
+        #![proptest_config(proptest::test_runner::Config::with_cases(4096))]
+        #[test]
+        fn the_shortcut_agrees_with_parse_into(
+            text in text(),
+            kind in proptest::sample::select(vec![
+                ColumnType::String, ColumnType::Int, ColumnType::Float,
+                ColumnType::Bool, ColumnType::Date, ColumnType::Timestamp,
+            ]),
+            nulls in proptest::sample::select(vec![
+                vec![], vec!["-1".to_owned(), "0".to_owned()], vec![" x ".to_owned()],
+                vec!["".to_owned(), "NULL".to_owned(), "null".to_owned(), "NA".to_owned()],
+            ]),
+            required in proptest::bool::ANY,
+            min in proptest::bool::ANY,
+        ) {
+            let mut column = Column::new("c", kind, required);
+            column.nulls = nulls;
+            if min && kind == ColumnType::Int {
+                column.rules.min = Some(Limit::Int(0));
+            }
+            let shortcut = column.shortcut();
+            if let Some(quick) = shortcut.parse(&text) {
+                proptest::prop_assert_eq!(column.parse(RawCell::Text(&text)), Ok(quick));
+            }
+        }
+    }
+
+    #[test]
+    fn the_shortcut_takes_plain_cells_and_leaves_the_rest() {
+        let int = Column::new("n", ColumnType::Int, false);
+        assert_eq!(int.shortcut().parse("42"), Some(Parsed::Int(42)));
+        assert_eq!(int.shortcut().parse("7"), Some(Parsed::Int(7)));
+        // A null, padding, a bad value: parse_into decides.
+        assert_eq!(int.shortcut().parse("NA"), None);
+        assert_eq!(int.shortcut().parse("12"), Some(Parsed::Int(12)));
+        assert_eq!(int.shortcut().parse(" 42"), None);
+        assert_eq!(int.shortcut().parse("4.2"), None);
+        let mut minimum = Column::new("n", ColumnType::Int, false);
+        minimum.rules.min = Some(Limit::Int(0));
+        assert_eq!(minimum.shortcut().parse("42"), None);
+        let text = Column::new("s", ColumnType::String, true);
+        assert_eq!(text.shortcut().parse("hello"), Some(Parsed::Str));
+        assert_eq!(text.shortcut().parse(""), None);
+        let at = Column::new("t", ColumnType::Timestamp, false);
+        assert_eq!(
+            at.shortcut().parse("1970-01-01T00:00:01Z"),
+            Some(Parsed::Timestamp(1_000_000))
+        );
     }
 }

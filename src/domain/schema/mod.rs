@@ -22,7 +22,7 @@ mod cell;
 mod column;
 mod time;
 
-pub use cell::{CellError, Parsed, RawCell, MAX_VALUE_IN_ERROR};
+pub use cell::{CellError, Parsed, RawCell, Shortcut, MAX_VALUE_IN_ERROR};
 pub use column::{
     arrow_field, pii_hash, timestamp_type, Allowed, Column, ColumnType, LakeOutput, Limit,
     Redaction, Rules, ValueFormat, DEFAULT_FALSE, DEFAULT_NULLS, DEFAULT_TRUE, PII_OMITTED, UTC,
