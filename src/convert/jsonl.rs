@@ -129,6 +129,8 @@ pub(super) struct JsonChunkRows<'c, 'd> {
     chunk: &'c LineChunk,
     /// Dataset column name → index.
     columns: HashMap<&'d str, usize>,
+    /// Dataset column names in order.
+    names: Vec<&'d str>,
     on_new_columns: NewColumns,
     max_row_bytes: usize,
     max_columns: usize,
@@ -173,6 +175,7 @@ impl<'c, 'd> JsonChunkRows<'c, 'd> {
         JsonChunkRows {
             chunk,
             columns,
+            names: dataset.columns.iter().map(|c| c.name.as_str()).collect(),
             on_new_columns: dataset.policy.on_new_columns,
             max_row_bytes: dataset.policy.max_row_bytes,
             max_columns: dataset.policy.max_columns,
@@ -195,6 +198,8 @@ impl<'c, 'd> JsonChunkRows<'c, 'd> {
         let mut deserializer = serde_json::Deserializer::from_slice(text);
         let row = RowVisitor {
             columns: &self.columns,
+            names: &self.names,
+            next: 0,
             on_new_columns: self.on_new_columns,
             max_columns: self.max_columns,
             fields: &mut self.fields,
@@ -289,6 +294,10 @@ impl RowSource for JsonChunkRows<'_, '_> {
 /// Reads one line's top-level value into [`Fields`]; true when it is an object.
 struct RowVisitor<'a, 'c, 'd> {
     columns: &'a HashMap<&'d str, usize>,
+    names: &'a [&'d str],
+    /// The column whose key is likely next: lines tend to keep the columns' order, so a
+    /// key is first compared with this one's name before it is hashed.
+    next: usize,
     on_new_columns: NewColumns,
     /// Past this many keys the row is bad: the rest are read through, not kept.
     max_columns: usize,
@@ -302,14 +311,19 @@ impl<'c> Visitor<'c> for RowVisitor<'_, 'c, '_> {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'c>>(self, mut map: A) -> Result<bool, A::Error> {
+    fn visit_map<A: MapAccess<'c>>(mut self, mut map: A) -> Result<bool, A::Error> {
         while let Some(key) = map.next_key_seed(KeySeed)? {
             self.fields.keys += 1;
             if self.fields.keys > self.max_columns {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            let Some(&column) = self.columns.get(key.as_ref()) else {
+            let guess = self.names.get(self.next).filter(|name| **name == key.as_ref());
+            let found = match guess {
+                Some(_) => Some(self.next),
+                None => self.columns.get(key.as_ref()).copied(),
+            };
+            let Some(column) = found else {
                 let seen = &mut self.fields.seen;
                 if seen.len() < MAX_NEW_COLUMNS && !seen.contains(key.as_ref()) {
                     seen.insert(key.to_string());
@@ -332,6 +346,7 @@ impl<'c> Visitor<'c> for RowVisitor<'_, 'c, '_> {
             };
             // A repeated key: the last value wins, as in a JSON object read as a map.
             self.fields.slots[column] = map.next_value_seed(SlotSeed)?;
+            self.next = column + 1;
         }
         Ok(true)
     }
