@@ -4,7 +4,7 @@ Generates (once, into --out) a CSV and a JSON-lines file of about --mb megabytes
 hold a `payload` string of 300 to 800 KB (random hex, which Parquet cannot shrink much), an
 id and a `day` among a few dates, then converts each with `lakeworker convert` on every
 core and prints wall seconds, input MB/s and peak RSS (GNU time's maximum resident set
-size) beside the conversion memory budget (`worker.conversion_memory`, 256 MiB unless
+size) beside the conversion memory budget (`worker.conversion_memory`, 128 MiB unless
 LAKEWORKER__WORKER__CONVERSION_MEMORY says otherwise). With --old-bin, an older build is
 measured the same way, for comparison.
 
@@ -68,7 +68,7 @@ def main():
     args = parser.parse_args()
     print(f"generating inputs of about {args.mb} MB in {args.out} (kept for the next run) ...", flush=True)
     paths = generate(args.mb, args.out)
-    budget = os.environ.get("LAKEWORKER__WORKER__CONVERSION_MEMORY", "256MiB")
+    budget = os.environ.get("LAKEWORKER__WORKER__CONVERSION_MEMORY", "128MiB")
     env = {"LAKEWORKER__LOG__LEVEL": "warn"}
     binaries = [("lakeworker", args.bin)] + ([("old build", args.old_bin)] if args.old_bin else [])
     print(f"\nrows of 300-800 KB, every core ({os.cpu_count()}), worker.conversion_memory = {budget}")

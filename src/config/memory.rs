@@ -25,9 +25,9 @@ pub struct MemoryBudget {
 }
 
 impl Default for MemoryBudget {
-    /// 256 MiB, the default of `worker.conversion_memory`.
+    /// 128 MiB, the default of `worker.conversion_memory`.
     fn default() -> Self {
-        MemoryBudget::new(256 << 20)
+        MemoryBudget::new(128 << 20)
     }
 }
 
@@ -88,9 +88,9 @@ mod tests {
                 budget.row_groups(),
                 budget.reserve()
             ),
-            (80 << 20, 80 << 20, 96 << 20)
+            (40 << 20, 40 << 20, 48 << 20)
         );
-        assert_eq!(budget.chunk_bytes(1 << 20), 4 << 20);
+        assert_eq!(budget.chunk_bytes(1 << 20), 2 << 20);
         // Never less than two of the longest rows.
         assert_eq!(MemoryBudget::new(16 << 20).chunk_bytes(1 << 20), 2 << 20);
         assert_eq!(MemoryBudget::minimum_for(1 << 20), 16 << 20);

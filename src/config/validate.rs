@@ -218,12 +218,12 @@ mod tests {
     fn the_conversion_memory_must_hold_the_longest_rows() {
         assert_eq!(
             load(GOOD, &[]).unwrap().worker.conversion_memory,
-            MemoryBudget::new(256 << 20)
+            MemoryBudget::new(128 << 20)
         );
         let long_rows = in_dataset("max_row_bytes = \"64MiB\"");
         assert_eq!(
             problems(&long_rows),
-            ["datasets[0].max_row_bytes: 67108864 is more than a sixteenth of worker.conversion_memory (268435456): raise that to at least 1073741824 or lower this"]
+            ["datasets[0].max_row_bytes: 67108864 is more than a sixteenth of worker.conversion_memory (134217728): raise that to at least 1073741824 or lower this"]
         );
         let s = load(
             &long_rows,

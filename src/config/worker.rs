@@ -52,7 +52,7 @@ impl Default for RawWorker {
 }
 
 fn default_conversion_memory() -> RawSize {
-    RawSize::text("256MiB")
+    RawSize::text("128MiB")
 }
 
 fn default_batch_rows() -> u32 {
