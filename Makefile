@@ -59,8 +59,10 @@ bench-wide: $(VENV_STAMP)
 	cargo build --release --quiet
 	$(VENV)/bin/python bench/wide_rows.py --bin $(RELEASE_BIN) --mb $(BENCH_WIDE_MB)
 
-## The worker draining files dropped into the emulator, for 1, 2 and 4 pollers.
+## The worker's own cost per message on in-memory stores (no emulator), then the worker
+## draining files dropped into the emulator, for 1, 2 and 4 pollers.
 bench-e2e: $(BENCH_STAMP)
+	cargo bench --quiet --features bench-fakes --bench messages
 	cargo build --release --quiet
 	scripts/with-moto $(VENV)/bin/python bench/e2e.py --bin $(RELEASE_BIN)
 

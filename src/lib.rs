@@ -31,6 +31,8 @@
 // What the binary, the integration tests, the benchmarks and the fuzz targets use is
 // public; the layers in between are private.
 pub mod aws;
+#[cfg(feature = "bench-fakes")]
+pub mod bench;
 mod catalog;
 pub mod cli;
 pub mod config;
@@ -43,6 +45,6 @@ mod pipeline;
 pub mod ports;
 pub mod table;
 pub mod telemetry;
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-fakes"))]
 mod testing;
 mod worker;

@@ -318,7 +318,10 @@ impl<'c> Visitor<'c> for RowVisitor<'_, 'c, '_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            let guess = self.names.get(self.next).filter(|name| **name == key.as_ref());
+            let guess = self
+                .names
+                .get(self.next)
+                .filter(|name| **name == key.as_ref());
             let found = match guess {
                 Some(_) => Some(self.next),
                 None => self.columns.get(key.as_ref()).copied(),

@@ -103,6 +103,18 @@ pub struct ConvertOptions {
 }
 
 impl ConvertOptions {
+    /// These options for an input of `size` bytes as stored: on the calling thread alone
+    /// when it is at most a sixteenth of a chunk ([`MemoryBudget::chunk_bytes`]; even
+    /// compressed sixteen to one its rows make one chunk, which one thread types anyway),
+    /// since starting the stages' threads would cost a small file more than its rows do.
+    pub fn for_size(self, size: Option<u64>, max_row_bytes: usize) -> Self {
+        let chunk = self.memory.chunk_bytes(max_row_bytes) as u64;
+        match size {
+            Some(size) if size <= chunk / 16 => ConvertOptions { threads: 1, ..self },
+            _ => self,
+        }
+    }
+
     /// Everything on the calling thread, within the default budget.
     pub fn sequential(batch_rows: usize) -> Self {
         ConvertOptions {
