@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use arrow::array::{
     new_null_array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
-    StringBuilder, TimestampMicrosecondBuilder,
+    PrimitiveBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::DataType;
+use arrow::datatypes::{ArrowPrimitiveType, DataType};
 use arrow::record_batch::RecordBatch;
 
 use super::batch::{full_schema, lineage_arrays};
@@ -93,7 +93,7 @@ fn typed_column<'a>(
 ) -> Option<ArrayRef> {
     let shortcut = column.shortcut();
     let mut slot = Parsed::Null;
-    let mut parse = move |text: &str| {
+    let parse = move |text: &str| {
         shortcut.parse(text).or_else(|| {
             column
                 .parse_into(RawCell::Text(text), &mut slot)
@@ -101,8 +101,9 @@ fn typed_column<'a>(
                 .map(|()| slot)
         })
     };
-    Some(match column.kind {
+    match column.kind {
         ColumnType::String => {
+            let mut parse = parse;
             let mut builder = StringBuilder::with_capacity(rows, rows * 16);
             for text in cells {
                 match parse(text)? {
@@ -110,57 +111,68 @@ fn typed_column<'a>(
                     _ => builder.append_null(),
                 }
             }
-            Arc::new(builder.finish())
-        }
-        ColumnType::Int => {
-            let mut builder = Int64Builder::with_capacity(rows);
-            for text in cells {
-                match parse(text)? {
-                    Parsed::Int(v) => builder.append_value(v),
-                    _ => builder.append_null(),
-                }
-            }
-            Arc::new(builder.finish())
-        }
-        ColumnType::Float => {
-            let mut builder = Float64Builder::with_capacity(rows);
-            for text in cells {
-                match parse(text)? {
-                    Parsed::Float(v) => builder.append_value(v),
-                    _ => builder.append_null(),
-                }
-            }
-            Arc::new(builder.finish())
+            Some(Arc::new(builder.finish()))
         }
         ColumnType::Bool => {
+            let mut parse = parse;
             let mut builder = BooleanBuilder::with_capacity(rows);
             for text in cells {
-                match parse(text)? {
-                    Parsed::Bool(v) => builder.append_value(v),
-                    _ => builder.append_null(),
-                }
+                builder.append_option(match parse(text)? {
+                    Parsed::Bool(v) => Some(v),
+                    _ => None,
+                });
             }
-            Arc::new(builder.finish())
+            Some(Arc::new(builder.finish()))
         }
-        ColumnType::Date => {
-            let mut builder = Date32Builder::with_capacity(rows);
-            for text in cells {
-                match parse(text)? {
-                    Parsed::Date(v) => builder.append_value(v),
-                    _ => builder.append_null(),
-                }
-            }
-            Arc::new(builder.finish())
+        ColumnType::Int => primitive(
+            Int64Builder::with_capacity(rows),
+            cells,
+            parse,
+            |p| match p {
+                Parsed::Int(v) => Some(v),
+                _ => None,
+            },
+        ),
+        ColumnType::Float => {
+            primitive(
+                Float64Builder::with_capacity(rows),
+                cells,
+                parse,
+                |p| match p {
+                    Parsed::Float(v) => Some(v),
+                    _ => None,
+                },
+            )
         }
+        ColumnType::Date => primitive(
+            Date32Builder::with_capacity(rows),
+            cells,
+            parse,
+            |p| match p {
+                Parsed::Date(v) => Some(v),
+                _ => None,
+            },
+        ),
         ColumnType::Timestamp => {
-            let mut builder = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
-            for text in cells {
-                match parse(text)? {
-                    Parsed::Timestamp(v) => builder.append_value(v),
-                    _ => builder.append_null(),
-                }
-            }
-            Arc::new(builder.finish())
+            let builder = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
+            primitive(builder, cells, parse, |p| match p {
+                Parsed::Timestamp(v) => Some(v),
+                _ => None,
+            })
         }
-    })
+    }
+}
+
+/// A column of a primitive type: `value` is the parsed cell's value when it has one (a
+/// null has none).
+fn primitive<'a, T: ArrowPrimitiveType>(
+    mut builder: PrimitiveBuilder<T>,
+    cells: impl Iterator<Item = &'a str>,
+    mut parse: impl FnMut(&str) -> Option<Parsed>,
+    value: impl Fn(Parsed) -> Option<T::Native>,
+) -> Option<ArrayRef> {
+    for text in cells {
+        builder.append_option(value(parse(text)?));
+    }
+    Some(Arc::new(builder.finish()))
 }

@@ -128,7 +128,15 @@ impl Column {
             let micros = epoch_from_text(text, unit).map_err(|e| self.epoch_error(e, text))?;
             return self.accept(Parsed::Timestamp(micros), text, slot);
         }
-        let parsed = match self.kind {
+        let parsed = self.typed(text).ok_or_else(|| self.unparsable(text))?;
+        self.accept(parsed, text, slot)
+    }
+
+    /// The column's type read from text that is no null and needs no trim (an epoch
+    /// column aside); `None` when it is not of the type. No rule is checked.
+    #[inline]
+    fn typed(&self, text: &str) -> Option<Parsed> {
+        match self.kind {
             ColumnType::String => Some(Parsed::Str),
             ColumnType::Int => text.parse().ok().map(Parsed::Int),
             ColumnType::Float => text
@@ -141,9 +149,7 @@ impl Column {
             ColumnType::Timestamp => {
                 parse_timestamp(text, self.format.as_ref()).map(Parsed::Timestamp)
             }
-        };
-        let parsed = parsed.ok_or_else(|| self.unparsable(text))?;
-        self.accept(parsed, text, slot)
+        }
     }
 
     /// Checks the value rules of a typed value and stores it; `shown` is its input text.
@@ -394,18 +400,8 @@ impl Shortcut<'_> {
         {
             return None;
         }
-        match column.kind {
-            ColumnType::String => Some(Parsed::Str),
-            ColumnType::Int => text.parse().ok().map(Parsed::Int),
-            ColumnType::Float => text
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Parsed::Float),
-            ColumnType::Bool => column.parse_bool(text).map(Parsed::Bool),
-            ColumnType::Date => parse_date(text, None).map(Parsed::Date),
-            ColumnType::Timestamp => parse_timestamp(text, None).map(Parsed::Timestamp),
-        }
+        // `plain`: no format, so no epoch unit either; what is left is the type itself.
+        column.typed(text)
     }
 }
 
