@@ -68,6 +68,13 @@ impl MemoryBudget {
             .max(max_row_bytes.saturating_mul(2))
     }
 
+    /// The default budget, or the smallest that holds rows of the longest `max_row_bytes`
+    /// when that is more: what `worker.conversion_memory` is when the config leaves it out.
+    pub fn fitting(max_row_bytes: impl Iterator<Item = usize>) -> Self {
+        let longest = max_row_bytes.max().unwrap_or(0);
+        MemoryBudget::new(Self::default().bytes.max(Self::minimum_for(longest)))
+    }
+
     /// The smallest budget for rows of `max_row_bytes`: 16 times it, so a chunk of the
     /// longest rows (two of them, counted twice) fits the rows in flight with room to spare.
     pub fn minimum_for(max_row_bytes: usize) -> u64 {

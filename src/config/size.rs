@@ -176,12 +176,7 @@ mod tests {
     /// Loads GOOD with `key` set to `value` (as TOML).
     fn load_size(key: &SizeKey, value: &str) -> Result<Settings, ConfigError> {
         let name = key.path.rsplit('.').next().unwrap();
-        // A budget that holds 16 MiB rows (sixteen of them), unless it is the key tried.
-        let budget: &[(&str, &str)] = match key.path {
-            "worker.conversion_memory" => &[],
-            _ => &[("LAKEWORKER__WORKER__CONVERSION_MEMORY", "256MiB")],
-        };
-        load(&(key.place)(&format!("{name} = {value}")), budget)
+        load(&(key.place)(&format!("{name} = {value}")), &[])
     }
 
     #[test]
@@ -240,11 +235,7 @@ mod tests {
                 "format = \"jsonl\"\n",
                 &format!("format = \"jsonl\"\nmax_row_bytes = {form}\n"),
             );
-            let env = [
-                (DATASETS_ENV, views.as_str()),
-                ("LAKEWORKER__WORKER__CONVERSION_MEMORY", "256MiB"),
-            ];
-            let s = load(GOOD, &env).unwrap();
+            let s = load(GOOD, &[(DATASETS_ENV, views.as_str())]).unwrap();
             let views = s.datasets.by_name("views").unwrap();
             assert_eq!(views.policy.max_row_bytes, 16 << 20, "{form}");
         }

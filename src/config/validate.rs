@@ -40,7 +40,7 @@ impl RawSettings {
         delete_after_needs_raw_zone(&mut p, &landing, has_raw_zone);
         lake::check_prefix(&mut p, "lake.quarantine_prefix", &quarantine_prefix);
 
-        let worker = self.worker.validate(&mut p);
+        let (mut worker, memory_given) = self.worker.validate(&mut p);
         // log.level is checked after [catalog] and [health]: the order its problems have
         // always been reported in.
         let log_format = self.log.validate_format(&mut p);
@@ -60,10 +60,14 @@ impl RawSettings {
         let datasets = validate_datasets(
             self.datasets,
             pii_salt.as_ref(),
-            worker.conversion_memory,
+            memory_given.then_some(worker.conversion_memory),
             table_format,
             &mut p,
         );
+        if !memory_given {
+            let rows = datasets.iter().map(|d| d.policy.max_row_bytes);
+            worker.conversion_memory = MemoryBudget::fitting(rows);
+        }
         let mut router = Router::new(datasets);
         if let Some(lake) = lake.as_ref().filter(|l| l.history_interval.is_some()) {
             router = router.with_history(loads_dataset(lake.table_format));
@@ -102,11 +106,11 @@ fn delete_after_needs_raw_zone(p: &mut Problems, landing: &LandingSettings, has_
 }
 
 /// `[[datasets]]`: at least one, each name once, each dataset valid and its rows within
-/// `worker.conversion_memory`.
+/// `worker.conversion_memory` when the config gives it.
 fn validate_datasets(
     entries: Vec<RawDataset>,
     pii_salt: Option<&Secret>,
-    conversion_memory: MemoryBudget,
+    conversion_memory: Option<MemoryBudget>,
     table_format: TableFormat,
     p: &mut Problems,
 ) -> Vec<Dataset> {
@@ -131,7 +135,9 @@ fn validate_datasets(
             );
         }
         if let Some(dataset) = raw.validate(&path, p, pii_salt, table_format) {
-            rows_fit_the_conversion_memory(p, &path, &dataset, conversion_memory);
+            if let Some(budget) = conversion_memory {
+                rows_fit_the_conversion_memory(p, &path, &dataset, budget);
+            }
             datasets.push(dataset);
         }
     }
@@ -221,8 +227,14 @@ mod tests {
             MemoryBudget::new(128 << 20)
         );
         let long_rows = in_dataset("max_row_bytes = \"64MiB\"");
+        // Left out, the budget grows to hold the longest rows (16 times them)...
+        let s = load(&long_rows, &[]).unwrap();
+        assert_eq!(s.worker.conversion_memory.bytes(), 1 << 30);
+        // ...given, it must hold them.
+        let given = [("LAKEWORKER__WORKER__CONVERSION_MEMORY", "128MiB")];
+        let refused = load(&long_rows, &given).unwrap_err();
         assert_eq!(
-            problems(&long_rows),
+            refused.problems.iter().map(|p| format!("{}: {}", p.path, p.reason)).collect::<Vec<_>>(),
             ["datasets[0].max_row_bytes: 67108864 is more than a sixteenth of worker.conversion_memory (134217728): raise that to at least 1073741824 or lower this"]
         );
         let s = load(

@@ -33,8 +33,9 @@ pub(super) struct RawWorker {
     batch_rows: u32,
     #[serde(default)]
     conversion_threads: u32,
-    #[serde(default = "default_conversion_memory")]
-    conversion_memory: RawSize,
+    /// Unset: [`MemoryBudget::fitting`] the datasets' rows.
+    #[serde(default)]
+    conversion_memory: Option<RawSize>,
     #[serde(default = "default_shutdown_grace_seconds")]
     shutdown_grace_seconds: u32,
 }
@@ -45,14 +46,10 @@ impl Default for RawWorker {
             scratch_dir: None,
             batch_rows: default_batch_rows(),
             conversion_threads: 0,
-            conversion_memory: default_conversion_memory(),
+            conversion_memory: None,
             shutdown_grace_seconds: default_shutdown_grace_seconds(),
         }
     }
-}
-
-fn default_conversion_memory() -> RawSize {
-    RawSize::text("128MiB")
 }
 
 fn default_batch_rows() -> u32 {
@@ -64,7 +61,9 @@ fn default_shutdown_grace_seconds() -> u32 {
 }
 
 impl RawWorker {
-    pub(super) fn validate(self, p: &mut Problems) -> WorkerSettings {
+    /// The worker settings, and whether `conversion_memory` was given (when it was not,
+    /// the settings hold the default, which [`MemoryBudget::fitting`] raises for long rows).
+    pub(super) fn validate(self, p: &mut Problems) -> (WorkerSettings, bool) {
         p.check(
             (1..=1_000_000).contains(&self.batch_rows),
             "worker.batch_rows",
@@ -75,19 +74,23 @@ impl RawWorker {
             "worker.conversion_threads",
             "must be between 0 (one per CPU) and 256",
         );
-        let conversion_memory = MemoryBudget::new(size_in(
-            p,
-            "worker.conversion_memory",
-            &self.conversion_memory,
-            16 << 20..=1 << 40,
-            "between 16MiB and 1TiB",
-        ));
+        let given = self.conversion_memory.is_some();
+        let conversion_memory = match &self.conversion_memory {
+            Some(size) => MemoryBudget::new(size_in(
+                p,
+                "worker.conversion_memory",
+                size,
+                16 << 20..=1 << 40,
+                "between 16MiB and 1TiB",
+            )),
+            None => MemoryBudget::default(),
+        };
         p.check(
             self.shutdown_grace_seconds <= 3600,
             "worker.shutdown_grace_seconds",
             "must be between 0 and 3600",
         );
-        WorkerSettings {
+        let settings = WorkerSettings {
             scratch_dir: self.scratch_dir,
             batch_rows: nonzero(self.batch_rows),
             conversion_memory,
@@ -96,6 +99,7 @@ impl RawWorker {
                 n => nonzero(n),
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds.into()),
-        }
+        };
+        (settings, given)
     }
 }
