@@ -386,11 +386,7 @@ impl Shortcut<'_> {
         if column.kind != ColumnType::String {
             // Nothing to trim (what `parse_into` reads is `text` itself).
             match text.as_bytes() {
-                [first, .., last] | [first @ last]
-                    if !first.is_ascii_whitespace()
-                        && !last.is_ascii_whitespace()
-                        && first.is_ascii()
-                        && last.is_ascii() => {}
+                [first, .., last] | [first @ last] if trim_keeps(*first) && trim_keeps(*last) => {}
                 _ => return None,
             }
         }
@@ -408,16 +404,16 @@ impl Shortcut<'_> {
 /// `str::trim`, with a shortcut for the common case of nothing to trim.
 pub(super) fn trim(text: &str) -> &str {
     match text.as_bytes() {
-        [first, .., last]
-            if !first.is_ascii_whitespace()
-                && !last.is_ascii_whitespace()
-                && first.is_ascii()
-                && last.is_ascii() =>
-        {
-            text
-        }
+        [first, .., last] if trim_keeps(*first) && trim_keeps(*last) => text,
         _ => text.trim(),
     }
+}
+
+/// Whether `str::trim` keeps a text that starts or ends with `byte`, whatever else it is:
+/// an ASCII byte that is not Unicode white space (`is_ascii_whitespace` leaves out the
+/// vertical tab, which `trim` strips).
+fn trim_keeps(byte: u8) -> bool {
+    byte.is_ascii() && !byte.is_ascii_whitespace() && byte != 0x0b
 }
 
 fn limit_text(limit: Limit) -> String {
@@ -630,6 +626,11 @@ mod tests {
                 "2024-01-02 03:04:05",
                 "é",
                 "\u{a0}1\u{a0}",
+                "\u{b}",
+                "\u{b}5",
+                "5\u{b}",
+                "\u{c}1",
+                "1\r",
             ])
             .prop_map(str::to_owned),
             ".{0,70}",
@@ -649,12 +650,18 @@ mod tests {
             nulls in proptest::sample::select(vec![
                 vec![], vec!["-1".to_owned(), "0".to_owned()], vec![" x ".to_owned()],
                 vec!["".to_owned(), "NULL".to_owned(), "null".to_owned(), "NA".to_owned()],
+                vec!["\u{b}".to_owned()],
             ]),
             required in proptest::bool::ANY,
             min in proptest::bool::ANY,
+            custom_booleans in proptest::bool::ANY,
         ) {
             let mut column = Column::new("c", kind, required);
             column.nulls = nulls;
+            if custom_booleans {
+                column.true_values = vec!["\u{b}".to_owned(), "on".to_owned()];
+                column.false_values = vec!["0".to_owned(), "-1".to_owned()];
+            }
             if min && kind == ColumnType::Int {
                 column.rules.min = Some(Limit::Int(0));
             }
@@ -663,6 +670,18 @@ mod tests {
                 proptest::prop_assert_eq!(column.parse(RawCell::Text(&text)), Ok(quick));
             }
         }
+    }
+
+    #[test]
+    fn a_vertical_tab_is_trimmed_like_any_white_space() {
+        let int = Column::new("n", ColumnType::Int, false);
+        assert_eq!(int.parse(RawCell::Text("\u{b}5")), Ok(Parsed::Int(5)));
+        assert_eq!(int.parse(RawCell::Text(" \u{b}5")), Ok(Parsed::Int(5)));
+        let mut flag = Column::new("b", ColumnType::Bool, false);
+        flag.true_values = vec!["\u{b}".to_owned()];
+        // Trimmed to "", a null: never the true value.
+        assert_eq!(flag.shortcut().parse("\u{b}"), None);
+        assert_eq!(flag.parse(RawCell::Text("\u{b}")), Ok(Parsed::Null));
     }
 
     #[test]
