@@ -192,7 +192,7 @@ fn rows_fit_the_conversion_memory(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{in_dataset, load, problems, GOOD};
+    use super::super::tests::{in_dataset, load, GOOD};
     use super::MemoryBudget;
 
     #[test]

@@ -16,19 +16,21 @@ use arrow::array::{
     new_null_array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
     PrimitiveBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{ArrowPrimitiveType, DataType};
+use arrow::datatypes::ArrowPrimitiveType;
 use arrow::record_batch::RecordBatch;
 
 use super::batch::{full_schema, lineage_arrays};
 use super::csv::{CsvChunk, HeaderMap};
 use super::{ConvertError, Lineage};
-use crate::domain::dataset::{Dataset, NewColumns};
+use crate::domain::dataset::Dataset;
 use crate::domain::schema::{arrow_field, Column, ColumnType, Parsed, RawCell, UTC};
 
 #[cfg(test)]
 thread_local! {
     /// Tests turn the column path off to compare it with the row path.
     pub(super) static ROWS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Chunks this thread typed column by column, for tests that it was used.
+    pub(super) static TYPED_CHUNKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Whether chunks of `dataset` may be typed column by column at all.
@@ -66,15 +68,14 @@ pub(super) fn csv_chunk(
             None => return Ok(None),
         }
     }
-    // `_extra` and `_rescued`: no undeclared field is kept (see `applies`), no cell failed.
-    let nothing_kept = [
-        dataset.policy.on_new_columns == NewColumns::Keep,
-        dataset.policy.rescues(),
-    ];
-    for _ in nothing_kept.into_iter().filter(|has| *has) {
-        arrays.push(new_null_array(&DataType::Utf8, rows));
+    // `_extra` and `_rescued` (where the schema has them, in its order, before the
+    // lineage): no undeclared field is kept (see `applies`) and no cell failed.
+    for field in &schema.fields()[arrays.len()..schema.fields().len() - 2] {
+        arrays.push(new_null_array(field.data_type(), rows));
     }
     arrays.extend(lineage_arrays(&lineage.source, lineage.ingested_at, rows));
+    #[cfg(test)]
+    TYPED_CHUNKS.with(|n| n.set(n.get() + 1));
     Ok(Some(RecordBatch::try_new(schema, arrays)?))
 }
 

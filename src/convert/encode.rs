@@ -20,8 +20,8 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
-/// Below this many bytes a batch is encoded on the calling thread: starting threads would
-/// cost more than they save.
+/// Below this many bytes a batch is encoded, or a row group closed, on the calling thread:
+/// starting threads would cost more than they save.
 const PARALLEL_MIN_BYTES: usize = 256 * 1024;
 
 /// One Parquet file being written, row group by row group.
@@ -45,6 +45,12 @@ impl<W: Write + Send> ParquetWriter<W> {
         props: WriterProperties,
         threads: usize,
     ) -> Result<Self, ParquetError> {
+        // What ArrowWriter would do and this one does not: refused rather than ignored.
+        if props.max_row_group_bytes().is_some() || props.content_defined_chunking().is_some() {
+            return Err(ParquetError::General(
+                "row groups cut by bytes and content-defined chunking are not supported".into(),
+            ));
+        }
         let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
         let (file, factory) =
             ArrowWriter::try_new(out, schema.clone(), Some(props))?.into_serialized_writer()?;
@@ -87,12 +93,12 @@ impl<W: Write + Send> ParquetWriter<W> {
     }
 
     fn write_rows(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
-        if self.columns.is_none() {
-            let index = self.file.flushed_row_groups().len();
-            self.columns = Some(self.factory.create_column_writers(index)?);
-        }
-        let Some(columns) = self.columns.as_mut() else {
-            unreachable!("the column writers were just created");
+        let columns = match &mut self.columns {
+            Some(columns) => columns,
+            empty => {
+                let index = self.file.flushed_row_groups().len();
+                empty.insert(self.factory.create_column_writers(index)?)
+            }
         };
         let mut leaves = Vec::with_capacity(columns.len());
         for (field, array) in self.schema.fields().iter().zip(batch.columns()) {
@@ -133,9 +139,14 @@ impl<W: Write + Send> ParquetWriter<W> {
             return Ok(());
         };
         self.buffered_rows = 0;
-        let weights = columns.iter().map(ArrowColumnWriter::memory_size).collect();
+        let weights: Vec<usize> = columns.iter().map(ArrowColumnWriter::memory_size).collect();
+        let threads = if weights.iter().sum::<usize>() < PARALLEL_MIN_BYTES {
+            1
+        } else {
+            self.threads
+        };
         let work: Vec<(usize, ArrowColumnWriter)> = columns.into_iter().enumerate().collect();
-        let mut chunks = in_groups(work, weights, self.threads, |(i, writer)| {
+        let mut chunks = in_groups(work, weights, threads, |(i, writer)| {
             writer.close().map(|chunk| (i, chunk))
         })?;
         chunks.sort_by_key(|(i, _)| *i);
@@ -188,9 +199,10 @@ fn in_groups<T: Send, R: Send>(
             .collect();
         let mut results = run(here);
         for handle in others {
+            // A panic in an encoder is the caller's panic, as it would be on one thread.
             let theirs = handle
                 .join()
-                .unwrap_or_else(|_| Err(ParquetError::General("a column encoder panicked".into())));
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             results = match (results, theirs) {
                 (Ok(mut mine), Ok(more)) => {
                     mine.extend(more);

@@ -3,7 +3,7 @@
 //! the typed chunks back in file order and writes them, with the rows in flight held
 //! within the memory budget.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::BufRead;
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -370,11 +370,23 @@ where
         1
     };
     let chunk_bytes = options.memory.chunk_bytes(dataset.policy.max_row_bytes);
-    if threads == 1 {
+    // The first two chunks, read ahead: an input of one chunk (most small files) is typed
+    // on this thread, since the stages' threads would cost it more than its rows do.
+    let mut ahead = VecDeque::new();
+    if threads > 1 {
+        ahead.extend(splitter.next_chunk(rows, chunk_bytes)?);
+        ahead.extend(splitter.next_chunk(rows, chunk_bytes)?);
+    }
+    let one_chunk = ahead.len() < 2;
+    let mut next_chunk = |splitter: &mut Splitter<R>| match ahead.pop_front() {
+        Some(chunk) => Ok(Some(chunk)),
+        None => splitter.next_chunk(rows, chunk_bytes),
+    };
+    if threads == 1 || one_chunk {
         let mut seen = HashMap::new();
         let mut writer = Writer::new(sink, bad_rows, None);
         let mut seq = 0;
-        while let Some(chunk) = splitter.next_chunk(rows, chunk_bytes)? {
+        while let Some(chunk) = next_chunk(&mut splitter)? {
             let keys = (!dataset.policy.unique_key.is_empty()).then_some(&mut seen);
             writer.accept(seq, typing.chunk(&chunk, keys)?, 0)?;
             seq += 1;
@@ -440,7 +452,7 @@ where
         let mut split = Ok(());
         let mut seq = 0;
         loop {
-            match splitter.next_chunk(rows, chunk_bytes) {
+            match next_chunk(&mut splitter) {
                 Ok(Some(chunk)) => {
                     let weight = chunk.weight();
                     // Waits for room; refused once a later stage has stopped.

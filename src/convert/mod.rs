@@ -103,18 +103,6 @@ pub struct ConvertOptions {
 }
 
 impl ConvertOptions {
-    /// These options for an input of `size` bytes as stored: on the calling thread alone
-    /// when it is at most a sixteenth of a chunk ([`MemoryBudget::chunk_bytes`]; even
-    /// compressed sixteen to one its rows make one chunk, which one thread types anyway),
-    /// since starting the stages' threads would cost a small file more than its rows do.
-    pub fn for_size(self, size: Option<u64>, max_row_bytes: usize) -> Self {
-        let chunk = self.memory.chunk_bytes(max_row_bytes) as u64;
-        match size {
-            Some(size) if size <= chunk / 16 => ConvertOptions { threads: 1, ..self },
-            _ => self,
-        }
-    }
-
     /// Everything on the calling thread, within the default budget.
     pub fn sequential(batch_rows: usize) -> Self {
         ConvertOptions {
@@ -132,7 +120,7 @@ impl ConvertOptions {
 /// The work is three stages: one thread splits the input into chunks of whole rows (with
 /// line numbers), `options.threads` threads type the chunks' rows, and one thread puts the
 /// typed chunks back in order and writes them. A dataset with a `unique_key` types on one
-/// thread, since keys must be checked in file order.
+/// thread, since keys must be checked in file order, and so does an input of one chunk.
 pub fn convert<R, S, B>(
     input: R,
     name: &str,

@@ -244,6 +244,8 @@ proptest! {
         rescue in any::<bool>(),
         keep in any::<bool>(),
         without_day in any::<bool>(),
+        with_extra in any::<bool>(),
+        crlf in any::<bool>(),
         batch in 1usize..12,
     ) {
         let mut dataset = testing::dataset(FileFormat::Csv, Partition::IngestDate, columns());
@@ -257,16 +259,19 @@ proptest! {
         }
         // The header: every column (but `day`, sometimes) and an undeclared one.
         let names = ["id", "name", "age", "score", "active", "day", "at", "extra"];
-        let kept: Vec<usize> = (0..names.len()).filter(|i| !(without_day && *i == 5)).collect();
+        let kept: Vec<usize> = (0..names.len())
+            .filter(|i| !(without_day && *i == 5) && !(!with_extra && *i == 7))
+            .collect();
+        let end = if crlf { "\r\n" } else { "\n" };
         let mut text = kept.iter().map(|i| names[*i]).collect::<Vec<_>>().join(",");
-        text.push('\n');
+        text.push_str(end);
         for row in &cells {
             let fields: Vec<&str> = kept
                 .iter()
                 .map(|i| if row[*i].1 { GOOD[*i] } else { CELLS[row[*i].0] })
                 .collect();
             text.push_str(&fields.join(","));
-            text.push('\n');
+            text.push_str(end);
         }
         let lineage = Lineage { source: "s".into(), ingested_at: 0, ingest_date: 0 };
         let run = |rows_only: bool| {
@@ -326,4 +331,42 @@ const CELLS: &[&str] = &[
     "0x1F",
     "a,b",
     "\u{1F600}",
+    "\"two\nlines\"",
+    " ",
+    "\u{b}1",
 ];
+
+#[test]
+fn a_chunk_of_good_csv_rows_is_typed_column_by_column() {
+    let dataset = testing::dataset(FileFormat::Csv, Partition::IngestDate, columns());
+    let mut text = String::from("id,name,age,score,active,day,at\n");
+    for i in 0..20 {
+        text.push_str(&format!(
+            "u{i},\"n, {i}\",{i},2.5,true,2024-01-02,2024-01-02T03:04:05Z\n"
+        ));
+    }
+    let lineage = Lineage {
+        source: "s".into(),
+        ingested_at: 0,
+        ingest_date: 0,
+    };
+    let before = super::columnar::TYPED_CHUNKS.with(std::cell::Cell::get);
+    let mut sink = Collect::default();
+    let options = ConvertOptions::sequential(8);
+    let report = convert(
+        text.as_bytes(),
+        "t",
+        &dataset,
+        &lineage,
+        options,
+        &mut sink,
+        &mut (),
+    )
+    .unwrap();
+    assert_eq!(report.rows_written, 20);
+    // 20 rows in chunks of 8: three chunks, every one typed by columns.
+    assert_eq!(
+        super::columnar::TYPED_CHUNKS.with(std::cell::Cell::get) - before,
+        3
+    );
+}

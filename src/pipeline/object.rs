@@ -247,8 +247,7 @@ impl<S: ObjectStore, R: RecordStore, L: Ledger, T: TableSink> Pipeline<S, R, L, 
                 batch_rows: self.settings.worker.batch_rows.get(),
                 threads: self.settings.worker.conversion_threads.get(),
                 memory: self.settings.worker.conversion_memory,
-            }
-            .for_size(opened.size, dataset.policy.max_row_bytes);
+            };
             convert_on_blocking_thread(move || {
                 convert_to_parts(
                     input,

@@ -308,22 +308,3 @@ fn a_failing_sink_stops_a_splitter_waiting_for_room() {
     let outcome = result.recv_timeout(std::time::Duration::from_secs(120));
     assert_eq!(outcome, Ok(Err("writing output: no space left".to_owned())));
 }
-
-#[test]
-fn small_inputs_convert_on_the_calling_thread() {
-    let options = ConvertOptions {
-        batch_rows: 8192,
-        threads: 4,
-        memory: MemoryBudget::default(),
-    };
-    let one_mib = 1 << 20;
-    // The default budget's chunk is 2 MiB: inputs up to 128 KiB as stored use one thread.
-    assert_eq!(options.for_size(Some(0), one_mib).threads, 1);
-    assert_eq!(options.for_size(Some(128 << 10), one_mib).threads, 1);
-    assert_eq!(options.for_size(Some((128 << 10) + 1), one_mib).threads, 4);
-    // Size unknown: every thread.
-    assert_eq!(options.for_size(None, one_mib).threads, 4);
-    // Longer rows make longer chunks, and the threshold follows.
-    assert_eq!(options.for_size(Some(1 << 20), 8 << 20).threads, 1);
-    assert_eq!(options.for_size(Some(1 << 20), 8 << 20).batch_rows, 8192);
-}
