@@ -22,7 +22,7 @@ use parquet::file::writer::SerializedFileWriter;
 
 /// Below this many bytes a batch is encoded, or a row group closed, on the calling thread:
 /// starting threads would cost more than they save.
-const PARALLEL_MIN_BYTES: usize = 1024 * 1024;
+const PARALLEL_MIN_BYTES: usize = 512 * 1024;
 
 /// One Parquet file being written, row group by row group.
 pub struct ParquetWriter<W: Write + Send> {

@@ -83,7 +83,7 @@ fn row_groups(file: &[u8]) -> Vec<i64> {
 
 #[test]
 fn files_match_the_arrow_writer_byte_for_byte_on_any_thread_count() {
-    // Batches large enough for the parallel path (over 1 MiB each), crossing the row
+    // Batches large enough for the parallel path (over 512 KiB each), crossing the row
     // group limit mid-batch, and a small last batch encoded on the calling thread.
     let batches = vec![batch(0, 20_000), batch(20_000, 25_000), batch(45_000, 100)];
     assert!(batches[0].get_array_memory_size() > 1 << 20);
