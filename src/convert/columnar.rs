@@ -8,7 +8,8 @@
 //! dataset needing per-row work (a `unique_key`, DynamoDB records, undeclared fields kept
 //! in `_extra` or `_rescued`) send the chunk back to the row path, which then says what
 //! was wrong with which row: a good chunk is typed once, a chunk with a bad row at most
-//! twice.
+//! twice, and once most of a file's chunks (after eight) have needed the row path, the
+//! engine stops trying this one for that file.
 
 use std::sync::Arc;
 
@@ -29,8 +30,9 @@ use crate::domain::schema::{arrow_field, Column, ColumnType, Parsed, RawCell, UT
 thread_local! {
     /// Tests turn the column path off to compare it with the row path.
     pub(super) static ROWS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Chunks this thread typed column by column, for tests that it was used.
+    /// Chunks this thread typed column by column, and tried to, for tests of its use.
     pub(super) static TYPED_CHUNKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    pub(super) static TRIED_CHUNKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Whether chunks of `dataset` may be typed column by column at all.
@@ -52,6 +54,8 @@ pub(super) fn csv_chunk(
     dataset: &Dataset,
     lineage: &Lineage,
 ) -> Result<Option<RecordBatch>, ConvertError> {
+    #[cfg(test)]
+    TRIED_CHUNKS.with(|n| n.set(n.get() + 1));
     let Some(grid) = chunk.grid(header.width()) else {
         return Ok(None);
     };

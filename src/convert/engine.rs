@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::BufRead;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
@@ -73,6 +74,19 @@ struct Typing<'a> {
     rescuable: Vec<bool>,
     /// Whether CSV chunks are tried column by column first ([`columnar`]).
     columnar: bool,
+    /// Chunks tried column by column, and how many of them needed the row path after all.
+    columnar_tries: AtomicUsize,
+    columnar_misses: AtomicUsize,
+}
+
+impl Typing<'_> {
+    /// Whether to try the column path on the next chunk: not once most chunks of the file
+    /// needed the row path anyway (dirty data would pay for both).
+    fn tries_columns(&self) -> bool {
+        let tries = self.columnar_tries.load(Ordering::Relaxed);
+        let misses = self.columnar_misses.load(Ordering::Relaxed);
+        self.columnar && (tries < 8 || misses * 2 <= tries)
+    }
 }
 
 /// A bad row that can travel between threads.
@@ -123,9 +137,13 @@ impl Typing<'_> {
     ) -> Result<Typed, ConvertError> {
         match (chunk, &self.header) {
             (Chunk::Csv(c), Some(header)) => {
-                if self.columnar {
-                    if let Some(batch) = columnar::csv_chunk(c, header, self.dataset, self.lineage)?
-                    {
+                if self.tries_columns() {
+                    self.columnar_tries.fetch_add(1, Ordering::Relaxed);
+                    let batch = columnar::csv_chunk(c, header, self.dataset, self.lineage)?;
+                    if batch.is_none() {
+                        self.columnar_misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(batch) = batch {
                         return Ok(Typed {
                             rows_in: batch.num_rows() as u64,
                             batch: Some(batch),
@@ -362,6 +380,8 @@ where
         columnar: splitter
             .header()
             .is_some_and(|header| columnar::applies(dataset, &header)),
+        columnar_tries: AtomicUsize::new(0),
+        columnar_misses: AtomicUsize::new(0),
     };
     let rows = options.batch_rows.max(1);
     let threads = if dataset.policy.unique_key.is_empty() {
