@@ -2,14 +2,17 @@
 //!
 //! Row by row ([`super::engine`]), every cell costs a dispatch on its column's type, a
 //! lookup of its field and a dispatch on its builder. Here each column is typed in one
-//! loop over its fields ([`super::csv::Grid`]), with the column's [`Shortcut`](crate::domain::schema::Shortcut) for plainly
-//! good cells and [`Column::parse_into`] (what the row path calls, so the same values and
-//! the same verdicts) for the rest, into a builder of the column's own type. The first cell that fails, any row the splitter refused, and any
-//! dataset needing per-row work (a `unique_key`, DynamoDB records, undeclared fields kept
-//! in `_extra` or `_rescued`) send the chunk back to the row path, which then says what
-//! was wrong with which row: a good chunk is typed once, a chunk with a bad row at most
-//! twice, and once most of a file's chunks (after eight) have needed the row path, the
-//! engine stops trying this one for that file.
+//! loop over its fields ([`super::csv::Grid`]) into a builder of the column's own type:
+//! plainly good cells through the column's
+//! [`Shortcut`](crate::domain::schema::Shortcut), the rest through
+//! [`Column::parse_into`] (what the row path calls, so the same values and verdicts).
+//!
+//! The first cell that fails, any row the splitter refused, and any dataset needing
+//! per-row work (a `unique_key`, DynamoDB records, undeclared fields kept in `_extra` or
+//! `_rescued`) send the chunk back to the row path, which then says what was wrong with
+//! which row: a good chunk is typed once, a chunk with a bad row at most twice, and once
+//! most of a file's chunks (after eight) have needed the row path, the engine stops
+//! trying this one for that file.
 
 use std::sync::Arc;
 

@@ -336,67 +336,31 @@ const CELLS: &[&str] = &[
     "\u{b}1",
 ];
 
-#[test]
-fn a_chunk_of_good_csv_rows_is_typed_column_by_column() {
-    let dataset = testing::dataset(FileFormat::Csv, Partition::IngestDate, columns());
+/// `rows` CSV rows of the shared columns, the age of row `i` being `age(i)`.
+fn csv_with_ages(rows: usize, age: impl Fn(usize) -> String) -> String {
     let mut text = String::from("id,name,age,score,active,day,at\n");
-    for i in 0..20 {
+    for i in 0..rows {
+        let age = age(i);
         text.push_str(&format!(
-            "u{i},\"n, {i}\",{i},2.5,true,2024-01-02,2024-01-02T03:04:05Z\n"
+            "u{i},\"n, {i}\",{age},2.5,true,2024-01-02,2024-01-02T03:04:05Z\n"
         ));
     }
-    let lineage = Lineage {
-        source: "s".into(),
-        ingested_at: 0,
-        ingest_date: 0,
-    };
-    let before = super::columnar::TYPED_CHUNKS.with(std::cell::Cell::get);
-    let mut sink = Collect::default();
-    let options = ConvertOptions::sequential(8);
-    let report = convert(
-        text.as_bytes(),
-        "t",
-        &dataset,
-        &lineage,
-        options,
-        &mut sink,
-        &mut (),
-    )
-    .unwrap();
-    assert_eq!(report.rows_written, 20);
-    // 20 rows in chunks of 8: three chunks, every one typed by columns.
-    assert_eq!(
-        super::columnar::TYPED_CHUNKS.with(std::cell::Cell::get) - before,
-        3
-    );
+    text
 }
 
-#[test]
-fn the_column_path_is_given_up_on_a_file_whose_chunks_keep_needing_rows() {
+/// Converts `text` with the shared CSV dataset on the calling thread, in chunks of
+/// `batch` rows.
+fn convert_on_this_thread(text: &str, batch: usize) -> ConvertReport {
     let dataset = testing::dataset(FileFormat::Csv, Partition::IngestDate, columns());
-    let mut text = String::from("id,name,age,score,active,day,at\n");
-    // Chunks of 4 rows, each with one bad age.
-    for i in 0..80 {
-        let age = if i % 4 == 3 {
-            "old".to_owned()
-        } else {
-            i.to_string()
-        };
-        text.push_str(&format!(
-            "u{i},n,{age},2.5,true,2024-01-02,2024-01-02T03:04:05Z\n"
-        ));
-    }
     let lineage = Lineage {
         source: "s".into(),
         ingested_at: 0,
         ingest_date: 0,
     };
-    let tried = || super::columnar::TRIED_CHUNKS.with(std::cell::Cell::get);
-    let before = tried();
+    let options = ConvertOptions::sequential(batch);
     let mut sink = Collect::default();
     let mut bad = Quarantine::in_memory();
-    let options = ConvertOptions::sequential(4);
-    let report = convert(
+    convert(
         text.as_bytes(),
         "t",
         &dataset,
@@ -405,7 +369,33 @@ fn the_column_path_is_given_up_on_a_file_whose_chunks_keep_needing_rows() {
         &mut sink,
         &mut bad,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_chunk_of_good_csv_rows_is_typed_column_by_column() {
+    let text = csv_with_ages(20, |i| i.to_string());
+    let typed = || super::columnar::TYPED_CHUNKS.with(std::cell::Cell::get);
+    let before = typed();
+    let report = convert_on_this_thread(&text, 8);
+    assert_eq!(report.rows_written, 20);
+    // 20 rows in chunks of 8: three chunks, every one typed by columns.
+    assert_eq!(typed() - before, 3);
+}
+
+#[test]
+fn the_column_path_is_given_up_on_a_file_whose_chunks_keep_needing_rows() {
+    // Chunks of 4 rows, each with one bad age.
+    let text = csv_with_ages(80, |i| {
+        if i % 4 == 3 {
+            "old".into()
+        } else {
+            i.to_string()
+        }
+    });
+    let tried = || super::columnar::TRIED_CHUNKS.with(std::cell::Cell::get);
+    let before = tried();
+    let report = convert_on_this_thread(&text, 4);
     assert_eq!((report.rows_written, report.rows_rejected), (60, 20));
     // Eight tries, eight misses: the other twelve chunks go straight to the row path.
     assert_eq!(tried() - before, 8);

@@ -6,7 +6,7 @@
 //! `false_values`), rules (`pattern`, `allowed`, `min`/`max`, `max_length`), then
 //! `required`. Date, timestamp and epoch text is read by [`super::time`].
 
-use super::column::{Allowed, Column, ColumnType, Limit, ValueFormat};
+use super::column::{Allowed, Column, ColumnType, Limit, Rules, ValueFormat};
 use super::time::{
     days_to_date, epoch_from_json, epoch_from_text, micros_to_datetime, parse_date,
     parse_timestamp, EpochError, EpochUnit,
@@ -356,12 +356,19 @@ pub struct Shortcut<'c> {
 impl Column {
     /// This column's [`Shortcut`].
     pub fn shortcut(&self) -> Shortcut<'_> {
-        let rules = &self.rules;
-        let plain = rules.pattern.is_none()
-            && rules.allowed.is_none()
-            && rules.min.is_none()
-            && rules.max.is_none()
-            && rules.max_length.is_none()
+        // Every rule named, so a new one cannot slip past the shortcut unchecked.
+        let Rules {
+            pattern,
+            allowed,
+            min,
+            max,
+            max_length,
+        } = &self.rules;
+        let plain = pattern.is_none()
+            && allowed.is_none()
+            && min.is_none()
+            && max.is_none()
+            && max_length.is_none()
             && self.format.is_none();
         Shortcut {
             column: self,
