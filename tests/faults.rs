@@ -709,24 +709,33 @@ async fn a_missing_lake_bucket_is_retried_before_it_is_dead_lettered() {
 async fn heartbeats_keep_time_while_every_core_converts() {
     let env = TestEnv::builder("busy")
         .env("LAKEWORKER__QUEUE__VISIBILITY_TIMEOUT_SECONDS", "2")
-        // One row per Arrow batch: a small file that keeps every core converting for
-        // several visibility windows (about 9 s on the 2-core development machine).
+        // One row per Arrow batch: a small file keeps every core converting for seconds.
         .env("LAKEWORKER__WORKER__BATCH_ROWS", "1")
         .quiet()
         .start()
         .await;
     let worker = env.start_worker();
-    let key = "orders/busy.csv";
-    env.put_and_announce(key, &orders_csv(200_000)).await;
-    env.wait_lake_keys(2).await;
-    env.wait_drained().await;
-
-    let record = &env.ledger(key).await[0];
-    assert_eq!((record.status, record.attempts), (Some(Status::Done), 1));
-    let took = seconds_between(&record.started_at, &record.finished_at);
+    // The conversion must outlast three visibility windows however fast the machine or
+    // the converter is: start at 200k rows and, while a file converts in under 6 s, send
+    // a bigger one, sized from the time the last took.
+    let (mut rows, mut lake_keys, mut took) = (200_000_usize, 0, 0.0);
+    for attempt in 1..=4 {
+        let key = format!("orders/busy-{attempt}.csv");
+        env.put_and_announce(&key, &orders_csv(rows)).await;
+        lake_keys += 2; // one object for each of the two `ordered_at` days
+        env.wait_lake_keys(lake_keys).await;
+        env.wait_drained().await;
+        let record = &env.ledger(&key).await[0];
+        assert_eq!((record.status, record.attempts), (Some(Status::Done), 1));
+        took = seconds_between(&record.started_at, &record.finished_at);
+        if took >= 6.0 {
+            break;
+        }
+        rows = (rows as f64 * 9.0 / took.max(0.5)) as usize;
+    }
     assert!(
         took >= 6.0,
-        "the scenario needs a conversion of 3 visibility windows; it took {took:.1} s"
+        "the scenario needs a conversion of 3 visibility windows; the last took {took:.1} s"
     );
     assert!(
         !a_second_attempt(&worker),
