@@ -14,6 +14,8 @@
 //! most of a file's chunks (after eight) have needed the row path, the engine stops
 //! trying this one for that file.
 
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -25,9 +27,11 @@ use arrow::record_batch::RecordBatch;
 
 use super::batch::{full_schema, lineage_arrays};
 use super::csv::{CsvChunk, HeaderMap};
+use super::jsonl::{Cell, JsonGrid, LineChunk};
 use super::{ConvertError, Lineage};
 use crate::domain::dataset::Dataset;
 use crate::domain::schema::{arrow_field, Column, ColumnType, Parsed, RawCell, UTC};
+use serde_json::Value;
 
 #[cfg(test)]
 thread_local! {
@@ -38,15 +42,16 @@ thread_local! {
     pub(super) static TRIED_CHUNKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether chunks of `dataset` may be typed column by column at all.
-pub(super) fn applies(dataset: &Dataset, header: &HeaderMap) -> bool {
+/// Whether chunks of `dataset` may be typed column by column at all; `header` is a CSV
+/// file's (JSON lines have none).
+pub(super) fn applies(dataset: &Dataset, header: Option<&HeaderMap>) -> bool {
     #[cfg(test)]
     if ROWS_ONLY.with(std::cell::Cell::get) {
         return false;
     }
     dataset.policy.unique_key.is_empty()
         && dataset.records.is_none()
-        && !header.keeps_extra_fields()
+        && !header.is_some_and(HeaderMap::keeps_extra_fields)
 }
 
 /// The chunk's rows as one batch (every dataset column, `_extra` or `_rescued` all null
@@ -63,11 +68,22 @@ pub(super) fn csv_chunk(
         return Ok(None);
     };
     let rows = grid.rows();
-    let schema = full_schema(dataset);
-    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(dataset.columns.len() + 4);
     for (index, column) in dataset.columns.iter().enumerate() {
         let typed = match header.field_of(index) {
-            Some(field) => typed_column(column, grid.column(field), rows),
+            Some(field) => {
+                let shortcut = column.shortcut();
+                let mut slot = Parsed::Null;
+                let parse = |text: &str| {
+                    shortcut.parse(text).or_else(|| {
+                        column
+                            .parse_into(RawCell::Text(text), &mut slot)
+                            .ok()
+                            .map(|()| slot)
+                    })
+                };
+                typed_column(column, grid.column(field), rows, parse, Cow::Borrowed)
+            }
             None => absent_column(column, rows),
         };
         match typed {
@@ -75,6 +91,100 @@ pub(super) fn csv_chunk(
             None => return Ok(None),
         }
     }
+    finish(dataset, lineage, arrays, rows).map(Some)
+}
+
+/// The chunk's lines as one batch, as [`csv_chunk`] does for a CSV chunk, and the
+/// undeclared keys they hold; `None` when a line needs the row path.
+pub(super) fn json_chunk(
+    chunk: &LineChunk,
+    dataset: &Dataset,
+    lineage: &Lineage,
+) -> Result<Option<(RecordBatch, BTreeSet<String>)>, ConvertError> {
+    #[cfg(test)]
+    TRIED_CHUNKS.with(|n| n.set(n.get() + 1));
+    let Some(grid) = chunk.grid(dataset) else {
+        return Ok(None);
+    };
+    let rows = grid.rows();
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(dataset.columns.len() + 4);
+    for (index, column) in dataset.columns.iter().enumerate() {
+        let shortcut = column.shortcut();
+        let mut slot = Parsed::Null;
+        // Numbers read as text are what serde_json makes of them, but for `-0` (a float to
+        // serde_json, so no integer).
+        let numbers_as_text: fn(&str) -> bool = match column.kind {
+            ColumnType::Int => |json: &str| json != "-0",
+            ColumnType::Float => |_: &str| true,
+            _ => |_: &str| false,
+        };
+        let grid = &grid;
+        let parse = |cell: Cell| {
+            let cell = match cell {
+                Cell::Str(..) | Cell::Unescaped(..) => {
+                    let text = grid.text(cell);
+                    return shortcut.parse(text).or_else(|| {
+                        column
+                            .parse_into(RawCell::Text(text), &mut slot)
+                            .ok()
+                            .map(|()| slot)
+                    });
+                }
+                Cell::Number(..) if numbers_as_text(grid.json(cell)) => {
+                    if let Some(parsed) = shortcut.parse(grid.json(cell)) {
+                        return Some(parsed);
+                    }
+                    json_value(grid, cell)?
+                }
+                Cell::Missing => {
+                    column.parse_into(RawCell::Missing, &mut slot).ok()?;
+                    return Some(slot);
+                }
+                _ => json_value(grid, cell)?,
+            };
+            column.parse_into(RawCell::Json(&cell), &mut slot).ok()?;
+            Some(slot)
+        };
+        let text = |cell: Cell| match cell {
+            Cell::Str(..) | Cell::Unescaped(..) => Cow::Borrowed(grid.text(cell)),
+            _ => Cow::Owned(json_value(grid, cell).map_or_else(String::new, |v| v.to_string())),
+        };
+        match typed_column(
+            column,
+            grid.column(index).iter().copied(),
+            rows,
+            parse,
+            text,
+        ) {
+            Some(array) => arrays.push(array),
+            None => return Ok(None),
+        }
+    }
+    let batch = finish(dataset, lineage, arrays, rows)?;
+    Ok(Some((batch, grid.new_columns)))
+}
+
+/// A cell other than a string as serde_json's value (what the row path types); `None`
+/// when serde_json refuses it (a number out of range), which the row path reports.
+fn json_value(grid: &JsonGrid<'_>, cell: Cell) -> Option<Value> {
+    match cell {
+        Cell::Null => Some(Value::Null),
+        Cell::Bool(b) => Some(Value::Bool(b)),
+        Cell::Number(..) | Cell::Nested(..) => serde_json::from_str(grid.json(cell)).ok(),
+        Cell::Str(..) | Cell::Unescaped(..) => Some(Value::String(grid.text(cell).to_owned())),
+        Cell::Missing => None,
+    }
+}
+
+/// The batch of a chunk's typed `arrays`: `_extra` and `_rescued` all null where the
+/// schema has them, then the lineage.
+fn finish(
+    dataset: &Dataset,
+    lineage: &Lineage,
+    mut arrays: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<RecordBatch, ConvertError> {
+    let schema = full_schema(dataset);
     // `_extra` and `_rescued` (where the schema has them, in its order, before the
     // lineage): no undeclared field is kept (see `applies`) and no cell failed.
     for field in &schema.fields()[arrays.len()..schema.fields().len() - 2] {
@@ -83,7 +193,7 @@ pub(super) fn csv_chunk(
     arrays.extend(lineage_arrays(&lineage.source, lineage.ingested_at, rows));
     #[cfg(test)]
     TYPED_CHUNKS.with(|n| n.set(n.get() + 1));
-    Ok(Some(RecordBatch::try_new(schema, arrays)?))
+    Ok(RecordBatch::try_new(schema, arrays)?)
 }
 
 /// A column the header lacks: all null, unless it is required.
@@ -93,29 +203,22 @@ fn absent_column(column: &Column, rows: usize) -> Option<ArrayRef> {
     Some(new_null_array(arrow_field(column).data_type(), rows))
 }
 
-/// One column's cells typed in a loop; `None` at the first cell that fails.
-fn typed_column<'a>(
+/// One column's cells typed in a loop by `parse` (what [`Column::parse_into`] makes of
+/// a cell); `None` at the first cell that fails. A string cell's text is `text(cell)`.
+fn typed_column<'t, C: Copy>(
     column: &Column,
-    cells: impl Iterator<Item = &'a str>,
+    cells: impl Iterator<Item = C>,
     rows: usize,
+    parse: impl FnMut(C) -> Option<Parsed>,
+    text: impl Fn(C) -> Cow<'t, str>,
 ) -> Option<ArrayRef> {
-    let shortcut = column.shortcut();
-    let mut slot = Parsed::Null;
-    let parse = move |text: &str| {
-        shortcut.parse(text).or_else(|| {
-            column
-                .parse_into(RawCell::Text(text), &mut slot)
-                .ok()
-                .map(|()| slot)
-        })
-    };
     match column.kind {
         ColumnType::String => {
             let mut parse = parse;
             let mut builder = StringBuilder::with_capacity(rows, rows * 16);
-            for text in cells {
-                match parse(text)? {
-                    Parsed::Str => builder.append_value(text),
+            for cell in cells {
+                match parse(cell)? {
+                    Parsed::Str => builder.append_value(text(cell)),
                     _ => builder.append_null(),
                 }
             }
@@ -124,8 +227,8 @@ fn typed_column<'a>(
         ColumnType::Bool => {
             let mut parse = parse;
             let mut builder = BooleanBuilder::with_capacity(rows);
-            for text in cells {
-                builder.append_option(match parse(text)? {
+            for cell in cells {
+                builder.append_option(match parse(cell)? {
                     Parsed::Bool(v) => Some(v),
                     _ => None,
                 });
@@ -173,14 +276,14 @@ fn typed_column<'a>(
 
 /// A column of a primitive type: `value` is the parsed cell's value when it has one (a
 /// null has none).
-fn primitive<'a, T: ArrowPrimitiveType>(
+fn primitive<C, T: ArrowPrimitiveType>(
     mut builder: PrimitiveBuilder<T>,
-    cells: impl Iterator<Item = &'a str>,
-    mut parse: impl FnMut(&str) -> Option<Parsed>,
+    cells: impl Iterator<Item = C>,
+    mut parse: impl FnMut(C) -> Option<Parsed>,
     value: impl Fn(Parsed) -> Option<T::Native>,
 ) -> Option<ArrayRef> {
-    for text in cells {
-        builder.append_option(value(parse(text)?));
+    for cell in cells {
+        builder.append_option(value(parse(cell)?));
     }
     Some(Arc::new(builder.finish()))
 }

@@ -72,7 +72,7 @@ struct Typing<'a> {
     /// Per dataset column, whether a bad cell is rescued rather than failing its row
     /// (`on_invalid = "rescue"`, and the column is optional and no key).
     rescuable: Vec<bool>,
-    /// Whether CSV chunks are tried column by column first ([`columnar`]).
+    /// Whether chunks are tried column by column first ([`columnar`]).
     columnar: bool,
     /// Chunks tried column by column, and how many of them needed the row path after all.
     columnar_tries: AtomicUsize,
@@ -129,36 +129,42 @@ impl Typed {
 }
 
 impl Typing<'_> {
-    /// The second stage, for one chunk. `seen_keys` is the file's `unique_key` state.
+    /// The second stage, for one chunk: column by column when it can be, else row by
+    /// row. `seen_keys` is the file's `unique_key` state.
     fn chunk(
         &self,
         chunk: &Chunk,
         seen_keys: Option<&mut HashMap<String, u64>>,
     ) -> Result<Typed, ConvertError> {
-        match (chunk, &self.header) {
-            (Chunk::Csv(c), Some(header)) => {
-                if self.tries_columns() {
-                    self.columnar_tries.fetch_add(1, Ordering::Relaxed);
-                    let batch = columnar::csv_chunk(c, header, self.dataset, self.lineage)?;
-                    if batch.is_none() {
-                        self.columnar_misses.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if let Some(batch) = batch {
-                        return Ok(Typed {
-                            rows_in: batch.num_rows() as u64,
-                            batch: Some(batch),
-                            bad: Vec::new(),
-                            rows_rescued: 0,
-                            new_columns: header.undeclared().iter().cloned().collect(),
-                        });
-                    }
+        if self.tries_columns() {
+            self.columnar_tries.fetch_add(1, Ordering::Relaxed);
+            let typed = match (chunk, &self.header) {
+                (Chunk::Csv(c), Some(header)) => {
+                    columnar::csv_chunk(c, header, self.dataset, self.lineage)?
+                        .map(|batch| (batch, header.undeclared().iter().cloned().collect()))
                 }
-                self.rows(
-                    csv::CsvChunkRows::new(c, header, self.dataset),
-                    c.len(),
-                    seen_keys,
-                )
-            }
+                (Chunk::Lines(l), _) => columnar::json_chunk(l, self.dataset, self.lineage)?,
+                (Chunk::Csv(_), None) => None,
+            };
+            match typed {
+                Some((batch, new_columns)) => {
+                    return Ok(Typed {
+                        rows_in: batch.num_rows() as u64,
+                        batch: Some(batch),
+                        bad: Vec::new(),
+                        rows_rescued: 0,
+                        new_columns,
+                    })
+                }
+                None => self.columnar_misses.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        match (chunk, &self.header) {
+            (Chunk::Csv(c), Some(header)) => self.rows(
+                csv::CsvChunkRows::new(c, header, self.dataset),
+                c.len(),
+                seen_keys,
+            ),
             (Chunk::Lines(l), _) => self.rows(
                 jsonl::JsonChunkRows::new(l, self.dataset),
                 l.len(),
@@ -377,9 +383,7 @@ where
         rescuable: (0..dataset.columns.len())
             .map(|i| dataset.rescues_bad_cells_of(i))
             .collect(),
-        columnar: splitter
-            .header()
-            .is_some_and(|header| columnar::applies(dataset, &header)),
+        columnar: columnar::applies(dataset, splitter.header().as_deref()),
         columnar_tries: AtomicUsize::new(0),
         columnar_misses: AtomicUsize::new(0),
     };

@@ -23,6 +23,9 @@ use super::{ConvertError, RowCheck, RowSource};
 use crate::domain::dataset::{Dataset, NewColumns};
 use crate::domain::schema::RawCell;
 
+mod grid;
+pub(super) use grid::{Cell, JsonGrid};
+
 #[derive(Debug)]
 struct Line {
     number: u64,

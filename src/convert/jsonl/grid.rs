@@ -1,0 +1,424 @@
+//! A chunk's lines scanned once into a grid of cells, one per dataset column and line,
+//! for typing column by column ([`super::super::columnar`]).
+//!
+//! The scanner accepts only what it can vouch for: plain JSON objects whose keys have no
+//! escapes, with at most `max_columns` keys, no line cut at `max_row_bytes`, and no
+//! undeclared key the dataset wants kept or refused. Anything else (invalid JSON, a lone
+//! surrogate, nesting deeper than [`MAX_DEPTH`], ...) makes [`LineChunk::grid`] return
+//! `None`, and the row path, which parses with serde_json, says what was wrong. So the
+//! grid never passes a line serde_json would refuse.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::LineChunk;
+use crate::convert::report::MAX_NEW_COLUMNS;
+use crate::domain::dataset::{Dataset, NewColumns};
+
+/// Arrays and objects nest at most this deep in a cell the grid takes (serde_json refuses
+/// 128 levels; past this the row path decides).
+const MAX_DEPTH: usize = 64;
+
+/// The grid's cells weigh at most this many times the chunk's text: a chunk of short
+/// lines for a dataset of many columns (sparse objects) takes the row path instead, so
+/// the grid stays within the conversion's reserve (see `crate::config::memory`).
+const MAX_CELL_BYTES_PER_BYTE: usize = 3;
+
+/// One line's value for one column. Ranges are byte offsets (`u32`: a chunk the grid
+/// takes is under 4 GiB, and its unescaped strings are no longer than their JSON text).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(in crate::convert) enum Cell {
+    /// The line has no such key.
+    #[default]
+    Missing,
+    Null,
+    Bool(bool),
+    /// A string without escapes: its text, in the chunk.
+    Str(u32, u32),
+    /// A string with escapes: its unescaped text, in the grid's own buffer.
+    Unescaped(u32, u32),
+    /// A number: its JSON text, in the chunk.
+    Number(u32, u32),
+    /// An array or object: its JSON text, in the chunk.
+    Nested(u32, u32),
+}
+
+/// A chunk's cells, column by column.
+pub(in crate::convert) struct JsonGrid<'c> {
+    bytes: &'c str,
+    unescaped: String,
+    /// `cells[column * rows + row]`.
+    cells: Vec<Cell>,
+    rows: usize,
+    /// Undeclared keys (ignored, or added by `on_new_columns = "add"`), at most
+    /// [`MAX_NEW_COLUMNS`].
+    pub(in crate::convert) new_columns: BTreeSet<String>,
+}
+
+impl JsonGrid<'_> {
+    pub(in crate::convert) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Column `column`'s cells, line after line.
+    pub(in crate::convert) fn column(&self, column: usize) -> &[Cell] {
+        &self.cells[column * self.rows..(column + 1) * self.rows]
+    }
+
+    /// The text of a string cell (`""` for any other).
+    pub(in crate::convert) fn text(&self, cell: Cell) -> &str {
+        match cell {
+            Cell::Str(start, end) => &self.bytes[start as usize..end as usize],
+            Cell::Unescaped(start, end) => &self.unescaped[start as usize..end as usize],
+            _ => "",
+        }
+    }
+
+    /// The JSON text of a number, array or object cell (`""` for any other).
+    pub(in crate::convert) fn json(&self, cell: Cell) -> &str {
+        match cell {
+            Cell::Number(start, end) | Cell::Nested(start, end) => {
+                &self.bytes[start as usize..end as usize]
+            }
+            _ => "",
+        }
+    }
+}
+
+impl LineChunk {
+    /// The chunk as a grid of `dataset`'s columns, or `None` when a line needs the row
+    /// path (see the module doc).
+    pub(in crate::convert) fn grid(&self, dataset: &Dataset) -> Option<JsonGrid<'_>> {
+        let rows = self.lines.len();
+        let cells = rows.saturating_mul(dataset.columns.len());
+        if self.bytes.len() >= u32::MAX as usize
+            || cells.saturating_mul(size_of::<Cell>()) > MAX_CELL_BYTES_PER_BYTE * self.bytes.len()
+            || self.lines.iter().any(|l| l.too_long)
+        {
+            return None;
+        }
+        // Lines end at line breaks, so the chunk is UTF-8 exactly when each line is.
+        let bytes = std::str::from_utf8(&self.bytes).ok()?;
+        let names: Vec<&str> = dataset.columns.iter().map(|c| c.name.as_str()).collect();
+        let columns: HashMap<&str, usize> =
+            names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let mut grid = JsonGrid {
+            bytes,
+            unescaped: String::new(),
+            cells: vec![Cell::Missing; cells],
+            rows,
+            new_columns: BTreeSet::new(),
+        };
+        let keeps_undeclared = match dataset.policy.on_new_columns {
+            NewColumns::Ignore | NewColumns::Add => false,
+            NewColumns::Keep | NewColumns::Rescue | NewColumns::Reject => true,
+        };
+        for (row, line) in self.lines.iter().enumerate() {
+            let mut scan = Scan {
+                bytes: bytes.as_bytes(),
+                at: line.text.start,
+                end: line.text.end,
+            };
+            scan.space();
+            scan.expect(b'{')?;
+            scan.space();
+            let mut keys = 0;
+            // The column whose key is likely next: lines tend to keep the columns' order.
+            let mut next = 0;
+            if !scan.eat(b'}') {
+                loop {
+                    scan.expect(b'"')?;
+                    let (start, end) = scan.plain_string()?;
+                    let key = &bytes[start..end];
+                    keys += 1;
+                    if keys > dataset.policy.max_columns {
+                        return None;
+                    }
+                    scan.space();
+                    scan.expect(b':')?;
+                    scan.space();
+                    let column = match names.get(next) {
+                        Some(name) if *name == key => Some(next),
+                        _ => columns.get(key).copied(),
+                    };
+                    match column {
+                        Some(column) => {
+                            // A repeated key: the last value wins, as in the row path.
+                            grid.cells[column * rows + row] = scan.value(&mut grid.unescaped)?;
+                            next = column + 1;
+                        }
+                        None if keeps_undeclared => return None,
+                        None => {
+                            scan.skip_value(0)?;
+                            if grid.new_columns.len() < MAX_NEW_COLUMNS {
+                                grid.new_columns.insert(key.to_owned());
+                            }
+                        }
+                    }
+                    scan.space();
+                    if scan.eat(b',') {
+                        scan.space();
+                        continue;
+                    }
+                    scan.expect(b'}')?;
+                    break;
+                }
+            }
+            scan.space();
+            if scan.at != scan.end {
+                return None;
+            }
+        }
+        Some(grid)
+    }
+}
+
+/// A cursor over one line; every method returns `None` on what it does not vouch for.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    end: usize,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        (self.at < self.end).then(|| self.bytes[self.at])
+    }
+
+    /// JSON's white space.
+    fn space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        self.at += usize::from(found);
+        found
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.eat(byte).then_some(())
+    }
+
+    fn literal(&mut self, text: &[u8]) -> Option<()> {
+        let found = self.bytes[self.at..self.end].starts_with(text);
+        self.at += if found { text.len() } else { 0 };
+        found.then_some(())
+    }
+
+    /// A column's value, starting at its first byte.
+    fn value(&mut self, unescaped: &mut String) -> Option<Cell> {
+        let start = self.at;
+        let range = |end: usize| (start as u32, end as u32);
+        Some(match self.peek()? {
+            b'"' => {
+                self.at += 1;
+                match self.plain_string() {
+                    Some((start, end)) => Cell::Str(start as u32, end as u32),
+                    None => {
+                        self.at = start + 1;
+                        let from = unescaped.len();
+                        self.unescape(unescaped)?;
+                        Cell::Unescaped(from as u32, unescaped.len() as u32)
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                self.number()?;
+                let (start, end) = range(self.at);
+                Cell::Number(start, end)
+            }
+            b't' => self.literal(b"true").map(|()| Cell::Bool(true))?,
+            b'f' => self.literal(b"false").map(|()| Cell::Bool(false))?,
+            b'n' => self.literal(b"null").map(|()| Cell::Null)?,
+            b'{' | b'[' => {
+                self.skip_value(0)?;
+                let (start, end) = range(self.at);
+                Cell::Nested(start, end)
+            }
+            _ => return None,
+        })
+    }
+
+    /// The rest of a string without escapes, after its opening quote: the range of its
+    /// text. `None` (the cursor left anywhere) at an escape or a control character.
+    fn plain_string(&mut self) -> Option<(usize, usize)> {
+        let start = self.at;
+        while self.at < self.end {
+            match self.bytes[self.at] {
+                b'"' => {
+                    self.at += 1;
+                    return Some((start, self.at - 1));
+                }
+                b'\\' | 0..=0x1f => return None,
+                _ => self.at += 1,
+            }
+        }
+        None
+    }
+
+    /// The rest of a string after its opening quote, unescaped onto `out`.
+    fn unescape(&mut self, out: &mut String) -> Option<()> {
+        loop {
+            let start = self.at;
+            while self.at < self.end && !matches!(self.bytes[self.at], b'"' | b'\\' | 0..=0x1f) {
+                self.at += 1;
+            }
+            // Cut at ASCII bytes of a UTF-8 line: a whole UTF-8 text.
+            out.push_str(std::str::from_utf8(&self.bytes[start..self.at]).ok()?);
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    self.at += 1;
+                    let escape = self.peek()?;
+                    self.at += 1;
+                    out.push(match escape {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => self.unicode_escape()?,
+                        _ => return None,
+                    });
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A `\u` escape's character, after the `u`: a surrogate pair makes one character;
+    /// a lone surrogate is refused (as serde_json does).
+    fn unicode_escape(&mut self) -> Option<char> {
+        let first = self.hex4()?;
+        match first {
+            0xd800..=0xdbff => {
+                self.literal(b"\\u")?;
+                let second = self.hex4()?;
+                if !(0xdc00..=0xdfff).contains(&second) {
+                    return None;
+                }
+                char::from_u32(0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00))
+            }
+            0xdc00..=0xdfff => None,
+            _ => char::from_u32(first),
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self
+            .bytes
+            .get(self.at..self.at + 4)
+            .filter(|_| self.at + 4 <= self.end)?;
+        let mut value = 0;
+        for digit in digits {
+            value = value * 16 + char::from(*digit).to_digit(16)?;
+        }
+        self.at += 4;
+        Some(value)
+    }
+
+    /// A number, by JSON's grammar.
+    fn number(&mut self) -> Option<()> {
+        self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.eat(b'.') {
+            self.digits_after()?;
+        }
+        if self.eat(b'e') || self.eat(b'E') {
+            if !self.eat(b'+') {
+                self.eat(b'-');
+            }
+            self.digits_after()?;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// At least one digit.
+    fn digits_after(&mut self) -> Option<()> {
+        let start = self.at;
+        self.digits();
+        (self.at > start).then_some(())
+    }
+
+    /// Any value, checked and passed over. Its strings may not hold a `\u` surrogate
+    /// escape (whether serde_json takes one it skips is not ours to guess).
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => {
+                self.at += 1;
+                self.skip_string()
+            }
+            b'-' | b'0'..=b'9' => self.number(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            open @ (b'{' | b'[') if depth < MAX_DEPTH => {
+                self.at += 1;
+                let close = if open == b'{' { b'}' } else { b']' };
+                self.space();
+                if self.eat(close) {
+                    return Some(());
+                }
+                loop {
+                    if open == b'{' {
+                        self.expect(b'"')?;
+                        self.skip_string()?;
+                        self.space();
+                        self.expect(b':')?;
+                        self.space();
+                    }
+                    self.skip_value(depth + 1)?;
+                    self.space();
+                    if self.eat(b',') {
+                        self.space();
+                        continue;
+                    }
+                    return self.expect(close);
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The rest of a string after its opening quote, checked.
+    fn skip_string(&mut self) -> Option<()> {
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                0..=0x1f => return None,
+                b'\\' => {
+                    self.at += 1;
+                    let escape = self.peek()?;
+                    self.at += 1;
+                    match escape {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' if !(0xd800..=0xdfff).contains(&self.hex4()?) => {}
+                        _ => return None,
+                    }
+                }
+                _ => self.at += 1,
+            }
+        }
+    }
+}
