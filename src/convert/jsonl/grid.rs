@@ -101,6 +101,11 @@ impl LineChunk {
         let names: Vec<&str> = dataset.columns.iter().map(|c| c.name.as_str()).collect();
         let columns: HashMap<&str, usize> =
             names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        // Names a key can match byte for byte (no character JSON must escape).
+        let plain_names: Vec<Option<&str>> = names
+            .iter()
+            .map(|n| Some(*n).filter(|n| !n.bytes().any(|b| matches!(b, b'"' | b'\\' | 0..=0x1f))))
+            .collect();
         let mut grid = JsonGrid {
             bytes,
             unescaped: String::new(),
@@ -127,8 +132,19 @@ impl LineChunk {
             if !scan.eat(b'}') {
                 loop {
                     scan.expect(b'"')?;
-                    let (start, end) = scan.plain_string()?;
-                    let key = &bytes[start..end];
+                    // The likely key is matched in place; any other is read, then looked up.
+                    let guessed = plain_names[..]
+                        .get(next)
+                        .copied()
+                        .flatten()
+                        .filter(|name| scan.quoted_ahead(name));
+                    let key = match guessed {
+                        Some(name) => name,
+                        None => {
+                            let (start, end) = scan.plain_string()?;
+                            &bytes[start..end]
+                        }
+                    };
                     keys += 1;
                     if keys > dataset.policy.max_columns {
                         return None;
@@ -136,9 +152,9 @@ impl LineChunk {
                     scan.space();
                     scan.expect(b':')?;
                     scan.space();
-                    let column = match names.get(next) {
-                        Some(name) if *name == key => Some(next),
-                        _ => columns.get(key).copied(),
+                    let column = match guessed {
+                        Some(_) => Some(next),
+                        None => columns.get(key).copied(),
                     };
                     match column {
                         Some(column) => {
@@ -189,6 +205,21 @@ impl Scan<'_> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.at += 1;
         }
+    }
+
+    /// Whether `name` and a closing quote come next; if so, passes over them.
+    #[inline]
+    fn quoted_ahead(&mut self, name: &str) -> bool {
+        let name = name.as_bytes();
+        let rest = &self.bytes[self.at..self.end];
+        // Byte by byte: names are short, and a call to `memcmp` costs more.
+        let found = rest.len() > name.len()
+            && rest[name.len()] == b'"'
+            && name.iter().zip(rest).all(|(a, b)| a == b);
+        if found {
+            self.at += name.len() + 1;
+        }
+        found
     }
 
     fn eat(&mut self, byte: u8) -> bool {
@@ -245,6 +276,7 @@ impl Scan<'_> {
     /// text. `None` (the cursor left anywhere) at an escape or a control character.
     fn plain_string(&mut self) -> Option<(usize, usize)> {
         let start = self.at;
+        self.skip_plain_bytes();
         while self.at < self.end {
             match self.bytes[self.at] {
                 b'"' => {
@@ -256,6 +288,29 @@ impl Scan<'_> {
             }
         }
         None
+    }
+
+    /// Passes over string bytes that need no look (no quote, backslash or control
+    /// character), eight at a time; stops at or before the first that does.
+    #[inline]
+    fn skip_plain_bytes(&mut self) {
+        const ONES: u64 = u64::from_ne_bytes([1; 8]);
+        const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+        // Bytes of `word` that are zero, flagged in their high bit: exact up to the first
+        // (a borrow may flag bytes above it, which only stops the skip early).
+        let zeros = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
+        while let Some(chunk) = self.bytes[..self.end].get(self.at..self.at + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+            let special = zeros(word ^ (ONES * u64::from(b'"')))
+                | zeros(word ^ (ONES * u64::from(b'\\')))
+                | below_space;
+            if special != 0 {
+                self.at += special.trailing_zeros() as usize / 8;
+                return;
+            }
+            self.at += 8;
+        }
     }
 
     /// The rest of a string after its opening quote, unescaped onto `out`.
@@ -325,24 +380,34 @@ impl Scan<'_> {
         Some(value)
     }
 
-    /// A number, by JSON's grammar.
+    /// A number, by JSON's grammar, and below 10^300 in magnitude: serde_json refuses a
+    /// number too large for an `f64` (even one it would only skip, or a repeated key's
+    /// value that another replaces), so such a line is left to the row path.
     fn number(&mut self) -> Option<()> {
         self.eat(b'-');
+        let start = self.at;
         match self.peek()? {
             b'0' => self.at += 1,
             b'1'..=b'9' => self.digits(),
             _ => return None,
         }
+        let whole_digits = self.at - start;
         if self.eat(b'.') {
             self.digits_after()?;
         }
+        let mut exponent = 0;
         if self.eat(b'e') || self.eat(b'E') {
-            if !self.eat(b'+') {
-                self.eat(b'-');
-            }
+            let negative = !self.eat(b'+') && self.eat(b'-');
+            let digits = self.at;
             self.digits_after()?;
+            if !negative {
+                // Past four digits, the exponent is too large anyway.
+                exponent = self.bytes[digits..self.at.min(digits + 5)]
+                    .iter()
+                    .fold(0, |n, d| n * 10 + usize::from(d - b'0'));
+            }
         }
-        Some(())
+        (whole_digits + exponent <= 300).then_some(())
     }
 
     fn digits(&mut self) {
