@@ -1,18 +1,20 @@
-//! Typing a CSV chunk column by column: the fast way for a chunk whose rows are all good.
+//! Typing a chunk column by column: the fast way for a chunk whose rows are all good.
 //!
 //! Row by row ([`super::engine`]), every cell costs a dispatch on its column's type, a
 //! lookup of its field and a dispatch on its builder. Here each column is typed in one
-//! loop over its fields ([`super::csv::Grid`]) into a builder of the column's own type:
-//! plainly good cells through the column's
+//! loop over its cells into a builder of the column's own type: a CSV chunk's fields
+//! ([`super::csv::Grid`]), or the cells a JSON-lines chunk was scanned into
+//! ([`super::jsonl::JsonGrid`]). Plainly good cells go through the column's
 //! [`Shortcut`](crate::domain::schema::Shortcut), the rest through
 //! [`Column::parse_into`] (what the row path calls, so the same values and verdicts).
 //!
-//! The first cell that fails, any row the splitter refused, and any dataset needing
-//! per-row work (a `unique_key`, DynamoDB records, undeclared fields kept in `_extra` or
-//! `_rescued`) send the chunk back to the row path, which then says what was wrong with
-//! which row: a good chunk is typed once, a chunk with a bad row at most twice, and once
-//! most of a file's chunks (after eight) have needed the row path, the engine stops
-//! trying this one for that file.
+//! The first cell that fails, any row the splitter or the JSON scan refused, an
+//! undeclared field to keep in `_extra` or `_rescued` (a CSV header's, or a JSON line's
+//! key), and any dataset needing per-row work (a `unique_key`, DynamoDB records) send the
+//! chunk back to the row path, which then says what was wrong with which row: a good
+//! chunk is typed once, a chunk with a bad row at most twice, and once most of a file's
+//! chunks (after eight) have needed the row path, the engine stops trying this one for
+//! that file.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -74,7 +76,7 @@ pub(super) fn csv_chunk(
             Some(field) => {
                 let shortcut = column.shortcut();
                 let mut slot = Parsed::Null;
-                let parse = |text: &str| {
+                let parse = move |text: &str| {
                     shortcut.parse(text).or_else(|| {
                         column
                             .parse_into(RawCell::Text(text), &mut slot)
@@ -82,7 +84,7 @@ pub(super) fn csv_chunk(
                             .map(|()| slot)
                     })
                 };
-                typed_column(column, grid.column(field), rows, parse, Cow::Borrowed)
+                typed_column(column, grid.column(field), rows, parse, |text| text)
             }
             None => absent_column(column, rows),
         };
@@ -111,15 +113,16 @@ pub(super) fn json_chunk(
     for (index, column) in dataset.columns.iter().enumerate() {
         let shortcut = column.shortcut();
         let mut slot = Parsed::Null;
-        // Numbers read as text are what serde_json makes of them, but for `-0` (a float to
-        // serde_json, so no integer).
+        // Numbers read as text are what serde_json makes of them (with its
+        // `float_roundtrip` feature, which Cargo.toml turns on: floats correctly rounded,
+        // as `str::parse` does), but for `-0` (a float to serde_json, so no integer).
         let numbers_as_text: fn(&str) -> bool = match column.kind {
             ColumnType::Int => |json: &str| json != "-0",
             ColumnType::Float => |_: &str| true,
             _ => |_: &str| false,
         };
         let grid = &grid;
-        let parse = |cell: Cell| {
+        let parse = move |cell: Cell| {
             let cell = match cell {
                 Cell::Str(..) | Cell::Unescaped(..) => {
                     let text = grid.text(cell);
@@ -205,12 +208,12 @@ fn absent_column(column: &Column, rows: usize) -> Option<ArrayRef> {
 
 /// One column's cells typed in a loop by `parse` (what [`Column::parse_into`] makes of
 /// a cell); `None` at the first cell that fails. A string cell's text is `text(cell)`.
-fn typed_column<'t, C: Copy>(
+fn typed_column<C: Copy, T: AsRef<str>>(
     column: &Column,
     cells: impl Iterator<Item = C>,
     rows: usize,
     parse: impl FnMut(C) -> Option<Parsed>,
-    text: impl Fn(C) -> Cow<'t, str>,
+    text: impl Fn(C) -> T,
 ) -> Option<ArrayRef> {
     match column.kind {
         ColumnType::String => {

@@ -517,7 +517,7 @@ fn rows_and_columns(text: &str, dataset: &Dataset, batch: usize) -> (Outcome, Ou
     (run(true), run(false))
 }
 
-/// Every value of [`JSON_CELLS`] in every column (and as an undeclared key), alone in an
+/// Every value of [`JSON_CELLS`] in every column (and as an undeclared key) of an
 /// otherwise good line, under every dataset variant: the column path agrees with the
 /// row path on each.
 #[test]
@@ -543,9 +543,16 @@ fn columns_or_rows_type_every_json_value_alike() {
                         format!("\"{}\":{value}", names[i])
                     })
                     .collect();
-                let text = format!("{{{}}}\n", pairs.join(","));
-                let (by_rows, by_columns) = rows_and_columns(&text, &dataset, 4);
-                assert_eq!(by_rows, by_columns, "{text} (variant {variant})");
+                // Alone, and as the first value of a repeated key (which the second
+                // replaces).
+                let repeated = format!("\"{}\":{}", names[column], JSON_GOOD[column]);
+                for text in [
+                    format!("{{{}}}\n", pairs.join(",")),
+                    format!("{{{},{repeated}}}\n", pairs.join(",")),
+                ] {
+                    let (by_rows, by_columns) = rows_and_columns(&text, &dataset, 4);
+                    assert_eq!(by_rows, by_columns, "{text} (variant {variant})");
+                }
             }
         }
     }
@@ -580,6 +587,8 @@ const JSON_CELLS: &[&str] = &[
     "1e300",
     "1e301",
     "-1e00309",
+    "1e000400",
+    "[1e+000400]",
     "1E-400",
     "0.5e+299",
     "1234567890123456789012345678901234567890",

@@ -96,7 +96,8 @@ impl LineChunk {
         {
             return None;
         }
-        // Lines end at line breaks, so the chunk is UTF-8 exactly when each line is.
+        // A line the grid takes starts with `{` and ends with `}`: cut from UTF-8 text
+        // at ASCII bytes, it is UTF-8 too.
         let bytes = std::str::from_utf8(&self.bytes).ok()?;
         let names: Vec<&str> = dataset.columns.iter().map(|c| c.name.as_str()).collect();
         let columns: HashMap<&str, usize> =
@@ -133,11 +134,11 @@ impl LineChunk {
                 loop {
                     scan.expect(b'"')?;
                     // The likely key is matched in place; any other is read, then looked up.
-                    let guessed = plain_names[..]
-                        .get(next)
-                        .copied()
-                        .flatten()
-                        .filter(|name| scan.quoted_ahead(name));
+                    let likely = plain_names.get(next).copied().flatten();
+                    let guessed = match likely {
+                        Some(name) if scan.quoted_ahead(name) => Some(name),
+                        _ => None,
+                    };
                     let key = match guessed {
                         Some(name) => name,
                         None => {
@@ -165,8 +166,9 @@ impl LineChunk {
                         None if keeps_undeclared => return None,
                         None => {
                             scan.skip_value(0)?;
-                            if grid.new_columns.len() < MAX_NEW_COLUMNS {
-                                grid.new_columns.insert(key.to_owned());
+                            let seen = &mut grid.new_columns;
+                            if seen.len() < MAX_NEW_COLUMNS && !seen.contains(key) {
+                                seen.insert(key.to_owned());
                             }
                         }
                     }
@@ -246,7 +248,7 @@ impl Scan<'_> {
             b'"' => {
                 self.at += 1;
                 match self.plain_string() {
-                    Some((start, end)) => Cell::Str(start as u32, end as u32),
+                    Some((from, to)) => Cell::Str(from as u32, to as u32),
                     None => {
                         self.at = start + 1;
                         let from = unescaped.len();
@@ -296,8 +298,8 @@ impl Scan<'_> {
     fn skip_plain_bytes(&mut self) {
         const ONES: u64 = u64::from_ne_bytes([1; 8]);
         const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-        // Bytes of `word` that are zero, flagged in their high bit: exact up to the first
-        // (a borrow may flag bytes above it, which only stops the skip early).
+        // Bytes of `word` that are zero, flagged in their high bit. The lowest flag is
+        // exact (a borrow may flag bytes above it, which are never looked at).
         let zeros = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
         while let Some(chunk) = self.bytes[..self.end].get(self.at..self.at + 8) {
             let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
@@ -381,8 +383,8 @@ impl Scan<'_> {
     }
 
     /// A number, by JSON's grammar, and below 10^300 in magnitude: serde_json refuses a
-    /// number too large for an `f64` (even one it would only skip, or a repeated key's
-    /// value that another replaces), so such a line is left to the row path.
+    /// number too large for an `f64` wherever it reads the value (a declared column's,
+    /// even one a repeated key then replaces), so such a line is left to the row path.
     fn number(&mut self) -> Option<()> {
         self.eat(b'-');
         let start = self.at;
@@ -400,9 +402,14 @@ impl Scan<'_> {
             let negative = !self.eat(b'+') && self.eat(b'-');
             let digits = self.at;
             self.digits_after()?;
+            // Leading zeros count for nothing (`1e0400` is 1e400).
+            let written = &self.bytes[digits..self.at];
+            let significant = &written[written.iter().take_while(|d| **d == b'0').count()..];
             if !negative {
-                // Past four digits, the exponent is too large anyway.
-                exponent = self.bytes[digits..self.at.min(digits + 5)]
+                if significant.len() > 3 {
+                    return None;
+                }
+                exponent = significant
                     .iter()
                     .fold(0, |n, d| n * 10 + usize::from(d - b'0'));
             }
@@ -423,8 +430,8 @@ impl Scan<'_> {
         (self.at > start).then_some(())
     }
 
-    /// Any value, checked and passed over. Its strings may not hold a `\u` surrogate
-    /// escape (whether serde_json takes one it skips is not ours to guess).
+    /// Any value, checked and passed over. Stricter than serde_json, which leaves the
+    /// row path to say: its strings may hold no `\u` surrogate escape at all.
     fn skip_value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => {
