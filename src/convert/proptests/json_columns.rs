@@ -95,11 +95,7 @@ type Outcome = (Result<ConvertReport, String>, Vec<RecordBatch>, Vec<u8>);
 
 /// What converting `text` gives row by row, and with the column path allowed.
 fn rows_and_columns(text: &str, dataset: &Dataset, batch: usize) -> (Outcome, Outcome) {
-    let lineage = Lineage {
-        source: "s".into(),
-        ingested_at: 0,
-        ingest_date: 0,
-    };
+    let lineage = lineage();
     let run = |rows_only: bool| {
         super::columnar::ROWS_ONLY.with(|off| off.set(rows_only));
         let mut sink = Collect::default();
@@ -245,30 +241,12 @@ fn a_chunk_of_good_json_lines_is_typed_column_by_column() {
         ));
     }
     let dataset = testing::dataset(FileFormat::Jsonl, Partition::IngestDate, columns());
-    let lineage = Lineage {
-        source: "s".into(),
-        ingested_at: 0,
-        ingest_date: 0,
-    };
-    let typed = || super::columnar::TYPED_CHUNKS.with(std::cell::Cell::get);
-    let before = typed();
-    let mut sink = Collect::default();
-    let mut bad = Quarantine::in_memory();
-    let report = convert(
-        text.as_bytes(),
-        "t",
-        &dataset,
-        &lineage,
-        ConvertOptions::sequential(8),
-        &mut sink,
-        &mut bad,
-    )
-    .unwrap();
+    let (report, batches, typed) = convert_in_eights(&text, &dataset);
     assert_eq!(report.rows_written, 20);
     assert_eq!(report.new_columns.iter().collect::<Vec<_>>(), ["new"]);
     // 20 lines in chunks of 8: three chunks, every one typed by columns.
-    assert_eq!(typed() - before, 3);
-    let names = sink.0[0]
+    assert_eq!(typed, 3);
+    let names = batches[0]
         .column(1)
         .as_any()
         .downcast_ref::<StringArray>()
@@ -283,30 +261,41 @@ fn a_chunk_of_lines_far_shorter_than_the_dataset_is_wide_takes_the_row_path() {
     let text: String = (0..20).map(|i| format!("{{\"id\":\"u{i}\"}}\n")).collect();
     let mut dataset = testing::dataset(FileFormat::Jsonl, Partition::IngestDate, columns());
     dataset.columns[0].required = false;
-    let lineage = Lineage {
-        source: "s".into(),
-        ingested_at: 0,
-        ingest_date: 0,
-    };
-    let typed = || super::columnar::TYPED_CHUNKS.with(std::cell::Cell::get);
-    let before = typed();
-    let mut sink = Collect::default();
-    let report = convert(
-        text.as_bytes(),
-        "t",
-        &dataset,
-        &lineage,
-        ConvertOptions::sequential(8),
-        &mut sink,
-        &mut (),
-    )
-    .unwrap();
+    let (report, batches, typed) = convert_in_eights(&text, &dataset);
     assert_eq!(report.rows_written, 20);
-    assert_eq!(typed(), before);
-    let ids = sink.0[2]
+    assert_eq!(typed, 0);
+    let ids = batches[2]
         .column(0)
         .as_any()
         .downcast_ref::<StringArray>()
         .unwrap();
     assert_eq!(ids.value(3), "u19");
+}
+
+/// Converts `text` on this thread in chunks of 8 lines: the report, the batches, and how
+/// many chunks were typed by columns.
+fn convert_in_eights(text: &str, dataset: &Dataset) -> (ConvertReport, Vec<RecordBatch>, usize) {
+    let typed = || super::columnar::TYPED_CHUNKS.with(std::cell::Cell::get);
+    let before = typed();
+    let mut sink = Collect::default();
+    let options = ConvertOptions::sequential(8);
+    let report = convert(
+        text.as_bytes(),
+        "t",
+        dataset,
+        &lineage(),
+        options,
+        &mut sink,
+        &mut (),
+    )
+    .unwrap();
+    (report, sink.0, typed() - before)
+}
+
+fn lineage() -> Lineage {
+    Lineage {
+        source: "s".into(),
+        ingested_at: 0,
+        ingest_date: 0,
+    }
 }
