@@ -32,7 +32,7 @@ use super::csv::{CsvChunk, HeaderMap};
 use super::jsonl::{Cell, JsonGrid, LineChunk};
 use super::{ConvertError, Lineage};
 use crate::domain::dataset::Dataset;
-use crate::domain::schema::{arrow_field, Column, ColumnType, Parsed, RawCell, UTC};
+use crate::domain::schema::{arrow_field, Column, ColumnType, Parsed, RawCell, Shortcut, UTC};
 use serde_json::Value;
 
 #[cfg(test)]
@@ -76,14 +76,7 @@ pub(super) fn csv_chunk(
             Some(field) => {
                 let shortcut = column.shortcut();
                 let mut slot = Parsed::Null;
-                let parse = move |text: &str| {
-                    shortcut.parse(text).or_else(|| {
-                        column
-                            .parse_into(RawCell::Text(text), &mut slot)
-                            .ok()
-                            .map(|()| slot)
-                    })
-                };
+                let parse = move |text: &str| text_cell(column, shortcut, text, &mut slot);
                 typed_column(column, grid.column(field), rows, parse, |text| text)
             }
             None => absent_column(column, rows),
@@ -125,13 +118,7 @@ pub(super) fn json_chunk(
         let parse = move |cell: Cell| {
             let cell = match cell {
                 Cell::Str(..) | Cell::Unescaped(..) => {
-                    let text = grid.text(cell);
-                    return shortcut.parse(text).or_else(|| {
-                        column
-                            .parse_into(RawCell::Text(text), &mut slot)
-                            .ok()
-                            .map(|()| slot)
-                    });
+                    return text_cell(column, shortcut, grid.text(cell), &mut slot);
                 }
                 Cell::Number(..) if numbers_as_text(grid.json(cell)) => {
                     if let Some(parsed) = shortcut.parse(grid.json(cell)) {
@@ -165,6 +152,23 @@ pub(super) fn json_chunk(
     }
     let batch = finish(dataset, lineage, arrays, rows)?;
     Ok(Some((batch, grid.new_columns)))
+}
+
+/// What [`Column::parse_into`] makes of a text cell (through the shortcut when that can
+/// tell); `None` when the cell fails.
+#[inline]
+fn text_cell(
+    column: &Column,
+    shortcut: Shortcut<'_>,
+    text: &str,
+    slot: &mut Parsed,
+) -> Option<Parsed> {
+    shortcut.parse(text).or_else(|| {
+        column
+            .parse_into(RawCell::Text(text), slot)
+            .ok()
+            .map(|()| *slot)
+    })
 }
 
 /// A cell other than a string as serde_json's value (what the row path types); `None`
