@@ -14,8 +14,8 @@
 //!   and decoder buffers, up to 128 MiB of zstd window for files compressed with `--long`,
 //!   the splitter's one-row buffer, 8 KiB per open part file, the `unique_key` set), the
 //!   batch each typing thread is building (and for JSON lines its chunk's grid: cells of
-//!   at most three times the chunk, and its unescaped strings), the writer's copies of a batch per partition,
-//!   and memory the allocator keeps after it was freed. Chunks are small enough for these
+//!   at most three times the chunk, and its unescaped strings), the writer's copies of a
+//!   batch per partition, and memory the allocator keeps after it was freed. Chunks are small enough for these
 //!   to fit; measured, the whole `lakeworker convert` process stays within the budget
 //!   (docs/benchmarks.md).
 

@@ -116,7 +116,7 @@ pub(super) fn json_chunk(
         };
         let grid = &grid;
         let parse = move |cell: Cell| {
-            let cell = match cell {
+            match cell {
                 Cell::Str(..) | Cell::Unescaped(..) => {
                     return text_cell(column, shortcut, grid.text(cell), &mut slot);
                 }
@@ -124,15 +124,16 @@ pub(super) fn json_chunk(
                     if let Some(parsed) = shortcut.parse(grid.json(cell)) {
                         return Some(parsed);
                     }
-                    json_value(grid, cell)?
                 }
-                Cell::Missing => {
-                    column.parse_into(RawCell::Missing, &mut slot).ok()?;
-                    return Some(slot);
-                }
-                _ => json_value(grid, cell)?,
+                _ => {}
+            }
+            // The rest as the row path has it: missing, or serde_json's value.
+            let value = match cell {
+                Cell::Missing => None,
+                _ => Some(json_value(grid, cell)?),
             };
-            column.parse_into(RawCell::Json(&cell), &mut slot).ok()?;
+            let raw = value.as_ref().map_or(RawCell::Missing, RawCell::Json);
+            column.parse_into(raw, &mut slot).ok()?;
             Some(slot)
         };
         let text = |cell: Cell| match cell {
@@ -171,15 +172,16 @@ fn text_cell(
     })
 }
 
-/// A cell other than a string as serde_json's value (what the row path types); `None`
-/// when serde_json refuses it (a number out of range), which the row path reports.
+/// A null, bool, number or nested cell as serde_json's value (what the row path types);
+/// `None` when serde_json refuses it (a number out of range), which the row path
+/// reports, and for a string or missing cell, which have none (they are typed as text,
+/// or as missing).
 fn json_value(grid: &JsonGrid<'_>, cell: Cell) -> Option<Value> {
     match cell {
         Cell::Null => Some(Value::Null),
         Cell::Bool(b) => Some(Value::Bool(b)),
         Cell::Number(..) | Cell::Nested(..) => serde_json::from_str(grid.json(cell)).ok(),
-        Cell::Str(..) | Cell::Unescaped(..) => Some(Value::String(grid.text(cell).to_owned())),
-        Cell::Missing => None,
+        Cell::Str(..) | Cell::Unescaped(..) | Cell::Missing => None,
     }
 }
 

@@ -144,6 +144,7 @@ impl Typing<'_> {
                         .map(|batch| (batch, header.undeclared().iter().cloned().collect()))
                 }
                 (Chunk::Lines(l), _) => columnar::json_chunk(l, self.dataset, self.lineage)?,
+                // Never made (a CSV splitter has a header); the row path reports it.
                 (Chunk::Csv(_), None) => None,
             };
             match typed {

@@ -9,6 +9,7 @@
 //! grid never passes a line serde_json would refuse.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 
 use super::LineChunk;
 use crate::convert::report::MAX_NEW_COLUMNS;
@@ -99,14 +100,7 @@ impl LineChunk {
         // A line the grid takes starts with `{` and ends with `}`: cut from UTF-8 text
         // at ASCII bytes, it is UTF-8 too.
         let bytes = std::str::from_utf8(&self.bytes).ok()?;
-        let names: Vec<&str> = dataset.columns.iter().map(|c| c.name.as_str()).collect();
-        let columns: HashMap<&str, usize> =
-            names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-        // Names a key can match byte for byte (no character JSON must escape).
-        let plain_names: Vec<Option<&str>> = names
-            .iter()
-            .map(|n| Some(*n).filter(|n| !n.bytes().any(|b| matches!(b, b'"' | b'\\' | 0..=0x1f))))
-            .collect();
+        let keys = Keys::new(dataset);
         let mut grid = JsonGrid {
             bytes,
             unescaped: String::new(),
@@ -114,79 +108,110 @@ impl LineChunk {
             rows,
             new_columns: BTreeSet::new(),
         };
-        let keeps_undeclared = match dataset.policy.on_new_columns {
-            NewColumns::Ignore | NewColumns::Add => false,
-            NewColumns::Keep | NewColumns::Rescue | NewColumns::Reject => true,
-        };
         for (row, line) in self.lines.iter().enumerate() {
-            let mut scan = Scan {
-                bytes: bytes.as_bytes(),
-                at: line.text.start,
-                end: line.text.end,
-            };
-            scan.space();
-            scan.expect(b'{')?;
-            scan.space();
-            let mut keys = 0;
+            grid.scan_line(&keys, row, line.text.clone())?;
+        }
+        Some(grid)
+    }
+}
+
+/// How a chunk's keys find their columns, and what the dataset allows of them.
+struct Keys<'d> {
+    /// Column names, for a key to match byte for byte; `None` for a name with a
+    /// character JSON must escape (its key is read and looked up).
+    plain: Vec<Option<&'d str>>,
+    columns: HashMap<&'d str, usize>,
+    max_columns: usize,
+    /// Whether an undeclared key must be kept or refused (the row path's work).
+    keeps_undeclared: bool,
+}
+
+impl<'d> Keys<'d> {
+    fn new(dataset: &'d Dataset) -> Self {
+        let names = dataset.columns.iter().map(|c| c.name.as_str());
+        let escapes = |name: &str| name.bytes().any(|b| matches!(b, b'"' | b'\\' | 0..=0x1f));
+        Keys {
+            plain: names
+                .clone()
+                .map(|n| Some(n).filter(|n| !escapes(n)))
+                .collect(),
+            columns: names.enumerate().map(|(i, n)| (n, i)).collect(),
+            max_columns: dataset.policy.max_columns,
+            keeps_undeclared: match dataset.policy.on_new_columns {
+                NewColumns::Ignore | NewColumns::Add => false,
+                NewColumns::Keep | NewColumns::Rescue | NewColumns::Reject => true,
+            },
+        }
+    }
+
+    /// The key after its opening quote, and its column: `likely`'s when the key is its
+    /// name (matched in place), else looked up.
+    fn read<'t>(&self, scan: &mut Scan<'t>, likely: usize) -> Option<(&'t str, Option<usize>)>
+    where
+        'd: 't,
+    {
+        if let Some(name) = self.plain.get(likely).copied().flatten() {
+            if scan.quoted_ahead(name) {
+                return Some((name, Some(likely)));
+            }
+        }
+        let (start, end) = scan.plain_string()?;
+        // A range of a UTF-8 line, cut at ASCII quotes.
+        let key = std::str::from_utf8(&scan.bytes[start..end]).ok()?;
+        Some((key, self.columns.get(key).copied()))
+    }
+}
+
+impl JsonGrid<'_> {
+    /// One line's object into row `row` of the cells; `None` if the row path must read it.
+    fn scan_line(&mut self, keys: &Keys<'_>, row: usize, text: Range<usize>) -> Option<()> {
+        let mut scan = Scan {
+            bytes: self.bytes.as_bytes(),
+            at: text.start,
+            end: text.end,
+        };
+        scan.space();
+        scan.expect(b'{')?;
+        scan.space();
+        if !scan.eat(b'}') {
+            let mut count = 0;
             // The column whose key is likely next: lines tend to keep the columns' order.
             let mut next = 0;
-            if !scan.eat(b'}') {
-                loop {
-                    scan.expect(b'"')?;
-                    // The likely key is matched in place; any other is read, then looked up.
-                    let likely = plain_names.get(next).copied().flatten();
-                    let guessed = match likely {
-                        Some(name) if scan.quoted_ahead(name) => Some(name),
-                        _ => None,
-                    };
-                    let key = match guessed {
-                        Some(name) => name,
-                        None => {
-                            let (start, end) = scan.plain_string()?;
-                            &bytes[start..end]
-                        }
-                    };
-                    keys += 1;
-                    if keys > dataset.policy.max_columns {
-                        return None;
+            loop {
+                scan.expect(b'"')?;
+                let (key, column) = keys.read(&mut scan, next)?;
+                count += 1;
+                if count > keys.max_columns {
+                    return None;
+                }
+                scan.space();
+                scan.expect(b':')?;
+                scan.space();
+                match column {
+                    Some(column) => {
+                        // A repeated key: the last value wins, as in the row path.
+                        self.cells[column * self.rows + row] = scan.value(&mut self.unescaped)?;
+                        next = column + 1;
                     }
-                    scan.space();
-                    scan.expect(b':')?;
-                    scan.space();
-                    let column = match guessed {
-                        Some(_) => Some(next),
-                        None => columns.get(key).copied(),
-                    };
-                    match column {
-                        Some(column) => {
-                            // A repeated key: the last value wins, as in the row path.
-                            grid.cells[column * rows + row] = scan.value(&mut grid.unescaped)?;
-                            next = column + 1;
-                        }
-                        None if keeps_undeclared => return None,
-                        None => {
-                            scan.skip_value(0)?;
-                            let seen = &mut grid.new_columns;
-                            if seen.len() < MAX_NEW_COLUMNS && !seen.contains(key) {
-                                seen.insert(key.to_owned());
-                            }
+                    None if keys.keeps_undeclared => return None,
+                    None => {
+                        scan.skip_value(0)?;
+                        let seen = &mut self.new_columns;
+                        if seen.len() < MAX_NEW_COLUMNS && !seen.contains(key) {
+                            seen.insert(key.to_owned());
                         }
                     }
-                    scan.space();
-                    if scan.eat(b',') {
-                        scan.space();
-                        continue;
-                    }
+                }
+                scan.space();
+                if !scan.eat(b',') {
                     scan.expect(b'}')?;
                     break;
                 }
-            }
-            scan.space();
-            if scan.at != scan.end {
-                return None;
+                scan.space();
             }
         }
-        Some(grid)
+        scan.space();
+        (scan.at == scan.end).then_some(())
     }
 }
 
