@@ -91,6 +91,8 @@ fn generate(bytes: usize) -> (String, String) {
 }
 
 fn conversion(c: &mut Criterion) {
+    // As the binary does (criterion starts no thread before this).
+    lakeworker::allocator::tune();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let settings = Settings::load(&root.join("bench/bench.toml")).expect("bench/bench.toml");
     let (csv, jsonl) = generate(INPUT_BYTES);

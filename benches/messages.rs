@@ -102,6 +102,8 @@ fn files(files: usize, rows: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 fn main() {
+    // As the binary does.
+    lakeworker::allocator::tune();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let times = SpanTimes::default();
     tracing_subscriber::registry().with(times.clone()).init();

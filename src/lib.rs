@@ -27,9 +27,11 @@
 //! - [`aws`]: the ports over the AWS SDK; [`cli`]: the commands and the binary's wiring,
 //!   the only layer that names [`aws`].
 //! - `testing`: the in-memory fakes of the ports (test builds).
+//! - [`allocator`]: the process's malloc settings, set once by the binary.
 
 // What the binary, the integration tests, the benchmarks and the fuzz targets use is
 // public; the layers in between are private.
+pub mod allocator;
 pub mod aws;
 #[cfg(feature = "bench-fakes")]
 pub mod bench;

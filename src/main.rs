@@ -138,6 +138,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts (see the module's doc).
+    lakeworker::allocator::tune();
     let cli = Cli::parse();
     if let Command::Healthcheck { url, timeout } = &cli.command {
         return cli::healthcheck(url, *timeout);
