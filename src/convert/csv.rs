@@ -1,14 +1,21 @@
-//! CSV on `csv_core`, in two parts:
+//! CSV on `csv_core`, in three parts:
 //!
-//! - [`CsvSplitter`] reads records in file order (RFC 4180 quoting, or the dataset's
-//!   delimiter, quote, escape and comment; a header row or configured names) into
-//!   [`CsvChunk`]s of whole records, with line numbers, byte offsets and raw bytes. A
-//!   record longer than `max_row_bytes` is read to its end without being kept.
+//! - [`CsvInput`] hands out the input in chunks of whole records, in file order. Most
+//!   dialects are cut into [`RawCsv`] chunks by [`cuts`] without being parsed, and each is
+//!   parsed on a typing thread ([`RawCsv::parse`]); others (an escape or comment byte), and
+//!   the rest of a file whose quotes break the cut model, are read record by record by one
+//!   [`CsvSplitter`].
+//! - [`CsvSplitter`] reads records (RFC 4180 quoting, or the dataset's delimiter, quote,
+//!   escape and comment; a header row or configured names) into [`CsvChunk`]s of whole
+//!   records, with line numbers, byte offsets and raw bytes. A record longer than
+//!   `max_row_bytes` is read to its end without being kept.
 //! - [`CsvChunkRows`] walks one chunk as a [`RowSource`], so chunks can be typed on any
 //!   thread.
 
+mod cuts;
+
 use std::collections::BTreeSet;
-use std::io::BufRead;
+use std::io::{self, BufRead, Cursor, Read};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -16,7 +23,7 @@ use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 
 use super::input::read_error;
 use super::{ConvertError, RowCheck, RowSource};
-use crate::domain::dataset::{Dataset, Header, NewColumns};
+use crate::domain::dataset::{CsvOptions, Dataset, Header, NewColumns};
 use crate::domain::schema::RawCell;
 
 /// Fields per record at first; grown as needed up to `max_columns`.
@@ -166,6 +173,343 @@ impl CsvChunk {
     }
 }
 
+/// The input left after the records already read: bytes read ahead, then the rest.
+pub(super) type Rest<R> = io::Chain<Cursor<Vec<u8>>, R>;
+
+/// A csv_core reader of the dialect, at the start of the input. (One is built for every
+/// chunk: in csv_core 0.1.13 a cloned `Reader` parses wrongly, its `Dfa::clone` copying
+/// the transitions but not the byte classes.)
+fn csv_reader(options: &CsvOptions) -> Reader {
+    ReaderBuilder::new()
+        .delimiter(options.delimiter)
+        .quoting(options.quote.is_some())
+        .quote(options.quote.unwrap_or(b'"'))
+        .escape(options.escape)
+        .double_quote(options.escape.is_none())
+        .comment(options.comment)
+        .build()
+}
+
+/// A raw chunk grows about this many times when parsed (field bytes, raw text, field
+/// ends): it is cut at a third of the chunk size, and weighs in the rows in flight as
+/// itself and its parsed form, twice.
+const PARSED_GROWTH: usize = 3;
+
+#[cfg(test)]
+thread_local! {
+    /// Makes [`CsvInput::new`] read every file record by record (tests compare both ways).
+    pub(super) static RECORDS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A CSV input, handed out in chunks of whole records.
+pub(super) enum CsvInput<R: BufRead> {
+    /// Cut without parsing; parsed on the typing threads.
+    Cuts(Box<RecordCutter<R>>),
+    /// Read record by record.
+    Records(Box<CsvSplitter<Rest<R>>>),
+    /// Only while one becomes the other.
+    Switching,
+}
+
+/// A chunk of a [`CsvInput`].
+pub(super) enum CsvPiece {
+    Raw(RawCsv),
+    Records(CsvChunk),
+}
+
+impl<R: BufRead> CsvInput<R> {
+    /// Skips `skip_rows`, reads and maps the header (a problem with it rejects the file),
+    /// then cuts the records if the dialect allows.
+    pub(super) fn new(input: R, dataset: &Dataset) -> Result<Self, ConvertError> {
+        let splitter = CsvSplitter::new(Cursor::new(Vec::new()).chain(input), dataset)?;
+        #[cfg(test)]
+        if RECORDS_ONLY.get() {
+            return Ok(CsvInput::Records(Box::new(splitter)));
+        }
+        Ok(match cuts::Dialect::of(&dataset.csv) {
+            Some(dialect) => {
+                // csv_core has read a record only if it read the header.
+                let primed = matches!(dataset.csv.header, Header::FirstRow);
+                CsvInput::Cuts(Box::new(splitter.into_cutter(
+                    dialect,
+                    &dataset.csv,
+                    primed,
+                )))
+            }
+            None => CsvInput::Records(Box::new(splitter)),
+        })
+    }
+
+    pub(super) fn header(&self) -> Arc<HeaderMap> {
+        match self {
+            CsvInput::Cuts(c) => c.header.clone(),
+            CsvInput::Records(s) => s.header(),
+            CsvInput::Switching => Arc::default(),
+        }
+    }
+
+    /// The next chunk: at most `max_records` records, about `max_bytes` bytes (at least
+    /// one record); `None` at the end of the input.
+    pub(super) fn next_chunk(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<CsvPiece>, ConvertError> {
+        loop {
+            match self {
+                CsvInput::Records(s) => {
+                    return Ok(s.next_chunk(max_records, max_bytes)?.map(CsvPiece::Records))
+                }
+                CsvInput::Cuts(cutter) => match cutter.next_chunk(max_records, max_bytes)? {
+                    Next::Raw(raw) => return Ok(Some(CsvPiece::Raw(raw))),
+                    Next::End => return Ok(None),
+                    Next::Records => {
+                        if let CsvInput::Cuts(cutter) = std::mem::replace(self, CsvInput::Switching)
+                        {
+                            *self = CsvInput::Records(Box::new(cutter.into_records()));
+                        }
+                    }
+                },
+                CsvInput::Switching => {
+                    return Err(ConvertError::Write(
+                        "the CSV input was left switching".into(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// A chunk of whole records as they are in the input, parsed on a typing thread.
+#[derive(Debug)]
+pub(super) struct RawCsv {
+    bytes: Vec<u8>,
+    /// The `\n` bytes before it (the skipped preamble's lines included).
+    lines: u64,
+    /// Where it starts in the input.
+    offset: u64,
+    /// Whether the reader before it had read anything: csv_core drops a byte order mark
+    /// only from the very start of its input.
+    primed: bool,
+    parser: Arc<ChunkParser>,
+}
+
+impl RawCsv {
+    /// What it weighs in the rows in flight until typed.
+    pub(super) fn weight(&self) -> u64 {
+        2 * (1 + PARSED_GROWTH as u64) * self.bytes.capacity() as u64
+    }
+
+    /// Its records, as the one reader of the whole input would have read them.
+    pub(super) fn parse(&self) -> Result<CsvChunk, ConvertError> {
+        let parser = &self.parser;
+        let mut splitter = CsvSplitter {
+            input: self.bytes.as_slice(),
+            core: parser.reader(self.primed),
+            max_row_bytes: parser.max_row_bytes,
+            max_columns: parser.max_columns,
+            comment: parser.comment,
+            skipped_lines: self.lines,
+            lines_read: self.lines,
+            bytes_read: self.offset,
+            bytes_hint: START_BYTES,
+            raw_hint: 0,
+            header: Arc::default(),
+            scratch_bytes: vec![0; START_BYTES].into_boxed_slice(),
+            scratch_ends: vec![0; START_FIELDS].into_boxed_slice(),
+        };
+        // Field bytes never outnumber the raw bytes (a record past `max_row_bytes` goes to
+        // the scratch buffers); room for a field end every eight bytes, grown if needed.
+        let len = self.bytes.len();
+        let mut chunk = CsvChunk {
+            bytes: vec![0; len + 64],
+            ends: vec![0; START_FIELDS.max(len / 8)],
+            raw: Vec::with_capacity(len),
+            records: Vec::with_capacity(len / 64),
+            ..CsvChunk::default()
+        };
+        while splitter.read_record(&mut chunk)? {}
+        Ok(chunk)
+    }
+}
+
+/// How a [`RawCsv`] is parsed: the dataset's dialect and limits.
+#[derive(Debug)]
+pub(super) struct ChunkParser {
+    options: CsvOptions,
+    max_row_bytes: usize,
+    max_columns: usize,
+    comment: Option<u8>,
+}
+
+impl ChunkParser {
+    /// A reader at the start of a record, which has read before if `primed`.
+    fn reader(&self, primed: bool) -> Reader {
+        let mut core = csv_reader(&self.options);
+        if primed {
+            // A call with no room for output reads nothing, yet counts as having read,
+            // which is all that tells csv_core not to look for a byte order mark.
+            let _ = core.read_record(b" ", &mut [], &mut [0]);
+        }
+        core
+    }
+}
+
+/// What [`RecordCutter::next_chunk`] found.
+enum Next {
+    Raw(RawCsv),
+    End,
+    /// The rest must be read record by record.
+    Records,
+}
+
+/// Cuts the input into [`RawCsv`] chunks at record ends ([`cuts::find_cut`]).
+pub(super) struct RecordCutter<R> {
+    input: R,
+    dialect: cuts::Dialect,
+    parser: Arc<ChunkParser>,
+    header: Arc<HeaderMap>,
+    /// Bytes read past the last cut, starting at a record.
+    pending: Vec<u8>,
+    /// The `\n` bytes before `pending`, and where it starts.
+    lines: u64,
+    offset: u64,
+    primed: bool,
+    at_end: bool,
+    /// A quote broke the cut model before the next cut.
+    irregular: bool,
+}
+
+impl<R: BufRead> RecordCutter<R> {
+    fn next_chunk(&mut self, max_records: usize, max_bytes: usize) -> Result<Next, ConvertError> {
+        if self.irregular {
+            return Ok(Next::Records);
+        }
+        let target = (max_bytes / PARSED_GROWTH).max(1);
+        // A first record that does not end within this is left to the record reader,
+        // which reads a record past `max_row_bytes` without keeping it.
+        let limit = target
+            .saturating_add(self.parser.max_row_bytes.saturating_mul(2))
+            .saturating_add(64 * 1024);
+        let mut want = target;
+        loop {
+            self.fill(want)?;
+            if self.pending.is_empty() {
+                return Ok(Next::End);
+            }
+            match cuts::find_cut(&self.pending, self.dialect, target, max_records) {
+                cuts::Cut::At { end, lines } => return Ok(Next::Raw(self.take(end, lines))),
+                cuts::Cut::Irregular { before } => {
+                    self.irregular = true;
+                    return Ok(match before {
+                        Some((end, lines)) => Next::Raw(self.take(end, lines)),
+                        None => Next::Records,
+                    });
+                }
+                cuts::Cut::None if self.at_end => {
+                    let (end, lines) = (
+                        self.pending.len(),
+                        memchr::memchr_iter(b'\n', &self.pending).count(),
+                    );
+                    return Ok(Next::Raw(self.take(end, lines as u64)));
+                }
+                cuts::Cut::None if self.pending.len() >= limit => return Ok(Next::Records),
+                cuts::Cut::None => want = self.pending.len().saturating_mul(2).min(limit),
+            }
+        }
+    }
+
+    /// Reads until `pending` holds `want` bytes or the input ends.
+    fn fill(&mut self, want: usize) -> Result<(), ConvertError> {
+        while self.pending.len() < want && !self.at_end {
+            let available = self.input.fill_buf().map_err(read_error)?;
+            if available.is_empty() {
+                self.at_end = true;
+                break;
+            }
+            let n = available.len();
+            self.pending.extend_from_slice(available);
+            self.input.consume(n);
+        }
+        Ok(())
+    }
+
+    /// The first `end` bytes of `pending` (holding `lines` `\n` bytes) as a chunk.
+    fn take(&mut self, end: usize, lines: u64) -> RawCsv {
+        let mut rest = Vec::with_capacity(self.pending.capacity());
+        rest.extend_from_slice(&self.pending[end..]);
+        self.pending.truncate(end);
+        let mut bytes = std::mem::replace(&mut self.pending, rest);
+        bytes.shrink_to_fit();
+        let raw = RawCsv {
+            bytes,
+            lines: self.lines,
+            offset: self.offset,
+            primed: self.primed,
+            parser: self.parser.clone(),
+        };
+        self.lines += lines;
+        self.offset += end as u64;
+        self.primed = true;
+        raw
+    }
+
+    /// A record reader for the rest, from the last cut.
+    fn into_records(self) -> CsvSplitter<Rest<R>> {
+        let parser = &self.parser;
+        CsvSplitter {
+            input: Cursor::new(self.pending).chain(self.input),
+            core: parser.reader(self.primed),
+            max_row_bytes: parser.max_row_bytes,
+            max_columns: parser.max_columns,
+            comment: parser.comment,
+            skipped_lines: self.lines,
+            lines_read: self.lines,
+            bytes_read: self.offset,
+            bytes_hint: START_BYTES,
+            raw_hint: 0,
+            header: self.header,
+            scratch_bytes: vec![0; START_BYTES].into_boxed_slice(),
+            scratch_ends: vec![0; START_FIELDS].into_boxed_slice(),
+        }
+    }
+}
+
+impl<R: BufRead> CsvSplitter<Rest<R>> {
+    /// A cutter for the records after the header. `primed`: whether csv_core has read.
+    fn into_cutter(
+        self,
+        dialect: cuts::Dialect,
+        options: &CsvOptions,
+        primed: bool,
+    ) -> RecordCutter<R> {
+        let (ahead, input) = self.input.into_inner();
+        let position = usize::try_from(ahead.position()).unwrap_or(usize::MAX);
+        let pending = ahead
+            .into_inner()
+            .get(position..)
+            .unwrap_or_default()
+            .to_vec();
+        RecordCutter {
+            input,
+            dialect,
+            parser: Arc::new(ChunkParser {
+                options: options.clone(),
+                max_row_bytes: self.max_row_bytes,
+                max_columns: self.max_columns,
+                comment: self.comment,
+            }),
+            header: self.header,
+            pending,
+            lines: self.lines_read,
+            offset: self.bytes_read,
+            primed,
+            at_end: false,
+            irregular: false,
+        }
+    }
+}
+
 /// Reads CSV records in order and hands them out in chunks.
 pub(super) struct CsvSplitter<R: BufRead> {
     input: R,
@@ -193,14 +537,6 @@ impl<R: BufRead> CsvSplitter<R> {
     pub(super) fn new(mut input: R, dataset: &Dataset) -> Result<Self, ConvertError> {
         let options = &dataset.csv;
         let policy = &dataset.policy;
-        let mut builder = ReaderBuilder::new();
-        builder
-            .delimiter(options.delimiter)
-            .quoting(options.quote.is_some())
-            .quote(options.quote.unwrap_or(b'"'))
-            .escape(options.escape)
-            .double_quote(options.escape.is_none())
-            .comment(options.comment);
         let (mut lines_read, mut bytes_read) = (0, 0);
         let mut skipped = Vec::new();
         for _ in 0..options.skip_rows {
@@ -215,7 +551,7 @@ impl<R: BufRead> CsvSplitter<R> {
         }
         let mut splitter = CsvSplitter {
             input,
-            core: builder.build(),
+            core: csv_reader(options),
             max_row_bytes: policy.max_row_bytes,
             max_columns: policy.max_columns,
             comment: options.comment,
@@ -315,6 +651,10 @@ impl<R: BufRead> CsvSplitter<R> {
             (chunk.bytes_used, chunk.ends_used, chunk.raw.len());
         let (start_lines, start_bytes) = (self.lines_read, self.bytes_read);
         let mut shape = Shape::Whole;
+        // Line ends before the record (blank lines, the `\n` of a `\r\n` that csv_core
+        // reads after the record it ends): not kept, so the record's `max_row_bytes` of raw
+        // text are its own wherever a chunk starts.
+        let (mut lead_lines, mut lead_bytes) = (0, 0);
         loop {
             let input = self.input.fill_buf().map_err(read_error)?;
             let output: &mut [u8] = if shape == Shape::TooLong {
@@ -328,10 +668,18 @@ impl<R: BufRead> CsvSplitter<R> {
                 &mut self.scratch_ends
             };
             let (result, nin, nout, nend) = self.core.read_record(input, output, ends);
+            let mut read = &input[..nin];
+            if chunk.raw.len() == raw_base {
+                let blank = read.iter().take_while(|b| matches!(b, b'\n' | b'\r'));
+                let (lines, bytes) =
+                    blank.fold((0, 0), |(l, n), b| (l + u64::from(*b == b'\n'), n + 1));
+                (lead_lines, lead_bytes) = (lead_lines + lines, lead_bytes + bytes);
+                read = &read[bytes as usize..];
+            }
             let room = self
                 .max_row_bytes
                 .saturating_sub(chunk.raw.len() - raw_base);
-            chunk.raw.extend_from_slice(&input[..nin.min(room)]);
+            chunk.raw.extend_from_slice(&read[..read.len().min(room)]);
             self.bytes_read += nin as u64;
             self.input.consume(nin);
             if shape != Shape::TooLong {
@@ -384,8 +732,8 @@ impl<R: BufRead> CsvSplitter<R> {
                     let (skipped_lines, skipped_bytes) =
                         self.skip_preamble(&mut chunk.raw, raw_base);
                     chunk.records.push(Record {
-                        line: start_lines + skipped_lines + 1,
-                        byte: start_bytes + skipped_bytes,
+                        line: start_lines + lead_lines + skipped_lines + 1,
+                        byte: start_bytes + lead_bytes + skipped_bytes,
                         shape,
                         fields: ends_base..chunk.ends_used,
                         raw: raw_base..chunk.raw.len(),

@@ -23,13 +23,15 @@ use crate::domain::schema::{CellError, Column, Parsed, RawCell};
 
 /// The first stage: whole rows, in file order.
 pub(super) enum Splitter<R: BufRead> {
-    Csv(Box<csv::CsvSplitter<R>>),
+    Csv(csv::CsvInput<R>),
     Lines(jsonl::LineSplitter<R>),
 }
 
 /// A chunk of whole rows.
 enum Chunk {
     Csv(csv::CsvChunk),
+    /// Cut, not yet parsed.
+    CsvRaw(csv::RawCsv),
     Lines(jsonl::LineChunk),
 }
 
@@ -39,6 +41,7 @@ impl Chunk {
     fn weight(&self) -> u64 {
         let allocated = match self {
             Chunk::Csv(c) => c.allocated(),
+            Chunk::CsvRaw(raw) => return raw.weight(),
             Chunk::Lines(l) => l.allocated(),
         };
         2 * allocated as u64
@@ -49,7 +52,10 @@ impl<R: BufRead> Splitter<R> {
     /// The next chunk: at most `rows` rows, closed once it holds `bytes`.
     fn next_chunk(&mut self, rows: usize, bytes: usize) -> Result<Option<Chunk>, ConvertError> {
         Ok(match self {
-            Splitter::Csv(s) => s.next_chunk(rows, bytes)?.map(Chunk::Csv),
+            Splitter::Csv(s) => s.next_chunk(rows, bytes)?.map(|piece| match piece {
+                csv::CsvPiece::Raw(raw) => Chunk::CsvRaw(raw),
+                csv::CsvPiece::Records(records) => Chunk::Csv(records),
+            }),
             Splitter::Lines(s) => s.next_chunk(rows, bytes)?.map(Chunk::Lines),
         })
     }
@@ -136,6 +142,14 @@ impl Typing<'_> {
         chunk: &Chunk,
         seen_keys: Option<&mut HashMap<String, u64>>,
     ) -> Result<Typed, ConvertError> {
+        let parsed;
+        let chunk = match chunk {
+            Chunk::CsvRaw(raw) => {
+                parsed = Chunk::Csv(raw.parse()?);
+                &parsed
+            }
+            other => other,
+        };
         if self.tries_columns() {
             self.columnar_tries.fetch_add(1, Ordering::Relaxed);
             let typed = match (chunk, &self.header) {
@@ -144,18 +158,20 @@ impl Typing<'_> {
                         .map(|batch| (batch, header.undeclared().iter().cloned().collect()))
                 }
                 (Chunk::Lines(l), _) => columnar::json_chunk(l, self.dataset, self.lineage)?,
-                // Never made (a CSV splitter has a header); the row path reports it.
-                (Chunk::Csv(_), None) => None,
+                // Never made (a CSV splitter has a header, a raw chunk was parsed above);
+                // the row path reports it.
+                (Chunk::Csv(_), None) | (Chunk::CsvRaw(_), _) => None,
             };
             match typed {
                 Some((batch, new_columns)) => {
                     return Ok(Typed {
                         rows_in: batch.num_rows() as u64,
-                        batch: Some(batch),
+                        // A cut chunk of nothing but blank lines has no rows.
+                        batch: (batch.num_rows() > 0).then_some(batch),
                         bad: Vec::new(),
                         rows_rescued: 0,
                         new_columns,
-                    })
+                    });
                 }
                 None => self.columnar_misses.fetch_add(1, Ordering::Relaxed),
             };
@@ -171,7 +187,7 @@ impl Typing<'_> {
                 l.len(),
                 seen_keys,
             ),
-            (Chunk::Csv(_), None) => {
+            (Chunk::Csv(_), None) | (Chunk::CsvRaw(_), _) => {
                 Err(ConvertError::Write("a CSV chunk without a header".into()))
             }
         }

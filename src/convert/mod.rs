@@ -137,7 +137,7 @@ where
 {
     let (text, _) = input::open(input, name, dataset.policy.expansion)?;
     let splitter = match dataset.format {
-        FileFormat::Csv => Splitter::Csv(Box::new(csv::CsvSplitter::new(text, dataset)?)),
+        FileFormat::Csv => Splitter::Csv(csv::CsvInput::new(text, dataset)?),
         FileFormat::Jsonl => Splitter::Lines(jsonl::LineSplitter::new(text, dataset)),
     };
     drive(splitter, dataset, lineage, options, sink, bad_rows)

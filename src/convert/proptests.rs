@@ -16,6 +16,7 @@ use crate::config::ParquetOptions;
 use crate::domain::dataset::{testing, Partition};
 use crate::domain::schema::{days_to_date, micros_to_datetime, Column, ColumnType, DEFAULT_NULLS};
 
+mod csv_cuts;
 mod json_columns;
 
 /// One generated row: typed values, and whether its `age` cell is made unparsable.

@@ -1,0 +1,221 @@
+//! The cut model against csv_core itself: a cut is only good if one reader over the whole
+//! input and two readers, one each side of the cut, read the same records.
+
+use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
+use proptest::prelude::*;
+
+use super::*;
+
+fn reader(dialect: Dialect) -> Reader {
+    ReaderBuilder::new()
+        .delimiter(dialect.delimiter)
+        .quoting(dialect.quote.is_some())
+        .quote(dialect.quote.unwrap_or(b'"'))
+        .build()
+}
+
+/// Every record of `input` as its fields, with the line count after it, read by `core`.
+fn records(core: &mut Reader, mut input: &[u8]) -> Vec<(Vec<Vec<u8>>, u64)> {
+    let mut out = Vec::new();
+    let (mut bytes, mut ends) = (vec![0; input.len() + 1], vec![0; input.len() + 1]);
+    let (mut used, mut ended) = (0, 0);
+    loop {
+        let (result, nin, nout, nend) =
+            core.read_record(input, &mut bytes[used..], &mut ends[ended..]);
+        input = &input[nin..];
+        used += nout;
+        ended += nend;
+        match result {
+            ReadRecordResult::Record => {
+                let mut start = 0;
+                let fields = ends[..ended]
+                    .iter()
+                    .map(|&end| {
+                        let field = bytes[start..end].to_vec();
+                        start = end;
+                        field
+                    })
+                    .collect();
+                out.push((fields, core.line()));
+                (used, ended) = (0, 0);
+            }
+            ReadRecordResult::End => return out,
+            ReadRecordResult::InputEmpty => {}
+            ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull => {
+                unreachable!("room for every byte")
+            }
+        }
+    }
+}
+
+/// Whether cutting `input` after `end` bytes (holding `lines` `\n`s) changes nothing.
+fn cut_is_good(input: &[u8], dialect: Dialect, end: usize, lines: u64) -> Result<(), String> {
+    if input[end - 1] != b'\n' {
+        return Err(format!("cut after {end} is not after a \\n"));
+    }
+    let counted = input[..end].iter().filter(|b| **b == b'\n').count() as u64;
+    if counted != lines {
+        return Err(format!("{lines} lines said, {counted} there"));
+    }
+    let whole = records(&mut reader(dialect), input);
+    let mut split = records(&mut reader(dialect), &input[..end]);
+    // The second reader continues the file: it has read before, and its lines follow on.
+    let mut second = reader(dialect);
+    let _ = second.read_record(b" ", &mut [], &mut [0]);
+    split.extend(
+        records(&mut second, &input[end..])
+            .into_iter()
+            .map(|(fields, line)| (fields, line + lines)),
+    );
+    if whole != split {
+        return Err(format!("cut after {end} changes the records"));
+    }
+    Ok(())
+}
+
+const DEFAULT: Dialect = Dialect {
+    quote: Some(b'"'),
+    delimiter: b',',
+};
+
+/// Bytes that matter to the model, and some that do not (a byte order mark's included).
+fn byte() -> impl Strategy<Value = u8> {
+    prop::sample::select(vec![
+        b'a', b'a', b'a', b'a', b',', b',', b';', b'"', b'"', b'\n', b'\n', b'\r', 0xef, 0xbb, 0xbf,
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// On any bytes, every cut the model makes is one csv_core agrees with.
+    #[test]
+    fn every_cut_reads_as_the_whole_does(
+        input in proptest::collection::vec(byte(), 1..300),
+        target in 1usize..200,
+        max_records in 1usize..20,
+        dialect in 0usize..3,
+    ) {
+        let dialect = [
+            DEFAULT,
+            Dialect { quote: Some(b'"'), delimiter: b';' },
+            Dialect { quote: None, delimiter: b',' },
+        ][dialect];
+        match find_cut(&input, dialect, target, max_records) {
+            Cut::At { end, lines } | Cut::Irregular { before: Some((end, lines)) } => {
+                prop_assert_eq!(cut_is_good(&input, dialect, end, lines), Ok(()));
+                // At most `max_records`, unless a lone `\r` ended a record.
+                let before = records(&mut reader(dialect), &input[..end]).len();
+                let lone_cr = input.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n');
+                prop_assert!(before <= max_records || lone_cr, "{} records", before);
+            }
+            Cut::Irregular { before: None } | Cut::None => {}
+        }
+    }
+
+    /// Well-formed CSV (fields quoted when they hold a quote, a delimiter or a line end,
+    /// quotes doubled) is always cut, never found irregular.
+    #[test]
+    fn well_formed_csv_is_cut_where_asked(
+        rows in proptest::collection::vec(
+            proptest::collection::vec(proptest::collection::vec(byte(), 0..12), 1..5),
+            2..30,
+        ),
+        crlf in any::<bool>(),
+        target in 1usize..400,
+    ) {
+        let mut input = Vec::new();
+        for row in &rows {
+            for (i, field) in row.iter().enumerate() {
+                if i > 0 {
+                    input.push(b',');
+                }
+                let special = field.iter().any(|b| matches!(b, b'"' | b',' | b'\n' | b'\r'));
+                // A record of one empty field would be a blank line, which csv_core skips.
+                if special || row.len() == 1 {
+                    input.push(b'"');
+                    for &b in field {
+                        if b == b'"' {
+                            input.push(b'"');
+                        }
+                        input.push(b);
+                    }
+                    input.push(b'"');
+                } else {
+                    input.extend_from_slice(field);
+                }
+            }
+            input.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+        }
+        let target = target.min(input.len());
+        match find_cut(&input, DEFAULT, target, usize::MAX) {
+            Cut::At { end, lines } => {
+                prop_assert_eq!(cut_is_good(&input, DEFAULT, end, lines), Ok(()));
+            }
+            other => prop_assert!(false, "{:?} on well-formed CSV", other),
+        }
+    }
+}
+
+#[test]
+fn quotes_that_do_not_open_a_field_stop_the_cuts() {
+    // `ab"c`: a quote inside an unquoted field is literal to csv_core.
+    let input = b"x,y\nab\"c\nd\ne\n";
+    assert_eq!(
+        find_cut(input, DEFAULT, 1000, 100),
+        Cut::Irregular {
+            before: Some((4, 1))
+        }
+    );
+    // A quote after text that followed a closing quote (`"ab"c"`); the text itself is
+    // read as unquoted, as the model reads it.
+    let input = b"\"ab\"c,d\n\"ab\"c\"\ne\n";
+    assert_eq!(
+        find_cut(input, DEFAULT, 1000, 100),
+        Cut::Irregular {
+            before: Some((8, 1))
+        }
+    );
+    // Doubled quotes and quoted line ends are fine.
+    let input = b"\"a\"\"b\",\"c\nd\"\ne\n";
+    assert_eq!(
+        find_cut(input, DEFAULT, 1, 100),
+        Cut::At { end: 15, lines: 3 }
+    );
+    // The first record ends at the second `\n`, not the quoted one.
+    assert_eq!(
+        find_cut(input, DEFAULT, 1, 1),
+        Cut::At { end: 13, lines: 2 }
+    );
+}
+
+#[test]
+fn cuts_come_after_max_records_or_past_the_target() {
+    let input = b"a\nb\nc\nd\n";
+    assert_eq!(
+        find_cut(input, DEFAULT, 1000, 2),
+        Cut::At { end: 4, lines: 2 }
+    );
+    // Past the target within the block scanned: the last record end in it.
+    assert_eq!(
+        find_cut(input, DEFAULT, 3, 100),
+        Cut::At { end: 8, lines: 4 }
+    );
+    // Blank lines and `\r\n` count one record each.
+    assert_eq!(
+        find_cut(b"\na\r\n\r\nb\r\nc\r\n", DEFAULT, 1000, 2),
+        Cut::At { end: 9, lines: 4 }
+    );
+    // Short of the target: no cut yet.
+    assert_eq!(find_cut(input, DEFAULT, 1000, 100), Cut::None);
+    // A record that has not ended.
+    assert_eq!(find_cut(b"\"a\nb\n", DEFAULT, 1, 100), Cut::None);
+}
+
+#[test]
+fn the_sse2_masks_are_the_portable_ones() {
+    let block: [u8; 64] = std::array::from_fn(|i| [b'"', b',', b'\n', b'a', 0xff][i * 7 % 5]);
+    for byte in [b'"', b',', b'\n', b'a', 0xff, b'z'] {
+        assert_eq!(eq_mask(&block, byte), eq_mask_portable(&block, byte));
+    }
+}
