@@ -178,7 +178,7 @@ pub(super) type Rest<R> = io::Chain<Cursor<Vec<u8>>, R>;
 
 /// A csv_core reader of the dialect, at the start of the input. (One is built for every
 /// chunk: in csv_core 0.1.13 a cloned `Reader` parses wrongly, its `Dfa::clone` copying
-/// the transitions but not the byte classes.)
+/// the transition table but not the byte classes, the output flags or the final states.)
 fn csv_reader(options: &CsvOptions) -> Reader {
     ReaderBuilder::new()
         .delimiter(options.delimiter)
@@ -190,15 +190,13 @@ fn csv_reader(options: &CsvOptions) -> Reader {
         .build()
 }
 
-/// A raw chunk grows about this many times when parsed (field bytes, raw text, field
-/// ends): it is cut at a third of the chunk size, and weighs in the rows in flight as
-/// itself and its parsed form, twice.
-const PARSED_GROWTH: usize = 3;
-
 #[cfg(test)]
 thread_local! {
     /// Makes [`CsvInput::new`] read every file record by record (tests compare both ways).
     pub(super) static RECORDS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Raw chunks cut, and inputs that went from cuts to records, on this thread.
+    pub(super) static CUT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    pub(super) static SWITCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// A CSV input, handed out in chunks of whole records.
@@ -230,11 +228,7 @@ impl<R: BufRead> CsvInput<R> {
             Some(dialect) => {
                 // csv_core has read a record only if it read the header.
                 let primed = matches!(dataset.csv.header, Header::FirstRow);
-                CsvInput::Cuts(Box::new(splitter.into_cutter(
-                    dialect,
-                    &dataset.csv,
-                    primed,
-                )))
+                CsvInput::Cuts(Box::new(splitter.into_cutter(dialect, dataset, primed)))
             }
             None => CsvInput::Records(Box::new(splitter)),
         })
@@ -261,12 +255,20 @@ impl<R: BufRead> CsvInput<R> {
                     return Ok(s.next_chunk(max_records, max_bytes)?.map(CsvPiece::Records))
                 }
                 CsvInput::Cuts(cutter) => match cutter.next_chunk(max_records, max_bytes)? {
-                    Next::Raw(raw) => return Ok(Some(CsvPiece::Raw(raw))),
+                    Next::Raw(raw) => {
+                        #[cfg(test)]
+                        CUT.set(CUT.get() + 1);
+                        return Ok(Some(CsvPiece::Raw(raw)));
+                    }
                     Next::End => return Ok(None),
                     Next::Records => {
+                        // Moves the cutter's input and bytes read ahead into a record
+                        // reader (`Switching` only stands in while both are taken apart).
                         if let CsvInput::Cuts(cutter) = std::mem::replace(self, CsvInput::Switching)
                         {
                             *self = CsvInput::Records(Box::new(cutter.into_records()));
+                            #[cfg(test)]
+                            SWITCHED.set(SWITCHED.get() + 1);
                         }
                     }
                 },
@@ -284,48 +286,50 @@ impl<R: BufRead> CsvInput<R> {
 #[derive(Debug)]
 pub(super) struct RawCsv {
     bytes: Vec<u8>,
-    /// The `\n` bytes before it (the skipped preamble's lines included).
-    lines: u64,
-    /// Where it starts in the input.
-    offset: u64,
-    /// Whether the reader before it had read anything: csv_core drops a byte order mark
-    /// only from the very start of its input.
-    primed: bool,
+    start: Start,
+    /// Its records and separators, as [`cuts::find_cut`] counted them: the sizes of the
+    /// buffers it is parsed into.
+    records: usize,
+    separators: usize,
     parser: Arc<ChunkParser>,
 }
 
+/// Where a reader starts in the input.
+#[derive(Debug, Clone, Copy, Default)]
+struct Start {
+    /// The lines before it (`skip_rows` and the `\n` bytes csv_core has passed).
+    lines: u64,
+    offset: u64,
+    /// Whether csv_core had read before it: it drops a byte order mark only from the very
+    /// start of its input.
+    primed: bool,
+}
+
 impl RawCsv {
-    /// What it weighs in the rows in flight until typed.
+    /// What it weighs in the rows in flight until typed: itself and what it is parsed
+    /// into (see [`RawCsv::parse`]), twice, as any chunk.
     pub(super) fn weight(&self) -> u64 {
-        2 * (1 + PARSED_GROWTH as u64) * self.bytes.capacity() as u64
+        let len = self.bytes.capacity();
+        let parsed = (len + 64)
+            + len
+            + (self.separators + 1 + START_FIELDS) * size_of::<usize>()
+            + (self.records + 1) * size_of::<Record>();
+        2 * (len + parsed) as u64
     }
 
     /// Its records, as the one reader of the whole input would have read them.
     pub(super) fn parse(&self) -> Result<CsvChunk, ConvertError> {
-        let parser = &self.parser;
-        let mut splitter = CsvSplitter {
-            input: self.bytes.as_slice(),
-            core: parser.reader(self.primed),
-            max_row_bytes: parser.max_row_bytes,
-            max_columns: parser.max_columns,
-            comment: parser.comment,
-            skipped_lines: self.lines,
-            lines_read: self.lines,
-            bytes_read: self.offset,
-            bytes_hint: START_BYTES,
-            raw_hint: 0,
-            header: Arc::default(),
-            scratch_bytes: vec![0; START_BYTES].into_boxed_slice(),
-            scratch_ends: vec![0; START_FIELDS].into_boxed_slice(),
-        };
+        let mut splitter = self
+            .parser
+            .splitter(self.bytes.as_slice(), self.start, Arc::default());
         // Field bytes never outnumber the raw bytes (a record past `max_row_bytes` goes to
-        // the scratch buffers); room for a field end every eight bytes, grown if needed.
+        // the scratch buffers), nor fields the separators and one.
         let len = self.bytes.len();
         let mut chunk = CsvChunk {
             bytes: vec![0; len + 64],
-            ends: vec![0; START_FIELDS.max(len / 8)],
+            ends: vec![0; self.separators + 1 + START_FIELDS],
             raw: Vec::with_capacity(len),
-            records: Vec::with_capacity(len / 64),
+            records: Vec::with_capacity(self.records + 1),
             ..CsvChunk::default()
         };
         while splitter.read_record(&mut chunk)? {}
@@ -333,25 +337,52 @@ impl RawCsv {
     }
 }
 
-/// How a [`RawCsv`] is parsed: the dataset's dialect and limits.
+/// How a file's records are read: the dataset's dialect and limits.
 #[derive(Debug)]
 pub(super) struct ChunkParser {
     options: CsvOptions,
     max_row_bytes: usize,
     max_columns: usize,
-    comment: Option<u8>,
 }
 
 impl ChunkParser {
-    /// A reader at the start of a record, which has read before if `primed`.
-    fn reader(&self, primed: bool) -> Reader {
+    fn new(dataset: &Dataset) -> Self {
+        ChunkParser {
+            options: dataset.csv.clone(),
+            max_row_bytes: dataset.policy.max_row_bytes,
+            max_columns: dataset.policy.max_columns,
+        }
+    }
+
+    /// A record reader of `input`, which starts at a record at `start`.
+    fn splitter<R: BufRead>(
+        &self,
+        input: R,
+        start: Start,
+        header: Arc<HeaderMap>,
+    ) -> CsvSplitter<R> {
         let mut core = csv_reader(&self.options);
-        if primed {
+        if start.primed {
             // A call with no room for output reads nothing, yet counts as having read,
-            // which is all that tells csv_core not to look for a byte order mark.
+            // which is all that tells csv_core not to look for a byte order mark (tested:
+            // `a_primed_reader_keeps_a_byte_order_mark`).
             let _ = core.read_record(b" ", &mut [], &mut [0]);
         }
-        core
+        CsvSplitter {
+            input,
+            core,
+            max_row_bytes: self.max_row_bytes,
+            max_columns: self.max_columns,
+            comment: self.options.comment,
+            lines_before: start.lines,
+            lines_read: start.lines,
+            bytes_read: start.offset,
+            bytes_hint: START_BYTES,
+            raw_hint: 0,
+            header,
+            scratch_bytes: vec![0; START_BYTES].into_boxed_slice(),
+            scratch_ends: vec![0; START_FIELDS].into_boxed_slice(),
+        }
     }
 }
 
@@ -369,49 +400,45 @@ pub(super) struct RecordCutter<R> {
     dialect: cuts::Dialect,
     parser: Arc<ChunkParser>,
     header: Arc<HeaderMap>,
-    /// Bytes read past the last cut, starting at a record.
+    /// Bytes read past the last cut, starting at a record at `start`.
     pending: Vec<u8>,
-    /// The `\n` bytes before `pending`, and where it starts.
-    lines: u64,
-    offset: u64,
-    primed: bool,
+    start: Start,
     at_end: bool,
     /// A quote broke the cut model before the next cut.
     irregular: bool,
 }
+
+/// Bytes one read from the input adds at most (its read buffer's size).
+const READ_BYTES: usize = 256 * 1024;
 
 impl<R: BufRead> RecordCutter<R> {
     fn next_chunk(&mut self, max_records: usize, max_bytes: usize) -> Result<Next, ConvertError> {
         if self.irregular {
             return Ok(Next::Records);
         }
-        let target = (max_bytes / PARSED_GROWTH).max(1);
-        // A first record that does not end within this is left to the record reader,
-        // which reads a record past `max_row_bytes` without keeping it.
-        let limit = target
-            .saturating_add(self.parser.max_row_bytes.saturating_mul(2))
-            .saturating_add(64 * 1024);
+        let target = (max_bytes / 3).max(1);
+        // A record that does not end within this is left to the record reader, which
+        // keeps no more than `max_row_bytes` of it (so this holds no more than the record
+        // reader would: its field bytes and its raw text).
+        let limit = target.max(self.parser.max_row_bytes.saturating_mul(2));
         let mut want = target;
         loop {
             self.fill(want)?;
-            if self.pending.is_empty() {
-                return Ok(Next::End);
-            }
+            let only_line_ends = || self.pending.iter().all(|b| matches!(b, b'\n' | b'\r'));
             match cuts::find_cut(&self.pending, self.dialect, target, max_records) {
-                cuts::Cut::At { end, lines } => return Ok(Next::Raw(self.take(end, lines))),
+                cuts::Cut::At(span) => return Ok(Next::Raw(self.take(span, target))),
                 cuts::Cut::Irregular { before } => {
                     self.irregular = true;
                     return Ok(match before {
-                        Some((end, lines)) => Next::Raw(self.take(end, lines)),
+                        Some(span) => Next::Raw(self.take(span, target)),
                         None => Next::Records,
                     });
                 }
+                // Blank lines at the end are no record.
+                cuts::Cut::None if self.at_end && only_line_ends() => return Ok(Next::End),
                 cuts::Cut::None if self.at_end => {
-                    let (end, lines) = (
-                        self.pending.len(),
-                        memchr::memchr_iter(b'\n', &self.pending).count(),
-                    );
-                    return Ok(Next::Raw(self.take(end, lines as u64)));
+                    let span = self.rest();
+                    return Ok(Next::Raw(self.take(span, target)));
                 }
                 cuts::Cut::None if self.pending.len() >= limit => return Ok(Next::Records),
                 cuts::Cut::None => want = self.pending.len().saturating_mul(2).min(limit),
@@ -434,44 +461,48 @@ impl<R: BufRead> RecordCutter<R> {
         Ok(())
     }
 
-    /// The first `end` bytes of `pending` (holding `lines` `\n` bytes) as a chunk.
-    fn take(&mut self, end: usize, lines: u64) -> RawCsv {
-        let mut rest = Vec::with_capacity(self.pending.capacity());
-        rest.extend_from_slice(&self.pending[end..]);
-        self.pending.truncate(end);
+    /// All of `pending`, the input's last chunk, counted as [`cuts::find_cut`] counts
+    /// (its records at most).
+    fn rest(&self) -> cuts::Span {
+        let count =
+            |wanted: &dyn Fn(u8) -> bool| self.pending.iter().filter(|b| wanted(**b)).count();
+        let delimiter = self.parser.options.delimiter;
+        cuts::Span {
+            end: self.pending.len(),
+            lines: count(&|b| b == b'\n') as u64,
+            records: count(&|b| b == b'\n' || b == b'\r') + 1,
+            separators: count(&|b| b == delimiter || b == b'\n' || b == b'\r'),
+        }
+    }
+
+    /// The first `span.end` bytes of `pending` as a chunk; the rest stays, in a buffer
+    /// with room for the next chunk (`target` and one read).
+    fn take(&mut self, span: cuts::Span, target: usize) -> RawCsv {
+        let room = (self.pending.len() - span.end).max(target + READ_BYTES);
+        let mut rest = Vec::with_capacity(room);
+        rest.extend_from_slice(&self.pending[span.end..]);
+        self.pending.truncate(span.end);
         let mut bytes = std::mem::replace(&mut self.pending, rest);
         bytes.shrink_to_fit();
         let raw = RawCsv {
             bytes,
-            lines: self.lines,
-            offset: self.offset,
-            primed: self.primed,
+            start: self.start,
+            records: span.records,
+            separators: span.separators,
             parser: self.parser.clone(),
         };
-        self.lines += lines;
-        self.offset += end as u64;
-        self.primed = true;
+        self.start = Start {
+            lines: self.start.lines + span.lines,
+            offset: self.start.offset + span.end as u64,
+            primed: true,
+        };
         raw
     }
 
     /// A record reader for the rest, from the last cut.
     fn into_records(self) -> CsvSplitter<Rest<R>> {
-        let parser = &self.parser;
-        CsvSplitter {
-            input: Cursor::new(self.pending).chain(self.input),
-            core: parser.reader(self.primed),
-            max_row_bytes: parser.max_row_bytes,
-            max_columns: parser.max_columns,
-            comment: parser.comment,
-            skipped_lines: self.lines,
-            lines_read: self.lines,
-            bytes_read: self.offset,
-            bytes_hint: START_BYTES,
-            raw_hint: 0,
-            header: self.header,
-            scratch_bytes: vec![0; START_BYTES].into_boxed_slice(),
-            scratch_ends: vec![0; START_FIELDS].into_boxed_slice(),
-        }
+        let rest = Cursor::new(self.pending).chain(self.input);
+        self.parser.splitter(rest, self.start, self.header)
     }
 }
 
@@ -480,7 +511,7 @@ impl<R: BufRead> CsvSplitter<Rest<R>> {
     fn into_cutter(
         self,
         dialect: cuts::Dialect,
-        options: &CsvOptions,
+        dataset: &Dataset,
         primed: bool,
     ) -> RecordCutter<R> {
         let (ahead, input) = self.input.into_inner();
@@ -493,17 +524,14 @@ impl<R: BufRead> CsvSplitter<Rest<R>> {
         RecordCutter {
             input,
             dialect,
-            parser: Arc::new(ChunkParser {
-                options: options.clone(),
-                max_row_bytes: self.max_row_bytes,
-                max_columns: self.max_columns,
-                comment: self.comment,
-            }),
+            parser: Arc::new(ChunkParser::new(dataset)),
             header: self.header,
             pending,
-            lines: self.lines_read,
-            offset: self.bytes_read,
-            primed,
+            start: Start {
+                lines: self.lines_read,
+                offset: self.bytes_read,
+                primed,
+            },
             at_end: false,
             irregular: false,
         }
@@ -517,8 +545,9 @@ pub(super) struct CsvSplitter<R: BufRead> {
     max_row_bytes: usize,
     max_columns: usize,
     comment: Option<u8>,
-    /// Lines before the first record (`skip_rows`), which csv_core does not see.
-    skipped_lines: u64,
+    /// Lines before this reader's start (`skip_rows`, or the chunks before it), which its
+    /// csv_core does not count.
+    lines_before: u64,
     lines_read: u64,
     bytes_read: u64,
     /// Field bytes a chunk starts with room for (the last chunk's size).
@@ -549,21 +578,12 @@ impl<R: BufRead> CsvSplitter<R> {
             lines_read += 1;
             bytes_read += n as u64;
         }
-        let mut splitter = CsvSplitter {
-            input,
-            core: csv_reader(options),
-            max_row_bytes: policy.max_row_bytes,
-            max_columns: policy.max_columns,
-            comment: options.comment,
-            skipped_lines: lines_read,
-            lines_read,
-            bytes_read,
-            bytes_hint: START_BYTES,
-            raw_hint: 0,
-            header: Arc::default(),
-            scratch_bytes: vec![0; START_BYTES].into_boxed_slice(),
-            scratch_ends: vec![0; START_FIELDS].into_boxed_slice(),
+        let start = Start {
+            lines: lines_read,
+            offset: bytes_read,
+            primed: false,
         };
+        let mut splitter = ChunkParser::new(dataset).splitter(input, start, Arc::default());
         let (names, line) = match &options.header {
             Header::Names(names) => (names.clone(), 1),
             Header::FirstRow => {
@@ -728,7 +748,7 @@ impl<R: BufRead> CsvSplitter<R> {
                         chunk.ends_used = ends_base;
                     }
                     // csv_core counts lines from 1, after the skipped preamble.
-                    self.lines_read = self.skipped_lines + self.core.line() - 1;
+                    self.lines_read = self.lines_before + self.core.line() - 1;
                     let (skipped_lines, skipped_bytes) =
                         self.skip_preamble(&mut chunk.raw, raw_base);
                     chunk.records.push(Record {

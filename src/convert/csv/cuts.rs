@@ -26,15 +26,18 @@ pub(in crate::convert) struct Dialect {
 
 impl Dialect {
     /// The dialect if records can be cut without parsing: no escape byte (quotes inside
-    /// quoted fields are doubled), no comment byte, and a delimiter and quote that are
-    /// neither line-end bytes nor each other.
+    /// quoted fields are doubled), no comment byte, and an ASCII delimiter and quote that
+    /// are neither line-end bytes nor each other.
     pub(in crate::convert) fn of(options: &CsvOptions) -> Option<Dialect> {
         let line_end = |b: u8| b == b'\n' || b == b'\r';
+        // ASCII: a byte order mark's bytes (which csv_core drops at the very start of its
+        // input only) would otherwise be able to change the quotes.
         let quote_ok = options
             .quote
-            .is_none_or(|q| !line_end(q) && q != options.delimiter);
+            .is_none_or(|q| q.is_ascii() && !line_end(q) && q != options.delimiter);
         (options.escape.is_none()
             && options.comment.is_none()
+            && options.delimiter.is_ascii()
             && !line_end(options.delimiter)
             && quote_ok)
             .then_some(Dialect {
@@ -44,19 +47,36 @@ impl Dialect {
     }
 }
 
+/// A run of whole records at the start of the input: its length, and counts that size the
+/// buffers it is parsed into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::convert) struct Span {
+    pub(in crate::convert) end: usize,
+    /// Its `\n` bytes (csv_core's line count).
+    pub(in crate::convert) lines: u64,
+    /// Records that end in it.
+    pub(in crate::convert) records: usize,
+    /// Delimiters and line ends in it (quoted ones too): at least its fields, but one.
+    pub(in crate::convert) separators: usize,
+}
+
 /// Where to cut a run of input that starts at a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::convert) enum Cut {
-    /// After `end` bytes, which hold `lines` `\n` bytes.
-    At { end: usize, lines: u64 },
-    /// No cut in the bytes given (the first record has not ended).
+    At(Span),
+    /// No cut in the bytes given: no record has ended, or they are short of `target`.
     None,
     /// A quote breaks the model (see the module doc): `before` is the last cut before it.
-    Irregular { before: Option<(usize, u64)> },
+    Irregular {
+        before: Option<Span>,
+    },
 }
 
 /// Where to cut `bytes` (which start at a record): after the last unquoted `\n` once
-/// `target` bytes are scanned, or after the `max_records`-th one, whichever comes first.
+/// `target` bytes are scanned, or after the `max_records`-th record, whichever comes
+/// first. Only after a record: blank lines alone are no chunk. (A record ended by a lone
+/// `\r` is cut after the next `\n`, which can put more than `max_records` records before
+/// a cut that has no other.)
 pub(in crate::convert) fn find_cut(
     bytes: &[u8],
     dialect: Dialect,
@@ -64,50 +84,56 @@ pub(in crate::convert) fn find_cut(
     max_records: usize,
 ) -> Cut {
     let mut state = Carry::default();
-    let mut records = 0;
-    let mut lines = 0;
+    // What the blocks before the current one hold.
+    let mut before = Span {
+        end: 0,
+        lines: 0,
+        records: 0,
+        separators: 0,
+    };
     let mut last = None;
-    for (block_index, block) in bytes.chunks(64).enumerate() {
-        let start = block_index * 64;
+    for block in bytes.chunks(64) {
         let masks = Masks::of(block, dialect);
-        let block = state.advance(&masks);
-        let mut cuts = block.cuts;
+        let found = state.advance(&masks);
+        let separators = masks.delimiter | masks.newline | masks.carriage_return;
+        let mut cuts = found.cuts;
         while cuts != 0 {
             let bit = cuts.trailing_zeros();
-            let here = (
-                start + bit as usize + 1,
-                lines + u64::from((masks.newline & through(bit)).count_ones()),
-            );
-            let records_here = records + (block.record_ends & through(bit)).count_ones() as usize;
+            let upto = |mask: u64| (mask & through(bit)).count_ones() as usize;
+            let here = Span {
+                end: before.end + bit as usize + 1,
+                lines: before.lines + upto(masks.newline) as u64,
+                records: before.records + upto(found.record_ends),
+                separators: before.separators + upto(separators),
+            };
             // Past the limit (only where a lone `\r` ended a record): the cut before, if any.
-            if records_here > max_records {
-                let (end, lines) = last.unwrap_or(here);
-                return Cut::At { end, lines };
+            if here.records > max_records {
+                return Cut::At(last.unwrap_or(here));
             }
-            if records_here == max_records {
-                return Cut::At {
-                    end: here.0,
-                    lines: here.1,
-                };
+            if here.records == max_records {
+                return Cut::At(here);
             }
-            last = Some(here);
+            if here.records > 0 {
+                last = Some(here);
+            }
             cuts &= cuts - 1;
         }
-        if block.irregular {
+        if found.irregular {
             return Cut::Irregular { before: last };
         }
-        records += block.record_ends.count_ones() as usize;
-        lines += u64::from(masks.newline.count_ones());
-        if start + 64 >= target {
-            if let Some((end, lines)) = last {
-                return Cut::At { end, lines };
+        before = Span {
+            end: before.end + block.len(),
+            lines: before.lines + u64::from(masks.newline.count_ones()),
+            records: before.records + found.record_ends.count_ones() as usize,
+            separators: before.separators + separators.count_ones() as usize,
+        };
+        if before.end >= target {
+            if let Some(span) = last {
+                return Cut::At(span);
             }
         }
     }
-    match last {
-        Some((end, lines)) if bytes.len() >= target => Cut::At { end, lines },
-        _ => Cut::None,
-    }
+    Cut::None
 }
 
 /// The bits up to and including `bit`.
@@ -184,8 +210,11 @@ impl Carry {
         let opens = m.quote & inside;
         let closes = m.quote & !inside;
         let before_open = m.delimiter | line_end | closes;
-        // Quotes that open a quoted run but do not start a field. (Text after a closing
-        // quote, `"ab"c`, needs no check: csv_core reads it as unquoted, as the model does.)
+        // Quotes that open a quoted run but do not start a field: the byte before is no
+        // delimiter, line end or closing quote (`"a""b"`: the third quote follows the
+        // second, a closing one, so it opens again, as csv_core reads a doubled quote).
+        // In `x,ab"c` the quote follows `b`: bad. Text after a closing quote (`"ab"c`)
+        // needs no check: csv_core reads it as unquoted, as the model does.
         let bad = opens & !((before_open << 1) | self.opens_after);
         self.inside = ((inside as i64) >> 63) as u64;
         self.opens_after = before_open >> 63;

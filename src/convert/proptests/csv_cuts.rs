@@ -31,6 +31,8 @@ const FIELDS: &[&str] = &[
     "é",
     "\"\"",
     "a;b",
+    // Over `max_row_bytes`: a bad row either way.
+    "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
 ];
 
 /// Good fields of the seven columns, for rows that should land.
@@ -65,7 +67,11 @@ proptest! {
         if keep {
             dataset.policy.on_new_columns = NewColumns::Keep;
         }
-        let delimiter = if dialect == 1 { ";" } else { "," };
+        let delimiter = match dialect {
+            1 => ";",
+            5 => "\t",
+            _ => ",",
+        };
         let newline = if crlf { "\r\n" } else { "\n" };
         let mut text = String::new();
         match dialect {
@@ -79,8 +85,8 @@ proptest! {
                 text.push_str("a preamble line");
                 text.push_str(newline);
             }
-            4 => dataset.csv.comment = Some(b'#'),
-            5 => dataset.csv.escape = Some(b'\\'),
+            4 => dataset.csv.quote = Some(b'\''),
+            5 => dataset.csv.delimiter = b'\t',
             _ => {}
         }
         if dialect != 3 {
@@ -88,17 +94,19 @@ proptest! {
             text.push_str(newline);
         }
         for (cells, kind) in &rows {
-            let fields: Vec<&str> = cells
+            let fields: Vec<String> = cells
                 .iter()
                 .enumerate()
                 .map(|(i, (cell, good))| if *good { GOOD[i] } else { FIELDS[*cell] })
+                // Single quotes quote in dialect 4.
+                .map(|field| if dialect == 4 { field.replace('"', "'") } else { field.to_owned() })
                 .collect();
             let line = match kind {
                 0 => String::new(),
                 1 => format!("{}{delimiter}extra", fields.join(delimiter)),
                 2 => fields[..6].join(delimiter),
                 3 => format!("\u{feff}{}", fields.join(delimiter)),
-                4 => format!("# {}", fields.join(delimiter)),
+                4 => format!("x\"{}", fields.join(delimiter)),
                 _ => fields.join(delimiter),
             };
             text.push_str(&line);
@@ -118,6 +126,47 @@ proptest! {
         prop_assert_eq!(&records.1, &cut.1, "rows of {:?}", text);
         let bad = |o: &Outcome| o.2.lines().map(String::from).collect::<Vec<_>>();
         prop_assert_eq!(bad(&records), bad(&cut), "bad rows of {:?}", text);
+    }
+}
+
+/// A clean file is cut into chunks; a stray quote, or a record too long to cut, hands the
+/// rest of the file to the record reader; each converts as it does read record by record.
+#[test]
+fn clean_files_are_cut_and_the_rest_after_a_stray_quote_or_a_long_record_is_not() {
+    let mut dataset = testing::dataset(FileFormat::Csv, Partition::IngestDate, columns());
+    dataset.policy.max_row_bytes = 120;
+    let options = ConvertOptions {
+        batch_rows: 4,
+        threads: 1,
+        memory: MemoryBudget::new(16 * 1024),
+    };
+    let row = GOOD.join(",");
+    let rows = |n: usize| format!("{row}\n").repeat(n);
+    let header = "id,name,age,score,active,day,at\n";
+    // Longer than one read of the input (256 KiB), so it is still unended when cut.
+    let long = format!(
+        "u1,{},30,1.5,true,2024-01-02,2024-01-02T03:04:05Z\n",
+        "y".repeat(300_000)
+    );
+    for (text, switches) in [
+        (format!("{header}{}", rows(40)), 0),
+        (
+            format!(
+                "{header}{}u1,ab\"c,30,1.5,true,2024-01-02,x\n{}",
+                rows(20),
+                rows(20)
+            ),
+            1,
+        ),
+        (format!("{header}{}{long}{}", rows(20), rows(20)), 1),
+    ] {
+        let (cut, switched) = (super::csv::CUT.get(), super::csv::SWITCHED.get());
+        let (records, cuts) = records_and_cuts(&text, &dataset, options);
+        assert_eq!(records, cuts);
+        let start = &text[..200];
+        assert_eq!(super::csv::SWITCHED.get() - switched, switches, "{start}");
+        // Chunks of 4 rows: at least the first 20 rows are cut.
+        assert!(super::csv::CUT.get() - cut >= 5, "{start}");
     }
 }
 
