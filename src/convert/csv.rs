@@ -464,14 +464,18 @@ impl<R: BufRead> RecordCutter<R> {
     /// All of `pending`, the input's last chunk, counted as [`cuts::find_cut`] counts
     /// (its records at most).
     fn rest(&self) -> cuts::Span {
-        let count =
-            |wanted: &dyn Fn(u8) -> bool| self.pending.iter().filter(|b| wanted(**b)).count();
         let delimiter = self.parser.options.delimiter;
+        let (mut newlines, mut returns, mut delimiters) = (0, 0, 0);
+        for &b in &self.pending {
+            newlines += usize::from(b == b'\n');
+            returns += usize::from(b == b'\r');
+            delimiters += usize::from(b == delimiter);
+        }
         cuts::Span {
             end: self.pending.len(),
-            lines: count(&|b| b == b'\n') as u64,
-            records: count(&|b| b == b'\n' || b == b'\r') + 1,
-            separators: count(&|b| b == delimiter || b == b'\n' || b == b'\r'),
+            lines: newlines as u64,
+            records: newlines + returns + 1,
+            separators: newlines + returns + delimiters,
         }
     }
 
