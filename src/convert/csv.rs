@@ -21,13 +21,13 @@ use std::sync::Arc;
 
 use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 
-use super::input::read_error;
+use super::input::{self, read_error};
 use super::{ConvertError, RowCheck, RowSource};
 use crate::domain::dataset::{CsvOptions, Dataset, Header, NewColumns};
 use crate::domain::schema::RawCell;
 
 /// Fields per record at first; grown as needed up to `max_columns`.
-const START_FIELDS: usize = 64;
+pub(super) const START_FIELDS: usize = 64;
 const START_BYTES: usize = 4096;
 
 /// Where each dataset column is in a record, from the header.
@@ -225,11 +225,7 @@ impl<R: BufRead> CsvInput<R> {
             return Ok(CsvInput::Records(Box::new(splitter)));
         }
         Ok(match cuts::Dialect::of(&dataset.csv) {
-            Some(dialect) => {
-                // csv_core has read a record only if it read the header.
-                let primed = matches!(dataset.csv.header, Header::FirstRow);
-                CsvInput::Cuts(Box::new(splitter.into_cutter(dialect, dataset, primed)))
-            }
+            Some(dialect) => CsvInput::Cuts(Box::new(splitter.into_cutter(dialect, dataset))),
             None => CsvInput::Records(Box::new(splitter)),
         })
     }
@@ -295,14 +291,11 @@ pub(super) struct RawCsv {
 }
 
 /// Where a reader starts in the input.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Start {
     /// The lines before it (`skip_rows` and the `\n` bytes csv_core has passed).
     lines: u64,
     offset: u64,
-    /// Whether csv_core had read before it: it drops a byte order mark only from the very
-    /// start of its input.
-    primed: bool,
 }
 
 impl RawCsv {
@@ -322,8 +315,8 @@ impl RawCsv {
         let mut splitter = self
             .parser
             .splitter(self.bytes.as_slice(), self.start, Arc::default());
-        // Field bytes never outnumber the raw bytes (a record past `max_row_bytes` goes to
-        // the scratch buffers), nor fields the separators and one.
+        // Field bytes never outnumber the raw bytes, nor fields the separators and one, so
+        // neither buffer grows (tested: `a_raw_chunk_weighs_what_it_is_parsed_into`).
         let len = self.bytes.len();
         let mut chunk = CsvChunk {
             bytes: vec![0; len + 64],
@@ -362,12 +355,13 @@ impl ChunkParser {
         header: Arc<HeaderMap>,
     ) -> CsvSplitter<R> {
         let mut core = csv_reader(&self.options);
-        if start.primed {
-            // A call with no room for output reads nothing, yet counts as having read,
-            // which is all that tells csv_core not to look for a byte order mark (tested:
-            // `a_primed_reader_keeps_a_byte_order_mark`).
-            let _ = core.read_record(b" ", &mut [], &mut [0]);
-        }
+        // csv_core drops a byte order mark at the start of its first input, if that input
+        // holds all three bytes: so whether it did would depend on where a chunk, or a
+        // read, starts. `input::open` has dropped the file's own mark; any other is text.
+        // A call with no room for output reads nothing, yet counts as having read, which
+        // is all that stops csv_core looking (tested:
+        // `a_primed_reader_keeps_a_byte_order_mark`).
+        let _ = core.read_record(b" ", &mut [], &mut [0]);
         CsvSplitter {
             input,
             core,
@@ -408,40 +402,43 @@ pub(super) struct RecordCutter<R> {
     irregular: bool,
 }
 
-/// Bytes one read from the input adds at most (its read buffer's size).
-const READ_BYTES: usize = 256 * 1024;
-
 impl<R: BufRead> RecordCutter<R> {
+    /// The next chunk: cut where its records would take about `max_bytes` parsed, as the
+    /// record reader's chunks do, or at `max_records` records.
     fn next_chunk(&mut self, max_records: usize, max_bytes: usize) -> Result<Next, ConvertError> {
         if self.irregular {
             return Ok(Next::Records);
         }
-        let target = (max_bytes / 3).max(1);
-        // A record that does not end within this is left to the record reader, which
-        // keeps no more than `max_row_bytes` of it (so this holds no more than the record
-        // reader would: its field bytes and its raw text).
-        let limit = target.max(self.parser.max_row_bytes.saturating_mul(2));
-        let mut want = target;
+        // Parsed, a chunk takes more than twice its bytes: a third is a first guess.
+        let mut want = (max_bytes / 3).max(1);
         loop {
             self.fill(want)?;
             let only_line_ends = || self.pending.iter().all(|b| matches!(b, b'\n' | b'\r'));
-            match cuts::find_cut(&self.pending, self.dialect, target, max_records) {
-                cuts::Cut::At(span) => return Ok(Next::Raw(self.take(span, target))),
+            match cuts::find_cut(&self.pending, self.dialect, max_bytes, max_records) {
+                cuts::Cut::At(span) => return Ok(Next::Raw(self.take(span))),
                 cuts::Cut::Irregular { before } => {
                     self.irregular = true;
                     return Ok(match before {
-                        Some(span) => Next::Raw(self.take(span, target)),
+                        Some(span) => Next::Raw(self.take(span)),
                         None => Next::Records,
                     });
                 }
                 // Blank lines at the end are no record.
-                cuts::Cut::None if self.at_end && only_line_ends() => return Ok(Next::End),
-                cuts::Cut::None if self.at_end => {
+                cuts::Cut::None(_) if self.at_end && only_line_ends() => return Ok(Next::End),
+                cuts::Cut::None(_) if self.at_end => {
                     let span = self.rest();
-                    return Ok(Next::Raw(self.take(span, target)));
+                    return Ok(Next::Raw(self.take(span)));
                 }
-                cuts::Cut::None if self.pending.len() >= limit => return Ok(Next::Records),
-                cuts::Cut::None => want = self.pending.len().saturating_mul(2).min(limit),
+                // A first record that would outweigh two chunks is left to the record
+                // reader, which keeps no more than `max_row_bytes` (and `max_columns`) of
+                // it. (Its bytes are at most half its weight, so `pending` stops growing
+                // at `max_bytes` and one read.)
+                cuts::Cut::None(span) if span.parsed_bytes() >= max_bytes.saturating_mul(2) => {
+                    return Ok(Next::Records)
+                }
+                cuts::Cut::None(_) => {
+                    want = self.pending.len().saturating_mul(2).min(max_bytes);
+                }
             }
         }
     }
@@ -480,9 +477,14 @@ impl<R: BufRead> RecordCutter<R> {
     }
 
     /// The first `span.end` bytes of `pending` as a chunk; the rest stays, in a buffer
-    /// with room for the next chunk (`target` and one read).
-    fn take(&mut self, span: cuts::Span, target: usize) -> RawCsv {
-        let room = (self.pending.len() - span.end).max(target + READ_BYTES);
+    /// with room for the next chunk's first read (none after the last chunk).
+    fn take(&mut self, span: cuts::Span) -> RawCsv {
+        let left = self.pending.len() - span.end;
+        let room = if self.at_end {
+            left
+        } else {
+            left + input::BUFFER
+        };
         let mut rest = Vec::with_capacity(room);
         rest.extend_from_slice(&self.pending[span.end..]);
         self.pending.truncate(span.end);
@@ -498,7 +500,6 @@ impl<R: BufRead> RecordCutter<R> {
         self.start = Start {
             lines: self.start.lines + span.lines,
             offset: self.start.offset + span.end as u64,
-            primed: true,
         };
         raw
     }
@@ -511,13 +512,10 @@ impl<R: BufRead> RecordCutter<R> {
 }
 
 impl<R: BufRead> CsvSplitter<Rest<R>> {
-    /// A cutter for the records after the header. `primed`: whether csv_core has read.
-    fn into_cutter(
-        self,
-        dialect: cuts::Dialect,
-        dataset: &Dataset,
-        primed: bool,
-    ) -> RecordCutter<R> {
+    /// A cutter for the records after the header.
+    fn into_cutter(self, dialect: cuts::Dialect, dataset: &Dataset) -> RecordCutter<R> {
+        // What the header reader read ahead of its last record (nothing today: csv_core
+        // consumes only what it reads) starts the cutter's bytes.
         let (ahead, input) = self.input.into_inner();
         let position = usize::try_from(ahead.position()).unwrap_or(usize::MAX);
         let pending = ahead
@@ -534,7 +532,6 @@ impl<R: BufRead> CsvSplitter<Rest<R>> {
             start: Start {
                 lines: self.lines_read,
                 offset: self.bytes_read,
-                primed,
             },
             at_end: false,
             irregular: false,
@@ -585,7 +582,6 @@ impl<R: BufRead> CsvSplitter<R> {
         let start = Start {
             lines: lines_read,
             offset: bytes_read,
-            primed: false,
         };
         let mut splitter = ChunkParser::new(dataset).splitter(input, start, Arc::default());
         let (names, line) = match &options.header {
@@ -677,7 +673,8 @@ impl<R: BufRead> CsvSplitter<R> {
         let mut shape = Shape::Whole;
         // Line ends before the record (blank lines, the `\n` of a `\r\n` that csv_core
         // reads after the record it ends): not kept, so the record's `max_row_bytes` of raw
-        // text are its own wherever a chunk starts.
+        // text are its own wherever a chunk starts. (Comment lines before it are dropped
+        // only once it has ended, by `skip_preamble`, and count against the limit.)
         let (mut lead_lines, mut lead_bytes) = (0, 0);
         loop {
             let input = self.input.fill_buf().map_err(read_error)?;
@@ -718,7 +715,7 @@ impl<R: BufRead> CsvSplitter<R> {
                 // Past a limit, output goes to scratch buffers that are simply reused.
                 ReadRecordResult::OutputFull if shape == Shape::TooLong => {}
                 ReadRecordResult::OutputEndsFull if shape != Shape::Whole => {}
-                ReadRecordResult::OutputFull if record_bytes >= self.max_row_bytes => {
+                ReadRecordResult::OutputFull if record_bytes > self.max_row_bytes => {
                     shape = Shape::TooLong
                 }
                 ReadRecordResult::OutputFull => {

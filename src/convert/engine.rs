@@ -166,7 +166,8 @@ impl Typing<'_> {
                 Some((batch, new_columns)) => {
                     return Ok(Typed {
                         rows_in: batch.num_rows() as u64,
-                        // A cut chunk of nothing but blank lines has no rows.
+                        // A cut chunk can have no rows (a byte order mark and a line end
+                        // at the start of a file without a header row).
                         batch: (batch.num_rows() > 0).then_some(batch),
                         bad: Vec::new(),
                         rows_rescued: 0,

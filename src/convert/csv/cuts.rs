@@ -60,27 +60,39 @@ pub(in crate::convert) struct Span {
     pub(in crate::convert) separators: usize,
 }
 
+impl Span {
+    /// About what its records take parsed (field bytes, raw text, field ends, records):
+    /// what the record reader measures its chunks by.
+    pub(in crate::convert) fn parsed_bytes(&self) -> usize {
+        2 * self.end
+            + self.separators * size_of::<usize>()
+            + self.records * size_of::<super::Record>()
+    }
+}
+
 /// Where to cut a run of input that starts at a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::convert) enum Cut {
     At(Span),
-    /// No cut in the bytes given: no record has ended, or they are short of `target`.
-    None,
+    /// No cut in the bytes given (no record has ended, or they are short of
+    /// `max_parsed`); the span is all of them.
+    None(Span),
     /// A quote breaks the model (see the module doc): `before` is the last cut before it.
     Irregular {
         before: Option<Span>,
     },
 }
 
-/// Where to cut `bytes` (which start at a record): after the last unquoted `\n` once
-/// `target` bytes are scanned, or after the `max_records`-th record, whichever comes
+/// Where to cut `bytes` (which start at a record): after the last unquoted `\n` once the
+/// blocks scanned would take `max_parsed` bytes parsed ([`Span::parsed_bytes`]), or after
+/// the `max_records`-th record, whichever comes
 /// first. Only after a record: blank lines alone are no chunk. (A record ended by a lone
 /// `\r` is cut after the next `\n`, which can put more than `max_records` records before
 /// a cut that has no other.)
 pub(in crate::convert) fn find_cut(
     bytes: &[u8],
     dialect: Dialect,
-    target: usize,
+    max_parsed: usize,
     max_records: usize,
 ) -> Cut {
     let mut state = Carry::default();
@@ -127,13 +139,13 @@ pub(in crate::convert) fn find_cut(
             records: before.records + found.record_ends.count_ones() as usize,
             separators: before.separators + separators.count_ones() as usize,
         };
-        if before.end >= target {
+        if before.parsed_bytes() >= max_parsed {
             if let Some(span) = last {
                 return Cut::At(span);
             }
         }
     }
-    Cut::None
+    Cut::None(before)
 }
 
 /// The bits up to and including `bit`.

@@ -61,6 +61,7 @@ proptest! {
         threads in 1usize..3,
         budget_kb in 1u64..48,
         keep in any::<bool>(),
+        step in 1usize..200,
     ) {
         let mut dataset = testing::dataset(FileFormat::Csv, Partition::IngestDate, columns());
         dataset.policy.max_row_bytes = 120;
@@ -121,7 +122,7 @@ proptest! {
             threads,
             memory: MemoryBudget::new(budget_kb * 1024),
         };
-        let (records, cut) = records_and_cuts(&text, &dataset, options);
+        let (records, cut) = records_and_cuts(&text, &dataset, options, step);
         prop_assert_eq!(&records.0, &cut.0, "report of {:?}", text);
         prop_assert_eq!(&records.1, &cut.1, "rows of {:?}", text);
         let bad = |o: &Outcome| o.2.lines().map(String::from).collect::<Vec<_>>();
@@ -161,7 +162,7 @@ fn clean_files_are_cut_and_the_rest_after_a_stray_quote_or_a_long_record_is_not(
         (format!("{header}{}{long}{}", rows(20), rows(20)), 1),
     ] {
         let (cut, switched) = (super::csv::CUT.get(), super::csv::SWITCHED.get());
-        let (records, cuts) = records_and_cuts(&text, &dataset, options);
+        let (records, cuts) = records_and_cuts(&text, &dataset, options, usize::MAX);
         assert_eq!(records, cuts);
         let start = &text[..200];
         assert_eq!(super::csv::SWITCHED.get() - switched, switches, "{start}");
@@ -173,8 +174,29 @@ fn clean_files_are_cut_and_the_rest_after_a_stray_quote_or_a_long_record_is_not(
 /// A conversion's report (or error), its rows as one batch, and its quarantine.
 type Outcome = (Result<ConvertReport, String>, Option<RecordBatch>, String);
 
-/// What converting `text` gives read record by record, and cut.
-fn records_and_cuts(text: &str, dataset: &Dataset, options: ConvertOptions) -> (Outcome, Outcome) {
+/// Reads at most `step` bytes at a time, so the cutter fills a chunk over many reads.
+struct Trickle<'a> {
+    rest: &'a [u8],
+    step: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.step).min(self.rest.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
+}
+
+/// What converting `text` (read `step` bytes at a time) gives read record by record, and
+/// cut.
+fn records_and_cuts(
+    text: &str,
+    dataset: &Dataset,
+    options: ConvertOptions,
+    step: usize,
+) -> (Outcome, Outcome) {
     let lineage = Lineage {
         source: "s".into(),
         ingested_at: 0,
@@ -184,15 +206,11 @@ fn records_and_cuts(text: &str, dataset: &Dataset, options: ConvertOptions) -> (
         super::csv::RECORDS_ONLY.with(|only| only.set(records_only));
         let mut sink = Collect::default();
         let mut bad = Quarantine::in_memory();
-        let report = convert(
-            text.as_bytes(),
-            "t",
-            dataset,
-            &lineage,
-            options,
-            &mut sink,
-            &mut bad,
-        );
+        let input = Trickle {
+            rest: text.as_bytes(),
+            step,
+        };
+        let report = convert(input, "t", dataset, &lineage, options, &mut sink, &mut bad);
         super::csv::RECORDS_ONLY.with(|only| only.set(false));
         let rows = sink
             .0
