@@ -436,8 +436,10 @@ impl<R: BufRead> RecordCutter<R> {
                 cuts::Cut::None(span) if span.parsed_bytes() >= max_bytes.saturating_mul(2) => {
                     return Ok(Next::Records)
                 }
+                // Read more (at least a byte more: the arm above stops the growth).
                 cuts::Cut::None(_) => {
-                    want = self.pending.len().saturating_mul(2).min(max_bytes);
+                    let len = self.pending.len();
+                    want = len.saturating_mul(2).min(max_bytes).max(len + 1);
                 }
             }
         }
