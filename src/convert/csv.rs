@@ -425,9 +425,10 @@ impl<R: BufRead> RecordCutter<R> {
                 }
                 // Blank lines at the end are no record.
                 cuts::Cut::None(_) if self.at_end && only_line_ends() => return Ok(Next::End),
-                cuts::Cut::None(_) if self.at_end => {
-                    let span = self.rest();
-                    return Ok(Next::Raw(self.take(span)));
+                // The last chunk: all of `pending`, its last record perhaps unended.
+                cuts::Cut::None(all) if self.at_end => {
+                    let records = all.records + 1;
+                    return Ok(Next::Raw(self.take(cuts::Span { records, ..all })));
                 }
                 // A first record that would outweigh two chunks is left to the record
                 // reader, which keeps no more than `max_row_bytes` (and `max_columns`) of
@@ -458,24 +459,6 @@ impl<R: BufRead> RecordCutter<R> {
             self.input.consume(n);
         }
         Ok(())
-    }
-
-    /// All of `pending`, the input's last chunk, counted as [`cuts::find_cut`] counts
-    /// (its records at most).
-    fn rest(&self) -> cuts::Span {
-        let delimiter = self.parser.options.delimiter;
-        let (mut newlines, mut returns, mut delimiters) = (0, 0, 0);
-        for &b in &self.pending {
-            newlines += usize::from(b == b'\n');
-            returns += usize::from(b == b'\r');
-            delimiters += usize::from(b == delimiter);
-        }
-        cuts::Span {
-            end: self.pending.len(),
-            lines: newlines as u64,
-            records: newlines + returns + 1,
-            separators: newlines + returns + delimiters,
-        }
     }
 
     /// The first `span.end` bytes of `pending` as a chunk; the rest stays, in a buffer

@@ -2,7 +2,7 @@
 //! a list of edge cases in every column, give the same batches, bad rows and report
 //! either way.
 
-use arrow::array::{Array, StringArray};
+use arrow::array::StringArray;
 use proptest::prelude::*;
 
 use super::*;
@@ -246,12 +246,7 @@ fn a_chunk_of_good_json_lines_is_typed_column_by_column() {
     assert_eq!(report.new_columns.iter().collect::<Vec<_>>(), ["new"]);
     // 20 lines in chunks of 8: three chunks, every one typed by columns.
     assert_eq!(typed, 3);
-    let names = batches[0]
-        .column(1)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
-    assert_eq!(names.value(3), "n \"3\"");
+    assert_eq!(column::<StringArray>(&batches, 1)[0].value(3), "n \"3\"");
 }
 
 #[test]
@@ -264,12 +259,7 @@ fn a_chunk_of_lines_far_shorter_than_the_dataset_is_wide_takes_the_row_path() {
     let (report, batches, typed) = convert_in_eights(&text, &dataset);
     assert_eq!(report.rows_written, 20);
     assert_eq!(typed, 0);
-    let ids = batches[2]
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
-    assert_eq!(ids.value(3), "u19");
+    assert_eq!(column::<StringArray>(&batches, 0)[2].value(3), "u19");
 }
 
 /// Converts `text` on this thread in chunks of 8 lines: the report, the batches, and how
